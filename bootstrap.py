@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Sets up segjax in ./.venv and runs the quickstart or the tests. Needs only Python and pip's index.
+
+  python3 bootstrap.py quickstart   # train, evaluate and predict on the built-in dataset
+  python3 bootstrap.py test [pytest args]
+
+The virtual environment is created (or refreshed when setup.cfg or the constraints change) with an
+interpreter >= 3.11 (JAX's minimum): this one if it qualifies, else python3.13/3.12/3.11 from PATH.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+VENV = os.path.join(ROOT, ".venv")
+PYTHON = os.path.join(VENV, "bin", "python")
+STAMP = os.path.join(VENV, ".segjax-installed")
+QUICKSTART_WORKDIR = os.path.join(ROOT, "workdirs", "quickstart")
+QUICKSTART_CONFIG = os.path.join("configs", "unet_shapes.py")
+
+
+def run(*command):
+  print("+", " ".join(command), flush=True)
+  subprocess.run(command, cwd=ROOT, check=True)
+
+
+def find_interpreter():
+  if sys.version_info >= (3, 11):
+    return sys.executable
+  for name in ("python3.13", "python3.12", "python3.11"):
+    path = shutil.which(name)
+    if path:
+      return path
+  sys.exit(f"segjax needs Python >= 3.11 (JAX's minimum); this is {sys.version.split()[0]} and no "
+           "python3.11+ is on PATH. Install one and run this command with it.")
+
+
+def install_fingerprint():
+  digest = hashlib.sha256()
+  for name in ("setup.cfg", "pyproject.toml", os.path.join("requirements", "constraints.txt")):
+    with open(os.path.join(ROOT, name), "rb") as f:
+      digest.update(f.read())
+  return digest.hexdigest()
+
+
+def ensure_environment():
+  fingerprint = install_fingerprint()
+  if os.path.exists(STAMP) and open(STAMP).read() == fingerprint:
+    return
+  if not os.path.exists(PYTHON):
+    run(find_interpreter(), "-m", "venv", VENV)
+  run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+  run(PYTHON, "-m", "pip", "install", "--quiet", "-c", os.path.join("requirements", "constraints.txt"),
+      "-e", ".[test]")
+  with open(STAMP, "w") as f:
+    f.write(fingerprint)
+
+
+def quickstart(extra):
+  config = ["--config=" + QUICKSTART_CONFIG, "--workdir=" + QUICKSTART_WORKDIR]
+  os.makedirs(os.path.dirname(QUICKSTART_WORKDIR), exist_ok=True)
+  run(PYTHON, "experiments/train.py", *config, *extra)
+  run(PYTHON, "experiments/evaluate.py", *config, *extra)
+  run(PYTHON, "experiments/predict.py", *config, *extra)
+  print(f"\nDone. Metrics: {QUICKSTART_WORKDIR}/final_metrics.json, pictures: "
+        f"{QUICKSTART_WORKDIR}/predictions/, TensorBoard: tensorboard --logdir {QUICKSTART_WORKDIR}")
+
+
+def test(extra):
+  run(PYTHON, "-m", "pytest", *(extra or ["-q", "tests"]))
+
+
+def main():
+  commands = {"quickstart": quickstart, "test": test}
+  if len(sys.argv) < 2 or sys.argv[1] not in commands:
+    sys.exit(f"usage: python3 bootstrap.py {{{'|'.join(commands)}}} [args]")
+  ensure_environment()
+  try:
+    commands[sys.argv[1]](sys.argv[2:])
+  except subprocess.CalledProcessError as e:
+    sys.exit(e.returncode)
+
+
+if __name__ == "__main__":
+  main()

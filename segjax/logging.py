@@ -1,0 +1,93 @@
+"""What a run writes for people: a progress line, TensorBoard events, metrics.jsonl, config.json.
+
+Only process 0 writes; every call is a no-op elsewhere.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+from absl import logging as absl_logging
+
+
+def _is_writer() -> bool:
+  return jax.process_index() == 0
+
+
+def _json_default(value):
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return str(value)
+
+
+def write_json_atomic(path: str, payload) -> None:
+  """Writes JSON to ``path`` through a temporary file and a rename (never half-written)."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, default=_json_default, allow_nan=False)
+  os.replace(tmp, path)
+
+
+class MetricWriter:
+  """Writes scalars to TensorBoard (``<workdir>/tensorboard``) and ``<workdir>/metrics.jsonl``."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self._tb = None
+    if _is_writer():
+      import tensorflow as tf  # TensorBoard events through tf.summary (TensorFlow is a dependency)
+      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+
+  def write_config(self, config) -> None:
+    if _is_writer():
+      write_json_atomic(os.path.join(self.workdir, "config.json"), config.to_dict())
+
+  def write_scalars(self, step: int, scalars: dict, prefix: str = "") -> None:
+    if not _is_writer():
+      return
+    import tensorflow as tf
+    flat = {f"{prefix}{k}": float(v) for k, v in scalars.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    with self._tb.as_default():
+      for name, value in flat.items():
+        tf.summary.scalar(name, value, step=step)
+    self._tb.flush()
+    clean = {k: (v if math.isfinite(v) else None) for k, v in flat.items()}
+    with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps({"step": step, **clean}) + "\n")
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+
+
+class Progress:
+  """A one-line progress report: step, loss, steps/s, ETA."""
+
+  def __init__(self, total_steps: int, start_step: int):
+    self.total_steps = total_steps
+    self._last_step = start_step
+    self._last_time = time.perf_counter()
+
+  def report(self, step: int, scalars: dict) -> float:
+    now = time.perf_counter()
+    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    self._last_step, self._last_time = step, now
+    eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
+    if _is_writer():
+      terms = " ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k.startswith("loss"))
+      absl_logging.info("step %d/%d  %s  %.2f steps/s  ETA %s", step, self.total_steps, terms, rate,
+                        _format_seconds(eta))
+    return rate
+
+
+def _format_seconds(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  minutes, seconds = divmod(int(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f"{hours:d}:{minutes:02d}:{seconds:02d}"

@@ -1,0 +1,49 @@
+"""Building blocks shared by the segmentation models."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+class ConvNormAct(nn.Module):
+  """Bias-free convolution, BatchNorm, ReLU: the unit most segmentation networks are built from."""
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  dilation: int = 1
+  dtype: Dtype = jnp.float32
+  momentum: float = 0.9
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
+                kernel_dilation=self.dilation, padding="SAME", use_bias=False, dtype=self.dtype)(x)
+    # Statistics in float32 even for bf16 activations.
+    x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, dtype=self.dtype)(x)
+    return nn.relu(x)
+
+
+def resize(x: jax.Array, shape: Sequence[int], method: str = "bilinear") -> jax.Array:
+  """Resizes the spatial dims of a channels-last batch ``[B,H,W,C]`` to ``shape`` = (H', W')."""
+  out_shape = (x.shape[0], *shape, x.shape[-1])
+  if tuple(x.shape) == out_shape:
+    return x
+  return jax.image.resize(x, out_shape, method=method).astype(x.dtype)
+
+
+def pad_to_shape(x: jax.Array, shape: Sequence[int]) -> jax.Array:
+  """Zero-pads ``[B,H,W,C]`` at the bottom/right up to spatial ``shape`` (H', W') >= (H, W)."""
+  dh, dw = shape[0] - x.shape[1], shape[1] - x.shape[2]
+  if dh == 0 and dw == 0:
+    return x
+  return jnp.pad(x, ((0, 0), (dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0)))
+
+
+def count_params(params) -> int:
+  """Number of scalars in a parameter tree."""
+  return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))

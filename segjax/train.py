@@ -1,0 +1,329 @@
+"""The segjax trainer: ``train_and_evaluate(config, workdir)``.
+
+Read top to bottom: mesh, input, model, state, step, checkpoint, eval, loop. Everything that varies
+comes from the ``ml_collections`` config; see ``configs/unet_shapes.py`` for the keys.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging as absl_logging
+
+from segjax import checkpointing
+from segjax import logging as run_logging
+from segjax import losses
+from segjax import metrics
+from segjax import models
+from segjax import optim
+from segjax import sharding
+from segjax.data import pipeline
+from segjax.train_state import MetricSums, TrainState
+
+TRAIN_KEYS = ("image", "semantic")
+EVAL_KEYS = ("image", "semantic", "valid")
+
+
+# ================================================================================================
+# Mesh and workdir
+# ================================================================================================
+def check_workdir(workdir: str) -> str:
+  """Creates ``workdir`` if needed; its parent must exist (a typo should not grow directories)."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  parent = os.path.dirname(workdir)
+  if not os.path.isdir(parent):
+    raise FileNotFoundError(f"The parent directory of --workdir={workdir!r} does not exist "
+                            f"({parent!r}). Create it first or choose another workdir.")
+  os.makedirs(workdir, exist_ok=True)
+  return workdir
+
+
+# ================================================================================================
+# Input
+# ================================================================================================
+def device_batches(batches: Iterator[dict], mesh, keys) -> Iterator[dict]:
+  """Global sharded batches, one transfer ahead of the step that consumes them."""
+  pending = None
+  for batch in batches:
+    ready = sharding.global_batch({k: batch[k] for k in keys}, mesh)
+    if pending is not None:
+      yield pending
+    pending = ready
+  if pending is not None:
+    yield pending
+
+
+# ================================================================================================
+# Model
+# ================================================================================================
+def build_model(config, num_classes: int):
+  """The model named by ``config.model.name`` with the other ``config.model`` keys as arguments."""
+  kwargs = {k: v for k, v in config.model.to_dict().items() if k not in ("name", "dtype")}
+  dtype = jnp.dtype(config.model.get("dtype", "float32"))
+  return models.create(config.model.name, num_classes=num_classes, dtype=dtype, **kwargs)
+
+
+# ================================================================================================
+# State
+# ================================================================================================
+def create_train_state(model, tx, image_shape, seed: int, mesh) -> TrainState:
+  """Initialises the state directly in its (replicated) sharding: eval_shape -> jit(init)."""
+
+  def init(rng):
+    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+  abstract = jax.eval_shape(init, jax.random.key(seed))
+  shardings = jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), abstract)
+  return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+
+
+# ================================================================================================
+# Step
+# ================================================================================================
+def make_train_step(model, tx, loss_fn, num_classes: int, ignore_label: int, mesh):
+  """The compiled train step ``(state, sums, batch) -> (state, sums)``; state and sums donated."""
+
+  def step(state: TrainState, sums: MetricSums, batch):
+    def compute_loss(params):
+      outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                     batch["image"], train=True, mutable=["batch_stats"])
+      total, terms = loss_fn(outputs["logits"], batch["semantic"])
+      return total, (terms, updates, outputs["logits"])
+
+    (total, (terms, updates, logits)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+        state.params)
+    param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1,
+                              params=jax.tree_util.tree_map(jnp.add, state.params, param_updates),
+                              batch_stats=updates.get("batch_stats", state.batch_stats),
+                              opt_state=opt_state)
+    terms = {"loss": total, **{f"loss/{k}": v for k, v in terms.items()}}
+    # A step is good when its loss and the parameters it produced are finite.
+    finite = jnp.isfinite(total) & jnp.isfinite(optax.global_norm(new_state.params))
+    new_sums = MetricSums(
+        loss_sums={k: sums.loss_sums[k] + terms[k] for k in sums.loss_sums},
+        steps=sums.steps + 1,
+        confusion=sums.confusion + metrics.confusion_matrix(
+            metrics.argmax_prediction(logits), batch["semantic"], num_classes,
+            ignore_label=ignore_label),
+        first_nonfinite_step=jnp.where((sums.first_nonfinite_step < 0) & ~finite, state.step + 1,
+                                       sums.first_nonfinite_step))
+    return new_state, new_sums
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(step, donate_argnums=(0, 1), out_shardings=replicated)
+
+
+def make_eval_step(model, num_classes: int, ignore_label: int, mesh):
+  """Compiled ``(state, confusion, batch) -> confusion``: padding examples (valid=False) not counted."""
+
+  def step(state: TrainState, confusion, batch):
+    logits = model.apply(state.variables, batch["image"], train=False)["logits"]
+    return confusion + metrics.confusion_matrix(
+        metrics.argmax_prediction(logits), batch["semantic"], num_classes,
+        ignore_label=ignore_label, weights=batch["valid"][:, None, None])
+
+  return jax.jit(step, donate_argnums=(1,), out_shardings=sharding.replicated(mesh))
+
+
+# ================================================================================================
+# Checkpoint
+# ================================================================================================
+def make_checkpointer(config, workdir: str) -> checkpointing.Checkpointer:
+  return checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                    every_steps=config.checkpoint_every_steps,
+                                    keep=config.keep_checkpoints)
+
+
+def restore_or_keep(checkpointer, state: TrainState) -> TrainState:
+  """The latest checkpoint if there is one (automatic resumption), else ``state``."""
+  step = checkpointer.latest_step()
+  if step is None:
+    return state
+  try:
+    restored = checkpointer.restore(state, step)
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"Checkpoint {step} in {checkpointer.directory} does not fit the model of "
+                     "this config (was the workdir used with another model?). Use a new --workdir "
+                     f"or the config that wrote it. Orbax said: {e}") from e
+  absl_logging.info("Resumed from checkpoint %d in %s", step, checkpointer.directory)
+  return restored
+
+
+class PreemptionGuard:
+  """Turns SIGTERM (preemption notice) into a flag the loop checks; restores the old handler."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+# ================================================================================================
+# Eval
+# ================================================================================================
+def evaluate(eval_step, state, source, config, split: str, mesh) -> dict:
+  """Exact evaluation of ``split``: summed confusion matrix -> ``metrics.summarize``."""
+  ds, _ = pipeline.eval_dataset(source, config.data, split,
+                                local_batch_size=sharding.local_batch_size(config.eval_batch_size, mesh),
+                                process_index=jax.process_index(),
+                                process_count=jax.process_count())
+  num_classes = source.descriptor.num_classes
+  confusion = jax.device_put(jnp.zeros((num_classes, num_classes), jnp.int32),
+                             sharding.replicated(mesh))
+  for batch in device_batches(pipeline.as_numpy(ds), mesh, EVAL_KEYS):
+    confusion = eval_step(state, confusion, batch)
+  confusion = np.asarray(jax.device_get(confusion))
+  summary = metrics.summarize(confusion, source.descriptor.class_names)
+  summary["confusion_matrix"] = confusion.tolist()
+  return summary
+
+
+# ================================================================================================
+# Loop
+# ================================================================================================
+def _fetch_sums(sums: MetricSums, descriptor) -> tuple[dict, int]:
+  host = jax.device_get(sums)
+  steps = max(int(host.steps), 1)
+  scalars = {k: float(v) / steps for k, v in host.loss_sums.items()}
+  train_metrics = metrics.summarize(host.confusion, descriptor.class_names)
+  scalars["mean_iou"] = train_metrics["mean_iou"] if train_metrics["mean_iou"] is not None else float("nan")
+  scalars["pixel_accuracy"] = train_metrics["pixel_accuracy"] or float("nan")
+  return scalars, int(host.first_nonfinite_step)
+
+
+def setup(config, workdir: str | None = None):
+  """Shared by training, evaluation and prediction: mesh, data source, model, optimizer, state."""
+  mesh = sharding.make_mesh(config.get("num_devices"))
+  source = pipeline.get_source(config.data)
+  model = build_model(config, source.descriptor.num_classes)
+  tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  state = create_train_state(model, tx, (*config.data.crop_size, 3), config.seed, mesh)
+  return mesh, source, model, tx, state
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains per ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates.
+
+  Returns the final metrics keyed by split (also written to ``<workdir>/final_metrics.json``), or
+  ``{}`` when stopped early by SIGTERM after saving a checkpoint.
+  """
+  workdir = check_workdir(workdir)
+  loss_fn = losses.make_loss(config.loss, ignore_label=config.data.get("ignore_label", 255))
+  mesh, source, model, tx, state = setup(config)
+  descriptor = source.descriptor
+  writer = run_logging.MetricWriter(workdir)
+  writer.write_config(config)
+  checkpointer = make_checkpointer(config, workdir)
+  state = restore_or_keep(checkpointer, state)
+  start_step = int(jax.device_get(state.step))
+  total_steps = config.num_train_steps
+
+  local_batch = sharding.local_batch_size(config.batch_size, mesh)
+  train_ds = pipeline.train_dataset(source, config.data, local_batch_size=local_batch,
+                                    seed=config.seed, start_step=start_step,
+                                    process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+  train_step = make_train_step(model, tx, loss_fn, descriptor.num_classes, descriptor.ignore_label,
+                               mesh)
+  eval_step = make_eval_step(model, descriptor.num_classes, descriptor.ignore_label, mesh)
+  term_names = ["loss"] + [f"loss/{k}" for k in jax.eval_shape(
+      loss_fn, jax.ShapeDtypeStruct((1, 2, 2, descriptor.num_classes), jnp.float32),
+      jax.ShapeDtypeStruct((1, 2, 2), jnp.int32))[1]]
+  new_sums = lambda: jax.device_put(MetricSums.zeros(term_names, descriptor.num_classes),
+                                    sharding.replicated(mesh))
+  sums = new_sums()
+  progress = run_logging.Progress(total_steps, start_step)
+  last_saved = checkpointer.latest_step()
+
+  def log_and_check(step):
+    nonlocal sums
+    scalars, bad_step = _fetch_sums(sums, descriptor)
+    if bad_step >= 0:
+      raise FloatingPointError(
+          f"The training loss became NaN or infinite at step {bad_step} ({scalars}). Training "
+          f"stopped; the last good checkpoint (step {last_saved}) in {checkpointer.directory} is "
+          "intact. Lower config.optimizer.learning_rate, set config.optimizer.grad_clip_norm, or "
+          "check the input data.")
+    scalars["steps_per_second"] = progress.report(step, scalars)
+    writer.write_scalars(step, scalars, prefix="train/")
+    sums = new_sums()
+
+  batches = device_batches(pipeline.as_numpy(train_ds), mesh, TRAIN_KEYS)
+  with PreemptionGuard() as preemption:
+    for step in range(start_step + 1, total_steps + 1):
+      state, sums = train_step(state, sums, next(batches))
+      is_last = step == total_steps
+      saving = checkpointer.should_save(step) or is_last or preemption.requested
+      if saving or step % config.log_every_steps == 0:
+        log_and_check(step)  # never checkpoint a state that saw a non-finite loss
+      if saving:
+        checkpointer.save(step, state)
+        last_saved = step
+      if preemption.requested and not is_last:
+        absl_logging.warning("SIGTERM received: saved checkpoint %d in %s and stopped.", step,
+                             checkpointer.directory)
+        checkpointer.close()
+        writer.close()
+        return {}
+      if config.eval_every_steps and step % config.eval_every_steps == 0 and not is_last:
+        for split in config.eval_splits:
+          writer.write_scalars(step, evaluate(eval_step, state, source, config, split, mesh),
+                               prefix=f"{split}/")
+
+  final = {split: evaluate(eval_step, state, source, config, split, mesh)
+           for split in config.eval_splits}
+  for split, summary in final.items():
+    writer.write_scalars(total_steps, summary, prefix=f"{split}/")
+    absl_logging.info("%s: mIoU %.4f, pixel accuracy %.4f, mean pixel accuracy %.4f", split,
+                      summary["mean_iou"] or float("nan"), summary["pixel_accuracy"] or float("nan"),
+                      summary["mean_pixel_accuracy"] or float("nan"))
+  if jax.process_index() == 0:
+    run_logging.write_json_atomic(os.path.join(workdir, "final_metrics.json"), final)
+  checkpointer.close()
+  writer.close()
+  return final
+
+
+def load_trained(config, workdir: str, step: int | None = None):
+  """Model, restored state, data source and mesh of a training run (latest checkpoint by default)."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  mesh, source, model, _, state = setup(config)
+  checkpointer = make_checkpointer(config, workdir)
+  try:
+    state = checkpointer.restore(state, step)
+  finally:
+    checkpointer.close()
+  return model, state, source, mesh
+
+
+def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict:
+  """Evaluates a saved checkpoint on ``config.eval_splits``; returns metrics keyed by split."""
+  model, state, source, mesh = load_trained(config, workdir, step)
+  descriptor = source.descriptor
+  eval_step = make_eval_step(model, descriptor.num_classes, descriptor.ignore_label, mesh)
+  return {split: evaluate(eval_step, state, source, config, split, mesh)
+          for split in config.eval_splits}

@@ -1,0 +1,47 @@
+"""Test set-up: 4 simulated CPU devices (before JAX starts) and shared tiny fixtures."""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import importlib.util  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str):
+  """``get_config()`` of ``configs/<name>.py``."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def tiny_config(data_dir: str):
+  """The quickstart config shrunk to seconds: 32x32 images, a 2-level UNet of width 4."""
+  config = load_config("unet_shapes")
+  config.data.update(dict(data_dir=data_dir, image_size=32, num_train=24, num_validation=10,
+                          num_test=6, shuffle_buffer=24, crop_size=(32, 32), max_things=3,
+                          scale_range=(0.75, 1.25)))
+  config.model.update(dict(features=4, depth=2))
+  config.optimizer.warmup_steps = 1
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.num_train_steps = 6
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 3
+  config.keep_checkpoints = 3
+  return config
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture
+def config(data_dir):
+  return tiny_config(data_dir)

@@ -1,0 +1,132 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from segjax import losses
+
+
+def _log_softmax(x):
+  x = np.asarray(x, np.float64)
+  return x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(-1, keepdims=True)
+
+
+def _random_case(seed=0, shape=(2, 5, 4), num_classes=3, ignore_fraction=0.2):
+  rng = np.random.default_rng(seed)
+  logits = rng.normal(size=(*shape, num_classes)).astype(np.float32) * 2
+  labels = rng.integers(0, num_classes, size=shape)
+  labels[rng.random(shape) < ignore_fraction] = 255
+  return logits, labels
+
+
+def test_cross_entropy_hand_computed():
+  logits = np.array([[[[2.0, 0.0], [0.0, 0.0], [5.0, -5.0]]]])  # 3 pixels, 2 classes
+  labels = np.array([[[0, 1, 255]]])
+  expected = (np.log(1 + np.exp(-2.0)) + np.log(2.0)) / 2  # the ignored pixel is not counted
+  np.testing.assert_allclose(losses.cross_entropy(logits, labels), expected, rtol=1e-6)
+
+
+def test_cross_entropy_matches_pytorch_formula_with_weights_and_smoothing():
+  logits, labels = _random_case()
+  w = np.array([0.5, 2.0, 1.0])
+  s = 0.1
+  logp = _log_softmax(logits)
+  valid = labels != 255
+  y = np.where(valid, labels, 0)
+  nll = -np.take_along_axis(logp, y[..., None], -1)[..., 0] * w[y]
+  smooth = -(logp * w).sum(-1) / 3
+  per_pixel = (1 - s) * nll + s * smooth
+  expected = per_pixel[valid].sum() / w[y][valid].sum()  # torch: reduction='mean' with weight
+  got = losses.cross_entropy(logits, labels, class_weights=w, label_smoothing=s)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_cross_entropy_top_k_keeps_hardest_pixels_per_image():
+  logits, labels = _random_case(shape=(2, 4, 5), ignore_fraction=0.0)
+  per_pixel = -np.take_along_axis(_log_softmax(logits), labels[..., None], -1)[..., 0]
+  hardest = np.sort(per_pixel.reshape(2, -1), axis=1)[:, -5:]  # 25% of 20 pixels
+  got = losses.cross_entropy(logits, labels, top_k_percent=0.25)
+  np.testing.assert_allclose(got, hardest.mean(), rtol=1e-5)
+
+
+def test_dice_and_jaccard_hand_computed_binary():
+  # Two pixels, probabilities from logits 0 (p=0.5) and ln 3 (p=0.75); targets 1 and 0.
+  logits = np.array([[[0.0, np.log(3.0)]]])
+  labels = np.array([[[1, 0]]])
+  tp, fp, fn = 0.5, 0.75, 0.5
+  np.testing.assert_allclose(losses.dice_loss(logits, labels, mode="binary"),
+                             1 - 2 * tp / (2 * tp + fp + fn), rtol=1e-6)
+  np.testing.assert_allclose(losses.jaccard_loss(logits, labels, mode="binary"),
+                             1 - tp / (tp + fp + fn), rtol=1e-6)
+  np.testing.assert_allclose(losses.tversky_loss(logits, labels, mode="binary", alpha=0.3, beta=0.7),
+                             1 - tp / (tp + 0.3 * fp + 0.7 * fn), rtol=1e-6)
+
+
+def test_multiclass_dice_averages_present_classes_and_skips_ignored():
+  logits, labels = _random_case()
+  labels[labels == 2] = 0  # class 2 absent from the ground truth
+  p = np.exp(_log_softmax(logits))
+  valid = labels != 255
+  t = np.eye(3)[np.where(valid, labels, 0)]
+  p, t = p[valid], t[valid]
+  dice = 2 * (p * t).sum(0) / (p.sum(0) + t.sum(0))
+  np.testing.assert_allclose(losses.dice_loss(logits, labels), np.mean(1 - dice[:2]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("fn", [losses.cross_entropy, losses.dice_loss, losses.jaccard_loss,
+                                losses.tversky_loss])
+def test_losses_are_zero_and_finite_when_everything_is_ignored(fn):
+  logits, labels = _random_case()
+  labels[:] = 255
+  value, grads = jax.value_and_grad(lambda x: fn(x, labels))(jnp.asarray(logits))
+  assert float(value) == 0.0
+  assert bool(jnp.all(jnp.isfinite(grads)))
+
+
+@pytest.mark.parametrize("fn", [losses.cross_entropy, losses.dice_loss])
+def test_ignored_pixels_do_not_change_the_loss(fn):
+  logits, labels = _random_case()
+  perturbed = logits.copy()
+  perturbed[labels == 255] = 100.0
+  np.testing.assert_allclose(fn(logits, labels), fn(perturbed, labels), rtol=1e-6)
+
+
+def test_bf16_logits_give_float32_scalar():
+  logits, labels = _random_case()
+  value = losses.cross_entropy(jnp.asarray(logits, jnp.bfloat16), labels)
+  assert value.shape == () and value.dtype == jnp.float32
+
+
+def test_parse_loss_expression_and_list_forms():
+  assert losses.parse_loss("cross_entropy + 0.5 * dice_loss(smooth=1.0)") == [
+      ("cross_entropy", 1.0, {}), ("dice_loss", 0.5, {"smooth": 1.0})]
+  assert losses.parse_loss("dice_loss * 2") == [("dice_loss", 2.0, {})]
+  assert losses.parse_loss([("cross_entropy", 1), ("dice_loss", 0.5, {"smooth": 1.0})]) == [
+      ("cross_entropy", 1.0, {}), ("dice_loss", 0.5, {"smooth": 1.0})]
+  with pytest.raises(ValueError, match="weight"):
+    losses.parse_loss("dice_loss * cross_entropy")
+
+
+def test_make_loss_combines_terms_and_accepts_functions():
+  logits, labels = _random_case()
+
+  def twice_ce(logits, labels, *, ignore_label=255):
+    return 2 * losses.cross_entropy(logits, labels, ignore_label=ignore_label)
+
+  total, terms = losses.make_loss([("cross_entropy", 1.0), (twice_ce, 0.25), ("dice_loss", 0.5)])(
+      logits, labels)
+  ce = losses.cross_entropy(logits, labels)
+  dice = losses.dice_loss(logits, labels)
+  np.testing.assert_allclose(total, ce + 0.25 * 2 * ce + 0.5 * dice, rtol=1e-6)
+  assert set(terms) == {"cross_entropy", "twice_ce", "dice_loss"}
+
+
+def test_registered_loss_is_usable_by_name_and_unknown_names_fail_early():
+  @losses.register_loss
+  def zero_test_loss(logits, labels, *, ignore_label=255):
+    return jnp.zeros(())
+
+  total, terms = losses.make_loss("zero_test_loss")(*_random_case())
+  assert float(total) == 0.0 and list(terms) == ["zero_test_loss"]
+  with pytest.raises(KeyError, match="Unknown loss 'dice'.*dice_loss"):
+    losses.make_loss("cross_entropy + dice")

@@ -1,0 +1,77 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from segjax import metrics
+
+
+def test_confusion_matrix_hand_computed():
+  label = np.array([[0, 0, 1], [1, 2, 255]])
+  pred = np.array([[0, 1, 1], [2, 2, 0]])
+  cm = np.asarray(metrics.confusion_matrix(pred, label, 3))
+  # rows = ground truth, columns = prediction; the ignored pixel is not counted.
+  np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 1], [0, 0, 1]])
+
+
+def test_confusion_matrix_weights_skip_padding_and_jit():
+  label = jnp.array([[[0, 1]], [[1, 1]]])
+  pred = jnp.array([[[0, 0]], [[1, 1]]])
+  valid = jnp.array([True, False])
+  cm = jax.jit(lambda p, l, v: metrics.confusion_matrix(p, l, 2, weights=v[:, None, None]))(
+      pred, label, valid)
+  np.testing.assert_array_equal(cm, [[1, 0], [1, 0]])
+
+
+def test_derived_metrics_hand_computed():
+  cm = np.array([[3, 1, 0], [2, 4, 0], [0, 0, 0]])  # class 2 absent and never predicted
+  np.testing.assert_allclose(metrics.pixel_accuracy(cm), 7 / 10)
+  np.testing.assert_allclose(metrics.iou(cm), [3 / 6, 4 / 7, np.nan])
+  np.testing.assert_allclose(metrics.recall(cm), [3 / 4, 4 / 6, np.nan])
+  np.testing.assert_allclose(metrics.precision(cm), [3 / 5, 4 / 5, np.nan])
+  np.testing.assert_allclose(metrics.dice(cm), [6 / 9, 8 / 11, np.nan])
+  np.testing.assert_allclose(metrics.mean_iou(cm), (3 / 6 + 4 / 7) / 2)
+  np.testing.assert_allclose(metrics.mean_pixel_accuracy(cm), (3 / 4 + 4 / 6) / 2)
+  np.testing.assert_allclose(metrics.frequency_weighted_iou(cm), 0.4 * 3 / 6 + 0.6 * 4 / 7)
+  b = 2.0
+  np.testing.assert_allclose(metrics.f_score(cm, beta=b)[0], 5 * 3 / (5 * 3 + 4 * 1 + 2))
+
+
+def test_class_predicted_but_absent_has_iou_zero_and_recall_nan():
+  cm = np.array([[2, 1], [0, 0]])
+  np.testing.assert_allclose(metrics.iou(cm), [2 / 3, 0.0])
+  assert np.isnan(metrics.recall(cm)[1])
+  np.testing.assert_allclose(metrics.mean_iou(cm), 1 / 3)
+
+
+def test_empty_matrix_gives_nan_not_error():
+  cm = np.zeros((3, 3), int)
+  assert np.isnan(metrics.pixel_accuracy(cm)) and np.isnan(metrics.mean_iou(cm))
+  summary = metrics.summarize(cm)
+  assert summary["mean_iou"] is None and summary["iou"]["class_0"] is None
+
+
+def test_agrees_with_scikit_learn_on_random_pixels():
+  rng = np.random.default_rng(0)
+  label = rng.integers(0, 5, size=(4, 17, 13))
+  pred = np.where(rng.random(label.shape) < 0.6, label, rng.integers(0, 5, size=label.shape))
+  label[0, :3] = 255
+  cm = np.asarray(metrics.confusion_matrix(pred, label, 5))
+  keep = label != 255
+  y, p = label[keep], pred[keep]
+  np.testing.assert_array_equal(cm, skm.confusion_matrix(y, p, labels=range(5)))
+  np.testing.assert_allclose(metrics.iou(cm), skm.jaccard_score(y, p, average=None, labels=range(5)))
+  np.testing.assert_allclose(metrics.precision(cm), skm.precision_score(y, p, average=None))
+  np.testing.assert_allclose(metrics.recall(cm), skm.recall_score(y, p, average=None))
+  np.testing.assert_allclose(metrics.f_score(cm, 0.5), skm.fbeta_score(y, p, beta=0.5, average=None))
+  np.testing.assert_allclose(metrics.pixel_accuracy(cm), skm.accuracy_score(y, p))
+  np.testing.assert_allclose(metrics.mean_pixel_accuracy(cm), skm.balanced_accuracy_score(y, p))
+
+
+def test_summarize_names_classes_and_checks_count():
+  summary = metrics.summarize(np.array([[1, 0], [1, 2]]), ["sky", "car"])
+  assert summary["iou"] == {"sky": pytest.approx(0.5), "car": pytest.approx(2 / 3)}
+  assert summary["pixels"] == 4
+  with pytest.raises(ValueError, match="3 class names"):
+    metrics.summarize(np.zeros((2, 2)), ["a", "b", "c"])

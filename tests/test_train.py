@@ -1,0 +1,160 @@
+"""End-to-end trainer tests on a tiny shapes dataset and a tiny UNet (4 simulated CPU devices)."""
+import json
+import re
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from segjax import checkpointing
+from segjax import losses
+from segjax import sharding
+from segjax import train
+from segjax.data import pipeline
+
+from conftest import ROOT, tiny_config
+
+
+def _params(workdir, config):
+  _, state, _, _ = train.load_trained(config, workdir)
+  return jax.device_get(state.params)
+
+
+@pytest.fixture(scope="module")
+def straight_run(data_dir, tmp_path_factory):
+  """One uninterrupted tiny run shared by the tests below: (config, workdir, final metrics)."""
+  config = tiny_config(data_dir)
+  workdir = str(tmp_path_factory.mktemp("straight") / "run")
+  return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_train_evaluate_writes_everything(straight_run):
+  config, workdir, final = straight_run
+  summary = final["validation"]
+  assert set(summary["iou"]) == {"stripes", "speckle", "disc", "triangle", "square"}
+  for key in ("mean_iou", "pixel_accuracy", "mean_pixel_accuracy"):
+    assert 0.0 <= summary[key] <= 1.0
+  with open(os.path.join(workdir, "final_metrics.json")) as f:
+    assert json.load(f)["validation"]["mean_iou"] == pytest.approx(summary["mean_iou"])
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [l["step"] for l in lines if "train/loss" in l] == [2, 3, 4, 6]  # log + checkpoint steps
+  assert json.load(open(os.path.join(workdir, "config.json")))["model"]["features"] == 4
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+  # Evaluating the saved checkpoint reproduces the final metrics.
+  again = train.evaluate_checkpoint(config, workdir)
+  assert again["validation"]["confusion_matrix"] == summary["confusion_matrix"]
+
+
+def test_evaluation_counts_every_pixel_exactly_once(straight_run):
+  # 10 validation images, global eval batch 4 over 4 devices: 3 batches, the last one padded.
+  config, workdir, _ = straight_run
+  summary = json.load(open(os.path.join(workdir, "final_metrics.json")))["validation"]
+  source = pipeline.get_source(config.data)
+  labels = np.stack([ex["semantic"] for ex in source.builder.as_dataset(split="validation").as_numpy_iterator()])
+  assert labels.shape[0] == 10
+  expected = np.bincount(labels.reshape(-1), minlength=5)
+  np.testing.assert_array_equal(np.asarray(summary["confusion_matrix"]).sum(axis=1), expected)
+
+
+def test_resumed_run_ends_with_the_same_parameters(straight_run, tmp_path, monkeypatch):
+  config, straight, _ = straight_run
+
+  interrupted = str(tmp_path / "interrupted")
+  original_save = checkpointing.Checkpointer.save
+
+  def save_then_preempt(self, step, state):
+    original_save(self, step, state)
+    if step == 3:
+      signal.raise_signal(signal.SIGTERM)  # as a preemption notice would, right after a save
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", save_then_preempt)
+  assert train.train_and_evaluate(config, interrupted) == {}  # stopped cleanly at step 3
+  assert sorted(os.listdir(os.path.join(interrupted, "checkpoints"))) == ["3"]
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
+  # A half-written checkpoint (as after SIGKILL during a save) must be ignored on resume.
+  os.makedirs(os.path.join(interrupted, "checkpoints", "5.orbax-checkpoint-tmp-1234", "default"))
+  train.train_and_evaluate(config, interrupted)
+
+  a, b = _params(straight, config), _params(interrupted, config)
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
+
+
+def test_same_global_batch_gives_same_losses_on_1_and_4_devices(config):
+  assert jax.device_count() == 4
+  source = pipeline.get_source(config.data)
+  ds = pipeline.train_dataset(source, config.data, local_batch_size=4, seed=0)
+  batches = [next(iter(pipeline.as_numpy(ds.skip(i)))) for i in range(3)]
+  loss_fn = losses.make_loss(config.loss)
+  results = {}
+  for num_devices in (1, 4):
+    config.num_devices = num_devices
+    mesh = sharding.make_mesh(num_devices)
+    model = train.build_model(config, 5)
+    tx = optax.adamw(1e-2)
+    state = train.create_train_state(model, tx, (32, 32, 3), 0, mesh)
+    step = train.make_train_step(model, tx, loss_fn, 5, 255, mesh)
+    history = []
+    for batch in batches:
+      sums = jax.device_put(train.MetricSums.zeros(["loss", "loss/cross_entropy", "loss/dice_loss"], 5),
+                            sharding.replicated(mesh))
+      state, sums = step(state, sums, sharding.global_batch(
+          {k: batch[k] for k in train.TRAIN_KEYS}, mesh))
+      history.append(float(sums.loss_sums["loss"]))
+    results[num_devices] = history
+  np.testing.assert_allclose(results[1], results[4], rtol=1e-5)
+  assert results[1][0] != results[1][2]  # it did train
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_good_checkpoints(config, tmp_path):
+  config.optimizer.update(name="sgd", learning_rate=1e12, grad_clip_norm=0.0, warmup_steps=0)
+  config.checkpoint_every_steps = 1
+  config.log_every_steps = 1
+  workdir = str(tmp_path / "nan")
+  with pytest.raises(FloatingPointError, match=r"NaN or infinite at step (\d+)") as error:
+    train.train_and_evaluate(config, workdir)
+  bad_step = int(re.search(r"step (\d+)", str(error.value)).group(1))
+  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1, keep=3)
+  assert all(step < bad_step for step in checkpointer.all_steps())
+  if checkpointer.all_steps():
+    params = _params(workdir, config)
+    assert all(np.all(np.isfinite(p)) for p in jax.tree_util.tree_leaves(params))
+
+
+def test_missing_workdir_parent_is_named(config, tmp_path):
+  with pytest.raises(FileNotFoundError, match="parent directory.*does-not-exist"):
+    train.train_and_evaluate(config, str(tmp_path / "does-not-exist" / "run"))
+
+
+def test_unknown_config_key_on_the_command_line_is_named():
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True)
+  path = os.path.join(ROOT, "configs", "unet_shapes.py")
+  flag_values(["prog", f"--config={path}", "--config.model.features=8"])
+  assert flag_values.config.model.features == 8
+  with pytest.raises(flags.IllegalFlagValueError, match="featurs"):
+    flag_values(["prog", f"--config={path}", "--config.model.featurs=8"])
+
+
+def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path):
+  import cv2
+  from segjax import inference
+
+  config, workdir, _ = straight_run
+  config.predict.num_images = 3
+  model, state, source, mesh = train.load_trained(config, workdir)
+  paths = inference.draw_split_predictions(model, state.variables, source, config, mesh,
+                                           str(tmp_path / "pictures"))
+  assert len(paths) == 3
+  picture = cv2.cvtColor(cv2.imread(paths[0]), cv2.COLOR_BGR2RGB)
+  assert picture.shape == (32, 3 * 32 + 2 * 4, 3)  # three panels with white gaps
+  # The middle panel is the ground truth drawn with the dataset's colours.
+  test_example = next(source.builder.as_dataset(split="test").as_numpy_iterator())
+  np.testing.assert_array_equal(picture[:, 36:68],
+                                source.descriptor.colorize(test_example["semantic"][..., 0]))
