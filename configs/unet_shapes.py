@@ -25,9 +25,9 @@ def get_config():
       grad_clip_norm=1.0))
 
   config.batch_size = 8
-  config.num_train_steps = 2000
+  config.num_train_steps = 2300
   config.log_every_steps = 50
-  config.checkpoint_every_steps = 400
+  config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
   config.eval_every_steps = 0
   config.eval_splits = ("validation",)

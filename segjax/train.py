@@ -83,9 +83,12 @@ def create_train_state(model, tx, image_shape, seed: int, mesh) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
-  abstract = jax.eval_shape(init, jax.random.key(seed))
+  # The "rbg" generator compiles initialisers ~6x faster than threefry on CPU (seconds, not half
+  # a minute, for a UNet); the parameters it draws are replicated, so every device agrees.
+  rng = jax.random.key(seed, impl="rbg")
+  abstract = jax.eval_shape(init, rng)
   shardings = jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), abstract)
-  return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+  return jax.jit(init, out_shardings=shardings)(rng)
 
 
 # ================================================================================================

@@ -89,7 +89,7 @@ def render_scene(rng: np.random.Generator, size: int, max_things: int = 6):
   for index in range(1, num_things + 1):
     class_id = int(rng.integers(len(THINGS)))
     # Log-uniform radius: many small shapes, some large ones.
-    radius = size * np.exp(rng.uniform(np.log(0.07), np.log(0.25)))
+    radius = size * np.exp(rng.uniform(np.log(0.09), np.log(0.28)))
     centre = rng.uniform(-0.05, 1.05, size=2) * size
     mask = np.zeros((size, size), np.uint8)
     if THINGS[class_id] == "disc":
