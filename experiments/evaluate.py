@@ -9,6 +9,7 @@ import os
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from segjax import logging as run_logging
@@ -23,6 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
   results = train.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value)
   for split, summary in results.items():
     per_class = ", ".join(f"{name} {value:.3f}" for name, value in summary["iou"].items()

@@ -7,6 +7,7 @@ import os
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from segjax import inference
@@ -22,6 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   output = _OUTPUT.value or os.path.join(os.path.abspath(_WORKDIR.value), "predictions")
   model, state, source, mesh = train.load_trained(config, _WORKDIR.value)

@@ -18,7 +18,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
+  logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

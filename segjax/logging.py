@@ -10,11 +10,16 @@ import os
 import time
 
 import jax
-from absl import logging as absl_logging
 
 
 def _is_writer() -> bool:
   return jax.process_index() == 0
+
+
+def info(message: str, *args) -> None:
+  """A timestamped line on stdout from process 0 (library INFO logs stay quiet)."""
+  if _is_writer():
+    print(time.strftime("%H:%M:%S ") + (message % args if args else message), flush=True)
 
 
 def _json_default(value):
@@ -80,7 +85,7 @@ class Progress:
     eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
     if _is_writer():
       terms = " ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k.startswith("loss"))
-      absl_logging.info("step %d/%d  %s  %.2f steps/s  ETA %s", step, self.total_steps, terms, rate,
+      info("step %d/%d  %s  %.2f steps/s  ETA %s", step, self.total_steps, terms, rate,
                         _format_seconds(eta))
     return rate
 

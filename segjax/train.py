@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging as absl_logging
 
 from segjax import checkpointing
 from segjax import logging as run_logging
@@ -160,7 +159,7 @@ def restore_or_keep(checkpointer, state: TrainState) -> TrainState:
     raise ValueError(f"Checkpoint {step} in {checkpointer.directory} does not fit the model of "
                      "this config (was the workdir used with another model?). Use a new --workdir "
                      f"or the config that wrote it. Orbax said: {e}") from e
-  absl_logging.info("Resumed from checkpoint %d in %s", step, checkpointer.directory)
+  run_logging.info("Resumed from checkpoint %d in %s", step, checkpointer.directory)
   return restored
 
 
@@ -287,7 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         checkpointer.save(step, state)
         last_saved = step
       if preemption.requested and not is_last:
-        absl_logging.warning("SIGTERM received: saved checkpoint %d in %s and stopped.", step,
+        run_logging.info("SIGTERM received: saved checkpoint %d in %s and stopped.", step,
                              checkpointer.directory)
         checkpointer.close()
         writer.close()
@@ -301,7 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
            for split in config.eval_splits}
   for split, summary in final.items():
     writer.write_scalars(total_steps, summary, prefix=f"{split}/")
-    absl_logging.info("%s: mIoU %.4f, pixel accuracy %.4f, mean pixel accuracy %.4f", split,
+    run_logging.info("%s: mIoU %.4f, pixel accuracy %.4f, mean pixel accuracy %.4f", split,
                       summary["mean_iou"] or float("nan"), summary["pixel_accuracy"] or float("nan"),
                       summary["mean_pixel_accuracy"] or float("nan"))
   if jax.process_index() == 0:
