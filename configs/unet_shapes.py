@@ -2,7 +2,11 @@
 
   python experiments/train.py --config=configs/unet_shapes.py --workdir=/tmp/segjax/unet_shapes
 
-Result: see README (measured validation mIoU and time on a 2-core CPU).
+Reaches validation mIoU 0.766 (pixel accuracy 0.912) in 2,300 steps, about 6 minutes of training on
+a 2-core CPU (see README for the whole table). The recipe: 64x64 scenes, a narrow UNet
+(features=8, depth=4: 486,589 parameters) so that the CPU does ~7 steps/s, batch 8 for many
+updates, AdamW 5e-3 with warm-up and cosine decay, CE + Dice, flips only (the dataset already varies
+the shapes' size, so scale augmentation slowed learning without helping).
 """
 import ml_collections
 
@@ -29,7 +33,7 @@ def get_config():
   config.log_every_steps = 50
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
-  config.eval_every_steps = 0
+  config.eval_every_steps = 0  # > 0: also evaluate during training
   config.eval_splits = ("validation",)
   config.eval_batch_size = 50
 

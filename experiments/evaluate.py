@@ -27,10 +27,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   results = train.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value)
   for split, summary in results.items():
-    per_class = ", ".join(f"{name} {value:.3f}" for name, value in summary["iou"].items()
-                          if value is not None)
-    print(f"{split}: mIoU {summary['mean_iou']:.4f}  pixel accuracy {summary['pixel_accuracy']:.4f}  "
-          f"mean pixel accuracy {summary['mean_pixel_accuracy']:.4f}\n  IoU: {per_class}")
+    print(f"{split}: {train.format_summary(summary)}")
   path = os.path.join(os.path.abspath(_WORKDIR.value), "eval_metrics.json")
   run_logging.write_json_atomic(path, results)
   print(f"Wrote {path}")

@@ -207,6 +207,14 @@ def evaluate(eval_step, state, source, config, split: str, mesh) -> dict:
 # ================================================================================================
 # Loop
 # ================================================================================================
+def format_summary(summary: dict) -> str:
+  """One readable line of the main metrics and the per-class IoU."""
+  number = lambda v: "n/a" if v is None else f"{v:.4f}"
+  per_class = ", ".join(f"{name} {number(v)}" for name, v in summary["iou"].items())
+  return (f"mIoU {number(summary['mean_iou'])}, pixel accuracy {number(summary['pixel_accuracy'])}, "
+          f"mean pixel accuracy {number(summary['mean_pixel_accuracy'])}; IoU: {per_class}")
+
+
 def _fetch_sums(sums: MetricSums, descriptor) -> tuple[dict, int]:
   host = jax.device_get(sums)
   steps = max(int(host.steps), 1)
@@ -300,9 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
            for split in config.eval_splits}
   for split, summary in final.items():
     writer.write_scalars(total_steps, summary, prefix=f"{split}/")
-    run_logging.info("%s: mIoU %.4f, pixel accuracy %.4f, mean pixel accuracy %.4f", split,
-                      summary["mean_iou"] or float("nan"), summary["pixel_accuracy"] or float("nan"),
-                      summary["mean_pixel_accuracy"] or float("nan"))
+    run_logging.info("%s: %s", split, format_summary(summary))
   if jax.process_index() == 0:
     run_logging.write_json_atomic(os.path.join(workdir, "final_metrics.json"), final)
   checkpointer.close()

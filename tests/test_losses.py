@@ -130,3 +130,99 @@ def test_registered_loss_is_usable_by_name_and_unknown_names_fail_early():
   assert float(total) == 0.0 and list(terms) == ["zero_test_loss"]
   with pytest.raises(KeyError, match="Unknown loss 'dice'.*dice_loss"):
     losses.make_loss("cross_entropy + dice")
+
+
+def test_focal_loss_hand_computed_and_reduces_to_cross_entropy():
+  logits = np.array([[[[0.0, 0.0], [np.log(3.0), 0.0]]]])  # p_y = 0.5 and 0.75
+  labels = np.array([[[0, 0]]])
+  expected = (0.25 * np.log(2) + 0.0625 * -np.log(0.75)) / 2
+  np.testing.assert_allclose(losses.focal_loss(logits, labels), expected, rtol=1e-6)
+  logits, labels = _random_case()
+  np.testing.assert_allclose(losses.focal_loss(logits, labels, gamma=0.0),
+                             losses.cross_entropy(logits, labels), rtol=1e-5)
+  alpha = np.array([0.2, 0.3, 0.5])
+  valid = labels != 255
+  y = np.where(valid, labels, 0)
+  p = np.exp(np.take_along_axis(_log_softmax(logits), y[..., None], -1)[..., 0])
+  ref = (-alpha[y] * (1 - p) ** 2 * np.log(p))[valid].mean()
+  np.testing.assert_allclose(losses.focal_loss(logits, labels, alpha=alpha), ref, rtol=1e-5)
+
+
+def test_binary_focal_and_bce_match_their_formulas():
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(2, 4, 4)).astype(np.float32) * 3
+  t = rng.integers(0, 2, size=(2, 4, 4))
+  t[0, 0] = 255
+  keep = t != 255
+  s = 1 / (1 + np.exp(-x))
+  tt = np.where(keep, t, 0)
+  pt = np.where(tt == 1, s, 1 - s)
+  ref = (-(1 - pt) ** 2 * np.log(pt) * (0.25 * tt + 0.75 * (1 - tt)))[keep].mean()
+  np.testing.assert_allclose(losses.focal_loss(x, t, mode="binary", alpha=0.25), ref, rtol=1e-5)
+  ref_bce = (-(3.0 * tt * np.log(s) + (1 - tt) * np.log(1 - s)))[keep].mean()
+  np.testing.assert_allclose(losses.binary_cross_entropy(x[..., None], t, pos_weight=3.0), ref_bce,
+                             rtol=1e-5)
+
+
+def test_focal_tversky_is_tversky_to_a_power():
+  logits, labels = _random_case()
+  tversky = losses.tversky_loss(logits, labels, alpha=0.3, beta=0.7)
+  np.testing.assert_allclose(losses.focal_tversky_loss(logits, labels, gamma=1.0), tversky, rtol=1e-5)
+  tp, fp, fn, support = losses.soft_confusion(logits, labels)
+  ti = np.asarray(tp / (tp + 0.3 * fp + 0.7 * fn))
+  np.testing.assert_allclose(losses.focal_tversky_loss(logits, labels),
+                             np.mean((1 - ti) ** 0.75), rtol=1e-5)
+
+
+def test_lovasz_equals_jaccard_loss_on_hard_predictions():
+  from segjax import metrics
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 3, size=(2, 6, 5))
+  labels[0, 0] = 255
+  pred = np.where(rng.random(labels.shape) < 0.7, labels, rng.integers(0, 3, size=labels.shape))
+  pred = np.where(labels == 255, 0, pred)
+  logits = 100.0 * np.eye(3)[pred]  # probabilities exactly 0 / 1
+  iou = metrics.iou(np.asarray(metrics.confusion_matrix(pred, labels, 3)))
+  np.testing.assert_allclose(losses.lovasz_softmax_loss(logits, labels), np.mean(1 - iou), rtol=1e-5)
+  # A perfect prediction has zero loss; a soft one is differentiable.
+  np.testing.assert_allclose(losses.lovasz_softmax_loss(100.0 * np.eye(3)[np.where(labels == 255, 0, labels)],
+                                                        labels), 0.0, atol=1e-6)
+  grads = jax.grad(lambda x: losses.lovasz_softmax_loss(x, labels))(jnp.asarray(logits / 50.0))
+  assert bool(jnp.all(jnp.isfinite(grads))) and bool(jnp.any(grads != 0))
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "dice_loss", "jaccard_loss", "tversky_loss",
+                                  "focal_tversky_loss", "focal_loss", "lovasz_softmax_loss"])
+def test_every_registered_multiclass_loss_passes_check_loss(name):
+  report = losses.check_loss(getattr(losses, name))
+  assert set(report.values()) == {"ok"} and len(report) == 9
+
+
+def _ce(x, y, ignore_label):
+  return losses.cross_entropy(x, y, ignore_label=ignore_label)
+
+
+BROKEN_LOSSES = {
+    "scalar float32": lambda x, y, *, ignore_label=255: jnp.mean(x, axis=(1, 2, 3)),
+    "jit": lambda x, y, *, ignore_label=255: _ce(x, y, ignore_label) * float(jnp.sum(y > 0) > 0),
+    "gradient": lambda x, y, *, ignore_label=255: jnp.mean(
+        (jnp.argmax(x, -1) != y).astype(jnp.float32)) + 0 * jnp.sum(jax.lax.stop_gradient(x)),
+    "absent class": lambda x, y, *, ignore_label=255: jnp.mean(
+        jnp.sum(jax.nn.softmax(x) * jax.nn.one_hot(y, x.shape[-1]), (0, 1, 2))
+        / jnp.sum(jax.nn.one_hot(y, x.shape[-1]), (0, 1, 2))) + _ce(x, y, ignore_label),
+    "all pixels ignored": lambda x, y, *, ignore_label=255: jnp.sum(
+        jnp.where(y != ignore_label, -jax.nn.log_softmax(x)[..., 0], 0.0)) / jnp.sum(y != ignore_label),
+    "extreme logits": lambda x, y, *, ignore_label=255: _ce(x, y, ignore_label) + jnp.mean(
+        jnp.log(jax.nn.softmax(x)) * 0.0 + jnp.log(jnp.exp(x).sum(-1))),
+    "bf16 logits": lambda x, y, *, ignore_label=255: jnp.mean(x * 0).astype(x.dtype) + _ce(
+        x, y, ignore_label).astype(x.dtype),
+    "blind to ignored pixels": lambda x, y, *, ignore_label=255: _ce(x, y, ignore_label) + jnp.mean(x ** 2),
+    "batch order": lambda x, y, *, ignore_label=255: _ce(x[:1], y[:1], ignore_label),
+}
+
+
+@pytest.mark.parametrize("check", sorted(BROKEN_LOSSES))
+def test_check_loss_rejects_a_loss_broken_in_each_way(check):
+  with pytest.raises(losses.LossCheckError) as error:
+    losses.check_loss(BROKEN_LOSSES[check])
+  assert f"- {check}:" in str(error.value)
