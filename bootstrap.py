@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(ROOT, ".venv")
@@ -22,7 +23,7 @@ QUICKSTART_CONFIG = os.path.join("configs", "unet_shapes.py")
 
 
 def run(*command):
-  print("+", " ".join(command), flush=True)
+  print(time.strftime("%H:%M:%S"), "+", " ".join(command), flush=True)
   subprocess.run(command, cwd=ROOT, check=True)
 
 
@@ -64,6 +65,7 @@ def quickstart(extra):
   run(PYTHON, "experiments/train.py", *config, *extra)
   run(PYTHON, "experiments/evaluate.py", *config, *extra)
   run(PYTHON, "experiments/predict.py", *config, *extra)
+  print(time.strftime("%H:%M:%S"), "quickstart finished")
   print(f"\nDone. Metrics: {QUICKSTART_WORKDIR}/final_metrics.json, pictures: "
         f"{QUICKSTART_WORKDIR}/predictions/, TensorBoard: tensorboard --logdir {QUICKSTART_WORKDIR}")
 
