@@ -52,7 +52,6 @@ def ensure_environment():
     return
   if not os.path.exists(PYTHON):
     run(find_interpreter(), "-m", "venv", VENV)
-  run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
   run(PYTHON, "-m", "pip", "install", "--quiet", "-c", os.path.join("requirements", "constraints.txt"),
       "-e", ".[test]")
   with open(STAMP, "w") as f:
@@ -62,12 +61,11 @@ def ensure_environment():
 def quickstart(extra):
   config = ["--config=" + QUICKSTART_CONFIG, "--workdir=" + QUICKSTART_WORKDIR]
   os.makedirs(os.path.dirname(QUICKSTART_WORKDIR), exist_ok=True)
-  run(PYTHON, "experiments/train.py", *config, *extra)
-  run(PYTHON, "experiments/evaluate.py", *config, *extra)
-  run(PYTHON, "experiments/predict.py", *config, *extra)
+  run(PYTHON, "experiments/quickstart.py", *config, *extra)  # train, evaluate, predict
   print(time.strftime("%H:%M:%S"), "quickstart finished")
-  print(f"\nDone. Metrics: {QUICKSTART_WORKDIR}/final_metrics.json, pictures: "
-        f"{QUICKSTART_WORKDIR}/predictions/, TensorBoard: tensorboard --logdir {QUICKSTART_WORKDIR}")
+  print(f"\nMetrics: {QUICKSTART_WORKDIR}/final_metrics.json, pictures: "
+        f"{QUICKSTART_WORKDIR}/predictions/, TensorBoard: tensorboard --logdir {QUICKSTART_WORKDIR}\n"
+        f"Re-evaluate: .venv/bin/python experiments/evaluate.py {' '.join(config)}")
 
 
 def test(extra):

@@ -220,12 +220,12 @@ def _fetch_sums(sums: MetricSums, descriptor) -> tuple[dict, int]:
   steps = max(int(host.steps), 1)
   scalars = {k: float(v) / steps for k, v in host.loss_sums.items()}
   train_metrics = metrics.summarize(host.confusion, descriptor.class_names)
-  scalars["mean_iou"] = train_metrics["mean_iou"] if train_metrics["mean_iou"] is not None else float("nan")
-  scalars["pixel_accuracy"] = train_metrics["pixel_accuracy"] or float("nan")
+  for key in ("mean_iou", "pixel_accuracy"):
+    scalars[key] = float("nan") if train_metrics[key] is None else train_metrics[key]
   return scalars, int(host.first_nonfinite_step)
 
 
-def setup(config, workdir: str | None = None):
+def setup(config):
   """Shared by training, evaluation and prediction: mesh, data source, model, optimizer, state."""
   mesh = sharding.make_mesh(config.get("num_devices"))
   source = pipeline.get_source(config.data)
@@ -295,7 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         last_saved = step
       if preemption.requested and not is_last:
         run_logging.info("SIGTERM received: saved checkpoint %d in %s and stopped.", step,
-                             checkpointer.directory)
+                         checkpointer.directory)
         checkpointer.close()
         writer.close()
         return {}

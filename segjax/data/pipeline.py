@@ -24,8 +24,9 @@ from segjax.data import shapes
 from segjax.data.descriptor import DatasetDescriptor
 
 # JAX owns the accelerators: TensorFlow only runs tf.data on the CPU.
-tf.config.set_visible_devices([], "GPU")
-tf.config.set_visible_devices([], "TPU") if tf.config.list_physical_devices("TPU") else None
+for _kind in ("GPU", "TPU"):
+  if tf.config.list_physical_devices(_kind):
+    tf.config.set_visible_devices([], _kind)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,37 @@
+r"""The quickstart in one process: train (ending with the evaluation), then draw predictions.
+
+  python experiments/quickstart.py --config=configs/unet_shapes.py --workdir=/tmp/segjax/quickstart
+
+The same as experiments/train.py followed by experiments/predict.py, with one start-up instead of
+two; experiments/evaluate.py re-evaluates any checkpoint afterwards.
+"""
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from segjax import inference
+from segjax import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  if not train.train_and_evaluate(config, workdir):
+    return  # stopped by SIGTERM after a checkpoint; run again to resume
+  model, state, source, mesh = train.load_trained(config, workdir)
+  output = os.path.join(os.path.abspath(workdir), "predictions")
+  paths = inference.draw_split_predictions(model, state.variables, source, config, mesh, output)
+  print(f"Wrote {len(paths)} pictures to {output}")
+
+
+if __name__ == "__main__":
+  app.run(main)
