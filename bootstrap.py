@@ -24,7 +24,7 @@ QUICKSTART_CONFIG = os.path.join("configs", "unet_shapes.py")
 
 def run(*command):
   print(time.strftime("%H:%M:%S"), "+", " ".join(command), flush=True)
-  subprocess.run(command, cwd=ROOT, check=True)
+  subprocess.run(command, cwd=ROOT, check=True, env=child_env())
 
 
 def find_interpreter():
@@ -38,24 +38,36 @@ def find_interpreter():
            "python3.11+ is on PATH. Install one and run this command with it.")
 
 
-def install_fingerprint():
-  digest = hashlib.sha256()
+def install_fingerprint(extras):
+  digest = hashlib.sha256(extras.encode())
   for name in ("setup.cfg", "pyproject.toml", os.path.join("requirements", "constraints.txt")):
     with open(os.path.join(ROOT, name), "rb") as f:
       digest.update(f.read())
   return digest.hexdigest()
 
 
-def ensure_environment():
-  fingerprint = install_fingerprint()
-  if os.path.exists(STAMP) and open(STAMP).read() == fingerprint:
+def ensure_environment(extras):
+  """Installs segjax (with `extras`) into .venv unless the stamp says it is there already.
+
+  `--no-compile` skips byte-compiling the ~2 GB of dependencies (half of pip's time); instead the
+  modules actually imported are compiled once, on first import, into .venv/pycache (see `child_env`).
+  """
+  fingerprint = install_fingerprint(extras)
+  if os.path.exists(STAMP) and open(STAMP).read() in (fingerprint, install_fingerprint("test")):
     return
   if not os.path.exists(PYTHON):
     run(find_interpreter(), "-m", "venv", VENV)
-  run(PYTHON, "-m", "pip", "install", "--quiet", "-c", os.path.join("requirements", "constraints.txt"),
-      "-e", ".[test]")
+  run(PYTHON, "-m", "pip", "install", "--quiet", "--no-compile", "-c",
+      os.path.join("requirements", "constraints.txt"), "-e", f".[{extras}]" if extras else ".")
   with open(STAMP, "w") as f:
     f.write(fingerprint)
+
+
+def child_env():
+  """Lets the children write bytecode, into .venv/pycache (not the source tree)."""
+  env = dict(os.environ, PYTHONPYCACHEPREFIX=os.path.join(VENV, "pycache"))
+  env.pop("PYTHONDONTWRITEBYTECODE", None)
+  return env
 
 
 def quickstart(extra):
@@ -74,9 +86,10 @@ def test(extra):
 
 def main():
   commands = {"quickstart": quickstart, "test": test}
+  extras = {"quickstart": "", "test": "test"}  # the quickstart needs no test tools
   if len(sys.argv) < 2 or sys.argv[1] not in commands:
     sys.exit(f"usage: python3 bootstrap.py {{{'|'.join(commands)}}} [args]")
-  ensure_environment()
+  ensure_environment(extras[sys.argv[1]])
   try:
     commands[sys.argv[1]](sys.argv[2:])
   except subprocess.CalledProcessError as e:
