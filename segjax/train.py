@@ -25,6 +25,7 @@ from segjax import models
 from segjax import optim
 from segjax import sharding
 from segjax.data import pipeline
+from segjax.models import pretrained
 from segjax.train_state import MetricSums, TrainState
 
 TRAIN_KEYS = ("image", "semantic")
@@ -65,7 +66,8 @@ def device_batches(batches: Iterator[dict], mesh, keys) -> Iterator[dict]:
 # ================================================================================================
 def build_model(config, num_classes: int):
   """The model named by ``config.model.name`` with the other ``config.model`` keys as arguments."""
-  kwargs = {k: v for k, v in config.model.to_dict().items() if k not in ("name", "dtype")}
+  kwargs = {k: v for k, v in config.model.to_dict().items()
+            if k not in ("name", "dtype", "pretrained")}
   dtype = jnp.dtype(config.model.get("dtype", "float32"))
   return models.create(config.model.name, num_classes=num_classes, dtype=dtype, **kwargs)
 
@@ -93,14 +95,44 @@ def create_train_state(model, tx, image_shape, seed: int, mesh) -> TrainState:
 # ================================================================================================
 # Step
 # ================================================================================================
-def make_train_step(model, tx, loss_fn, num_classes: int, ignore_label: int, mesh):
-  """The compiled train step ``(state, sums, batch) -> (state, sums)``; state and sums donated."""
+def make_model_loss(config, ignore_label: int):
+  """``(outputs, labels) -> (total, terms)``: ``config.loss`` on the model's ``logits``, plus
+  ``config.aux_loss_weight`` (default 0.4) times the main loss on ``aux_logits`` (DeepLab's FCN
+  head) and ``config.scale_loss_weight`` (default 0.05) times it on each of HMSA's
+  ``scale_logits``, when the model returns them."""
+  loss_fn = losses.make_loss(config.loss, ignore_label=ignore_label)
+  aux_weight = config.get("aux_loss_weight", 0.4)
+  scale_weight = config.get("scale_loss_weight", 0.05)
+
+  def model_loss(outputs, labels):
+    total, terms = loss_fn(outputs["logits"], labels)
+    extra = {}
+    if "aux_logits" in outputs and aux_weight:
+      extra["aux"] = (aux_weight, outputs["aux_logits"])
+    for scale, logits in sorted(outputs.get("scale_logits", {}).items()):
+      if scale_weight:
+        extra[f"scale_{scale}"] = (scale_weight, logits)
+    for name, (weight, logits) in extra.items():
+      terms[name] = loss_fn(logits, labels)[0]
+      total = total + weight * terms[name]
+    return total, terms
+
+  return model_loss
+
+
+def make_train_step(model, tx, loss_fn, num_classes: int, ignore_label: int, mesh, seed: int = 0):
+  """The compiled train step ``(state, sums, batch) -> (state, sums)``; state and sums donated.
+
+  ``loss_fn(outputs, labels)`` is `make_model_loss`'s; dropout draws from ``(seed, step)``."""
 
   def step(state: TrainState, sums: MetricSums, batch):
+    dropout = jax.random.fold_in(jax.random.key(seed, impl="rbg"), state.step)
+
     def compute_loss(params):
       outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                     batch["image"], train=True, mutable=["batch_stats"])
-      total, terms = loss_fn(outputs["logits"], batch["semantic"])
+                                     batch["image"], train=True, mutable=["batch_stats"],
+                                     rngs={"dropout": dropout})
+      total, terms = loss_fn(outputs, batch["semantic"])
       return total, (terms, updates, outputs["logits"])
 
     (total, (terms, updates, logits)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
@@ -225,6 +257,18 @@ def _fetch_sums(sums: MetricSums, descriptor) -> tuple[dict, int]:
   return scalars, int(host.first_nonfinite_step)
 
 
+def _loss_terms(model, loss_fn, state, config):
+  """The names of the loss terms, from the shapes the model returns in training."""
+  image = jax.ShapeDtypeStruct((1, *config.data.crop_size, 3), jnp.float32)
+
+  def terms(variables, image):
+    outputs, _ = model.apply(variables, image, train=True, mutable=["batch_stats"],
+                             rngs={"dropout": jax.random.key(0)})
+    return loss_fn(outputs, jnp.zeros(image.shape[:3], jnp.int32))[1]
+
+  return list(jax.eval_shape(terms, state.variables, image))
+
+
 def setup(config):
   """Shared by training, evaluation and prediction: mesh, data source, model, optimizer, state."""
   mesh = sharding.make_mesh(config.get("num_devices"))
@@ -232,6 +276,12 @@ def setup(config):
   model = build_model(config, source.descriptor.num_classes)
   tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
   state = create_train_state(model, tx, (*config.data.crop_size, 3), config.seed, mesh)
+  if config.model.get("pretrained"):  # a torchvision ResNet (or DeepLab) file for the backbone
+    variables = pretrained.load_backbone({"params": state.params, "batch_stats": state.batch_stats},
+                                         config.model.pretrained)
+    variables = jax.device_put(variables, sharding.replicated(mesh))
+    state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
+                          opt_state=tx.init(variables["params"]))
   return mesh, source, model, tx, state
 
 
@@ -242,7 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ``{}`` when stopped early by SIGTERM after saving a checkpoint.
   """
   workdir = check_workdir(workdir)
-  loss_fn = losses.make_loss(config.loss, ignore_label=config.data.get("ignore_label", 255))
+  loss_fn = make_model_loss(config, ignore_label=config.data.get("ignore_label", 255))
   mesh, source, model, tx, state = setup(config)
   descriptor = source.descriptor
   writer = run_logging.MetricWriter(workdir)
@@ -258,11 +308,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     process_index=jax.process_index(),
                                     process_count=jax.process_count())
   train_step = make_train_step(model, tx, loss_fn, descriptor.num_classes, descriptor.ignore_label,
-                               mesh)
+                               mesh, config.seed)
   eval_step = make_eval_step(model, descriptor.num_classes, descriptor.ignore_label, mesh)
-  term_names = ["loss"] + [f"loss/{k}" for k in jax.eval_shape(
-      loss_fn, jax.ShapeDtypeStruct((1, 2, 2, descriptor.num_classes), jnp.float32),
-      jax.ShapeDtypeStruct((1, 2, 2), jnp.int32))[1]]
+  term_names = ["loss"] + [f"loss/{k}" for k in _loss_terms(model, loss_fn, state, config)]
   new_sums = lambda: jax.device_put(MetricSums.zeros(term_names, descriptor.num_classes),
                                     sharding.replicated(mesh))
   sums = new_sums()

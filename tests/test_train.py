@@ -13,7 +13,6 @@ import optax
 import pytest
 
 from segjax import checkpointing
-from segjax import losses
 from segjax import sharding
 from segjax import train
 from segjax.data import pipeline
@@ -91,7 +90,7 @@ def test_same_global_batch_gives_same_losses_on_1_and_4_devices(config):
   source = pipeline.get_source(config.data)
   ds = pipeline.train_dataset(source, config.data, local_batch_size=4, seed=0)
   batches = [next(iter(pipeline.as_numpy(ds.skip(i)))) for i in range(3)]
-  loss_fn = losses.make_loss(config.loss)
+  loss_fn = train.make_model_loss(config, 255)
   results = {}
   for num_devices in (1, 4):
     config.num_devices = num_devices

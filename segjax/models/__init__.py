@@ -1,17 +1,47 @@
 """Segmentation models. ``create(name, **kwargs)`` builds a registered model.
 
 Every model is a Flax linen module whose ``apply(variables, image, train=bool)`` returns a dict with
-``"logits"`` ``[B,H,W,num_classes]`` (float32) at input resolution; heads add further entries.
+``"logits"`` ``[B,H,W,num_classes]`` (float32) at input resolution for any H, W, and ``"features"``
+(the map its classifier reads); heads add further entries (``"aux_logits"``, ``"attention"``, ...).
+Every model takes a computation ``dtype`` (e.g. ``bfloat16``) and keeps float32 parameters.
+
+| name            | module                         |
+|-----------------|--------------------------------|
+| ``unet``        | `segjax.models.unet.UNet`      |
+| ``segnet``      | `segjax.models.segnet.SegNet`  |
+| ``deeplabv3``   | `segjax.models.deeplab.DeepLabV3` |
+| ``deeplabv3plus`` | `segjax.models.deeplab.DeepLabV3Plus` |
+| ``hmsa``        | `segjax.models.hmsa.HMSA` around any of the others (``trunk=...``) |
+| ``resnet18``..``resnet101`` | `segjax.models.backbones.ResNet` backbones (features by stride) |
 """
 from __future__ import annotations
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from segjax import registry
 from segjax.models.common import count_params
+from segjax.models.deeplab import DeepLabV3, DeepLabV3Plus
+from segjax.models.hmsa import HMSA
+from segjax.models.backbones import DEPTHS, ResNet
+from segjax.models.segnet import SegNet
 from segjax.models.unet import UNet
 
 registry.register("model", "unet")(UNet)
+registry.register("model", "segnet")(SegNet)
+registry.register("model", "deeplabv3")(DeepLabV3)
+registry.register("model", "deeplabv3plus")(DeepLabV3Plus)
+for _depth in DEPTHS:
+  registry.register("model", _depth)(
+      lambda depth=_depth, num_classes=None, **kwargs: ResNet(depth=depth, **kwargs))
+
+
+@registry.register("model", "hmsa")
+def _hmsa(num_classes: int, trunk: str = "deeplabv3plus", trunk_kwargs: dict | None = None,
+          dtype=jnp.float32, **kwargs) -> HMSA:
+  """HMSA around ``create(trunk, num_classes=..., **trunk_kwargs)``."""
+  return HMSA(trunk=create(trunk, num_classes=num_classes, dtype=dtype, **(trunk_kwargs or {})),
+              dtype=dtype, **kwargs)
 
 
 def create(spec, **kwargs) -> nn.Module:
@@ -19,4 +49,5 @@ def create(spec, **kwargs) -> nn.Module:
   return registry.lookup("model", spec, **kwargs)()
 
 
-__all__ = ["create", "count_params", "UNet"]
+__all__ = ["create", "count_params", "DeepLabV3", "DeepLabV3Plus", "HMSA", "ResNet", "SegNet",
+           "UNet"]

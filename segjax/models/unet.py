@@ -48,4 +48,4 @@ class UNet(nn.Module):
       x = jnp.concatenate([skip, x], axis=-1)
       x = DoubleConv(width, self.dtype, name=f"up{level}")(x, train)
     logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head")(x)
-    return {"logits": logits.astype(jnp.float32)}
+    return {"logits": logits.astype(jnp.float32), "features": x}

@@ -1,0 +1,125 @@
+r"""Measures segjax's speed; writes JSON and a Markdown table.
+
+  python experiments/benchmark.py --sections=metrics --output=/tmp/segjax/bench
+
+Sections:
+  metrics  the cost of the on-device metric accumulation (confusion matrix; panoptic-quality sums)
+           relative to the evaluation forward pass, for a batch of 19-class 512x1024 images (the
+           Cityscapes shape) through a UNet.
+
+Every time is the median of --repeats runs after --warmup runs, each ended by block_until_ready.
+"""
+import json
+import os
+import platform
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segjax import metrics
+from segjax import models
+
+_SECTIONS = flags.DEFINE_list("sections", ["metrics"], "Which sections to run.")
+_OUTPUT = flags.DEFINE_string("output", None, "Directory for benchmark.json and benchmark.md.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per measurement (the median is kept).")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed runs after compilation.")
+_BATCH = flags.DEFINE_integer("metrics_batch", 2, "Images per batch in the metrics section.")
+_SIZE = flags.DEFINE_list("metrics_size", ["512", "1024"], "Height,width in the metrics section.")
+_FEATURES = flags.DEFINE_integer("metrics_unet_features", 32, "UNet width in the metrics section.")
+
+
+def time_call(fn, *args) -> dict:
+  """Compile time, then the median wall time of fn(*args) over the repeats."""
+  start = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  for _ in range(_WARMUP.value):
+    jax.block_until_ready(compiled(*args))
+  runs = []
+  for _ in range(_REPEATS.value):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    runs.append(time.perf_counter() - start)
+  return {"compile_s": compile_s, "median_s": statistics.median(runs), "runs_s": runs}
+
+
+def metrics_section() -> list[dict]:
+  """Eval forward vs metric accumulation on [B, 512, 1024] with 19 classes (Cityscapes)."""
+  num_classes, batch = 19, _BATCH.value
+  height, width = (int(v) for v in _SIZE.value)
+  things, stuff = list(range(11, 19)), list(range(11))  # Cityscapes: 8 thing classes
+  model = models.create("unet", num_classes=num_classes, features=_FEATURES.value, depth=4)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(batch, height, width, 3)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, num_classes, (batch, height, width)), jnp.int32)
+  panoptic = labels * 1000 + jnp.asarray(rng.integers(0, 20, (batch, height, width)) // 4)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0, impl="rbg"), x, train=False))(
+      images[:1])
+  confusion = jnp.zeros((num_classes, num_classes), jnp.int32)
+  forward = lambda v, x: metrics.argmax_prediction(model.apply(v, x, train=False)["logits"])
+  accumulate = lambda cm, p, l: cm + metrics.confusion_matrix(p, l, num_classes)
+  pq_sums = lambda p, g: metrics.panoptic_sums(p, g, num_classes=num_classes, label_divisor=1000,
+                                               thing_classes=things, stuff_classes=stuff)
+  predictions = jax.jit(forward)(variables, images)
+  timings = {
+      "eval forward (UNet, argmax)": time_call(forward, variables, images),
+      "confusion matrix": time_call(accumulate, confusion, predictions, labels),
+      "forward + confusion matrix": time_call(
+          lambda v, x, cm, l: accumulate(cm, forward(v, x), l), variables, images, confusion,
+          labels),
+      "panoptic-quality sums": time_call(pq_sums, panoptic, panoptic),
+  }
+  base = timings["eval forward (UNet, argmax)"]["median_s"]
+  rows = []
+  for name, timing in timings.items():
+    rows.append({"section": "metrics", "what": name,
+                 "shape": f"{batch}x{height}x{width}, {num_classes} classes",
+                 "median_ms": 1e3 * timing["median_s"], "compile_s": timing["compile_s"],
+                 "relative_to_forward": timing["median_s"] / base})
+  return rows
+
+
+SECTIONS = {"metrics": metrics_section}
+
+
+def machine() -> dict:
+  device = jax.devices()[0]
+  return {"platform": device.platform, "device_kind": device.device_kind,
+          "devices": jax.device_count(), "cpu": platform.processor() or platform.machine(),
+          "cpu_count": os.cpu_count(), "jax": jax.__version__}
+
+
+def markdown(rows: list[dict]) -> str:
+  lines = ["| section | what | shape | median ms | compile s | × forward |",
+           "|---|---|---|---:|---:|---:|"]
+  for r in rows:
+    lines.append(f"| {r['section']} | {r['what']} | {r['shape']} | {r['median_ms']:.1f} | "
+                 f"{r['compile_s']:.1f} | {r['relative_to_forward']:.3f} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  unknown = [s for s in _SECTIONS.value if s not in SECTIONS]
+  if unknown:
+    raise app.UsageError(f"Unknown sections {unknown}; known: {sorted(SECTIONS)}")
+  rows = [row for name in _SECTIONS.value for row in SECTIONS[name]()]
+  table = markdown(rows)
+  print(json.dumps(machine()))
+  print(table)
+  if _OUTPUT.value:
+    os.makedirs(_OUTPUT.value, exist_ok=True)
+    with open(os.path.join(_OUTPUT.value, "benchmark.json"), "w") as f:
+      json.dump({"machine": machine(), "rows": rows}, f, indent=1)
+    with open(os.path.join(_OUTPUT.value, "benchmark.md"), "w") as f:
+      f.write(table + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)

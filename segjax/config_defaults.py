@@ -1,0 +1,35 @@
+"""Defaults shared by the configs on the built-in ``shapes`` dataset (``configs/*_shapes.py``)."""
+import ml_collections
+
+
+def shapes_config() -> ml_collections.ConfigDict:
+  """The quickstart's data, loss, optimizer and schedule; a config then sets ``config.model``."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.num_devices = 0  # 0: all devices
+
+  config.data = ml_collections.ConfigDict(dict(
+      name="shapes", data_dir=None, image_size=64, num_train=3000, num_validation=200, num_test=200,
+      dataset_seed=0, max_things=8, train_split="train", shuffle_buffer=3000, cache=True,
+      crop_size=(64, 64), scale_range=(1.0, 1.0), flip=True,
+      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), ignore_label=255))
+
+  config.model = ml_collections.ConfigDict(dict(name="unet", features=8, depth=4, dtype="float32"))
+  config.loss = "cross_entropy + dice_loss"
+  config.aux_loss_weight = 0.4    # DeepLab's auxiliary FCN head, when the model has one
+  config.scale_loss_weight = 0.05  # HMSA's per-scale auxiliary losses
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=5e-3, weight_decay=1e-4, schedule="cosine", warmup_steps=100,
+      grad_clip_norm=1.0))
+
+  config.batch_size = 8
+  config.num_train_steps = 2300
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 500
+  config.keep_checkpoints = 2
+  config.eval_every_steps = 0  # > 0: also evaluate during training
+  config.eval_splits = ("validation",)
+  config.eval_batch_size = 50
+
+  config.predict = ml_collections.ConfigDict(dict(split="test", num_images=8))
+  return config

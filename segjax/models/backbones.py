@@ -1,0 +1,166 @@
+"""ResNet-18/34/50/101 backbones (He et al. 2016) with dilation for output stride 8/16/32.
+
+The layout is torchvision's (v1.5: the stride sits on the 3x3 convolution of a bottleneck; explicit
+symmetric padding), and so are the module names (``conv1``, ``bn1``, ``layer3/0/downsample/0``, ...),
+so that ``segjax.models.pretrained`` maps a torchvision state dict onto the parameters by name.
+ResNet-50 without its classifier has 23,508,032 parameters, as torchvision's.
+
+Output stride 16 replaces the stride of ``layer4`` by dilation 2, output stride 8 that of ``layer3``
+and ``layer4`` by dilations 2 and 4 (torchvision's ``replace_stride_with_dilation``: the first block
+of a dilated layer keeps the previous dilation). ``multi_grid`` (DeepLabV3, e.g. ``(1, 2, 4)``)
+multiplies the dilation of the blocks of ``layer4`` instead.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from segjax.models.common import Dtype
+
+# name -> (block kind, blocks per layer)
+DEPTHS = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ("bottleneck", (3, 4, 23, 3)),
+}
+
+
+def conv(features, kernel, *, strides=1, dilation=1, dtype=jnp.float32, name=None, use_bias=False):
+  """A convolution padded like PyTorch's ``padding=dilation*(kernel-1)//2`` (symmetric)."""
+  pad = dilation * (kernel - 1) // 2
+  return nn.Conv(features, (kernel, kernel), strides=strides, kernel_dilation=dilation,
+                 padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype, name=name)
+
+
+def batch_norm(train, dtype, name):
+  """BatchNorm with PyTorch's defaults (momentum 0.1 there = 0.9 here, eps 1e-5)."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                      name=name)
+
+
+class BasicBlock(nn.Module):
+  features: int
+  strides: int = 1
+  dilation: int = 1
+  previous_dilation: int = 1
+  downsample: bool = False
+  dtype: Dtype = jnp.float32
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    identity = x
+    y = conv(self.features, 3, strides=self.strides, dilation=self.previous_dilation,
+             dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
+    y = conv(self.features, 3, dilation=self.dilation, dtype=self.dtype, name="conv2")(y)
+    y = batch_norm(train, self.dtype, "bn2")(y)
+    if self.downsample:
+      identity = Downsample(self.features, self.strides, self.dtype, name="downsample")(x, train)
+    return nn.relu(y + identity)
+
+
+class Bottleneck(nn.Module):
+  features: int
+  strides: int = 1
+  dilation: int = 1
+  previous_dilation: int = 1  # unused: torchvision's bottleneck dilates its 3x3 conv only
+  downsample: bool = False
+  dtype: Dtype = jnp.float32
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    identity = x
+    y = conv(self.features, 1, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
+    y = conv(self.features, 3, strides=self.strides, dilation=self.dilation, dtype=self.dtype,
+             name="conv2")(y)
+    y = nn.relu(batch_norm(train, self.dtype, "bn2")(y))
+    y = conv(self.features * 4, 1, dtype=self.dtype, name="conv3")(y)
+    y = batch_norm(train, self.dtype, "bn3")(y)
+    if self.downsample:
+      identity = Downsample(self.features * 4, self.strides, self.dtype, name="downsample")(x, train)
+    return nn.relu(y + identity)
+
+
+class Downsample(nn.Module):
+  """torchvision's ``Sequential(conv1x1(stride), BatchNorm)`` on the shortcut."""
+  features: int
+  strides: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = conv(self.features, 1, strides=self.strides, dtype=self.dtype, name="0")(x)
+    return batch_norm(train, self.dtype, "1")(x)
+
+
+class Layer(nn.Module):
+  """One ResNet stage: blocks named ``0``, ``1``, ... as in torchvision."""
+  kind: str
+  features: int
+  blocks: int
+  strides: int
+  dilation: int
+  previous_dilation: int
+  in_features: int
+  multi_grid: Sequence[int] | None = None
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    block = BasicBlock if self.kind == "basic" else Bottleneck
+    out_features = self.features * block.expansion
+    for i in range(self.blocks):
+      if self.multi_grid is not None:
+        dilation = previous = self.dilation * self.multi_grid[i % len(self.multi_grid)]
+      else:  # torchvision: the first block of a dilated stage keeps the previous dilation
+        dilation = self.previous_dilation if i == 0 else self.dilation
+        previous = self.previous_dilation if i == 0 else self.dilation
+      downsample = i == 0 and (self.strides != 1 or self.in_features != out_features)
+      x = block(self.features, strides=self.strides if i == 0 else 1, dilation=dilation,
+                previous_dilation=previous, downsample=downsample, dtype=self.dtype,
+                name=str(i))(x, train)
+    return x
+
+
+class ResNet(nn.Module):
+  """A ResNet trunk returning ``{"stem", "layer1", ..., "layer4"}`` features (strides 4 to 32 or
+  less with dilation) — no classifier. ``width`` scales every stage (64 = the paper's)."""
+  depth: str = "resnet50"
+  output_stride: int = 32
+  multi_grid: Sequence[int] | None = None
+  width: int = 64
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, image, train: bool = False):
+    if self.depth not in DEPTHS:
+      raise ValueError(f"unknown ResNet depth {self.depth!r}; known: {sorted(DEPTHS)}")
+    if self.output_stride not in (8, 16, 32):
+      raise ValueError(f"output_stride must be 8, 16 or 32, not {self.output_stride}")
+    kind, blocks = DEPTHS[self.depth]
+    expansion = 1 if kind == "basic" else 4
+    dilate = {8: (False, True, True), 16: (False, False, True), 32: (False, False, False)}[
+        self.output_stride]
+    x = image.astype(self.dtype)
+    x = conv(self.width, 7, strides=2, dtype=self.dtype, name="conv1")(x)
+    x = nn.relu(batch_norm(train, self.dtype, "bn1")(x))
+    features = {"stem": x}
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    in_features, dilation = self.width, 1
+    for stage in range(4):
+      strides = 1 if stage == 0 else 2
+      previous = dilation
+      if stage > 0 and dilate[stage - 1]:
+        dilation, strides = dilation * strides, 1
+      x = Layer(kind, self.width * 2**stage, blocks[stage], strides, dilation, previous,
+                in_features, self.multi_grid if stage == 3 else None, self.dtype,
+                name=f"layer{stage + 1}")(x, train)
+      in_features = self.width * 2**stage * expansion
+      features[f"layer{stage + 1}"] = x
+    return features

@@ -1,0 +1,164 @@
+"""Pretrained weights from torchvision: ResNet backbones and DeepLabV3.
+
+segjax's ResNet and DeepLabV3 carry torchvision's module names, so a state dict maps onto the
+variables by name: a Flax path ``("layer1", "0", "conv1", "kernel")`` is the key
+``layer1.0.conv1.weight`` (``convs_0`` stands for ``convs.0``); convolution kernels are transposed
+from OIHW to HWIO; BatchNorm's ``weight``/``bias``/``running_mean``/``running_var`` become
+``scale``/``bias`` and the ``batch_stats`` ``mean``/``var``. Every tensor is checked by name and
+shape; anything missing or left over is an error naming the keys.
+
+Files: ``.safetensors`` and ``.npz`` are read without PyTorch; ``.pth``/``.pt`` need torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Mapping
+
+import flax
+import numpy as np
+
+# Keys a torchvision file holds that segjax's models do not use.
+ALWAYS_IGNORED = ("num_batches_tracked",)
+_LEAVES = {("params", "kernel"): "weight", ("params", "scale"): "weight",
+           ("params", "bias"): "bias", ("batch_stats", "mean"): "running_mean",
+           ("batch_stats", "var"): "running_var"}
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
+                       "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+                       "BOOL": np.bool_}
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """A state dict as numpy arrays from ``.safetensors``, ``.npz`` or (with torch) ``.pth``/``.pt``."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"weights file {path} does not exist")
+  extension = os.path.splitext(path)[1].lower()
+  if extension == ".npz":
+    with np.load(path) as data:
+      return {k: data[k] for k in data.files}
+  if extension == ".safetensors":
+    return _read_safetensors(path)
+  if extension in (".pth", ".pt", ".bin"):
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise ImportError(f"reading {path} needs PyTorch (pip install torch), which segjax does not "
+                        "depend on; or convert it to .safetensors / .npz first.") from e
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    return {k: v.detach().cpu().numpy() for k, v in state.items()}
+  raise ValueError(f"{path}: unknown weights format {extension!r} (.safetensors, .npz, .pth)")
+
+
+def _read_safetensors(path):
+  """The safetensors format: 8-byte little-endian header size, a JSON header, raw tensor bytes."""
+  with open(path, "rb") as f:
+    size = int.from_bytes(f.read(8), "little")
+    try:
+      header = json.loads(f.read(size))
+    except ValueError as e:
+      raise ValueError(f"{path} is not a safetensors file (bad header)") from e
+    data = f.read()
+  out = {}
+  for key, info in header.items():
+    if key == "__metadata__":
+      continue
+    if info["dtype"] not in _SAFETENSORS_DTYPES:
+      raise ValueError(f"{path}: tensor {key} has unsupported dtype {info['dtype']}")
+    start, end = info["data_offsets"]
+    out[key] = np.frombuffer(data[start:end], _SAFETENSORS_DTYPES[info["dtype"]]).reshape(
+        info["shape"])
+  return out
+
+
+def torch_key(path: tuple[str, ...]) -> str:
+  """The torchvision key of a Flax variable path ``(collection, *modules, leaf)``."""
+  collection, *modules, leaf = path
+  if (collection, leaf) not in _LEAVES:
+    raise KeyError(f"no torchvision name for variable {'/'.join(path)}")
+  names = [re.sub(r"_(\d+)$", r".\1", m) for m in modules]
+  return ".".join(names + [_LEAVES[(collection, leaf)]])
+
+
+def load_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], *, prefix: str = "",
+                    ignore: tuple[str, ...] = ()) -> dict:
+  """``variables`` (``{"params": ..., "batch_stats": ...}``) with every leaf replaced by the
+  tensor of its torchvision key (``prefix`` + key) from ``state_dict``.
+
+  Raises ``ValueError`` listing missing keys, shape mismatches, and keys of ``state_dict`` under
+  ``prefix`` left unused (unless they contain one of ``ignore``).
+  """
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
+  out, missing, wrong, used = {}, [], [], set()
+  for path, value in flat.items():
+    key = prefix + torch_key(path)
+    if key not in state_dict:
+      missing.append(key)
+      continue
+    tensor = np.asarray(state_dict[key])
+    if path[-1] == "kernel":
+      tensor = tensor.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    used.add(key)
+    if tuple(tensor.shape) != tuple(value.shape):
+      wrong.append(f"{key}: file {tuple(tensor.shape)} vs model {tuple(value.shape)}")
+      continue
+    out[path] = tensor.astype(value.dtype)
+  skip = ALWAYS_IGNORED + tuple(ignore)
+  left = sorted(k for k in state_dict
+                if k.startswith(prefix) and k not in used and not any(s in k for s in skip))
+  problems = []
+  if missing:
+    problems.append(f"{len(missing)} missing: {', '.join(missing[:8])}{' ...' * (len(missing) > 8)}")
+  if wrong:
+    problems.append(f"{len(wrong)} of another shape: {'; '.join(wrong[:8])}")
+  if left:
+    problems.append(f"{len(left)} left over: {', '.join(left[:8])}{' ...' * (len(left) > 8)}")
+  if problems:
+    raise ValueError("the weights do not fit the model — " + " | ".join(problems))
+  return flax.traverse_util.unflatten_dict(out)
+
+
+def from_torchvision(name: str, weights, **kwargs):
+  """``(model, variables)`` for torchvision's ``resnet18``..``resnet101`` (the trunk, without
+  ``fc``) or ``deeplabv3_resnet50/101`` (output stride 8; the aux head when the weights have it),
+  from a file path or a state dict of arrays. ``kwargs`` go to `segjax.models.create`."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from segjax import models  # pylint: disable=import-outside-toplevel
+
+  state = read_state_dict(weights) if isinstance(weights, (str, os.PathLike)) else dict(weights)
+  ignore: tuple[str, ...] = ()
+  if name in ("resnet18", "resnet34", "resnet50", "resnet101"):
+    model = models.create(name, **kwargs)
+    ignore = ("fc.",)
+  elif name in ("deeplabv3_resnet50", "deeplabv3_resnet101"):
+    if "classifier.4.weight" not in state:
+      raise ValueError(f"{name}: the weights have no classifier.4.weight (not a torchvision "
+                       "DeepLabV3 state dict?)")
+    kwargs.setdefault("num_classes", int(state["classifier.4.weight"].shape[0]))
+    kwargs.setdefault("aux_head", any(k.startswith("aux_classifier.") for k in state))
+    kwargs.setdefault("output_stride", 8)
+    model = models.create("deeplabv3", backbone=name.split("_")[1], **kwargs)
+  else:
+    raise ValueError(f"no torchvision conversion for {name!r}; known: resnet18, resnet34, "
+                     "resnet50, resnet101, deeplabv3_resnet50, deeplabv3_resnet101")
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
+                                               train=False))
+  variables = load_state_dict(abstract, state, ignore=ignore)
+  return model, jax.tree.map(jnp.asarray, variables)
+
+
+def load_backbone(variables: Mapping, path: str, *, subtree: str = "backbone") -> dict:
+  """``variables`` with its ``subtree`` (a torchvision ResNet) loaded from ``path``; for
+  ``config.model.pretrained``. The file's ``fc`` is ignored."""
+  variables = flax.core.unfreeze(variables)
+  state = read_state_dict(path)
+  if any(k.startswith("backbone.") for k in state):  # a whole DeepLab file: take its backbone
+    state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+  part = {c: v[subtree] for c, v in variables.items() if subtree in v}
+  loaded = load_state_dict(part, state, ignore=("fc.",))
+  for collection, tree in loaded.items():
+    variables[collection][subtree] = tree
+  return variables
