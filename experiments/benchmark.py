@@ -3,6 +3,9 @@ r"""Measures segjax's speed; writes JSON and a Markdown table.
   python experiments/benchmark.py --sections=metrics --output=/tmp/segjax/bench
 
 Sections:
+  pipeline examples/s of the tf.data training pipeline against what the train step consumes, for the
+           quickstart config and the patch config (configs/unet_folder.py on --folder_root, e.g. a
+           folder from experiments/make_shapes_folder.py).
   metrics  the cost of the on-device metric accumulation (confusion matrix; panoptic-quality sums)
            relative to the evaluation forward pass, for a batch of 19-class 512x1024 images (the
            Cityscapes shape) through a UNet.
@@ -31,6 +34,9 @@ _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed runs after compilation.")
 _BATCH = flags.DEFINE_integer("metrics_batch", 2, "Images per batch in the metrics section.")
 _SIZE = flags.DEFINE_list("metrics_size", ["512", "1024"], "Height,width in the metrics section.")
 _FEATURES = flags.DEFINE_integer("metrics_unet_features", 32, "UNet width in the metrics section.")
+_FOLDER = flags.DEFINE_string("folder_root", None, "Folder dataset for the pipeline section's patch "
+                              "config (skipped when not given).")
+_BATCHES = flags.DEFINE_integer("pipeline_batches", 100, "Batches timed in the pipeline section.")
 
 
 def time_call(fn, *args) -> dict:
@@ -84,7 +90,62 @@ def metrics_section() -> list[dict]:
   return rows
 
 
-SECTIONS = {"metrics": metrics_section}
+def _load_config(name):
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      f"{name}.py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def pipeline_section() -> list[dict]:
+  """Input pipeline examples/s vs the train step's consumption (examples/s) on this machine."""
+  from segjax import sharding  # pylint: disable=import-outside-toplevel
+  from segjax import train  # pylint: disable=import-outside-toplevel
+  from segjax.data import pipeline  # pylint: disable=import-outside-toplevel
+  configs = [("quickstart (unet_shapes)", _load_config("unet_shapes"))]
+  if _FOLDER.value:
+    config = _load_config("unet_folder")
+    config.data.root = _FOLDER.value
+    configs.append(("patches (unet_folder)", config))
+  rows = []
+  for label, config in configs:
+    mesh, source, model, tx, state = train.setup(config)
+    batches = pipeline.as_numpy(pipeline.train_dataset(
+        source, config.data, local_batch_size=config.batch_size, seed=0))
+    for _ in range(10):  # warm-up: fills caches and shuffle buffers
+      batch = next(batches)
+    start = time.perf_counter()
+    for _ in range(_BATCHES.value):
+      next(batches)
+    pipeline_rate = _BATCHES.value * config.batch_size / (time.perf_counter() - start)
+    step = train.make_train_step(model, tx, train.make_model_loss(config, 255),
+                                 source.descriptor.num_classes, 255, mesh)
+    device_batch = sharding.global_batch({k: batch[k] for k in train.TRAIN_KEYS}, mesh)
+    term_names = ["loss"] + [f"loss/{k}" for k in train._loss_terms(  # pylint: disable=protected-access
+        model, train.make_model_loss(config, 255), state, config)]
+    sums = jax.device_put(train.MetricSums.zeros(term_names, source.descriptor.num_classes),
+                          sharding.replicated(mesh))
+    for _ in range(3):
+      state, sums = step(state, sums, device_batch)
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(_REPEATS.value * 4):
+      begin = time.perf_counter()
+      state, sums = step(state, sums, device_batch)
+      jax.block_until_ready(state)
+      times.append(time.perf_counter() - begin)
+    step_rate = config.batch_size / statistics.median(times)
+    rows.append({"section": "pipeline", "what": label,
+                 "shape": f"batch {config.batch_size} of {tuple(config.data.crop_size)}",
+                 "median_ms": 1e3 * statistics.median(times), "pipeline_examples_per_s": pipeline_rate,
+                 "step_examples_per_s": step_rate, "pipeline_over_step": pipeline_rate / step_rate})
+  return rows
+
+
+SECTIONS = {"metrics": metrics_section, "pipeline": pipeline_section}
 
 
 def machine() -> dict:
@@ -95,11 +156,19 @@ def machine() -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-  lines = ["| section | what | shape | median ms | compile s | × forward |",
-           "|---|---|---|---:|---:|---:|"]
-  for r in rows:
-    lines.append(f"| {r['section']} | {r['what']} | {r['shape']} | {r['median_ms']:.1f} | "
-                 f"{r['compile_s']:.1f} | {r['relative_to_forward']:.3f} |")
+  lines = []
+  metric_rows = [r for r in rows if r["section"] == "metrics"]
+  if metric_rows:
+    lines += ["| what | shape | median ms | compile s | × forward |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['what']} | {r['shape']} | {r['median_ms']:.1f} | {r['compile_s']:.1f} | "
+              f"{r['relative_to_forward']:.3f} |" for r in metric_rows]
+  pipeline_rows = [r for r in rows if r["section"] == "pipeline"]
+  if pipeline_rows:
+    lines += ["", "| config | batch | pipeline examples/s | train step examples/s | pipeline ÷ step |",
+              "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['what']} | {r['shape']} | {r['pipeline_examples_per_s']:.0f} | "
+              f"{r['step_examples_per_s']:.0f} | {r['pipeline_over_step']:.1f} |"
+              for r in pipeline_rows]
   return "\n".join(lines)
 
 

@@ -159,16 +159,35 @@ def make_train_step(model, tx, loss_fn, num_classes: int, ignore_label: int, mes
   return jax.jit(step, donate_argnums=(0, 1), out_shardings=replicated)
 
 
-def make_eval_step(model, num_classes: int, ignore_label: int, mesh):
-  """Compiled ``(state, confusion, batch) -> confusion``: padding examples (valid=False) not counted."""
+def make_eval_step(model, descriptor, mesh):
+  """Compiled ``(state, sums, batch) -> sums``; padding examples (valid=False) are not counted.
 
-  def step(state: TrainState, confusion, batch):
-    logits = model.apply(state.variables, batch["image"], train=False)["logits"]
-    return confusion + metrics.confusion_matrix(
-        metrics.argmax_prediction(logits), batch["semantic"], num_classes,
-        ignore_label=ignore_label, weights=batch["valid"][:, None, None])
+  ``sums["confusion"]`` is the semantic confusion matrix; when the model returns a ``"panoptic"``
+  id map, ``sums["panoptic"]`` holds the panoptic-quality sums against the batch's ``panoptic``.
+  Both are summed on device across batches, devices and hosts.
+  """
+  num_classes = descriptor.num_classes
+
+  def step(state: TrainState, sums, batch):
+    outputs = model.apply(state.variables, batch["image"], train=False)
+    new = {"confusion": sums["confusion"] + metrics.confusion_matrix(
+        metrics.argmax_prediction(outputs["logits"]), batch["semantic"], num_classes,
+        ignore_label=descriptor.ignore_label, weights=batch["valid"][:, None, None])}
+    if "panoptic" in sums:
+      new["panoptic"] = sums["panoptic"] + metrics.panoptic_sums(
+          outputs["panoptic"], batch["panoptic"], num_classes=num_classes,
+          label_divisor=descriptor.label_divisor, thing_classes=descriptor.thing_classes,
+          stuff_classes=descriptor.stuff_classes, valid=batch["valid"])
+    return new
 
   return jax.jit(step, donate_argnums=(1,), out_shardings=sharding.replicated(mesh))
+
+
+def returns_panoptic(model, state, image_shape) -> bool:
+  """Whether the model's evaluation outputs include a ``"panoptic"`` id map."""
+  image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  outputs = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), state.variables, image)
+  return "panoptic" in outputs
 
 
 # ================================================================================================
@@ -219,20 +238,32 @@ class PreemptionGuard:
 # ================================================================================================
 # Eval
 # ================================================================================================
-def evaluate(eval_step, state, source, config, split: str, mesh) -> dict:
-  """Exact evaluation of ``split``: summed confusion matrix -> ``metrics.summarize``."""
+def evaluate(eval_step, state, source, config, split: str, mesh, *, panoptic: bool = False) -> dict:
+  """Exact evaluation of ``split``: summed confusion matrix -> ``metrics.summarize``; with
+  ``panoptic``, also PQ/SQ/RQ (``summary["panoptic"]``, `metrics.panoptic_summary`)."""
   ds, _ = pipeline.eval_dataset(source, config.data, split,
                                 local_batch_size=sharding.local_batch_size(config.eval_batch_size, mesh),
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count())
-  num_classes = source.descriptor.num_classes
-  confusion = jax.device_put(jnp.zeros((num_classes, num_classes), jnp.int32),
-                             sharding.replicated(mesh))
-  for batch in device_batches(pipeline.as_numpy(ds), mesh, EVAL_KEYS):
-    confusion = eval_step(state, confusion, batch)
-  confusion = np.asarray(jax.device_get(confusion))
-  summary = metrics.summarize(confusion, source.descriptor.class_names)
+  descriptor = source.descriptor
+  sums = {"confusion": jnp.zeros((descriptor.num_classes,) * 2, jnp.int32)}
+  if panoptic:
+    sums["panoptic"] = metrics.PanopticSums.zeros(descriptor.num_classes)
+  sums = jax.device_put(sums, sharding.replicated(mesh))
+  keys = EVAL_KEYS + (("panoptic",) if panoptic else ())
+  for batch in device_batches(pipeline.as_numpy(ds), mesh, keys):
+    sums = eval_step(state, sums, batch)
+  sums = jax.device_get(sums)
+  confusion = np.asarray(sums["confusion"])
+  summary = metrics.summarize(confusion, descriptor.class_names)
   summary["confusion_matrix"] = confusion.tolist()
+  if panoptic:
+    summary["panoptic"] = metrics.panoptic_summary(
+        sums["panoptic"], thing_classes=descriptor.thing_classes,
+        stuff_classes=descriptor.stuff_classes, class_names=descriptor.class_names)
+    for group, suffix in (("all", ""), ("things", "_things"), ("stuff", "_stuff")):
+      for key in ("pq", "sq", "rq"):  # flat copies for TensorBoard and metrics.jsonl
+        summary[key + suffix] = summary["panoptic"][group][key]
   return summary
 
 
@@ -243,8 +274,11 @@ def format_summary(summary: dict) -> str:
   """One readable line of the main metrics and the per-class IoU."""
   number = lambda v: "n/a" if v is None else f"{v:.4f}"
   per_class = ", ".join(f"{name} {number(v)}" for name, v in summary["iou"].items())
-  return (f"mIoU {number(summary['mean_iou'])}, pixel accuracy {number(summary['pixel_accuracy'])}, "
-          f"mean pixel accuracy {number(summary['mean_pixel_accuracy'])}; IoU: {per_class}")
+  panoptic = (f"PQ {number(summary['pq'])} (things {number(summary['pq_things'])}, stuff "
+              f"{number(summary['pq_stuff'])}), " if "pq" in summary else "")
+  return (f"{panoptic}mIoU {number(summary['mean_iou'])}, pixel accuracy "
+          f"{number(summary['pixel_accuracy'])}, mean pixel accuracy "
+          f"{number(summary['mean_pixel_accuracy'])}; IoU: {per_class}")
 
 
 def _fetch_sums(sums: MetricSums, descriptor) -> tuple[dict, int]:
@@ -309,7 +343,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     process_count=jax.process_count())
   train_step = make_train_step(model, tx, loss_fn, descriptor.num_classes, descriptor.ignore_label,
                                mesh, config.seed)
-  eval_step = make_eval_step(model, descriptor.num_classes, descriptor.ignore_label, mesh)
+  eval_step = make_eval_step(model, descriptor, mesh)
+  panoptic = returns_panoptic(model, state, (*config.data.crop_size, 3))
   term_names = ["loss"] + [f"loss/{k}" for k in _loss_terms(model, loss_fn, state, config)]
   new_sums = lambda: jax.device_put(MetricSums.zeros(term_names, descriptor.num_classes),
                                     sharding.replicated(mesh))
@@ -349,10 +384,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return {}
       if config.eval_every_steps and step % config.eval_every_steps == 0 and not is_last:
         for split in config.eval_splits:
-          writer.write_scalars(step, evaluate(eval_step, state, source, config, split, mesh),
-                               prefix=f"{split}/")
+          writer.write_scalars(step, evaluate(eval_step, state, source, config, split, mesh,
+                                              panoptic=panoptic), prefix=f"{split}/")
 
-  final = {split: evaluate(eval_step, state, source, config, split, mesh)
+  final = {split: evaluate(eval_step, state, source, config, split, mesh, panoptic=panoptic)
            for split in config.eval_splits}
   for split, summary in final.items():
     writer.write_scalars(total_steps, summary, prefix=f"{split}/")
@@ -380,6 +415,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict:
   """Evaluates a saved checkpoint on ``config.eval_splits``; returns metrics keyed by split."""
   model, state, source, mesh = load_trained(config, workdir, step)
   descriptor = source.descriptor
-  eval_step = make_eval_step(model, descriptor.num_classes, descriptor.ignore_label, mesh)
-  return {split: evaluate(eval_step, state, source, config, split, mesh)
+  eval_step = make_eval_step(model, descriptor, mesh)
+  panoptic = returns_panoptic(model, state, (*config.data.crop_size, 3))
+  return {split: evaluate(eval_step, state, source, config, split, mesh, panoptic=panoptic)
           for split in config.eval_splits}

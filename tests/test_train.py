@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ import optax
 import pytest
 
 from segjax import checkpointing
+from segjax import metrics
 from segjax import sharding
 from segjax import train
 from segjax.data import pipeline
@@ -157,3 +159,35 @@ def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path
   test_example = next(source.builder.as_dataset(split="test").as_numpy_iterator())
   np.testing.assert_array_equal(picture[:, 36:68],
                                 source.descriptor.colorize(test_example["semantic"][..., 0]))
+
+
+class _PanopticFromSemantic(nn.Module):
+  """A test double for a panoptic model: the trained UNet's argmax as panoptic ids, every thing
+  pixel of a class in one instance (1)."""
+  inner: nn.Module
+
+  def __call__(self, image, train: bool = False):
+    out = self.inner(image, train=train)
+    pred = jnp.argmax(out["logits"], axis=-1).astype(jnp.int32)
+    return out | {"panoptic": pred * 1000 + (pred >= 2)}
+
+
+def test_panoptic_quality_in_evaluation_streams_exactly(straight_run):
+  # PQ summed over padded, sharded eval batches on 4 devices == PQ of all images at once on host.
+  config, workdir, _ = straight_run
+  model, state, source, mesh = train.load_trained(config, workdir)
+  wrapped = _PanopticFromSemantic(model)
+  state = state.replace(params={"inner": state.params}, batch_stats={"inner": state.batch_stats})
+  assert train.returns_panoptic(wrapped, state, (32, 32, 3))
+  eval_step = train.make_eval_step(wrapped, source.descriptor, mesh)
+  summary = train.evaluate(eval_step, state, source, config, "validation", mesh, panoptic=True)
+  ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=10)
+  batch = next(pipeline.as_numpy(ds))
+  pred = wrapped.apply(state.variables, batch["image"], train=False)["panoptic"]
+  d = source.descriptor
+  expected = metrics.panoptic_quality(np.asarray(pred), batch["panoptic"], label_divisor=1000,
+                                      thing_classes=d.thing_classes, stuff_classes=d.stuff_classes,
+                                      class_names=d.class_names)
+  assert summary["panoptic"] == pytest.approx(expected)
+  assert summary["pq"] == pytest.approx(expected["all"]["pq"])
+  assert sum(v["tp"] + v["fn"] for v in expected["per_class"].values()) > 10

@@ -22,9 +22,30 @@ def _label_fill(key: str, ignore_label: int) -> int:
 
 
 def normalize(example, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-              scale: float = 255.0):
-  """``image = (image / scale - mean) / std`` in float32."""
-  image = tf.cast(example["image"], tf.float32) / scale
+              scale: float = 255.0, mode: str = "mean_std",
+              percentiles: Sequence[float] = (1.0, 99.0)):
+  """``image = (unit(image) - mean) / std`` in float32, where ``unit`` maps intensities to [0, 1]:
+
+  * ``"mean_std"``: ``image / scale`` (255 for 8-bit, 65535 for 16-bit images);
+  * ``"minmax"``: per image, ``(image - min) / (max - min)``;
+  * ``"percentile"``: per image, clipped to the ``percentiles`` (e.g. 1st and 99th) and stretched
+    between them — for microscopy and other 16-bit images that use a narrow part of their range.
+  """
+  image = tf.cast(example["image"], tf.float32)
+  if mode == "mean_std":
+    image = image / scale
+  elif mode in ("minmax", "percentile"):
+    if mode == "minmax":
+      low, high = tf.reduce_min(image), tf.reduce_max(image)
+    else:
+      values = tf.sort(tf.reshape(image, [-1]))
+      last = tf.cast(tf.size(values) - 1, tf.float32)
+      pick = lambda p: values[tf.cast(tf.round(last * p / 100.0), tf.int32)]
+      low, high = pick(percentiles[0]), pick(percentiles[1])
+    image = tf.clip_by_value((image - low) / tf.maximum(high - low, 1e-6), 0.0, 1.0)
+  else:
+    raise ValueError(f"config.data.normalization must be 'mean_std', 'minmax' or 'percentile', "
+                     f"not {mode!r}")
   image = (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
   return {**example, "image": image}
 

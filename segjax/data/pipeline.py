@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from segjax.data import catalogue
+from segjax.data import folder
 from segjax.data import ops
+from segjax.data import patches
 from segjax.data import shapes
 from segjax.data.descriptor import DatasetDescriptor
 
@@ -31,15 +34,33 @@ for _kind in ("GPU", "TPU"):
 
 @dataclasses.dataclass
 class Source:
-  """A prepared tfds dataset and its descriptor."""
+  """A prepared tfds dataset, its descriptor and (catalogue datasets) the adapter of its examples."""
   builder: tfds.core.DatasetBuilder
   descriptor: DatasetDescriptor
+  adapt: Callable[[dict], dict] | None = None
 
 
 def get_source(data_config: ml_collections.ConfigDict) -> Source:
-  """Builds (preparing once, offline) the dataset named by ``data_config.name``."""
+  """Builds (preparing once, offline) the dataset named by ``data_config.name``: ``"shapes"`` (the
+  built-in dataset) or ``"folder"`` (the user's images and masks under ``data_config.root``)."""
+  if data_config.name == "folder":
+    if not data_config.get("root"):
+      raise KeyError("config.data.root must name the folder dataset's directory "
+                     "(--config.data.root=DATA).")
+    builder = folder.prepare(data_config.root, data_dir=data_config.get("data_dir"),
+                             skip_bad=data_config.get("skip_bad", False))
+    return Source(builder, builder.descriptor())
+  if data_config.name.startswith("tfds:"):
+    adapter = catalogue.get(data_config.name[len("tfds:"):])
+    builder = tfds.builder(adapter.builder, data_dir=data_config.get("data_dir"))
+    if not builder.is_prepared():
+      raise FileNotFoundError(
+          f"tfds dataset {adapter.builder} is not prepared in {builder.data_dir}; prepare it once "
+          f"with tfds (tfds build {adapter.builder}, with its manual download if it needs one).")
+    return Source(builder, adapter.descriptor, adapter.adapt)
   if data_config.name != "shapes":
-    raise KeyError(f"Unknown dataset {data_config.name!r} in config.data.name; available: 'shapes'.")
+    raise KeyError(f"Unknown dataset {data_config.name!r} in config.data.name; available: "
+                   f"'shapes', 'folder', {', '.join(repr('tfds:' + n) for n in catalogue.ADAPTERS)}.")
   builder = shapes.make_builder(
       data_dir=data_config.get("data_dir"), image_size=data_config.image_size,
       num_train=data_config.num_train, num_validation=data_config.num_validation,
@@ -49,8 +70,18 @@ def get_source(data_config: ml_collections.ConfigDict) -> Source:
   return Source(builder, shapes.DESCRIPTOR)
 
 
+def decode(source: Source, example):
+  """A stored example in the one format: ``image``, int32 ``semantic`` (and ``instance`` and
+  ``panoptic`` when the dataset has instances, ``name`` when it has names)."""
+  if source.adapt is not None:
+    example = source.adapt(example)
+  return _decode(example, source.descriptor)
+
+
 def _decode(example, descriptor: DatasetDescriptor):
   out = {"image": example["image"], "semantic": tf.cast(example["semantic"][..., 0], tf.int32)}
+  if "name" in example:
+    out["name"] = example["name"]
   if "instance" in example:
     out["instance"] = tf.cast(example["instance"][..., 0], tf.int32)
     out["panoptic"] = out["semantic"] * descriptor.label_divisor + out["instance"]
@@ -67,17 +98,30 @@ def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: i
   split = process_split(data_config.train_split, process_index, process_count)
   ds = source.builder.as_dataset(split=split, shuffle_files=False,
                                  read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False))
-  ds = ds.map(lambda ex: _decode(ex, source.descriptor), num_parallel_calls=tf.data.AUTOTUNE)
-  if data_config.get("cache", True):
-    ds = ds.cache()
-  ds = ds.repeat().shuffle(data_config.shuffle_buffer, seed=seed + process_index,
-                           reshuffle_each_iteration=True)
-  ds = ds.enumerate().skip(start_step * local_batch_size)
+  ds = ds.map(lambda ex: decode(source, ex), num_parallel_calls=tf.data.AUTOTUNE)
   crop = tuple(data_config.crop_size)
   ignore = source.descriptor.ignore_label
+  patch_size = data_config.get("patch_size")
+  if patch_size:  # a grid of (overlapping) patches of every image, instead of whole images
+    size, stride = tuple(patch_size), tuple(data_config.get("patch_stride") or patch_size)
+    ds = ds.flat_map(lambda ex: patches.tf_grid_patches(ex, size, stride, ignore))
+    if data_config.get("min_labelled_fraction", 0.0) > 0:
+      ds = ds.filter(lambda ex: patches.labelled_fraction(ex, ignore)
+                     >= data_config.min_labelled_fraction)
+  if data_config.get("cache", True):
+    ds = ds.cache()
+  if patch_size and data_config.get("class_balanced", 0.0) > 0:
+    ds = patches.class_balanced(ds, source.descriptor.num_classes, seed=seed + process_index,
+                                fraction=data_config.class_balanced,
+                                classes=present_classes(ds, source.descriptor.num_classes))
+  else:
+    ds = ds.repeat()
+  ds = ds.shuffle(data_config.shuffle_buffer, seed=seed + process_index,
+                  reshuffle_each_iteration=True)
+  ds = ds.enumerate().skip(start_step * local_batch_size)
 
   def preprocess(index, example):
-    example = ops.normalize(example, data_config.mean, data_config.std)
+    example = prepare_image(example, data_config)
     example_seed = tf.stack([tf.constant(seed, tf.int64) * 1000003 + process_index, index])
     return ops.train_augment(example, example_seed, crop_size=crop,
                              scale_range=tuple(data_config.scale_range), flip=data_config.flip,
@@ -105,15 +149,48 @@ def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: i
   mine = counts[process_index]
   ds = source.builder.as_dataset(split=process_split(split, process_index, process_count),
                                  shuffle_files=False)
-  ds = ds.map(lambda ex: {**ops.normalize(_decode(ex, source.descriptor), data_config.mean,
-                                          data_config.std), "valid": True},
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  pad_to = data_config.get("eval_pad_to")  # images of several sizes: pad to one (labels: ignore)
+
+  def prepare(ex):
+    ex = prepare_image(decode(source, ex), data_config)
+    if pad_to:
+      ex = ops.pad_to_size(ex, tuple(pad_to), source.descriptor.ignore_label)
+    ex.pop("name", None)
+    return {**ex, "valid": True}
+
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   padding = num_batches * local_batch_size - mine
   if padding:
     blank = ds.take(1).map(lambda ex: _blank_like(ex, source.descriptor.ignore_label))
     ds = ds.concatenate(blank.repeat(padding))
   ds = ds.batch(local_batch_size, drop_remainder=True)
   return ds.prefetch(2), num_batches
+
+
+def prepare_image(example, data_config):
+  """Channels (``data.channels``: grey images feed 3-channel models by repetition) and intensity
+  normalisation (``data.normalization``: ``"mean_std"`` with ``data.mean``/``data.std`` after
+  scaling by the dtype's maximum, ``"minmax"`` or ``"percentile"`` per image with
+  ``data.percentiles``); the config is saved with the run, so prediction uses the same."""
+  image = example["image"]
+  channels = data_config.get("channels", 3)
+  if channels == 3 and image.shape[-1] == 1:
+    image = tf.tile(image, [1, 1, 3])
+  scale = 65535.0 if image.dtype == tf.uint16 else 255.0
+  example = {**example, "image": image}
+  return ops.normalize(example, data_config.mean, data_config.std, scale=scale,
+                       mode=data_config.get("normalization", "mean_std"),
+                       percentiles=tuple(data_config.get("percentiles", (1.0, 99.0))))
+
+
+def present_classes(ds: tf.data.Dataset, num_classes: int) -> list[int]:
+  """The classes that occur in the (finite) dataset ``ds``, from one pass over it."""
+  def add(seen, example):
+    labels = tf.reshape(example["semantic"], [-1])
+    labels = tf.boolean_mask(labels, (labels >= 0) & (labels < num_classes))
+    return seen | (tf.math.bincount(labels, minlength=num_classes, maxlength=num_classes) > 0)
+  seen = ds.reduce(tf.zeros([num_classes], tf.bool), add).numpy()
+  return [int(c) for c in np.flatnonzero(seen)]
 
 
 def _blank_like(example, ignore_label):

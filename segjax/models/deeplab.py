@@ -106,17 +106,11 @@ class DeepLabV3(nn.Module):
 
   @nn.compact
   def __call__(self, image, train: bool = False):
-    size = image.shape[1:3]
-    feats = ResNet(self.backbone, self.output_stride, self.multi_grid, self.width, self.dtype,
-                   name="backbone")(image, train)
+    feats = _backbone(self, image, train)
     logits, features = DeepLabHead(self.num_classes, _aspp_rates(self.output_stride),
                                    self.aspp_features, self.dtype, name="classifier")(
                                        feats["layer4"], train)
-    out = {"logits": resize(logits, size).astype(jnp.float32), "features": features}
-    if self.aux_head:
-      aux = FCNHead(self.num_classes, self.dtype, name="aux_classifier")(feats["layer3"], train)
-      out["aux_logits"] = resize(aux, size).astype(jnp.float32)
-    return out
+    return _outputs(self, image, logits, features, feats, train)
 
 
 class DeepLabV3Plus(nn.Module):
@@ -135,9 +129,7 @@ class DeepLabV3Plus(nn.Module):
 
   @nn.compact
   def __call__(self, image, train: bool = False):
-    size = image.shape[1:3]
-    feats = ResNet(self.backbone, self.output_stride, self.multi_grid, self.width, self.dtype,
-                   name="backbone")(image, train)
+    feats = _backbone(self, image, train)
     x = ASPP(_aspp_rates(self.output_stride), self.aspp_features, dtype=self.dtype,
              name="aspp")(feats["layer4"], train)
     low = ConvBN(self.low_level_features, 1, dtype=self.dtype, name="low_level")(
@@ -146,8 +138,20 @@ class DeepLabV3Plus(nn.Module):
     x = ConvBN(self.decoder_features, 3, dtype=self.dtype, name="decoder_0")(x, train)
     features = ConvBN(self.decoder_features, 3, dtype=self.dtype, name="decoder_1")(x, train)
     logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head")(features)
-    out = {"logits": resize(logits, size).astype(jnp.float32), "features": features}
-    if self.aux_head:
-      aux = FCNHead(self.num_classes, self.dtype, name="aux_classifier")(feats["layer3"], train)
-      out["aux_logits"] = resize(aux, size).astype(jnp.float32)
-    return out
+    return _outputs(self, image, logits, features, feats, train)
+
+
+def _backbone(model, image, train):
+  """The dilated ResNet trunk of a DeepLab ``model`` (created inside its compact ``__call__``)."""
+  return ResNet(model.backbone, model.output_stride, model.multi_grid, model.width, model.dtype,
+                name="backbone")(image, train)
+
+
+def _outputs(model, image, logits, features, feats, train):
+  """Logits at input size, the classifier's features and, with ``aux_head``, the FCN head's."""
+  size = image.shape[1:3]
+  out = {"logits": resize(logits, size).astype(jnp.float32), "features": features}
+  if model.aux_head:
+    aux = FCNHead(model.num_classes, model.dtype, name="aux_classifier")(feats["layer3"], train)
+    out["aux_logits"] = resize(aux, size).astype(jnp.float32)
+  return out

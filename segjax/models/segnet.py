@@ -37,12 +37,14 @@ class SegNet(nn.Module):
   biases and BN included as in torchvision's ``vgg16_bn``) and a mirrored decoder whose last
   convolution gives the logits (29,455,125 parameters for 21 classes).
 
-  Convolutions carry biases, as VGG's. Any input size works: a stage whose input has an odd size
+  ``num_stages`` < 5 keeps only the first VGG stages (and their mirrors): on small images the
+  decoder then starts from a map that still resolves the scene. Convolutions carry biases, as VGG's. Any input size works: a stage whose input has an odd size
   pools the even part and unpools back to the odd size (the last row/column gets zeros and is then
   filled by the following convolutions).
   """
   num_classes: int
   width: int = 64
+  num_stages: int = 5  # fewer for small images: 5 poolings leave 2x2 of a 64x64 input
   dtype: Dtype = jnp.float32
 
   def _conv(self, features, x, train, name, act=True):
@@ -56,18 +58,21 @@ class SegNet(nn.Module):
   @nn.compact
   def __call__(self, image, train: bool = False):
     x = image.astype(self.dtype)
+    if not 1 <= self.num_stages <= len(VGG16_STAGES):
+      raise ValueError(f"num_stages must be in 1..{len(VGG16_STAGES)}, not {self.num_stages}")
+    stages = VGG16_STAGES[:self.num_stages]
     pooled = []
-    for s, (mult, convs) in enumerate(VGG16_STAGES):
+    for s, (mult, convs) in enumerate(stages):
       for i in range(convs):
         x = self._conv(self.width * mult, x, train, f"encoder{s}_{i}")
       shape = x.shape[1:3]
       x, index = max_pool_with_indices(x)
       pooled.append((index, shape))
-    for s in reversed(range(len(VGG16_STAGES))):
+    for s in reversed(range(len(stages))):
       index, shape = pooled[s]
       x = max_unpool(x, index, shape)
-      mult, convs = VGG16_STAGES[s]
-      out_mult = VGG16_STAGES[s - 1][0] if s > 0 else None
+      mult, convs = stages[s]
+      out_mult = stages[s - 1][0] if s > 0 else None
       for i in range(convs):
         last = i == convs - 1
         if last and s == 0:

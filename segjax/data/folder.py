@@ -1,0 +1,389 @@
+"""The user's own images and masks as a tfds dataset, prepared once and re-prepared when files change.
+
+Layout (a missing split is fine)::
+
+  ROOT/
+    train/images/NAME.(png|jpg|jpeg|tif|tiff)  8- or 16-bit, grey / RGB / RGBA, any size
+    train/masks/NAME.png       class id per pixel (uint8/uint16); in a palette PNG the index is
+                               the class id (PASCAL VOC); an RGB mask maps colours to ids through
+                               classes.json
+    train/instances/NAME.png   optional, uint16 instance ids, 0 = none
+    train/annotations.json     COCO instead of masks/ and instances/ (polygons or RLE)
+    val/...  test/...
+    classes.json               optional: {"classes": [{"id", "name", "color", "kind"}...],
+                               "ignore_label": 255}
+
+Every file is checked while preparing; a bad one raises `BadFileError` naming it, or, with
+``skip_bad=True``, is skipped and listed in ``<prepared dir>/report.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
+
+from segjax.data.descriptor import DatasetDescriptor
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+DEFAULT_COLORMAP = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
+                    (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60))
+
+
+class BadFileError(ValueError):
+  """A file of a folder dataset that cannot be used; the message names it."""
+
+
+# ---------------------------------------------------------------------------------------- reading
+def read_image(path: str) -> np.ndarray:
+  """``[H,W,C]`` uint8/uint16 in RGB(A) order (C = 1, 3 or 4), as stored."""
+  data = np.fromfile(path, np.uint8) if os.path.exists(path) else None
+  image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+  if image is None:
+    raise BadFileError(f"{path}: unreadable image (not a PNG/JPEG/TIFF OpenCV can decode)")
+  if image.dtype not in (np.uint8, np.uint16):
+    raise BadFileError(f"{path}: pixel type {image.dtype} (8- or 16-bit integers expected)")
+  if image.ndim == 2:
+    image = image[..., None]
+  elif image.shape[-1] == 3:
+    image = image[..., ::-1]  # BGR -> RGB
+  elif image.shape[-1] == 4:
+    image = image[..., [2, 1, 0, 3]]  # BGRA -> RGBA
+  return np.ascontiguousarray(image)
+
+
+def read_mask(path: str, colours: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
+  """Class ids ``[H,W]`` (int32) from a grey, palette (index = id) or RGB colour PNG."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel  (OpenCV expands palettes)
+  try:
+    with Image.open(path) as pil:
+      if pil.mode == "P":
+        return np.asarray(pil, np.int32)
+  except (OSError, ValueError) as e:
+    raise BadFileError(f"{path}: unreadable mask ({e})") from e
+  mask = read_image(path)
+  if mask.shape[-1] == 1:
+    return mask[..., 0].astype(np.int32)
+  if not colours:
+    raise BadFileError(f"{path}: a colour mask needs the class colours in classes.json")
+  rgb = mask[..., :3].astype(np.int64)
+  codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+  lookup = {(r << 16) | (g << 8) | b: i for (r, g, b), i in colours.items()}
+  out = np.full(codes.shape, -1, np.int32)
+  for code, class_id in lookup.items():
+    out[codes == code] = class_id
+  if (out < 0).any():
+    y, x = np.argwhere(out < 0)[0]
+    raise BadFileError(f"{path}: colour {tuple(int(v) for v in rgb[y, x])} at (row {y}, column {x}) "
+                       "is not a class colour in classes.json")
+  return out
+
+
+# ---------------------------------------------------------------------------------------- classes
+@dataclasses.dataclass(frozen=True)
+class FolderClasses:
+  ids: tuple[int, ...]
+  names: tuple[str, ...]
+  colours: tuple[tuple[int, int, int], ...]
+  kinds: tuple[str, ...]
+  ignore_label: int
+
+
+def read_classes(root: str, observed_ids: Iterable[int] = (),
+                 coco_categories: dict[int, str] | None = None) -> FolderClasses:
+  """``classes.json`` if present; else classes 0..max(observed) named ``class_<id>``, or, with
+  COCO annotations, 0 = ``background`` (stuff) and the COCO category ids (things, named)."""
+  path = os.path.join(root, "classes.json")
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        spec = json.load(f)
+      entries = sorted(spec["classes"], key=lambda c: int(c["id"]))
+      ids = tuple(int(c["id"]) for c in entries)
+      names = tuple(str(c.get("name", f"class_{c['id']}")) for c in entries)
+      colours = tuple(tuple(int(v) for v in c.get("color", DEFAULT_COLORMAP[i % 10]))
+                      for i, c in enumerate(entries))
+      kinds = tuple(c.get("kind", "stuff") for c in entries)
+      ignore = int(spec.get("ignore_label", 255))
+    except (ValueError, KeyError, TypeError) as e:
+      raise BadFileError(f"{path}: expected {{\"classes\": [{{\"id\": 0, \"name\": ..., \"color\": "
+                         f"[r, g, b], \"kind\": \"stuff\"|\"thing\"}}], \"ignore_label\": 255}} ({e})")
+    if ids != tuple(range(len(ids))):
+      raise BadFileError(f"{path}: class ids must be 0..{len(ids) - 1} without gaps; got {list(ids)}")
+    bad = [k for k in kinds if k not in ("stuff", "thing")]
+    if bad:
+      raise BadFileError(f"{path}: kind must be 'stuff' or 'thing', not {bad[0]!r}")
+    return FolderClasses(ids, names, colours, kinds, ignore)
+  coco_categories = coco_categories or {}
+  top = max([i for i in observed_ids if i != 255] + list(coco_categories) or [1])
+  ids = tuple(range(top + 1))
+  names = tuple("background" if i == 0 and coco_categories else
+                coco_categories.get(i, f"class_{i}") for i in ids)
+  kinds = tuple("thing" if i in coco_categories else "stuff" for i in ids)
+  return FolderClasses(ids, names, tuple(DEFAULT_COLORMAP[i % 10] for i in ids), kinds, 255)
+
+
+def descriptor_of(classes: FolderClasses, name: str = "folder") -> DatasetDescriptor:
+  return DatasetDescriptor(
+      name=name, class_names=classes.names, colormap=classes.colours,
+      stuff_classes=tuple(i for i, k in zip(classes.ids, classes.kinds) if k == "stuff"),
+      thing_classes=tuple(i for i, k in zip(classes.ids, classes.kinds) if k == "thing"),
+      ignore_label=classes.ignore_label, label_divisor=1000)
+
+
+# ---------------------------------------------------------------------------------------- scanning
+def _split_dirs(root: str) -> dict[str, str]:
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"folder dataset root {root} does not exist")
+  found = {}
+  for folder, split in SPLITS.items():
+    path = os.path.join(root, folder)
+    if os.path.isdir(os.path.join(path, "images")):
+      if split in found:
+        raise BadFileError(f"{root}: both {found[split]} and {path} give the {split} split")
+      found[split] = path
+  if not found:
+    raise BadFileError(f"{root}: no split found (expected train/images/, val/images/ or "
+                       "test/images/)")
+  return found
+
+
+def _by_stem(folder: str, extensions: Sequence[str]) -> dict[str, str]:
+  if not os.path.isdir(folder):
+    return {}
+  out = {}
+  for name in sorted(os.listdir(folder)):
+    stem, ext = os.path.splitext(name)
+    if ext.lower() in extensions:
+      if stem in out:
+        raise BadFileError(f"{folder}: two files named {stem}.* ({os.path.basename(out[stem])}, "
+                           f"{name})")
+      out[stem] = os.path.join(folder, name)
+  return out
+
+
+def fingerprint(root: str) -> str:
+  """A hash of every file's path, size and modification time: changes when the data changes."""
+  digest = hashlib.sha256()
+  for folder, _, files in sorted(os.walk(root)):
+    if os.path.basename(folder).startswith("."):
+      continue
+    for name in sorted(files):
+      path = os.path.join(folder, name)
+      stat = os.stat(path)
+      digest.update(f"{os.path.relpath(path, root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+  return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------- examples
+def _coco_masks(path: str, images_dir: str):
+  """{stem: (semantic, instance)} from a COCO annotations file (crowd regions: instance 0)."""
+  from pycocotools.coco import COCO  # pylint: disable=import-outside-toplevel
+  import contextlib  # pylint: disable=import-outside-toplevel
+  import io  # pylint: disable=import-outside-toplevel
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      coco = COCO(path)
+  except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+    raise BadFileError(f"{path}: not a COCO annotations file ({e})") from e
+  out = {}
+  for image_id, info in coco.imgs.items():
+    height, width = int(info["height"]), int(info["width"])
+    semantic = np.zeros((height, width), np.int32)
+    instance = np.zeros((height, width), np.int32)
+    next_id = 1
+    for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):
+      mask = coco.annToMask(ann).astype(bool)
+      semantic[mask] = int(ann["category_id"])
+      if ann.get("iscrowd", 0):
+        instance[mask] = 0
+      else:
+        instance[mask] = next_id
+        next_id += 1
+    stem = os.path.splitext(info["file_name"])[0]
+    if not os.path.exists(os.path.join(images_dir, info["file_name"])):
+      raise BadFileError(f"{path}: annotations for {info['file_name']}, which is not in {images_dir}")
+    out[stem] = (semantic, instance)
+  return out
+
+
+def split_examples(split_dir: str, classes: FolderClasses | None, *, skip_bad: bool = False,
+                   skipped: list | None = None):
+  """Yields ``(stem, {"image", "semantic", "instance"})`` for one split folder, checking every
+  file. A bad file raises `BadFileError`, or with ``skip_bad`` is left out and its message appended
+  to ``skipped``."""
+  images = _by_stem(os.path.join(split_dir, "images"), IMAGE_EXTENSIONS)
+  masks = _by_stem(os.path.join(split_dir, "masks"), (".png",))
+  instances = _by_stem(os.path.join(split_dir, "instances"), (".png",))
+  coco_path = os.path.join(split_dir, "annotations.json")
+  coco = _coco_masks(coco_path, os.path.join(split_dir, "images")) if os.path.exists(coco_path) else None
+  colours = {c: i for i, c in zip(classes.ids, classes.colours)} if classes else None
+
+  def fail(message):
+    if not skip_bad:
+      raise BadFileError(message)
+    if skipped is not None:
+      skipped.append(message)
+
+  for stem, path in {**masks, **instances}.items():
+    if stem not in images:
+      fail(f"{path}: mask without an image (no {split_dir}/images/{stem}.*)")
+  for stem, image_path in images.items():
+    try:
+      yield stem, _load_example(stem, image_path, masks, instances, coco, coco_path, colours,
+                                classes, split_dir)
+    except BadFileError as e:
+      fail(str(e))
+
+
+def _load_example(stem, image_path, masks, instances, coco, coco_path, colours, classes, split_dir):
+  image = read_image(image_path)
+  instance, instance_path = None, None
+  if coco is not None:
+    if stem not in coco:
+      raise BadFileError(f"{image_path}: no annotations in {coco_path}")
+    semantic, instance = coco[stem]
+    label_path = instance_path = coco_path
+  elif masks:
+    if stem not in masks:
+      raise BadFileError(f"{image_path}: image without a mask (no {split_dir}/masks/{stem}.png)")
+    label_path = masks[stem]
+    semantic = read_mask(label_path, colours)
+    if stem in instances:
+      instance_path = instances[stem]
+      instance = read_image(instance_path)[..., 0].astype(np.int32)
+  else:  # an unlabelled split (e.g. test images only)
+    return {"image": image, "semantic": None, "instance": None}
+  for what, array, where in (("mask", semantic, label_path),
+                             ("instance mask", instance, instance_path)):
+    if array is not None and array.shape[:2] != image.shape[:2]:
+      raise BadFileError(f"{where}: {what} size {array.shape[1]}x{array.shape[0]} differs from "
+                         f"the image's {image.shape[1]}x{image.shape[0]} ({image_path})")
+  if classes is not None:
+    bad = np.setdiff1d(np.unique(semantic), list(classes.ids) + [classes.ignore_label])
+    if bad.size:
+      raise BadFileError(f"{label_path}: label {int(bad[0])} is neither a class "
+                         f"(0..{len(classes.ids) - 1}) nor the ignore label {classes.ignore_label}")
+  return {"image": image, "semantic": semantic, "instance": instance}
+
+
+# ---------------------------------------------------------------------------------------- builder
+class FolderConfig(tfds.core.BuilderConfig):
+  def __init__(self, *, root: str, skip_bad: bool = False, **kwargs):
+    root = os.path.abspath(os.path.expanduser(root))
+    tag = hashlib.sha256(root.encode()).hexdigest()[:8]
+    super().__init__(name=f"{os.path.basename(root) or 'root'}_{tag}_{fingerprint(root)}"
+                     f"{'_skip' if skip_bad else ''}", **kwargs)
+    self.root = root
+    self.skip_bad = skip_bad
+
+
+class Folder(tfds.core.GeneratorBasedBuilder):
+  """A folder dataset (see module docstring); one prepared version per content fingerprint."""
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _survey(self):
+    """Channels, bit depth, class table and instance presence, from a first pass over the files."""
+    if hasattr(self, "_survey_cache"):
+      return self._survey_cache
+    root = self.builder_config.root
+    splits = _split_dirs(root)
+    channels, depth, observed, has_instances = set(), np.uint8, set(), False
+    categories = {}
+    for split_dir in splits.values():
+      for path in _by_stem(os.path.join(split_dir, "images"), IMAGE_EXTENSIONS).values():
+        header = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if header is None:
+          continue  # reported with its name when the examples are generated
+        channels.add(1 if header.ndim == 2 else header.shape[-1])
+        depth = np.uint16 if header.dtype == np.uint16 else depth
+      has_instances |= bool(_by_stem(os.path.join(split_dir, "instances"), (".png",)))
+      coco_path = os.path.join(split_dir, "annotations.json")
+      if os.path.exists(coco_path):
+        has_instances = True
+        try:
+          with open(coco_path) as f:
+            categories.update({int(c["id"]): str(c["name"]) for c in json.load(f)["categories"]})
+        except (ValueError, KeyError, TypeError) as e:
+          raise BadFileError(f"{coco_path}: not a COCO annotations file ({e})") from e
+      if not os.path.exists(os.path.join(root, "classes.json")):
+        for path in _by_stem(os.path.join(split_dir, "masks"), (".png",)).values():
+          try:
+            observed |= set(np.unique(read_mask(path)).tolist())
+          except BadFileError:
+            pass
+    classes = read_classes(root, observed, categories)
+    num_channels = 1 if channels <= {1} else 3  # grey stays grey; RGBA loses alpha
+    self._survey_cache = (splits, num_channels, depth, classes, has_instances)
+    return self._survey_cache
+
+  def descriptor(self) -> DatasetDescriptor:
+    return descriptor_of(self._survey()[3], name=f"folder:{os.path.basename(self.builder_config.root)}")
+
+  def _info(self):
+    _, channels, depth, _, has_instances = self._survey()
+    features = {"image": tfds.features.Image(shape=(None, None, channels), dtype=depth),
+                "semantic": tfds.features.Image(shape=(None, None, 1), dtype=np.uint16),
+                "labelled": np.bool_, "name": tfds.features.Text()}
+    if has_instances:
+      features["instance"] = tfds.features.Image(shape=(None, None, 1), dtype=np.uint16)
+    return self.dataset_info_from_configs(description=__doc__,
+                                          features=tfds.features.FeaturesDict(features))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    splits = self._survey()[0]
+    self.skipped = {}
+    return {split: self._generate_examples(path) for split, path in splits.items()}
+
+  def _generate_examples(self, split_dir):
+    _, channels, depth, classes, has_instances = self._survey()
+    skipped = []
+    for stem, ex in split_examples(split_dir, classes, skip_bad=self.builder_config.skip_bad,
+                                   skipped=skipped):
+      image = ex["image"]
+      if image.shape[-1] == 4:
+        image = image[..., :3]
+      if channels == 3 and image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+      height, width = image.shape[:2]
+      labelled = ex["semantic"] is not None
+      semantic = ex["semantic"] if labelled else np.full((height, width), classes.ignore_label)
+      out = {"image": image.astype(depth), "semantic": semantic.astype(np.uint16)[..., None],
+             "labelled": labelled, "name": stem}
+      if has_instances:
+        instance = ex["instance"] if ex["instance"] is not None else np.zeros((height, width))
+        out["instance"] = instance.astype(np.uint16)[..., None]
+      yield stem, out
+    self.skipped[os.path.basename(split_dir)] = skipped
+
+
+def folder_dataset(root: str, split: str = "train", *, data_dir: str | None = None,
+                   skip_bad: bool = False):
+  """The ``tf.data.Dataset`` of unbatched examples of ``split`` (``image`` as stored, ``semantic``,
+  ``instance`` when present, ``name``), preparing the folder first if needed."""
+  builder = prepare(root, data_dir=data_dir, skip_bad=skip_bad)
+  return builder.as_dataset(split=SPLITS.get(split, split), shuffle_files=False)
+
+
+def prepare(root: str, *, data_dir: str | None = None, skip_bad: bool = False) -> "Folder":
+  """Prepares (once per content fingerprint) and returns the builder; with ``skip_bad`` the
+  skipped files are listed in ``<builder.data_dir>/report.json``."""
+  builder = Folder(config=FolderConfig(root=root, skip_bad=skip_bad), data_dir=data_dir)
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+    if skip_bad:
+      report = {"skipped": builder.skipped, "count": sum(map(len, builder.skipped.values()))}
+      with open(os.path.join(builder.data_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+  return builder
+
+
+__all__ = ["BadFileError", "Folder", "FolderClasses", "descriptor_of", "folder_dataset", "prepare",
+           "read_classes", "read_image", "read_mask", "split_examples"]

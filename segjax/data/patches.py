@@ -1,0 +1,102 @@
+"""Patches of high-resolution images: a grid with overlap, exact reassembly, filtering by labelled
+fraction, and class-balanced sampling (NVIDIA's class-uniform sampling) for tf.data.
+
+The grid covers every pixel: positions step by ``stride`` and the last row/column of patches is
+aligned to the image border (an image smaller than the patch is padded: labels with the ignore
+label, instances with 0, the image with 0).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from segjax.data import ops
+
+
+def grid_starts(length: int, size: int, stride: int) -> list[int]:
+  """Start offsets along one axis: 0, stride, 2 stride, ... and ``length - size`` last."""
+  if size <= 0 or stride <= 0:
+    raise ValueError(f"patch size {size} and stride {stride} must be positive")
+  if length <= size:
+    return [0]
+  starts = list(range(0, length - size + 1, stride))
+  if starts[-1] != length - size:
+    starts.append(length - size)
+  return starts
+
+
+def grid_positions(height: int, width: int, size: Sequence[int], stride: Sequence[int]):
+  return [(y, x) for y in grid_starts(height, size[0], stride[0])
+          for x in grid_starts(width, size[1], stride[1])]
+
+
+def extract_patches(array: np.ndarray, size: Sequence[int], stride: Sequence[int]):
+  """``(patches [N, ph, pw, ...], positions [(y, x)])`` of a numpy ``[H, W, ...]`` array (padded
+  with zeros at the bottom/right when smaller than the patch)."""
+  height, width = array.shape[:2]
+  pad = [(0, max(0, size[0] - height)), (0, max(0, size[1] - width))] + [(0, 0)] * (array.ndim - 2)
+  padded = np.pad(array, pad)
+  positions = grid_positions(height, width, size, stride)
+  patches = np.stack([padded[y:y + size[0], x:x + size[1]] for y, x in positions])
+  return patches, positions
+
+
+def reassemble(patches: np.ndarray, positions, shape: Sequence[int]) -> np.ndarray:
+  """The inverse of `extract_patches`: overlaps are averaged (exact when the patches agree there),
+  padding is cropped; ``shape`` = (H, W) of the original."""
+  height, width = shape[:2]
+  full_h = max(height, patches.shape[1])
+  full_w = max(width, patches.shape[2])
+  total = np.zeros((full_h, full_w) + patches.shape[3:], np.float64)
+  count = np.zeros((full_h, full_w) + (1,) * (patches.ndim - 3), np.float64)
+  for patch, (y, x) in zip(patches, positions):
+    total[y:y + patch.shape[0], x:x + patch.shape[1]] += patch
+    count[y:y + patch.shape[0], x:x + patch.shape[1]] += 1
+  return (total / count)[:height, :width].astype(patches.dtype)
+
+
+def tf_grid_patches(example: dict, size: Sequence[int], stride: Sequence[int],
+                    ignore_label: int) -> tf.data.Dataset:
+  """A dataset of the grid patches of one (unbatched) example; non-image keys are copied."""
+  example = ops.pad_to_size(example, size, ignore_label)
+  shape = tf.shape(example["image"])
+
+  def starts(length, patch, step):
+    last = length - patch
+    regular = tf.range(0, last + 1, step)
+    return tf.unique(tf.concat([regular, [last]], 0))[0]
+
+  ys, xs = starts(shape[0], size[0], stride[0]), starts(shape[1], size[1], stride[1])
+  grid = tf.reshape(tf.stack(tf.meshgrid(ys, xs, indexing="ij"), -1), [-1, 2])
+  spatial = [k for k, v in example.items() if v.shape.rank is not None and v.shape.rank >= 2]
+
+  def cut(position):
+    out = dict(example)
+    for key in spatial:
+      out[key] = example[key][position[0]:position[0] + size[0], position[1]:position[1] + size[1]]
+      out[key] = tf.ensure_shape(out[key], [size[0], size[1]] + example[key].shape[2:])
+    out["patch_position"] = position
+    return out
+
+  return tf.data.Dataset.from_tensor_slices(grid).map(cut)
+
+
+def labelled_fraction(example, ignore_label: int):
+  semantic = example["semantic"]
+  return tf.reduce_mean(tf.cast(semantic != ignore_label, tf.float32))
+
+
+def class_balanced(ds: tf.data.Dataset, num_classes: int, *, seed: int, fraction: float = 0.5,
+                   classes: Sequence[int] | None = None) -> tf.data.Dataset:
+  """Endless stream where, with probability ``fraction``, the next patch is drawn by first picking
+  a class uniformly (among ``classes``, default all) and then a patch containing it; otherwise from
+  ``ds`` as is. Rare classes are thereby seen far more often (class-uniform sampling)."""
+  classes = list(range(num_classes)) if classes is None else list(classes)
+  per_class = [ds.filter(lambda ex, c=c: tf.reduce_any(ex["semantic"] == c)).repeat()
+               .shuffle(64, seed=seed + c) for c in classes]
+  streams = [ds.repeat().shuffle(64, seed=seed)] + per_class
+  weights = [1.0 - fraction] + [fraction / len(classes)] * len(classes)
+  return tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed,
+                                              stop_on_empty_dataset=False)

@@ -1,0 +1,193 @@
+"""Folder datasets written by the tests (16-bit grey TIFF, palette PNG, RGBA, colour masks, COCO JSON),
+checked pixel for pixel; every bad-file case; intensity normalisation; patches."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from segjax.data import folder
+from segjax.data import ops
+from segjax.data import patches
+
+RNG = np.random.default_rng(0)
+
+
+def write(path, array):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  if array.ndim == 3 and array.shape[-1] == 3:
+    array = array[..., ::-1]
+  elif array.ndim == 3 and array.shape[-1] == 4:
+    array = array[..., [2, 1, 0, 3]]
+  assert cv2.imwrite(path, array)
+
+
+def write_palette(path, ids):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  pil = Image.fromarray(ids.astype(np.uint8), mode="P")
+  pil.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])  # colours differ from the ids
+  pil.save(path)
+
+
+def examples(root, split, tmp_path, **kwargs):
+  ds = folder.folder_dataset(str(root), split, data_dir=str(tmp_path / "tfds"), **kwargs)
+  return {ex["name"].decode(): ex for ex in ds.as_numpy_iterator()}
+
+
+def test_grey_16bit_tiff_with_palette_mask_and_instances(tmp_path):
+  root = tmp_path / "data"
+  image = RNG.integers(0, 65536, (13, 9), dtype=np.uint16)
+  ids = RNG.integers(0, 3, (13, 9))
+  inst = RNG.integers(0, 300, (13, 9)).astype(np.uint16)
+  write(str(root / "train/images/a.tif"), image)
+  write_palette(str(root / "train/masks/a.png"), ids)
+  write(str(root / "train/instances/a.png"), inst)
+  got = examples(root, "train", tmp_path)["a"]
+  assert got["image"].dtype == np.uint16 and got["image"].shape == (13, 9, 1)
+  np.testing.assert_array_equal(got["image"][..., 0], image)
+  np.testing.assert_array_equal(got["semantic"][..., 0], ids)  # palette index = class id
+  np.testing.assert_array_equal(got["instance"][..., 0], inst)
+
+
+def test_rgba_and_grey_images_become_rgb_and_colour_masks_map_through_classes_json(tmp_path):
+  root = tmp_path / "data"
+  classes = {"classes": [{"id": 0, "name": "background", "color": [0, 0, 0], "kind": "stuff"},
+                         {"id": 1, "name": "nucleus", "color": [255, 0, 0], "kind": "thing"}],
+             "ignore_label": 255}
+  os.makedirs(root, exist_ok=True)
+  (root / "classes.json").write_text(json.dumps(classes))
+  rgba = RNG.integers(0, 256, (6, 7, 4), dtype=np.uint8)
+  grey = RNG.integers(0, 256, (6, 7), dtype=np.uint8)
+  ids = RNG.integers(0, 2, (6, 7))
+  colour = np.where(ids[..., None] == 1, [255, 0, 0], [0, 0, 0]).astype(np.uint8)
+  write(str(root / "val/images/rgba.png"), rgba)
+  write(str(root / "val/images/grey.jpg"), grey)  # JPEG: lossy, so compare to what OpenCV reads
+  write(str(root / "val/masks/rgba.png"), colour)
+  write(str(root / "val/masks/grey.png"), ids.astype(np.uint8))
+  got = examples(root, "validation", tmp_path)
+  np.testing.assert_array_equal(got["rgba"]["image"], rgba[..., :3])
+  stored_grey = cv2.imread(str(root / "val/images/grey.jpg"), cv2.IMREAD_UNCHANGED)
+  np.testing.assert_array_equal(got["grey"]["image"], np.repeat(stored_grey[..., None], 3, -1))
+  for name in ("rgba", "grey"):
+    np.testing.assert_array_equal(got[name]["semantic"][..., 0], ids)
+  builder = folder.prepare(str(root), data_dir=str(tmp_path / "tfds"))
+  d = builder.descriptor()
+  assert d.class_names == ("background", "nucleus") and d.thing_classes == (1,)
+
+
+def test_coco_annotations_instead_of_masks(tmp_path):
+  from pycocotools import mask as mask_utils
+  root = tmp_path / "data"
+  write(str(root / "train/images/img.png"), RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8))
+  square = np.zeros((10, 12), np.uint8)
+  square[1:4, 2:6] = 1
+  rle = mask_utils.encode(np.asfortranarray(square))
+  rle["counts"] = rle["counts"].decode()
+  coco = {"images": [{"id": 7, "file_name": "img.png", "height": 10, "width": 12}],
+          "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+          "annotations": [
+              {"id": 1, "image_id": 7, "category_id": 2, "iscrowd": 0, "area": 12,
+               "bbox": [2, 1, 4, 3], "segmentation": rle},
+              {"id": 2, "image_id": 7, "category_id": 1, "iscrowd": 0, "area": 9, "bbox": [7, 5, 3, 3],
+               "segmentation": [[7, 5, 10, 5, 10, 8, 7, 8]]}]}
+  (root / "train/annotations.json").write_text(json.dumps(coco))
+  got = examples(root, "train", tmp_path)["img"]
+  expected_polygon = mask_utils.decode(mask_utils.frPyObjects([[7, 5, 10, 5, 10, 8, 7, 8]], 10, 12))[..., 0]
+  want = np.where(square == 1, 2, np.where(expected_polygon == 1, 1, 0))
+  np.testing.assert_array_equal(got["semantic"][..., 0], want)
+  np.testing.assert_array_equal(got["instance"][..., 0], np.where(square == 1, 1, np.where(expected_polygon == 1, 2, 0)))
+
+
+@pytest.mark.parametrize("case,message", [
+    ("unreadable", r"broken\.png: unreadable image"),
+    ("size", r"masks/a\.png: mask size 4x5 differs from the image's 6x5"),
+    ("orphan", r"masks/ghost\.png: mask without an image"),
+    ("label", r"masks/a\.png: label 7 is neither a class \(0\.\.1\) nor the ignore label 255"),
+])
+def test_bad_files_raise_errors_naming_them(tmp_path, case, message):
+  root = tmp_path / "data"
+  (tmp_path / "data").mkdir()
+  (root / "classes.json").write_text(json.dumps({"classes": [{"id": 0}, {"id": 1}]}))
+  write(str(root / "train/images/a.png"), np.zeros((5, 6, 3), np.uint8))
+  mask = np.zeros((5, 6), np.uint8)
+  if case == "unreadable":
+    (root / "train/images/broken.png").write_bytes(b"not a png")
+    write(str(root / "train/masks/broken.png"), mask)
+  if case == "size":
+    mask = np.zeros((5, 4), np.uint8)
+  if case == "orphan":
+    write(str(root / "train/masks/ghost.png"), mask)
+  if case == "label":
+    mask[2, 3] = 7
+  write(str(root / "train/masks/a.png"), mask)
+  with pytest.raises(folder.BadFileError, match=message):
+    examples(root, "train", tmp_path)
+
+
+def test_skip_bad_leaves_them_out_and_reports(tmp_path):
+  root = tmp_path / "data"
+  write(str(root / "train/images/good.png"), np.zeros((4, 4, 3), np.uint8))
+  write(str(root / "train/masks/good.png"), np.ones((4, 4), np.uint8))
+  write(str(root / "train/images/bad.png"), np.zeros((4, 4, 3), np.uint8))
+  write(str(root / "train/masks/bad.png"), np.ones((3, 4), np.uint8))
+  got = examples(root, "train", tmp_path, skip_bad=True)
+  assert list(got) == ["good"]
+  builder = folder.prepare(str(root), data_dir=str(tmp_path / "tfds"), skip_bad=True)
+  report = json.load(open(os.path.join(builder.data_dir, "report.json")))
+  assert report["count"] == 1 and "bad.png" in report["skipped"]["train"][0]
+
+
+def test_changed_files_are_prepared_again(tmp_path):
+  root = tmp_path / "data"
+  write(str(root / "train/images/a.png"), np.zeros((4, 4, 3), np.uint8))
+  write(str(root / "train/masks/a.png"), np.zeros((4, 4), np.uint8))
+  assert list(examples(root, "train", tmp_path)) == ["a"]
+  write(str(root / "train/images/b.png"), np.zeros((4, 4, 3), np.uint8))
+  write(str(root / "train/masks/b.png"), np.ones((4, 4), np.uint8))
+  assert sorted(examples(root, "train", tmp_path)) == ["a", "b"]
+
+
+def test_normalisation_modes():
+  image = tf.constant(np.arange(1, 101, dtype=np.uint16).reshape(10, 10, 1))
+  unit = lambda mode, **kw: ops.normalize({"image": image}, (0.0,), (1.0,), mode=mode, **kw)["image"].numpy()
+  np.testing.assert_allclose(unit("mean_std", scale=65535.0), image.numpy() / 65535.0, rtol=1e-6)
+  np.testing.assert_allclose(unit("minmax"), (image.numpy() - 1) / 99.0, rtol=1e-6)
+  # Percentiles 10 and 90 of 1..100 (nearest rank on 0..99): 11 and 90 -> clipped and stretched.
+  expected = np.clip((image.numpy() - 11.0) / 79.0, 0, 1)
+  np.testing.assert_allclose(unit("percentile", percentiles=(10.0, 90.0)), expected, rtol=1e-6)
+  with pytest.raises(ValueError, match="normalization"):
+    unit("zscore")
+
+
+def test_patch_extraction_and_reassembly_are_exact():
+  image = RNG.normal(size=(37, 50, 3)).astype(np.float32)
+  tiles, positions = patches.extract_patches(image, (16, 16), (12, 12))
+  assert positions[-1] == (21, 34)  # the last patches are aligned to the border
+  np.testing.assert_array_equal(patches.reassemble(tiles, positions, image.shape), image)
+  small, pos = patches.extract_patches(image[:5, :7], (16, 16), (8, 8))
+  assert small.shape == (1, 16, 16, 3)
+  np.testing.assert_array_equal(patches.reassemble(small, pos, (5, 7)), image[:5, :7])
+  # The tf.data version cuts the same patches.
+  labels = RNG.integers(0, 4, (37, 50)).astype(np.int32)
+  ds = patches.tf_grid_patches({"image": tf.constant(image), "semantic": tf.constant(labels)},
+                               (16, 16), (12, 12), 255)
+  got = list(ds.as_numpy_iterator())
+  assert [tuple(p["patch_position"]) for p in got] == positions
+  np.testing.assert_array_equal(np.stack([p["image"] for p in got]), tiles)
+
+
+def test_class_balanced_sampling_raises_the_share_of_rare_class_patches():
+  # 100 patches; class 3 occurs in 2 of them.
+  semantic = np.zeros((100, 4, 4), np.int32)
+  semantic[:50, 0, 0] = 1
+  semantic[50:, 0, 0] = 2
+  semantic[[10, 60], 1, 1] = 3
+  ds = tf.data.Dataset.from_tensor_slices({"semantic": semantic})
+  balanced = patches.class_balanced(ds, 4, seed=0, fraction=0.5, classes=[1, 2, 3])
+  drawn = np.stack([ex["semantic"] for ex in balanced.take(3000).as_numpy_iterator()])
+  share = np.mean((drawn == 3).any(axis=(1, 2)))
+  # uniform: 2%; class-balanced: 0.5 * 1/3 + 0.5 * 2% = 17.7%
+  assert 0.13 < share < 0.23
