@@ -9,21 +9,24 @@ patches with less than ``min_labelled_fraction`` labelled pixels and, with ``cla
 draws that share of the patches class-uniformly (rare classes oversampled). Validation runs on whole
 images, padded to ``eval_pad_to`` (padding is ignored by the metrics).
 """
+from ml_collections.config_dict import placeholder
+
 from segjax.config_defaults import shapes_config
 
 
 def get_config():
   config = shapes_config()
   config.data = dict(
-      name="folder", root="", data_dir=None, skip_bad=False, train_split="train",
+      name="folder", root="", data_dir=placeholder(str), skip_bad=False, train_split="train",
       channels=3, normalization="mean_std", percentiles=(1.0, 99.0),
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
       patch_size=(128, 128), patch_stride=(96, 96), min_labelled_fraction=0.5,
       class_balanced=0.5, shuffle_buffer=2000, cache=True, crop_size=(128, 128),
-      scale_range=(1.0, 1.0), flip=True, eval_pad_to=None)
+      scale_range=(1.0, 1.0), flip=True, eval_pad_to=placeholder(tuple))
   config.model = dict(name="unet", features=8, depth=4, dtype="float32")
   config.batch_size = 8
   config.num_train_steps = 1500
   config.eval_batch_size = 4
-  config.predict = dict(split="validation", num_images=2)
+  config.predict.split = "validation"
+  config.predict.num_images = 2
   return config

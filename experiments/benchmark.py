@@ -6,6 +6,9 @@ Sections:
   pipeline examples/s of the tf.data training pipeline against what the train step consumes, for the
            quickstart config and the patch config (configs/unet_folder.py on --folder_root, e.g. a
            folder from experiments/make_shapes_folder.py).
+  inference sliding-window throughput (megapixels/s) of the quickstart UNet against the plain
+           batched forward pass over the same tiles; with --large_image_side, the strip-by-strip
+           prediction of a large image to a file, run in a subprocess to measure its peak memory.
   metrics  the cost of the on-device metric accumulation (confusion matrix; panoptic-quality sums)
            relative to the evaluation forward pass, for a batch of 19-class 512x1024 images (the
            Cityscapes shape) through a UNet.
@@ -36,6 +39,9 @@ _SIZE = flags.DEFINE_list("metrics_size", ["512", "1024"], "Height,width in the 
 _FEATURES = flags.DEFINE_integer("metrics_unet_features", 32, "UNet width in the metrics section.")
 _FOLDER = flags.DEFINE_string("folder_root", None, "Folder dataset for the pipeline section's patch "
                               "config (skipped when not given).")
+_SIDE = flags.DEFINE_integer("inference_side", 2048, "Image side in the inference section.")
+_LARGE = flags.DEFINE_integer("large_image_side", 0, "If > 0: also predict a random image of this "
+                              "side strip by strip (e.g. 10000) and report its peak memory.")
 _BATCHES = flags.DEFINE_integer("pipeline_batches", 100, "Batches timed in the pipeline section.")
 
 
@@ -145,7 +151,77 @@ def pipeline_section() -> list[dict]:
   return rows
 
 
-SECTIONS = {"metrics": metrics_section, "pipeline": pipeline_section}
+def _quickstart_model():
+  model = models.create("unet", num_classes=5, features=8, depth=4)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0, impl="rbg"), x, train=False))(
+      jnp.zeros((1, 64, 64, 3)))
+  return model, variables
+
+
+def inference_section() -> list[dict]:
+  """Sliding window vs the plain batched forward pass on the same tiles (quickstart UNet)."""
+  from segjax import inference  # pylint: disable=import-outside-toplevel
+  model, variables = _quickstart_model()
+  apply_fn = lambda x: model.apply(variables, x, train=False)["logits"]
+  side, window, batch = _SIDE.value, (256, 256), 8
+  image = np.random.default_rng(0).normal(size=(side, side, 3)).astype(np.float32)
+  megapixels = side * side / 1e6
+  sliding = lambda: inference.sliding_window_predict(apply_fn, image, window=window, overlap=0.25,
+                                                     batch_size=batch)
+  sliding()  # compile
+  runs = []
+  for _ in range(max(1, _REPEATS.value // 2)):
+    start = time.perf_counter()
+    sliding()
+    runs.append(time.perf_counter() - start)
+  grid = inference.SlidingWindow(side, side, window, 0.25)
+  tiles = len(grid.rows) * len(grid.cols)
+  forward = jax.jit(apply_fn)
+  x = jnp.asarray(image[:window[0], :window[1]][None].repeat(batch, 0))
+  plain = time_call(lambda v: forward(v), x)["median_s"] * -(-tiles // batch)
+  rows = [{"section": "inference", "what": f"sliding window {window[0]}² overlap 0.25, Gaussian",
+           "shape": f"{side}×{side}, {tiles} windows", "seconds": statistics.median(runs),
+           "megapixels_per_s": megapixels / statistics.median(runs)},
+          {"section": "inference", "what": "plain batched forward, same windows",
+           "shape": f"{tiles} windows of {window[0]}²", "seconds": plain,
+           "megapixels_per_s": megapixels / plain}]
+  if _LARGE.value:
+    rows.append(_large_image_row(_LARGE.value, window))
+  return rows
+
+
+def _large_image_row(side, window) -> dict:
+  """Predicts a random side×side image strip by strip in a fresh process; reports its peak RSS."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  folder = tempfile.mkdtemp()
+  code = f"""
+import resource, time, numpy as np, jax, jax.numpy as jnp
+from segjax import inference, models
+side = {side}
+image = np.lib.format.open_memmap("{folder}/image.npy", "w+", np.uint8, (side, side, 3))
+for y in range(0, side, 1000):
+  image[y:y + 1000] = np.random.default_rng(y).integers(0, 256, (min(1000, side - y), side, 3))
+image.flush(); del image
+image = np.load("{folder}/image.npy", mmap_mode="r")
+model = models.create("unet", num_classes=5, features=8, depth=4)
+variables = jax.jit(lambda x: model.init(jax.random.key(0, impl="rbg"), x, train=False))(jnp.zeros((1, 64, 64, 3)))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+inference.sliding_window_to_file(lambda x: model.apply(variables, x, train=False)["logits"], image,
+                                 "{folder}/labels.npy", window={tuple(window)}, batch_size=8)
+print(time.perf_counter() - start, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+  out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+  seconds, before_kb, peak_kb = (float(v) for v in out.stdout.split()[-3:])
+  return {"section": "inference", "what": "strips to file (memory-mapped image and labels)",
+          "shape": f"{side}×{side}", "seconds": seconds, "megapixels_per_s": side * side / 1e6 / seconds,
+          "peak_rss_gb": peak_kb / 1e6, "rss_before_gb": before_kb / 1e6}
+
+
+SECTIONS = {"metrics": metrics_section, "pipeline": pipeline_section,
+            "inference": inference_section}
 
 
 def machine() -> dict:
@@ -169,6 +245,11 @@ def markdown(rows: list[dict]) -> str:
     lines += [f"| {r['what']} | {r['shape']} | {r['pipeline_examples_per_s']:.0f} | "
               f"{r['step_examples_per_s']:.0f} | {r['pipeline_over_step']:.1f} |"
               for r in pipeline_rows]
+  inference_rows = [r for r in rows if r["section"] == "inference"]
+  if inference_rows:
+    lines += ["", "| inference | image | seconds | megapixels/s | peak RSS |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['what']} | {r['shape']} | {r['seconds']:.2f} | {r['megapixels_per_s']:.2f} | "
+              f"{r.get('peak_rss_gb', float('nan')):.2f} GB |" for r in inference_rows]
   return "\n".join(lines)
 
 

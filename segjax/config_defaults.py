@@ -1,5 +1,6 @@
 """Defaults shared by the configs on the built-in ``shapes`` dataset (``configs/*_shapes.py``)."""
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def shapes_config() -> ml_collections.ConfigDict:
@@ -9,7 +10,7 @@ def shapes_config() -> ml_collections.ConfigDict:
   config.num_devices = 0  # 0: all devices
 
   config.data = ml_collections.ConfigDict(dict(
-      name="shapes", data_dir=None, image_size=64, num_train=3000, num_validation=200, num_test=200,
+      name="shapes", data_dir=placeholder(str), image_size=64, num_train=3000, num_validation=200, num_test=200,
       dataset_seed=0, max_things=8, train_split="train", shuffle_buffer=3000, cache=True,
       crop_size=(64, 64), scale_range=(1.0, 1.0), flip=True,
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), ignore_label=255))
@@ -31,5 +32,11 @@ def shapes_config() -> ml_collections.ConfigDict:
   config.eval_splits = ("validation",)
   config.eval_batch_size = 50
 
-  config.predict = ml_collections.ConfigDict(dict(split="test", num_images=8))
+  # Prediction: pictures of a split, and pre-labels of any images (experiments/predict.py --input).
+  config.predict = ml_collections.ConfigDict(dict(
+      split="test", num_images=8,
+      window=placeholder(tuple), overlap=0.25, blend="gaussian", pad_mode="reflect", batch_size=8,
+      scales=(1.0,), flip=False,
+      model_scales=placeholder(tuple),  # HMSA: its own learned combination of these scales
+      postprocess=(), instances=placeholder(str), instance_min_area=0, uncertainty="entropy"))
   return config

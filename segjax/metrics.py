@@ -271,6 +271,10 @@ def panoptic_sums(pred, gt, *, num_classes: int, label_divisor: int, thing_class
   return jax.tree.map(lambda x: x.sum(axis=0), per_image)
 
 
+_panoptic_sums_jit = jax.jit(panoptic_sums, static_argnames=(
+    "num_classes", "label_divisor", "thing_classes", "stuff_classes", "max_segments"))
+
+
 def panoptic_summary(sums: PanopticSums, *, thing_classes: Sequence[int],
                      stuff_classes: Sequence[int], class_names: Sequence[str] | None = None) -> dict:
   """PQ, SQ, RQ (fractions in [0, 1]) for all classes, things and stuff, and per class.
@@ -317,9 +321,9 @@ def panoptic_quality(pred, gt, *, label_divisor: int, thing_classes: Sequence[in
   classes = list(thing_classes) + list(stuff_classes)
   if void_label in classes:
     raise ValueError(f"void_label {void_label} is also listed as a thing or stuff class.")
-  sums = panoptic_sums(pred, gt, num_classes=max(classes) + 1, label_divisor=label_divisor,
-                       thing_classes=thing_classes, stuff_classes=stuff_classes,
-                       max_segments=max_segments)
+  sums = _panoptic_sums_jit(pred, gt, num_classes=max(classes) + 1, label_divisor=label_divisor,
+                            thing_classes=tuple(thing_classes), stuff_classes=tuple(stuff_classes),
+                            max_segments=max_segments)
   return panoptic_summary(sums, thing_classes=thing_classes, stuff_classes=stuff_classes,
                           class_names=class_names)
 

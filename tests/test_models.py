@@ -35,7 +35,7 @@ def test_unet_bf16_computation_keeps_float32_params():
   image = jnp.ones((1, 16, 16, 3))
   variables = _init(model, image)
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables["params"]))
-  logits = model.apply(variables, image, train=False)["logits"]
+  logits = jax.jit(lambda v, x: model.apply(v, x, train=False)["logits"])(variables, image)
   assert logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
 
 
@@ -74,8 +74,8 @@ def test_segnet_encoder_is_vgg16_bn():
 def test_models_give_logits_at_input_resolution(spec):
   model = models.create(spec, num_classes=3)
   image = jnp.ones((1, 97, 131, 3))
-  variables = _init(model, image)
-  out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, image)
+  out, _ = jax.jit(lambda rng: model.init_with_output(rng, image, train=False))(
+      jax.random.key(0, impl="rbg"))  # one compilation, not two
   assert out["logits"].shape == (1, 97, 131, 3) and out["logits"].dtype == jnp.float32
   assert bool(jnp.all(jnp.isfinite(out["logits"])))
   if "aux_head=True" in spec:
@@ -115,8 +115,9 @@ def test_hmsa_with_one_scale_equals_its_trunk():
   variables = _init(hmsa, image)
   trunk = models.create("unet", num_classes=3, features=4, depth=2)
   trunk_variables = {k: v["trunk"] for k, v in variables.items()}
-  expected = trunk.apply(trunk_variables, image, train=False)["logits"]
-  got = hmsa.apply(variables, image, train=False, scales=(1.0,))["logits"]
+  expected = jax.jit(lambda v, x: trunk.apply(v, x, train=False)["logits"])(trunk_variables, image)
+  got = jax.jit(lambda v, x: hmsa.apply(v, x, train=False, scales=(1.0,))["logits"])(variables,
+                                                                                   image)
   np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
@@ -142,11 +143,15 @@ def test_hmsa_two_scale_combination_matches_the_paper():
   trunk = models.create("unet", num_classes=3, features=4, depth=2)
   part = lambda name: {k: v[name] for k, v in variables.items()}
   per_scale = {}
+  @jax.jit
+  def scale_outputs(trunk_vars, head_vars, x):
+    out = trunk.apply(trunk_vars, x, train=False)
+    attention = AttentionHead(4).apply(head_vars, out["features"], False)
+    return out["logits"], resize(attention, x.shape[1:3])
+
   for scale, size in ((0.5, (8, 8)), (1.0, (16, 16))):
-    out = trunk.apply(part("trunk"), resize(image, size), train=False)
-    attention = AttentionHead(4).apply(part("attention"), out["features"], False)
-    per_scale[scale] = (out["logits"], resize(attention, size))
-  got = hmsa.apply(variables, image, train=False, scales=(0.5, 1.0))
+    per_scale[scale] = scale_outputs(part("trunk"), part("attention"), resize(image, size))
+  got = jax.jit(lambda v, x: hmsa.apply(v, x, train=False, scales=(0.5, 1.0)))(variables, image)
   np.testing.assert_allclose(got["logits"], combine_scales(per_scale, (16, 16)), rtol=1e-5,
                              atol=1e-5)
   assert set(got["scale_logits"]) == {"0.5", "1.0"} and got["attention"]["0.5"].shape == (1, 16, 16, 1)

@@ -139,12 +139,13 @@ def test_matches_panopticapi_port_on_random_maps_and_streams_over_images():
 
 def test_padding_images_are_dropped_and_overflow_is_refused():
   gt = np.array([[[0, 1001]], [[0, 1002]]])
-  sums = metrics.panoptic_sums(gt, gt, num_classes=2, label_divisor=D, thing_classes=[1],
-                               stuff_classes=[0], valid=np.array([True, False]))
+  sums_fn = jax.jit(metrics.panoptic_sums, static_argnames=(
+      "num_classes", "label_divisor", "thing_classes", "stuff_classes", "max_segments"))
+  kwargs = dict(num_classes=2, label_divisor=D, thing_classes=(1,), stuff_classes=(0,))
+  sums = sums_fn(gt, gt, valid=np.array([True, False]), **kwargs)
   np.testing.assert_array_equal(sums.tp, [1, 1])
   many = np.arange(10).reshape(1, 10) + 1000
-  sums = metrics.panoptic_sums(many, many, num_classes=2, label_divisor=D, thing_classes=[1],
-                               stuff_classes=[0], max_segments=8)
+  sums = sums_fn(many, many, max_segments=8, **kwargs)
   with pytest.raises(ValueError, match="max_segments"):
     metrics.panoptic_summary(sums, thing_classes=[1], stuff_classes=[0])
   with pytest.raises(ValueError, match=r"classes \[1\] are listed both"):

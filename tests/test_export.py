@@ -1,0 +1,86 @@
+"""Pre-label export: round trips through the folder dataset, file-name safety, uncertainty."""
+import csv
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from segjax import export
+from segjax.data import folder
+from segjax.data.shapes import DESCRIPTOR, render_scene
+
+
+def scenes(n=2):
+  for i in range(n):
+    image, semantic, instance = render_scene(np.random.default_rng([5, i]), 48, 5)
+    yield f"scene_{i}", image, semantic, instance
+
+
+def test_png_and_coco_exports_read_back_through_the_folder_dataset(tmp_path):
+  for fmt in ("png", "coco"):
+    root = tmp_path / fmt
+    split = root / "train"
+    coco = export.CocoWriter(DESCRIPTOR)
+    truth = {}
+    for name, image, semantic, instance in scenes():
+      path = export.output_path(str(split), "images", name, ".png")
+      cv2.imwrite(path, image[..., ::-1])
+      if fmt == "png":
+        export.write_indexed_png(export.output_path(str(split), "masks", name, ".png"), semantic,
+                                 DESCRIPTOR.colormap)
+        export.write_instance_png(export.output_path(str(split), "instances", name, ".png"),
+                                  instance)
+      else:
+        coco.add(name + ".png", semantic, instance)
+      truth[name] = (semantic, instance)
+    if fmt == "coco":
+      export.write_json(str(split / "annotations.json"), coco.data)
+    export.write_json(str(root / "classes.json"), export.classes_json(DESCRIPTOR))
+    ds = folder.folder_dataset(str(root), "train", data_dir=str(tmp_path / "tfds"))
+    got = {ex["name"].decode(): ex for ex in ds.as_numpy_iterator()}
+    assert sorted(got) == sorted(truth)
+    for name, (semantic, instance) in truth.items():
+      np.testing.assert_array_equal(got[name]["semantic"][..., 0], semantic)
+      if fmt == "png":
+        np.testing.assert_array_equal(got[name]["instance"][..., 0], instance)
+      else:  # COCO renumbers instances in annotation order: same partition of the things
+        pairs = set(zip(instance[instance > 0].tolist(),
+                        got[name]["instance"][..., 0][instance > 0].tolist()))
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "/etc/passwd", "..", "", "x\\y"])
+def test_path_traversal_names_are_refused(tmp_path, name):
+  with pytest.raises(ValueError, match="refusing output file name"):
+    export.output_path(str(tmp_path), "masks", name, ".png")
+  assert not os.listdir(tmp_path / "masks") if (tmp_path / "masks").exists() else True
+
+
+def test_labelme_polygons_and_coco_polygons():
+  labels = np.zeros((10, 12), np.uint8)
+  labels[2:6, 3:9] = 2  # one disc-class instance (a thing) on stripes (stuff 0)
+  instance = (labels == 2).astype(np.uint16)
+  doc = export.labelme("a.png", labels, instance, DESCRIPTOR)
+  shapes = {s["label"]: s for s in doc["shapes"]}
+  assert shapes["disc"]["group_id"] == 1 and shapes["stripes"]["group_id"] is None
+  xs, ys = zip(*shapes["disc"]["points"])
+  assert (min(xs), max(xs), min(ys), max(ys)) == (3, 8, 2, 5)
+  writer = export.CocoWriter(DESCRIPTOR)
+  writer.add("a.png", labels, instance)
+  disc = [a for a in writer.data["annotations"] if a["category_id"] == 2][0]
+  assert disc["area"] == 24 and disc["bbox"] == [3.0, 2.0, 6.0, 4.0]
+
+
+def test_uncertainty_hand_computed_and_review_order(tmp_path):
+  certain = np.tile([1.0, 0.0], (2, 2, 1))
+  unsure = np.tile([0.5, 0.5], (2, 2, 1))
+  assert export.uncertainty(certain) == pytest.approx(0.0, abs=1e-9)
+  assert export.uncertainty(unsure) == pytest.approx(1.0)
+  assert export.uncertainty(np.tile([0.7, 0.2, 0.1], (1, 1, 1)), "margin") == pytest.approx(0.5)
+  path = export.write_review(str(tmp_path / "review.csv"),
+                             [{"name": "a", "uncertainty": 0.1}, {"name": "b", "uncertainty": 0.7}])
+  rows = list(csv.DictReader(open(path)))
+  assert [r["name"] for r in rows] == ["b", "a"] and rows[0]["rank"] == "1"
