@@ -39,7 +39,7 @@ def _safe_divide(num, den):
 
 @register_loss
 def cross_entropy(logits, labels, *, ignore_label: int = 255, class_weights=None,
-                  label_smoothing: float = 0.0, top_k_percent: float = 1.0):
+                  label_smoothing: float = 0.0, top_k_percent: float = 1.0, pixel_weights=None):
   """Softmax cross-entropy averaged over the non-ignored pixels.
 
   ``loss = sum_i w_{y_i} l_i / sum_i w_{y_i}`` with ``l_i = -sum_c q_ic log p_ic`` and the smoothed
@@ -49,11 +49,15 @@ def cross_entropy(logits, labels, *, ignore_label: int = 255, class_weights=None
   ``ceil(top_k_percent * H * W)`` pixels of each image are kept (bootstrapped CE of Panoptic-DeepLab,
   normalised by the number of valid pixels among them, as deeplab2 does); class weights then scale
   the per-pixel losses and the normaliser is the kept valid count.
+  ``pixel_weights`` (``[B,H,W]``) multiply each pixel's loss without entering the normaliser
+  (Panoptic-DeepLab's up-weighting of small instances); pixels of weight 0 count as ignored.
   Absent classes need no convention; all pixels ignored gives 0.
   """
   logits = logits.astype(jnp.float32)
   num_classes = logits.shape[-1]
   valid = _valid_mask(labels, ignore_label)
+  if pixel_weights is not None:
+    valid &= jnp.asarray(pixel_weights) > 0
   safe_labels = jnp.where(valid, labels, 0)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   onehot = jax.nn.one_hot(safe_labels, num_classes, dtype=jnp.float32)
@@ -64,6 +68,8 @@ def cross_entropy(logits, labels, *, ignore_label: int = 255, class_weights=None
   nll = -jnp.sum(onehot * log_probs, axis=-1) * weights[safe_labels]
   smooth_term = -jnp.sum(log_probs * weights, axis=-1) / num_classes
   per_pixel = (1.0 - label_smoothing) * nll + label_smoothing * smooth_term
+  if pixel_weights is not None:
+    per_pixel = per_pixel * jnp.asarray(pixel_weights, jnp.float32)
   pixel_weight = jnp.where(valid, weights[safe_labels], 0.0)
   per_pixel = jnp.where(valid, per_pixel, 0.0)
   if top_k_percent >= 1.0:

@@ -25,6 +25,7 @@ from segjax import models
 from segjax import optim
 from segjax import sharding
 from segjax.data import pipeline
+from segjax.data import targets
 from segjax.models import pretrained
 from segjax.train_state import MetricSums, TrainState
 
@@ -64,10 +65,14 @@ def device_batches(batches: Iterator[dict], mesh, keys) -> Iterator[dict]:
 # ================================================================================================
 # Model
 # ================================================================================================
-def build_model(config, num_classes: int):
-  """The model named by ``config.model.name`` with the other ``config.model`` keys as arguments."""
+def build_model(config, num_classes: int, descriptor=None):
+  """The model named by ``config.model.name`` with the other ``config.model`` keys as arguments
+  (a panoptic model also gets the dataset's thing classes and label divisor)."""
   kwargs = {k: v for k, v in config.model.to_dict().items()
             if k not in ("name", "dtype", "pretrained")}
+  if config.model.name == "panoptic_deeplab" and descriptor is not None:
+    kwargs.setdefault("thing_classes", tuple(descriptor.thing_classes))
+    kwargs.setdefault("label_divisor", descriptor.label_divisor)
   dtype = jnp.dtype(config.model.get("dtype", "float32"))
   return models.create(config.model.name, num_classes=num_classes, dtype=dtype, **kwargs)
 
@@ -95,16 +100,50 @@ def create_train_state(model, tx, image_shape, seed: int, mesh) -> TrainState:
 # ================================================================================================
 # Step
 # ================================================================================================
+def train_keys(config) -> tuple[str, ...]:
+  """The batch entries the train step needs: image and labels, plus the panoptic targets."""
+  return TRAIN_KEYS + (targets.TARGET_KEYS if config.get("panoptic") else ())
+
+
 def make_model_loss(config, ignore_label: int):
-  """``(outputs, labels) -> (total, terms)``: ``config.loss`` on the model's ``logits``, plus
+  """``(outputs, batch) -> (total, terms)``: ``config.loss`` on the model's ``logits``, plus
   ``config.aux_loss_weight`` (default 0.4) times the main loss on ``aux_logits`` (DeepLab's FCN
   head) and ``config.scale_loss_weight`` (default 0.05) times it on each of HMSA's
-  ``scale_logits``, when the model returns them."""
+  ``scale_logits``, when the model returns them.
+
+  Panoptic-DeepLab (outputs ``center``/``offset``; ``config.panoptic``): the semantic term is
+  ``config.loss``, or with ``semantic_top_k`` the paper's bootstrapped cross-entropy with the
+  small-instance pixel weights; plus
+  ``center_loss_weight`` (200) × the heatmap MSE and ``offset_loss_weight`` (0.01) × the offset L1,
+  each averaged over the pixels their weights select (the paper's losses and weights)."""
   loss_fn = losses.make_loss(config.loss, ignore_label=ignore_label)
   aux_weight = config.get("aux_loss_weight", 0.4)
   scale_weight = config.get("scale_loss_weight", 0.05)
+  panoptic = config.get("panoptic") or {}
 
-  def model_loss(outputs, labels):
+  def panoptic_loss(outputs, batch):
+    labels = batch["semantic"]
+    if panoptic.get("semantic_top_k"):  # the paper's semantic loss
+      terms = {"semantic": losses.cross_entropy(
+          outputs["logits"], labels, ignore_label=ignore_label,
+          top_k_percent=panoptic.semantic_top_k, pixel_weights=batch["semantic_weight"])}
+    else:  # config.loss, as for semantic models
+      semantic_total, terms = loss_fn(outputs["logits"], labels)
+      terms = {"semantic": semantic_total, **{f"semantic/{k}": v for k, v in terms.items()}}
+    w = batch["center_weight"]
+    terms["center"] = losses._safe_divide(  # pylint: disable=protected-access
+        jnp.sum(w * (outputs["center"] - batch["center"]) ** 2), jnp.sum(w))
+    w = batch["offset_weight"][..., None]
+    terms["offset"] = losses._safe_divide(  # pylint: disable=protected-access
+        jnp.sum(w * jnp.abs(outputs["offset"] - batch["offset"])), 2.0 * jnp.sum(w))
+    total = (terms["semantic"] + panoptic.get("center_loss_weight", 200.0) * terms["center"]
+             + panoptic.get("offset_loss_weight", 0.01) * terms["offset"])
+    return total, terms
+
+  def model_loss(outputs, batch):
+    if "center" in outputs:
+      return panoptic_loss(outputs, batch)
+    labels = batch["semantic"]
     total, terms = loss_fn(outputs["logits"], labels)
     extra = {}
     if "aux_logits" in outputs and aux_weight:
@@ -123,7 +162,7 @@ def make_model_loss(config, ignore_label: int):
 def make_train_step(model, tx, loss_fn, num_classes: int, ignore_label: int, mesh, seed: int = 0):
   """The compiled train step ``(state, sums, batch) -> (state, sums)``; state and sums donated.
 
-  ``loss_fn(outputs, labels)`` is `make_model_loss`'s; dropout draws from ``(seed, step)``."""
+  ``loss_fn(outputs, batch)`` is `make_model_loss`'s; dropout draws from ``(seed, step)``."""
 
   def step(state: TrainState, sums: MetricSums, batch):
     dropout = jax.random.fold_in(jax.random.key(seed, impl="rbg"), state.step)
@@ -132,7 +171,7 @@ def make_train_step(model, tx, loss_fn, num_classes: int, ignore_label: int, mes
       outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                      batch["image"], train=True, mutable=["batch_stats"],
                                      rngs={"dropout": dropout})
-      total, terms = loss_fn(outputs, batch["semantic"])
+      total, terms = loss_fn(outputs, batch)
       return total, (terms, updates, outputs["logits"])
 
     (total, (terms, updates, logits)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
@@ -298,7 +337,11 @@ def _loss_terms(model, loss_fn, state, config):
   def terms(variables, image):
     outputs, _ = model.apply(variables, image, train=True, mutable=["batch_stats"],
                              rngs={"dropout": jax.random.key(0)})
-    return loss_fn(outputs, jnp.zeros(image.shape[:3], jnp.int32))[1]
+    spatial = image.shape[:3]
+    batch = {"semantic": jnp.zeros(spatial, jnp.int32), "center": jnp.zeros(spatial),
+             "offset": jnp.zeros(spatial + (2,)), "center_weight": jnp.zeros(spatial),
+             "offset_weight": jnp.zeros(spatial), "semantic_weight": jnp.zeros(spatial)}
+    return loss_fn(outputs, batch)[1]
 
   return list(jax.eval_shape(terms, state.variables, image))
 
@@ -307,7 +350,7 @@ def setup(config):
   """Shared by training, evaluation and prediction: mesh, data source, model, optimizer, state."""
   mesh = sharding.make_mesh(config.get("num_devices"))
   source = pipeline.get_source(config.data)
-  model = build_model(config, source.descriptor.num_classes)
+  model = build_model(config, source.descriptor.num_classes, source.descriptor)
   tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
   state = create_train_state(model, tx, (*config.data.crop_size, 3), config.seed, mesh)
   if config.model.get("pretrained"):  # a torchvision ResNet (or DeepLab) file for the backbone
@@ -365,7 +408,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.write_scalars(step, scalars, prefix="train/")
     sums = new_sums()
 
-  batches = device_batches(pipeline.as_numpy(train_ds), mesh, TRAIN_KEYS)
+  batches = device_batches(pipeline.as_numpy(train_ds), mesh, train_keys(config))
   with PreemptionGuard() as preemption:
     for step in range(start_step + 1, total_steps + 1):
       state, sums = train_step(state, sums, next(batches))

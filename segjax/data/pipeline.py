@@ -24,6 +24,7 @@ from segjax.data import folder
 from segjax.data import ops
 from segjax.data import patches
 from segjax.data import shapes
+from segjax.data import targets
 from segjax.data.descriptor import DatasetDescriptor
 
 # JAX owns the accelerators: TensorFlow only runs tf.data on the CPU.
@@ -120,12 +121,22 @@ def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: i
                   reshuffle_each_iteration=True)
   ds = ds.enumerate().skip(start_step * local_batch_size)
 
+  panoptic = data_config.get("panoptic_targets")
+
   def preprocess(index, example):
     example = prepare_image(example, data_config)
     example_seed = tf.stack([tf.constant(seed, tf.int64) * 1000003 + process_index, index])
-    return ops.train_augment(example, example_seed, crop_size=crop,
-                             scale_range=tuple(data_config.scale_range), flip=data_config.flip,
-                             ignore_label=ignore)
+    example = ops.train_augment(example, example_seed, crop_size=crop,
+                                scale_range=tuple(data_config.scale_range), flip=data_config.flip,
+                                ignore_label=ignore)
+    if panoptic:  # Panoptic-DeepLab targets, after augmentation
+      example.update(targets.panoptic_targets(
+          example["semantic"], example["instance"],
+          thing_classes=source.descriptor.thing_classes, ignore_label=ignore,
+          sigma=panoptic.get("sigma", 8.0),
+          small_instance_area=panoptic.get("small_instance_area", 4096),
+          small_instance_weight=panoptic.get("small_instance_weight", 3.0)))
+    return example
 
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch_size, drop_remainder=True)

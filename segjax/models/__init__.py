@@ -12,6 +12,7 @@ Every model takes a computation ``dtype`` (e.g. ``bfloat16``) and keeps float32 
 | ``deeplabv3``   | `segjax.models.deeplab.DeepLabV3` |
 | ``deeplabv3plus`` | `segjax.models.deeplab.DeepLabV3Plus` |
 | ``hmsa``        | `segjax.models.hmsa.HMSA` around any of the others (``trunk=...``) |
+| ``panoptic_deeplab`` | `segjax.models.panoptic.PanopticDeepLab` heads on a trunk |
 | ``resnet18``..``resnet101`` | `segjax.models.backbones.ResNet` backbones (features by stride) |
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from segjax import registry
 from segjax.models.common import count_params
 from segjax.models.deeplab import DeepLabV3, DeepLabV3Plus
 from segjax.models.hmsa import HMSA
+from segjax.models.panoptic import PanopticDeepLab
 from segjax.models.backbones import DEPTHS, ResNet
 from segjax.models.segnet import SegNet
 from segjax.models.unet import UNet
@@ -44,10 +46,20 @@ def _hmsa(num_classes: int, trunk: str = "deeplabv3plus", trunk_kwargs: dict | N
               dtype=dtype, **kwargs)
 
 
+@registry.register("model", "panoptic_deeplab")
+def _panoptic_deeplab(num_classes: int, trunk: str = "deeplabv3plus",
+                      trunk_kwargs: dict | None = None, dual_decoder: bool = False,
+                      dtype=jnp.float32, **kwargs) -> PanopticDeepLab:
+  """Panoptic-DeepLab heads on ``create(trunk, ...)`` (a second trunk with ``dual_decoder``)."""
+  make = lambda: create(trunk, num_classes=num_classes, dtype=dtype, **(trunk_kwargs or {}))
+  return PanopticDeepLab(trunk=make(), instance_trunk=make() if dual_decoder else None,
+                         dtype=dtype, **kwargs)
+
+
 def create(spec, **kwargs) -> nn.Module:
   """Builds the model named by ``spec`` (``"unet"`` or ``"unet(features=32)"``) with ``kwargs``."""
   return registry.lookup("model", spec, **kwargs)()
 
 
-__all__ = ["create", "count_params", "DeepLabV3", "DeepLabV3Plus", "HMSA", "ResNet", "SegNet",
-           "UNet"]
+__all__ = ["create", "count_params", "DeepLabV3", "DeepLabV3Plus", "HMSA", "PanopticDeepLab",
+           "ResNet", "SegNet", "UNet"]
