@@ -4,7 +4,6 @@ r"""Evaluates the latest checkpoint of a training run on config.eval_splits.
 
 Prints the metrics and writes them to <workdir>/eval_metrics.json.
 """
-import json
 import os
 
 from absl import app

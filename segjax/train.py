@@ -5,11 +5,10 @@ comes from the ``ml_collections`` config; see ``configs/unet_shapes.py`` for the
 """
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import threading
-from typing import Any, Iterator
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp

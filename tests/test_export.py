@@ -1,8 +1,6 @@
 """Pre-label export: round trips through the folder dataset, file-name safety, uncertainty."""
 import csv
-import json
 import os
-import shutil
 
 import cv2
 import numpy as np

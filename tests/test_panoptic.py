@@ -51,8 +51,6 @@ def test_grouping_of_hand_built_heatmaps_and_offsets():
   center[2, 2], center[5, 8], center[0, 11] = 0.9, 0.8, 0.05  # the last is below threshold
   yy, xx = np.mgrid[:height, :width]
   offset = np.zeros((height, width, 2), np.float32)
-  for (cy, cx), region in (((2, 2), semantic == 2), ((5, 8), semantic == 3)):
-    pass
   a = np.zeros((height, width), bool); a[1:4, 1:4] = True
   b = np.zeros((height, width), bool); b[4:7, 7:11] = True
   offset[a] = np.stack([2 - yy[a], 2 - xx[a]], -1)

@@ -201,7 +201,6 @@ def test_panoptic_quality_in_evaluation_streams_exactly(straight_run):
 
 
 def test_prelabel_files_with_window_tta_postprocess_and_instances(straight_run, tmp_path):
-  from segjax import export
   from segjax.data.shapes import render_scene
   config, workdir, _ = straight_run
   model, state, source, _ = train.load_trained(config, workdir)
