@@ -81,7 +81,8 @@ def quickstart(extra):
 
 
 def test(extra):
-  run(PYTHON, "-m", "pytest", *(extra or ["-q", "tests"]))
+  # Two workers: most test time is single-threaded XLA compilation, so two cores halve it.
+  run(PYTHON, "-m", "pytest", *(extra or ["-q", "-n", "2", "tests"]))
 
 
 def main():

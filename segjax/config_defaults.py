@@ -8,12 +8,16 @@ def shapes_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.num_devices = 0  # 0: all devices
+  # Data parallel over all devices; fsdp > 1 also splits parameters and optimizer state (arrays of
+  # at least fsdp_min_size elements) over groups of fsdp devices (segjax/sharding.py).
+  config.sharding = ml_collections.ConfigDict(dict(fsdp=1, fsdp_min_size=4096))
 
   config.data = ml_collections.ConfigDict(dict(
       name="shapes", data_dir=placeholder(str), image_size=64, num_train=3000, num_validation=200, num_test=200,
       dataset_seed=0, max_things=8, train_split="train", shuffle_buffer=3000, cache=True,
       crop_size=(64, 64), scale_range=(1.0, 1.0), flip=True,
-      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), ignore_label=255))
+      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), ignore_label=255,
+      process_data="split"))  # or "stream": batches independent of the process count
 
   config.model = ml_collections.ConfigDict(dict(name="unet", features=8, depth=4, dtype="float32"))
   config.loss = "cross_entropy + dice_loss"

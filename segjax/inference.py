@@ -27,11 +27,31 @@ def denormalize(image: np.ndarray, mean, std) -> np.ndarray:
   return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
 
 
+def colorize_panoptic(panoptic: np.ndarray, descriptor: DatasetDescriptor) -> np.ndarray:
+  """RGB ``[H,W,3]`` uint8 of a panoptic id map: stuff in its class colour, each thing instance in
+  its own shade of its class colour (brightness by the golden ratio of its id), outlines between
+  segments white; void (the ignore label) white."""
+  panoptic = np.asarray(panoptic)
+  divisor = descriptor.label_divisor
+  semantic, instance = panoptic // divisor, panoptic % divisor
+  rgb = descriptor.colorize(semantic).astype(np.float32)
+  shade = 0.45 + 0.55 * ((instance * 0.6180339887) % 1.0)
+  rgb = np.where((instance > 0)[..., None], rgb * shade[..., None], rgb)
+  edge = np.zeros(panoptic.shape, bool)
+  edge[:-1] |= panoptic[:-1] != panoptic[1:]
+  edge[:, :-1] |= panoptic[:, :-1] != panoptic[:, 1:]
+  rgb[edge & (instance > 0)] = 255
+  return rgb.astype(np.uint8)
+
+
 def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetDescriptor,
-                 label: np.ndarray | None = None, alpha: float = 0.55) -> np.ndarray:
-  """``[H, k*W, 3]`` uint8: the image, the ground truth (if given), the prediction over the image."""
-  overlay = (alpha * descriptor.colorize(prediction) + (1 - alpha) * image).astype(np.uint8)
-  panels = [image] + ([descriptor.colorize(label)] if label is not None else []) + [overlay]
+                 label: np.ndarray | None = None, alpha: float = 0.55,
+                 panoptic: bool = False) -> np.ndarray:
+  """``[H, k*W, 3]`` uint8: the image, the ground truth (if given), the prediction over the image.
+  With ``panoptic``, ``prediction`` and ``label`` are panoptic id maps (`colorize_panoptic`)."""
+  colorize = (lambda x: colorize_panoptic(x, descriptor)) if panoptic else descriptor.colorize
+  overlay = (alpha * colorize(prediction) + (1 - alpha) * image).astype(np.uint8)
+  panels = [image] + ([colorize(label)] if label is not None else []) + [overlay]
   gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
   return np.concatenate(sum(([p, gap] for p in panels), [])[:-1], axis=1)
 
@@ -45,26 +65,37 @@ def write_png(path: str, rgb: np.ndarray) -> None:
 
 
 def draw_split_predictions(model, variables, source, config, mesh, output_dir: str) -> list[str]:
-  """Predicts ``config.predict.num_images`` images of ``config.predict.split`` and draws them."""
+  """Predicts ``config.predict.num_images`` images of ``config.predict.split`` and draws them
+  (panoptic models: their panoptic maps, against the panoptic ground truth)."""
   os.makedirs(output_dir, exist_ok=True)
-  predict = make_predict_fn(model)
+  predict = jax.jit(lambda variables, images: _drawable(model.apply(variables, images,
+                                                                    train=False)))
   ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split,
                                 local_batch_size=sharding.local_batch_size(config.eval_batch_size, mesh),
                                 process_index=jax.process_index(), process_count=jax.process_count())
   paths = []
   for batch in pipeline.as_numpy(ds):
-    logits = predict(variables, sharding.global_batch({"image": batch["image"]}, mesh)["image"])
-    predictions = np.asarray(jax.device_get(jax.numpy.argmax(logits, -1)))
+    predictions, panoptic = jax.device_get(predict(
+        variables, sharding.global_batch({"image": batch["image"]}, mesh)["image"]))
+    truth = batch["panoptic"] if panoptic else batch["semantic"]
     for i in np.flatnonzero(batch["valid"]):
       if len(paths) >= config.predict.num_images:
         return paths
       image = denormalize(batch["image"][i], config.data.mean, config.data.std)
-      picture = side_by_side(image, predictions[i], source.descriptor, batch["semantic"][i])
+      picture = side_by_side(image, predictions[i], source.descriptor, truth[i],
+                             panoptic=bool(panoptic))
       path = os.path.join(output_dir, f"{config.predict.split}_{len(paths):04d}.png")
       if jax.process_index() == 0:
         write_png(path, picture)
       paths.append(path)
   return paths
+
+
+def _drawable(outputs):
+  """(the map to draw, whether it is panoptic): the panoptic ids if the model gives them."""
+  if "panoptic" in outputs:
+    return outputs["panoptic"], True
+  return jax.numpy.argmax(outputs["logits"], -1), False
 
 
 # ================================================================================================
@@ -322,6 +353,10 @@ def predict_files(model, variables, config, descriptor, inputs, output: str, fmt
   if p.get("model_scales"):  # HMSA: the model's own learned combination of these scales
     apply_kwargs["scales"] = tuple(p.model_scales)
   apply_fn = jax.jit(lambda x: model.apply(variables, x, train=False, **apply_kwargs)["logits"])
+  panoptic_fn = None
+  probe = jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32)
+  if "panoptic" in jax.eval_shape(lambda x: model.apply(variables, x, train=False), probe):
+    panoptic_fn = jax.jit(lambda x: model.apply(variables, x, train=False))
   os.makedirs(output, exist_ok=True)
   coco = export.CocoWriter(descriptor)
   rows = []
@@ -331,18 +366,25 @@ def predict_files(model, variables, config, descriptor, inputs, output: str, fmt
     raw = folder.read_image(path)
     image = raw[..., :3] if raw.shape[-1] == 4 else raw
     normalised = pipeline.prepare_image({"image": tf.constant(image)}, config.data)["image"].numpy()
-    probs = tta_predict(apply_fn, normalised, **kwargs)
-    labels = np.argmax(probs, axis=-1).astype(np.int32)
-    labels = postprocess.apply_steps(labels, p.get("postprocess", ()))
-    instance = extract_instances(labels, descriptor, p.get("instances"),
-                                 p.get("instance_min_area", 0))
+    scores = None
+    if panoptic_fn is not None:  # the model's own instances, scored (whole image, no TTA)
+      probs, labels, instance, scores, panoptic = _panoptic_prediction(panoptic_fn, normalised,
+                                                                       descriptor)
+      write_png(export.output_path(output, "panoptic", name, ".png"),
+                colorize_panoptic(panoptic, descriptor))
+    else:
+      probs = tta_predict(apply_fn, normalised, **kwargs)
+      labels = np.argmax(probs, axis=-1).astype(np.int32)
+      labels = postprocess.apply_steps(labels, p.get("postprocess", ()))
+      instance = extract_instances(labels, descriptor, p.get("instances"),
+                                   p.get("instance_min_area", 0))
     shutil.copyfile(path, export.output_path(output, "images", name, os.path.splitext(path)[1]))
     export.write_indexed_png(export.output_path(output, "masks", name, ".png"), labels,
                              descriptor.colormap)
     if instance is not None:
       export.write_instance_png(export.output_path(output, "instances", name, ".png"), instance)
     if fmt == "coco":
-      coco.add(os.path.basename(path), labels, instance)
+      coco.add(os.path.basename(path), labels, instance, scores)
     elif fmt == "labelme":
       export.write_json(export.output_path(output, "labelme", name, ".json"),
                         export.labelme(os.path.basename(path), labels, instance, descriptor))
@@ -354,3 +396,24 @@ def predict_files(model, variables, config, descriptor, inputs, output: str, fmt
   export.write_json(os.path.join(output, "classes.json"), export.classes_json(descriptor))
   export.write_review(os.path.join(output, "review.csv"), rows)
   return sorted(rows, key=lambda r: -r["uncertainty"])
+
+
+def _panoptic_prediction(panoptic_fn, image, descriptor):
+  """A panoptic model on one whole image: class probabilities, class map, instance ids 1..M,
+  ``{(class, instance): score}`` (`segjax.models.panoptic.instance_predictions`) and the panoptic
+  map."""
+  from segjax.models import panoptic as panoptic_lib  # pylint: disable=import-outside-toplevel
+  out = jax.device_get(panoptic_fn(image[None]))
+  probs = np.asarray(jax.nn.softmax(out["logits"][0], axis=-1))
+  panoptic = np.asarray(out["panoptic"][0])
+  labels = (panoptic // descriptor.label_divisor).astype(np.int32)
+  found = panoptic_lib.instance_predictions(panoptic, out["center"][0], probs,
+                                            label_divisor=descriptor.label_divisor,
+                                            thing_classes=descriptor.thing_classes)
+  instance = np.zeros(labels.shape, np.uint16)
+  scores = {}
+  for number, (mask, class_id, score) in enumerate(zip(found["masks"], found["classes"],
+                                                        found["scores"]), start=1):
+    instance[mask] = number
+    scores[(int(class_id), number)] = float(score)
+  return probs, labels, instance, scores, panoptic

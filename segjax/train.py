@@ -79,8 +79,10 @@ def build_model(config, num_classes: int, descriptor=None):
 # ================================================================================================
 # State
 # ================================================================================================
-def create_train_state(model, tx, image_shape, seed: int, mesh) -> TrainState:
-  """Initialises the state directly in its (replicated) sharding: eval_shape -> jit(init)."""
+def create_train_state(model, tx, image_shape, seed: int, mesh,
+                       min_shard_size: int = 2**12) -> TrainState:
+  """Initialises the state directly in its sharding (`sharding.state_shardings`: replicated, or
+  split over the mesh's ``fsdp`` axis): eval_shape -> jit(init)."""
 
   def init(rng):
     variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
@@ -92,8 +94,7 @@ def create_train_state(model, tx, image_shape, seed: int, mesh) -> TrainState:
   # a minute, for a UNet); the parameters it draws are replicated, so every device agrees.
   rng = jax.random.key(seed, impl="rbg")
   abstract = jax.eval_shape(init, rng)
-  shardings = jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), abstract)
-  return jax.jit(init, out_shardings=shardings)(rng)
+  return jax.jit(init, out_shardings=sharding.state_shardings(abstract, mesh, min_shard_size))(rng)
 
 
 # ================================================================================================
@@ -158,10 +159,13 @@ def make_model_loss(config, ignore_label: int):
   return model_loss
 
 
-def make_train_step(model, tx, loss_fn, num_classes: int, ignore_label: int, mesh, seed: int = 0):
+def make_train_step(model, tx, loss_fn, num_classes: int, ignore_label: int, mesh, seed: int = 0,
+                    state_sharding=None):
   """The compiled train step ``(state, sums, batch) -> (state, sums)``; state and sums donated.
 
-  ``loss_fn(outputs, batch)`` is `make_model_loss`'s; dropout draws from ``(seed, step)``."""
+  ``loss_fn(outputs, batch)`` is `make_model_loss`'s; dropout draws from ``(seed, step)``. The new
+  state keeps ``state_sharding`` (the state's shardings, `sharding.shardings_of`; default:
+  replicated). Nothing leaves the device: the host reads the sums only when it logs."""
 
   def step(state: TrainState, sums: MetricSums, batch):
     dropout = jax.random.fold_in(jax.random.key(seed, impl="rbg"), state.step)
@@ -194,7 +198,8 @@ def make_train_step(model, tx, loss_fn, num_classes: int, ignore_label: int, mes
     return new_state, new_sums
 
   replicated = sharding.replicated(mesh)
-  return jax.jit(step, donate_argnums=(0, 1), out_shardings=replicated)
+  return jax.jit(step, donate_argnums=(0, 1),
+                 out_shardings=(state_sharding or replicated, replicated))
 
 
 def make_eval_step(model, descriptor, mesh):
@@ -253,20 +258,33 @@ def restore_or_keep(checkpointer, state: TrainState) -> TrainState:
 
 
 class PreemptionGuard:
-  """Turns SIGTERM (preemption notice) into a flag the loop checks; restores the old handler."""
+  """Preemption notices (SIGTERM) as a question the loop asks every step: ``stop_at(step)``.
+
+  One process: a SIGTERM handler sets a flag (the old handler is restored on exit). Several
+  processes: the JAX distributed runtime's preemption service, which spreads a notice received by
+  any host to all and agrees on one step at which every process saves and stops
+  (``multihost_utils.reached_preemption_sync_point``); a per-process flag would leave the others
+  waiting in a collective."""
 
   def __init__(self):
     self.requested = False
     self._previous = None
+    self._multi_process = jax.process_count() > 1 and jax.distributed.is_initialized()
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if not self._multi_process and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
+
+  def stop_at(self, step: int) -> bool:
+    if self._multi_process:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      self.requested = self.requested or multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -276,9 +294,11 @@ class PreemptionGuard:
 # ================================================================================================
 # Eval
 # ================================================================================================
-def evaluate(eval_step, state, source, config, split: str, mesh, *, panoptic: bool = False) -> dict:
+def evaluate(eval_step, state, source, config, split: str, mesh, *, panoptic: bool = False,
+             model=None) -> dict:
   """Exact evaluation of ``split``: summed confusion matrix -> ``metrics.summarize``; with
-  ``panoptic``, also PQ/SQ/RQ (``summary["panoptic"]``, `metrics.panoptic_summary`)."""
+  ``panoptic``, also PQ/SQ/RQ (``summary["panoptic"]``, `metrics.panoptic_summary`) and, given the
+  ``model`` (one process), the mask AP of its instances (``summary["mask_ap"]``)."""
   ds, _ = pipeline.eval_dataset(source, config.data, split,
                                 local_batch_size=sharding.local_batch_size(config.eval_batch_size, mesh),
                                 process_index=jax.process_index(),
@@ -302,7 +322,36 @@ def evaluate(eval_step, state, source, config, split: str, mesh, *, panoptic: bo
     for group, suffix in (("all", ""), ("things", "_things"), ("stuff", "_stuff")):
       for key in ("pq", "sq", "rq"):  # flat copies for TensorBoard and metrics.jsonl
         summary[key + suffix] = summary["panoptic"][group][key]
+    if model is not None and config.get("eval_mask_ap", True) and jax.process_count() == 1:
+      summary["mask_ap"] = instance_mask_ap(state, source, config, split, mesh, model)
+      summary["ap"], summary["ap50"] = summary["mask_ap"]["ap"], summary["mask_ap"]["ap50"]
   return summary
+
+
+def instance_mask_ap(state, source, config, split: str, mesh, model) -> dict:
+  """COCO mask AP (`metrics.mask_ap`, pycocotools) of a panoptic model's scored thing instances
+  (`panoptic.instance_predictions`) on ``split``; host-side, so single-process only."""
+  from segjax.models import panoptic as panoptic_lib  # pylint: disable=import-outside-toplevel
+  descriptor = source.descriptor
+  ds, _ = pipeline.eval_dataset(source, config.data, split,
+                                local_batch_size=sharding.local_batch_size(config.eval_batch_size, mesh))
+  forward = jax.jit(lambda variables, image: {
+      k: v for k, v in model.apply(variables, image, train=False).items()
+      if k in ("logits", "center", "panoptic")})
+  truths, predictions = [], []
+  for batch in pipeline.as_numpy(ds):
+    out = jax.device_get(forward(state.variables,
+                                 sharding.global_batch({"image": batch["image"]}, mesh)["image"]))
+    probs = np.asarray(jax.nn.softmax(out["logits"], axis=-1))
+    for i in np.flatnonzero(batch["valid"]):
+      predictions.append(panoptic_lib.instance_predictions(
+          out["panoptic"][i], out["center"][i], probs[i], label_divisor=descriptor.label_divisor,
+          thing_classes=descriptor.thing_classes))
+      truths.append(metrics.instances_from_panoptic(
+          batch["panoptic"][i], label_divisor=descriptor.label_divisor,
+          thing_classes=descriptor.thing_classes))
+  return metrics.mask_ap(truths, predictions, class_ids=descriptor.thing_classes,
+                         class_names=[descriptor.class_names[c] for c in descriptor.thing_classes])
 
 
 # ================================================================================================
@@ -314,6 +363,8 @@ def format_summary(summary: dict) -> str:
   per_class = ", ".join(f"{name} {number(v)}" for name, v in summary["iou"].items())
   panoptic = (f"PQ {number(summary['pq'])} (things {number(summary['pq_things'])}, stuff "
               f"{number(summary['pq_stuff'])}), " if "pq" in summary else "")
+  if "ap" in summary:
+    panoptic += f"mask AP {number(summary['ap'])} (AP50 {number(summary['ap50'])}), "
   return (f"{panoptic}mIoU {number(summary['mean_iou'])}, pixel accuracy "
           f"{number(summary['pixel_accuracy'])}, mean pixel accuracy "
           f"{number(summary['mean_pixel_accuracy'])}; IoU: {per_class}")
@@ -347,17 +398,20 @@ def _loss_terms(model, loss_fn, state, config):
 
 def setup(config):
   """Shared by training, evaluation and prediction: mesh, data source, model, optimizer, state."""
-  mesh = sharding.make_mesh(config.get("num_devices"))
+  options = config.get("sharding") or {}
+  mesh = sharding.make_mesh(config.get("num_devices"), fsdp=options.get("fsdp", 1))
   source = pipeline.get_source(config.data)
   model = build_model(config, source.descriptor.num_classes, source.descriptor)
   tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
-  state = create_train_state(model, tx, (*config.data.crop_size, 3), config.seed, mesh)
+  state = create_train_state(model, tx, (*config.data.crop_size, 3), config.seed, mesh,
+                             min_shard_size=options.get("fsdp_min_size", 2**12))
   if config.model.get("pretrained"):  # a torchvision ResNet (or DeepLab) file for the backbone
     variables = pretrained.load_backbone({"params": state.params, "batch_stats": state.batch_stats},
                                          config.model.pretrained)
-    variables = jax.device_put(variables, sharding.replicated(mesh))
+    variables = jax.device_put(variables, sharding.shardings_of(state.variables))
     state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
-                          opt_state=tx.init(variables["params"]))
+                          opt_state=jax.jit(tx.init, out_shardings=sharding.shardings_of(
+                              state.opt_state))(variables["params"]))
   return mesh, source, model, tx, state
 
 
@@ -384,7 +438,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     process_index=jax.process_index(),
                                     process_count=jax.process_count())
   train_step = make_train_step(model, tx, loss_fn, descriptor.num_classes, descriptor.ignore_label,
-                               mesh, config.seed)
+                               mesh, config.seed, state_sharding=sharding.shardings_of(state))
   eval_step = make_eval_step(model, descriptor, mesh)
   panoptic = returns_panoptic(model, state, (*config.data.crop_size, 3))
   term_names = ["loss"] + [f"loss/{k}" for k in _loss_terms(model, loss_fn, state, config)]
@@ -412,13 +466,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for step in range(start_step + 1, total_steps + 1):
       state, sums = train_step(state, sums, next(batches))
       is_last = step == total_steps
-      saving = checkpointer.should_save(step) or is_last or preemption.requested
+      stopping = preemption.stop_at(step)
+      saving = checkpointer.should_save(step) or is_last or stopping
       if saving or step % config.log_every_steps == 0:
         log_and_check(step)  # never checkpoint a state that saw a non-finite loss
       if saving:
         checkpointer.save(step, state)
         last_saved = step
-      if preemption.requested and not is_last:
+      if (stopping or (saving and preemption.requested)) and not is_last:
         run_logging.info("SIGTERM received: saved checkpoint %d in %s and stopped.", step,
                          checkpointer.directory)
         checkpointer.close()
@@ -426,10 +481,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return {}
       if config.eval_every_steps and step % config.eval_every_steps == 0 and not is_last:
         for split in config.eval_splits:
-          writer.write_scalars(step, evaluate(eval_step, state, source, config, split, mesh,
-                                              panoptic=panoptic), prefix=f"{split}/")
+          summary = evaluate(eval_step, state, source, config, split, mesh, panoptic=panoptic,
+                             model=model)
+          writer.write_scalars(step, summary, prefix=f"{split}/")
 
-  final = {split: evaluate(eval_step, state, source, config, split, mesh, panoptic=panoptic)
+  final = {split: evaluate(eval_step, state, source, config, split, mesh, panoptic=panoptic,
+                            model=model)
            for split in config.eval_splits}
   for split, summary in final.items():
     writer.write_scalars(total_steps, summary, prefix=f"{split}/")
@@ -459,5 +516,6 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict:
   descriptor = source.descriptor
   eval_step = make_eval_step(model, descriptor, mesh)
   panoptic = returns_panoptic(model, state, (*config.data.crop_size, 3))
-  return {split: evaluate(eval_step, state, source, config, split, mesh, panoptic=panoptic)
+  return {split: evaluate(eval_step, state, source, config, split, mesh, panoptic=panoptic,
+                            model=model)
           for split in config.eval_splits}

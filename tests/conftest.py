@@ -5,7 +5,17 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import atexit  # noqa: E402
 import importlib.util  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# Tests compile the same programs again (resumed runs, sub-processes): JAX's persistent compilation
+# cache, in a directory of this session's, serves the repeats.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="segjax-test-jax-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 
@@ -45,3 +55,12 @@ def data_dir(tmp_path_factory):
 @pytest.fixture
 def config(data_dir):
   return tiny_config(data_dir)
+
+
+@pytest.fixture(scope="session")
+def straight_run(data_dir, tmp_path_factory):
+  """One uninterrupted tiny run shared by several tests: (config, workdir, final metrics)."""
+  from segjax import train  # pylint: disable=import-outside-toplevel
+  config = tiny_config(data_dir)
+  workdir = str(tmp_path_factory.mktemp("straight") / "run")
+  return config, workdir, train.train_and_evaluate(config, workdir)

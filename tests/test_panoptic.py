@@ -93,3 +93,32 @@ def test_model_outputs_and_perfect_pq_through_the_heads():
                        trunk_kwargs={"features": 4, "depth": 2}, head_features=4)
   params = jax.eval_shape(lambda: dual.init(jax.random.key(0), image, train=False))["params"]
   assert {"trunk", "instance_trunk", "center_head", "offset_head"} <= set(params)
+
+
+def test_instance_scores_and_panoptic_drawing():
+  from segjax import inference
+  from segjax.data.shapes import DESCRIPTOR
+  from segjax.models.panoptic import instance_predictions
+  panoptic = np.zeros((4, 6), np.int64)            # stuff class 0 everywhere ...
+  panoptic[0:2, 0:2] = 2001                        # ... disc 1 (4 px)
+  panoptic[2:4, 3:6] = 3002                        # ... triangle 2 (6 px)
+  panoptic[0, 5] = 255000                          # void
+  center = np.zeros((4, 6), np.float32)
+  center[0, 1], center[3, 4] = 0.8, 0.5
+  probs = np.full((4, 6, 5), 0.1, np.float32)
+  probs[0:2, 0:2, 2] = [[0.9, 0.7], [0.5, 0.3]]    # mean 0.6
+  probs[2:4, 3:6, 3] = 0.4
+  found = instance_predictions(panoptic, center, probs, label_divisor=1000,
+                               thing_classes=(2, 3, 4))
+  np.testing.assert_array_equal(found["ids"], [2001, 3002])
+  np.testing.assert_array_equal(found["classes"], [2, 3])
+  np.testing.assert_allclose(found["scores"], [0.8 * 0.6, 0.5 * 0.4], rtol=1e-6)
+  assert found["masks"].sum(axis=(1, 2)).tolist() == [4, 6]
+  # Drawing: stuff in its class colour, instances a shade of theirs, outlines white, void white.
+  rgb = inference.colorize_panoptic(panoptic, DESCRIPTOR)
+  np.testing.assert_array_equal(rgb[3, 0], DESCRIPTOR.colormap[0])
+  np.testing.assert_array_equal(rgb[0, 5], [255, 255, 255])
+  shade = rgb[0, 0] / np.asarray(DESCRIPTOR.colormap[2], np.float32)  # interior pixel
+  np.testing.assert_allclose(shade, shade[0], atol=0.02)
+  assert 0.45 <= shade[0] <= 1.0
+  np.testing.assert_array_equal(rgb[1, 1], [255, 255, 255])  # disc pixel on its boundary

@@ -28,14 +28,6 @@ def _params(workdir, config):
   return jax.device_get(state.params)
 
 
-@pytest.fixture(scope="module")
-def straight_run(data_dir, tmp_path_factory):
-  """One uninterrupted tiny run shared by the tests below: (config, workdir, final metrics)."""
-  config = tiny_config(data_dir)
-  workdir = str(tmp_path_factory.mktemp("straight") / "run")
-  return config, workdir, train.train_and_evaluate(config, workdir)
-
-
 def test_train_evaluate_writes_everything(straight_run):
   config, workdir, final = straight_run
   summary = final["validation"]
@@ -88,30 +80,64 @@ def test_resumed_run_ends_with_the_same_parameters(straight_run, tmp_path, monke
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
 
 
-def test_same_global_batch_gives_same_losses_on_1_and_4_devices(config):
+def _step_losses(config, batches, num_devices, fsdp=1, dtype="float32"):
+  """Losses of 3 train steps on ``batches`` on a (num_devices / fsdp, fsdp) mesh, and the state."""
+  config.model.dtype = dtype
+  mesh = sharding.make_mesh(num_devices, fsdp=fsdp)
+  model = train.build_model(config, 5)
+  tx = optax.adamw(1e-2)
+  state = train.create_train_state(model, tx, (32, 32, 3), 0, mesh, min_shard_size=0)
+  step = train.make_train_step(model, tx, train.make_model_loss(config, 255), 5, 255, mesh,
+                               state_sharding=sharding.shardings_of(state))
+  history = []
+  for batch in batches:
+    sums = jax.device_put(train.MetricSums.zeros(["loss", "loss/cross_entropy", "loss/dice_loss"], 5),
+                          sharding.replicated(mesh))
+    state, sums = step(state, sums, sharding.global_batch(
+        {k: batch[k] for k in train.TRAIN_KEYS}, mesh))
+    history.append(float(sums.loss_sums["loss"]))
+  return history, state
+
+
+@pytest.fixture(scope="module")
+def three_batches(data_dir):
+  config = tiny_config(data_dir)
+  ds = pipeline.train_dataset(pipeline.get_source(config.data), config.data, local_batch_size=4,
+                              seed=0)
+  return [next(iter(pipeline.as_numpy(ds.skip(i)))) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def data_parallel_losses(data_dir, three_batches):
+  """float32 losses of 3 steps, data parallel over the 4 devices."""
+  losses, _ = _step_losses(tiny_config(data_dir), three_batches, 4)
+  assert losses[0] != losses[2]  # it did train
+  return losses
+
+
+def test_same_global_batch_gives_same_losses_on_1_device_and_with_fsdp(config, three_batches,
+                                                                       data_parallel_losses):
   assert jax.device_count() == 4
-  source = pipeline.get_source(config.data)
-  ds = pipeline.train_dataset(source, config.data, local_batch_size=4, seed=0)
-  batches = [next(iter(pipeline.as_numpy(ds.skip(i)))) for i in range(3)]
-  loss_fn = train.make_model_loss(config, 255)
-  results = {}
-  for num_devices in (1, 4):
-    config.num_devices = num_devices
-    mesh = sharding.make_mesh(num_devices)
-    model = train.build_model(config, 5)
-    tx = optax.adamw(1e-2)
-    state = train.create_train_state(model, tx, (32, 32, 3), 0, mesh)
-    step = train.make_train_step(model, tx, loss_fn, 5, 255, mesh)
-    history = []
-    for batch in batches:
-      sums = jax.device_put(train.MetricSums.zeros(["loss", "loss/cross_entropy", "loss/dice_loss"], 5),
-                            sharding.replicated(mesh))
-      state, sums = step(state, sums, sharding.global_batch(
-          {k: batch[k] for k in train.TRAIN_KEYS}, mesh))
-      history.append(float(sums.loss_sums["loss"]))
-    results[num_devices] = history
-  np.testing.assert_allclose(results[1], results[4], rtol=1e-5)
-  assert results[1][0] != results[1][2]  # it did train
+  np.testing.assert_allclose(_step_losses(config, three_batches, 1)[0], data_parallel_losses,
+                             rtol=1e-5)
+  # Parameters and optimizer state split over the 4 devices (FSDP): the same losses.
+  losses, state = _step_losses(config, three_batches, 4, fsdp=4)
+  np.testing.assert_allclose(losses, data_parallel_losses, rtol=1e-5)
+  kernel = state.params["down1"]["ConvNormAct_0"]["Conv_0"]["kernel"]  # [3, 3, 4, 8]
+  assert tuple(kernel.sharding.spec) == (None, None, None, "fsdp")
+  assert kernel.addressable_shards[0].data.shape == (3, 3, 4, 2)
+  mu = state.opt_state[0].mu["down1"]["ConvNormAct_0"]["Conv_0"]["kernel"]
+  assert mu.sharding.spec == kernel.sharding.spec
+
+
+def test_bfloat16_computation_keeps_float32_parameters_and_close_losses(config, three_batches,
+                                                                        data_parallel_losses):
+  losses, state = _step_losses(config, three_batches, 4, dtype="bfloat16")
+  assert all(np.isfinite(losses))
+  np.testing.assert_allclose(losses, data_parallel_losses, rtol=0.03)
+  assert losses != data_parallel_losses  # bf16 did change the arithmetic
+  assert {p.dtype for p in jax.tree_util.tree_leaves(state.params)} == {jnp.dtype(jnp.float32)}
+  assert {p.dtype for p in jax.tree_util.tree_leaves(state.batch_stats)} == {jnp.dtype(jnp.float32)}
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_good_checkpoints(config, tmp_path):
@@ -170,7 +196,8 @@ class _PanopticFromSemantic(nn.Module):
   def __call__(self, image, train: bool = False):
     out = self.inner(image, train=train)
     pred = jnp.argmax(out["logits"], axis=-1).astype(jnp.int32)
-    return out | {"panoptic": jnp.where(pred >= 2, pred * 1000 + 1, pred * 1000)}
+    return out | {"panoptic": jnp.where(pred >= 2, pred * 1000 + 1, pred * 1000),
+                  "center": jax.nn.sigmoid(out["logits"][..., 0])}
 
 
 def test_panoptic_quality_in_evaluation_streams_exactly(straight_run):
@@ -226,3 +253,45 @@ def test_prelabel_files_with_window_tta_postprocess_and_instances(straight_run, 
   assert mask.shape == (23, 31) and mask.max() < 5
   assert os.path.exists(os.path.join(out, "review.csv"))
   assert os.path.exists(os.path.join(out, "classes.json"))
+
+
+def test_panoptic_prelabels_carry_instance_scores_and_pictures_are_panoptic(straight_run,
+                                                                              tmp_path):
+  from segjax.data.shapes import render_scene
+  from segjax.models.panoptic import instance_predictions
+  config, workdir, _ = straight_run
+  model, state, source, mesh = train.load_trained(config, workdir)
+  wrapped = _PanopticFromSemantic(model)
+  state = state.replace(params={"inner": state.params}, batch_stats={"inner": state.batch_stats})
+  image, _, _ = render_scene(np.random.default_rng(3), 40, 4)
+  path = str(tmp_path / "scene.png")
+  import cv2
+  cv2.imwrite(path, image[..., ::-1])
+  out = str(tmp_path / "out")
+  inference.predict_files(wrapped, state.variables, config, source.descriptor, [path], out, "coco",
+                          progress=False)
+  coco = json.load(open(os.path.join(out, "annotations.json")))
+  # Expected scores from the model's own outputs on the same normalised image.
+  import tensorflow as tf
+  x = pipeline.prepare_image({"image": tf.constant(image)}, config.data)["image"].numpy()[None]
+  outputs = wrapped.apply(state.variables, x, train=False)
+  expected = instance_predictions(outputs["panoptic"][0], outputs["center"][0],
+                                  jax.nn.softmax(outputs["logits"][0]), label_divisor=1000,
+                                  thing_classes=(2, 3, 4))
+  things = [a for a in coco["annotations"] if a["category_id"] in (2, 3, 4)]
+  assert len(things) == len(expected["ids"]) > 0
+  np.testing.assert_allclose(sorted(a["score"] for a in things), sorted(expected["scores"]),
+                             rtol=1e-5)
+  assert all("score" not in a for a in coco["annotations"] if a["category_id"] in (0, 1))
+  assert os.path.exists(os.path.join(out, "panoptic", "scene.png"))
+  # Pictures of a split: the ground-truth panel is the panoptic drawing.
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.predict.num_images = 1
+  [picture] = inference.draw_split_predictions(wrapped, state.variables, source, config, mesh,
+                                               str(tmp_path / "pictures"))
+  drawn = cv2.imread(picture)[..., ::-1]
+  ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split, local_batch_size=4)
+  truth = next(pipeline.as_numpy(ds))["panoptic"][0]
+  np.testing.assert_array_equal(drawn[:, 36:68], inference.colorize_panoptic(truth,
+                                                                             source.descriptor))

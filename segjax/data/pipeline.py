@@ -48,8 +48,9 @@ def get_source(data_config: ml_collections.ConfigDict) -> Source:
     if not data_config.get("root"):
       raise KeyError("config.data.root must name the folder dataset's directory "
                      "(--config.data.root=DATA).")
-    builder = folder.prepare(data_config.root, data_dir=data_config.get("data_dir"),
-                             skip_bad=data_config.get("skip_bad", False))
+    builder = prepare_once(lambda: folder.prepare(
+        data_config.root, data_dir=data_config.get("data_dir"),
+        skip_bad=data_config.get("skip_bad", False)))
     return Source(builder, builder.descriptor())
   if data_config.name.startswith("tfds:"):
     adapter = catalogue.get(data_config.name[len("tfds:"):])
@@ -67,8 +68,21 @@ def get_source(data_config: ml_collections.ConfigDict) -> Source:
       num_train=data_config.num_train, num_validation=data_config.num_validation,
       num_test=data_config.num_test, seed=data_config.dataset_seed,
       max_things=data_config.get("max_things", 6))
-  builder.download_and_prepare()
+  prepare_once(builder.download_and_prepare)
   return Source(builder, shapes.DESCRIPTOR)
+
+
+def prepare_once(prepare: Callable):
+  """``prepare()`` on process 0 first and, after all processes meet, on the others: with a shared
+  ``data_dir`` they find the dataset written (no two processes write it at once); on local disks
+  every host prepares its own copy."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() == 1:
+    return prepare()
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  result = prepare() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices("segjax: dataset prepared by process 0")
+  return result if jax.process_index() == 0 else prepare()
 
 
 def decode(source: Source, example):
@@ -95,7 +109,22 @@ def process_split(split: str, process_index: int, process_count: int) -> str:
 
 def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: int,
                   start_step: int = 0, process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
-  """Endless process-local training batches, starting after ``start_step`` consumed batches."""
+  """Endless process-local training batches, starting after ``start_step`` consumed batches.
+
+  ``data_config.process_data`` says how processes share the data: ``"split"`` (default) — each
+  reads and shuffles its own ``1/process_count`` of the split (reading scales with the cluster);
+  ``"stream"`` — every process walks the same shuffled stream of the whole split and keeps its
+  own ``local_batch_size`` examples of each global batch, so the global batches (and the
+  training run) do not depend on the number of processes, at the price of every process reading
+  and decoding every example (augmentation, the expensive part, stays per example).
+  """
+  mode = data_config.get("process_data", "split")
+  if mode not in ("split", "stream"):
+    raise ValueError(f"data.process_data={mode!r} is not 'split' or 'stream'.")
+  stream = mode == "stream"
+  if stream:  # one global stream: no process-dependent split or seed
+    position, position_count = process_index, process_count
+    process_index, process_count = 0, 1
   split = process_split(data_config.train_split, process_index, process_count)
   ds = source.builder.as_dataset(split=split, shuffle_files=False,
                                  read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False))
@@ -119,7 +148,12 @@ def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: i
     ds = ds.repeat()
   ds = ds.shuffle(data_config.shuffle_buffer, seed=seed + process_index,
                   reshuffle_each_iteration=True)
-  ds = ds.enumerate().skip(start_step * local_batch_size)
+  if stream:  # keep this process's slice of every global batch
+    global_batch = local_batch_size * position_count
+    ds = ds.enumerate().skip(start_step * global_batch)
+    ds = ds.filter(lambda index, _: (index // local_batch_size) % position_count == position)
+  else:
+    ds = ds.enumerate().skip(start_step * local_batch_size)
 
   panoptic = data_config.get("panoptic_targets")
 

@@ -1,0 +1,98 @@
+"""Multi-process training on the JAX distributed runtime: 2 processes x 2 CPU devices (gloo
+collectives on localhost, launched through experiments/train.py) against 1 process x 4 devices."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from segjax import distributed
+
+from conftest import ROOT, tiny_config
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _config(data_dir):
+  """The shared straight run's config (`conftest.tiny_config`: 6 steps, checkpoints at 3 and 6,
+  logs at 2, 3, 4, 6), reading one global stream: with one process it gives the same batches."""
+  config = tiny_config(data_dir)
+  config.data.process_data = "stream"
+  return config
+
+
+def _launch(tmp_path, data_dir, workdir, *flags, num_processes: int = 2):
+  """experiments/train.py in ``num_processes`` processes with 2 CPU devices each."""
+  config_file = tmp_path / "multihost_config.py"
+  config_file.write_text(
+      f"import sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
+      "from test_multihost import _config\n\n"
+      f"def get_config():\n  return _config({data_dir!r})\n")
+  address = f"localhost:{_free_port()}"
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "experiments", "train.py"), f"--config={config_file}",
+       f"--workdir={workdir}", f"--coordinator_address={address}",
+       f"--num_processes={num_processes}", f"--process_id={i}", *flags],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(num_processes)]
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  for i, (p, out) in enumerate(zip(procs, outputs)):
+    assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
+  return outputs
+
+
+def _losses(workdir):
+  """train/loss by step; the last line wins (a resumed run logs its steps again)."""
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  return {l["step"]: l["train/loss"] for l in lines if "train/loss" in l}
+
+
+def test_two_processes_match_one_process_and_resume(straight_run, data_dir, tmp_path):
+  _, single, expected = straight_run  # 1 process x 4 devices, the same global batches
+  multi = str(tmp_path / "multi")
+  # 2 processes x 2 devices, all 6 steps (no evaluation) ...
+  first = _launch(tmp_path, data_dir, multi, "--config.eval_splits=()")
+  assert sorted(os.listdir(os.path.join(multi, "checkpoints"))) == ["3", "6"]
+  assert "step 6/6" in first[0] and "step 6/6" not in first[1]  # only process 0 logs
+  want, got = _losses(single), _losses(multi)
+  assert sorted(want) == sorted(got) == [2, 3, 4, 6]
+  np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)],
+                             rtol=2e-5)
+  assert want[2] != want[6]  # it trained
+  # ... then, without the last checkpoint, a new 2-process launch resumes from step 3.
+  shutil.rmtree(os.path.join(multi, "checkpoints", "6"))
+  second = _launch(tmp_path, data_dir, multi)
+  assert "Resumed from checkpoint 3" in second[0]
+  resumed = _losses(multi)
+  np.testing.assert_allclose([resumed[4], resumed[6]], [got[4], got[6]], rtol=1e-6)
+  final = json.load(open(os.path.join(multi, "final_metrics.json")))["validation"]
+  np.testing.assert_array_equal(final["confusion_matrix"],
+                                expected["validation"]["confusion_matrix"])
+  assert final["mean_iou"] == pytest.approx(expected["validation"]["mean_iou"], abs=1e-9)
+
+
+def test_distributed_settings_are_checked(monkeypatch):
+  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_NTASKS",
+               "OMPI_COMM_WORLD_SIZE"):
+    monkeypatch.delenv(name, raising=False)
+  assert distributed.initialize("auto") is False  # nothing asks for it: a single process
+  assert distributed.initialize("off", "localhost:1", 2, 0) is False
+  with pytest.raises(ValueError, match=r"not \['process_id'\]"):
+    distributed.initialize("auto", "localhost:1234", 2)
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+  with pytest.raises(ValueError, match="JAX_NUM_PROCESSES='two'"):
+    distributed.initialize("auto")
+  with pytest.raises(ValueError, match=r"process_id=2 is not in \[0, num_processes=2\)"):
+    distributed.initialize("auto", "localhost:1234", 2, 2)
+  with pytest.raises(ValueError, match="'sometimes'"):
+    distributed.initialize("sometimes")
