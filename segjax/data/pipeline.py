@@ -63,17 +63,21 @@ def get_source(data_config: ml_collections.ConfigDict) -> Source:
   if data_config.name != "shapes":
     raise KeyError(f"Unknown dataset {data_config.name!r} in config.data.name; available: "
                    f"'shapes', 'folder', {', '.join(repr('tfds:' + n) for n in catalogue.ADAPTERS)}.")
-  builder = shapes.make_builder(
-      data_dir=data_config.get("data_dir"), image_size=data_config.image_size,
-      num_train=data_config.num_train, num_validation=data_config.num_validation,
-      num_test=data_config.num_test, seed=data_config.dataset_seed,
-      max_things=data_config.get("max_things", 6))
-  prepare_once(builder.download_and_prepare)
-  return Source(builder, shapes.DESCRIPTOR)
+  def make_and_prepare():
+    builder = shapes.make_builder(
+        data_dir=data_config.get("data_dir"), image_size=data_config.image_size,
+        num_train=data_config.num_train, num_validation=data_config.num_validation,
+        num_test=data_config.num_test, seed=data_config.dataset_seed,
+        max_things=data_config.get("max_things", 6))
+    builder.download_and_prepare()
+    return builder
+
+  return Source(prepare_once(make_and_prepare), shapes.DESCRIPTOR)
 
 
 def prepare_once(prepare: Callable):
-  """``prepare()`` on process 0 first and, after all processes meet, on the others: with a shared
+  """``prepare()`` (which builds *and* prepares a tfds builder: one built before the data exists
+  would not see it) on process 0 first and, after all processes meet, on the others: with a shared
   ``data_dir`` they find the dataset written (no two processes write it at once); on local disks
   every host prepares its own copy."""
   import jax  # pylint: disable=import-outside-toplevel
