@@ -410,7 +410,8 @@ def machine() -> dict:
   device = jax.devices()[0]
   return {"platform": device.platform, "device_kind": device.device_kind,
           "devices": jax.device_count(), "cpu": platform.processor() or platform.machine(),
-          "cpu_count": os.cpu_count(), "jax": jax.__version__}
+          "cpu_count": os.cpu_count(), "jax": jax.__version__,
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def _bytes(value) -> str:

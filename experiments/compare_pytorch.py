@@ -5,8 +5,9 @@ Needs torch and torchvision, which segjax does not depend on: use a scratch envi
 
   python experiments/compare_pytorch.py --output=/tmp/segjax/vs_pytorch
 
-Both frameworks run with their CPU defaults (PyTorch: its intra-op thread pool; XLA: its own),
-float32, random weights and inputs, eval mode for inference and train mode for training:
+Both frameworks run with their CPU defaults (PyTorch: its intra-op thread pool; XLA: its own, with
+the convolution setting ``import segjax`` applies, segjax/xla_cpu.py; ``SEGJAX_XLA_CPU_DEFAULTS=1``
+measures XLA's plain defaults), float32, random weights and inputs, eval mode for inference and train mode for training:
 
 * ``unet``: ``create("unet", num_classes=2, features=32, depth=4)`` against the same UNet written in
   PyTorch below (bias-free 3x3 conv + BN + ReLU twice per level, 2x2 max-pool, 2x2 stride-2
@@ -235,7 +236,7 @@ def main(argv):
   rows = [compare_conv() if case == "conv" else compare_model(case) for case in _CASES.value]
   info = {"torch": torch.__version__, "torchvision": torchvision.__version__,
           "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
-          "cpu_count": os.cpu_count()}
+          "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
   table = markdown(rows)
   print(json.dumps(info))
   print(table)

@@ -16,6 +16,33 @@ def test_unet_has_the_reference_parameter_count():
   assert _param_count(models.create("unet", num_classes=2, features=64, depth=4)) == 31_037_698
 
 
+def test_upconv2x_equals_flax_conv_transpose_with_its_parameters():
+  # UpConv2x is a 2x2 stride-2 transposed convolution written as a per-pixel matmul: same
+  # parameter tree, same initial values from the same key, same outputs and gradients.
+  import flax.linen as nn
+  from segjax.models.common import UpConv2x
+  x = jax.random.normal(jax.random.key(1), (2, 5, 7, 6))
+  ours, flax_t = UpConv2x(4), nn.ConvTranspose(4, (2, 2), strides=(2, 2))
+  params = ours.init(jax.random.key(0), x)
+  reference = flax_t.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, reference)
+  np.testing.assert_array_equal(params["params"]["kernel"], reference["params"]["kernel"])
+  params = {"params": {"kernel": params["params"]["kernel"],
+                       "bias": jnp.arange(4.0) / 4}}  # a non-zero bias
+  np.testing.assert_allclose(ours.apply(params, x), flax_t.apply(params, x), rtol=1e-5, atol=1e-5)
+  assert ours.apply(params, x).shape == (2, 10, 14, 4)
+  # Output block (2i + a, 2j + b) depends on input pixel (i, j) only.
+  y = ours.apply(params, x.at[:, 2, 3].set(0.0)) - ours.apply(params, x)
+  changed = np.argwhere(np.abs(np.asarray(y)).sum(axis=(0, 3)) > 0)
+  assert {tuple(p) for p in changed} <= {(4, 6), (4, 7), (5, 6), (5, 7)} and len(changed) == 4
+  loss = lambda module: lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+  got = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+  want = jax.grad(loss(flax_t), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  assert UpConv2x(4, jnp.bfloat16).apply(params, x).dtype == jnp.bfloat16
+
+
 def _init(model, image):
   return jax.jit(lambda rng: model.init(rng, image, train=False))(jax.random.key(0, impl="rbg"))
 

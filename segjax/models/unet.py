@@ -4,7 +4,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segjax.models.common import ConvNormAct, Dtype, pad_to_shape
+from segjax.models.common import ConvNormAct, Dtype, UpConv2x, pad_to_shape
 
 
 class DoubleConv(nn.Module):
@@ -21,8 +21,9 @@ class UNet(nn.Module):
   """UNet: ``depth`` 2x2 max-pool downsamplings, widths ``features * 2**level``.
 
   Each level holds two bias-free 3x3 conv + BN + ReLU; the decoder upsamples with a 2x2 stride-2
-  transposed convolution that halves the channels, zero-pads to the skip connection's size (so any
-  input size works, odd ones included), concatenates and applies two convs; a 1x1 conv gives logits.
+  transposed convolution (``UpConv2x``) that halves the channels, zero-pads to the skip
+  connection's size (so any input size works, odd ones included), concatenates and applies two
+  convs; a 1x1 conv gives logits.
   With ``features=64, depth=4, num_classes=2`` and RGB input this is the widely used PyTorch
   re-implementation (milesial/Pytorch-UNet, ``bilinear=False``): 31,037,698 parameters.
   """
@@ -42,7 +43,7 @@ class UNet(nn.Module):
     x = DoubleConv(self.features * 2**self.depth, self.dtype, name="bottleneck")(x, train)
     for level in reversed(range(self.depth)):
       width = self.features * 2**level
-      x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype, name=f"upsample{level}")(x)
+      x = UpConv2x(width, self.dtype, name=f"upsample{level}")(x)
       skip = skips[level]
       x = pad_to_shape(x, skip.shape[1:3])
       x = jnp.concatenate([skip, x], axis=-1)
