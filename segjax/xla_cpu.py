@@ -2,11 +2,11 @@
 
 jaxlib 0.10 and 0.11 hand every CPU convolution to YNNPACK (``__ynn_fusion`` in the compiled
 HLO). On the 2-core x86-64 machine of the README that ran a 3x3, 64->64 convolution on
-8x128x128 at 45-59 GFLOP/s forward and 3-5 GFLOP/s for its weight gradient; with YNNPACK's
-convolutions turned off, XLA's Eigen kernels ran 79-84, 78-88 and 57-63 GFLOP/s (PyTorch 2.14:
-52-93, 58-87, 53-70), the UNet train step 5x faster and both models' inference ahead of PyTorch
-(README, "Speed against PyTorch"). Only convolutions change: YNNPACK keeps the dots and the
-element-wise fusions it takes by default.
+8x128x128 at 43-59 GFLOP/s forward and 2-5 GFLOP/s for its weight gradient; with YNNPACK's
+convolutions turned off, XLA's Eigen kernels ran 65-84, 65-88 and 51-63 GFLOP/s (forward, input
+and weight gradient; PyTorch 2.14: 52-93, 58-87, 51-70), which took segjax's inference past
+PyTorch's and its train steps to about PyTorch's speed (README, "Speed"). Only convolutions
+change: YNNPACK keeps the dots and the element-wise fusions it takes by default.
 
 ``import segjax`` calls :func:`prefer_eigen_convolutions`, which appends the XLA flag to
 ``XLA_FLAGS``. XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend, so the flag only
@@ -14,7 +14,7 @@ takes effect if that happens after ``import segjax`` (any script that imports se
 first JAX computation). It leaves ``XLA_FLAGS`` alone when the user already chose a YNNPACK
 setting there, when ``SEGJAX_XLA_CPU_DEFAULTS=1`` asks for XLA's defaults, and for jaxlib versions
 outside those known to accept the flag (an unknown XLA flag aborts the process). GPU and TPU
-backends read the flag and ignore it.
+compilers do not use XLA's CPU options (not run on either here: none was lent to these sessions).
 """
 from __future__ import annotations
 

@@ -16,6 +16,19 @@ def test_unet_has_the_reference_parameter_count():
   assert _param_count(models.create("unet", num_classes=2, features=64, depth=4)) == 31_037_698
 
 
+@pytest.mark.parametrize("height,width", [(6, 8), (7, 9)])
+def test_max_pool_2x2_equals_flax_max_pool_and_routes_gradients_to_the_maxima(height, width):
+  import flax.linen as nn
+  from segjax.models.common import max_pool_2x2
+  x = jax.random.normal(jax.random.key(3), (2, height, width, 3))
+  np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+  cotangent = jax.random.normal(jax.random.key(4), (2, height // 2, width // 2, 3))
+  got = jax.grad(lambda x: jnp.sum(max_pool_2x2(x) * cotangent))(x)
+  want = jax.grad(lambda x: jnp.sum(nn.max_pool(x, (2, 2), strides=(2, 2)) * cotangent))(x)
+  np.testing.assert_allclose(got, want)  # random values: no ties
+  assert np.count_nonzero(np.asarray(got)) == cotangent.size
+
+
 def test_upconv2x_equals_flax_conv_transpose_with_its_parameters():
   # UpConv2x is a 2x2 stride-2 transposed convolution written as a per-pixel matmul: same
   # parameter tree, same initial values from the same key, same outputs and gradients.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segjax.models.common import ConvNormAct, Dtype, UpConv2x, pad_to_shape
+from segjax.models.common import ConvNormAct, Dtype, UpConv2x, max_pool_2x2, pad_to_shape
 
 
 class DoubleConv(nn.Module):
@@ -39,7 +39,7 @@ class UNet(nn.Module):
     for level in range(self.depth):
       x = DoubleConv(self.features * 2**level, self.dtype, name=f"down{level}")(x, train)
       skips.append(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x)
     x = DoubleConv(self.features * 2**self.depth, self.dtype, name="bottleneck")(x, train)
     for level in reversed(range(self.depth)):
       width = self.features * 2**level
