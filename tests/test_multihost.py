@@ -76,9 +76,14 @@ def test_two_processes_match_one_process_and_resume(straight_run, data_dir, tmp_
   resumed = _losses(multi)
   np.testing.assert_allclose([resumed[4], resumed[6]], [got[4], got[6]], rtol=1e-6)
   final = json.load(open(os.path.join(multi, "final_metrics.json")))["validation"]
-  np.testing.assert_array_equal(final["confusion_matrix"],
-                                expected["validation"]["confusion_matrix"])
-  assert final["mean_iou"] == pytest.approx(expected["validation"]["mean_iou"], abs=1e-9)
+  # The two trainings agree to float32 rounding (rtol 2e-5 above), not bit for bit, so a pixel whose
+  # two top classes are that close may flip: allow 0.05% of the pixels to move.
+  got_cm = np.asarray(final["confusion_matrix"])
+  want_cm = np.asarray(expected["validation"]["confusion_matrix"])
+  assert got_cm.sum() == want_cm.sum() == final["pixels"]
+  np.testing.assert_array_equal(got_cm.sum(axis=1), want_cm.sum(axis=1))  # same ground truth
+  assert np.abs(got_cm - want_cm).sum() <= 2 * max(1, int(0.0005 * final["pixels"]))
+  assert final["mean_iou"] == pytest.approx(expected["validation"]["mean_iou"], abs=2e-3)
 
 
 def test_distributed_settings_are_checked(monkeypatch):
