@@ -7,7 +7,8 @@ Needs torch and torchvision, which segjax does not depend on: use a scratch envi
 
 Both frameworks run with their CPU defaults (PyTorch: its intra-op thread pool; XLA: its own, with
 the convolution setting ``import segjax`` applies, segjax/xla_cpu.py; ``SEGJAX_XLA_CPU_DEFAULTS=1``
-measures XLA's plain defaults), float32, random weights and inputs, eval mode for inference and train mode for training:
+measures XLA's plain defaults), float32, random weights and inputs, eval mode for inference and
+train mode for training:
 
 * ``unet``: ``create("unet", num_classes=2, features=32, depth=4)`` against the same UNet written in
   PyTorch below (bias-free 3x3 conv + BN + ReLU twice per level, 2x2 max-pool, 2x2 stride-2

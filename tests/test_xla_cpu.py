@@ -34,9 +34,14 @@ def test_setting_is_appended_only_where_it_applies():
   assert "XLA_FLAGS" not in opted_out
 
 
+def _padded(x):
+  """``x`` in float64 with the one-pixel zero border of a 'SAME' 3x3 convolution."""
+  return np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+
+
 def _reference_conv(x, k):
   """'SAME' 3x3 convolution, NHWC x HWIO, by shifted products in float64."""
-  padded = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  padded = _padded(x)
   height, width = x.shape[1:3]
   out = np.zeros(x.shape[:3] + (k.shape[-1],))
   for i in range(3):
@@ -66,7 +71,7 @@ def test_cpu_convolutions_compile_to_xla_kernels_with_the_same_values():
   # Its weight gradient too (the pass YNNPACK was slowest at): d/dk sum(conv * g).
   g = rng.normal(size=(2, 9, 7, 4)).astype(np.float32)
   dk = jax.jit(jax.grad(lambda k: jnp.sum(conv(x, k) * g)))(k)
-  padded = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  padded = _padded(x)
   expected = np.stack([np.stack([np.einsum("bhwc,bhwo->co", padded[:, i:i + 9, j:j + 7], g)
                                  for j in range(3)]) for i in range(3)])
   np.testing.assert_allclose(dk, expected, rtol=1e-4, atol=1e-4)
