@@ -13,5 +13,6 @@ def get_config():
   config = shapes_config()
   config.model = dict(name="deeplabv3", backbone="resnet18", width=16, output_stride=8,
                       aspp_features=64, aux_head=True, dtype="float32", pretrained="")
+  config.losses = (("aux_logits", "semantic", "cross_entropy + dice_loss", 0.4),)  # the FCN head
   config.num_train_steps = 1500
   return config

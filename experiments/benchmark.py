@@ -136,20 +136,19 @@ def pipeline_section() -> list[dict]:
     configs.append(("patches (unet_folder)", config))
   rows = []
   for label, config in configs:
-    mesh, source, model, tx, state = train.setup(config)
-    batches = pipeline.as_numpy(pipeline.train_dataset(
-        source, config.data, local_batch_size=config.batch_size, seed=0))
+    trainer = train.setup(config)
+    mesh, source, state = trainer.mesh, trainer.source, trainer.state
+    train_ds = trainer.train_dataset()
+    batches = pipeline.as_numpy(train_ds)
     for _ in range(10):  # warm-up: fills caches and shuffle buffers
       batch = next(batches)
     start = time.perf_counter()
     for _ in range(_BATCHES.value):
       next(batches)
     pipeline_rate = _BATCHES.value * config.batch_size / (time.perf_counter() - start)
-    step = train.make_train_step(model, tx, train.make_model_loss(config, 255),
-                                 source.descriptor.num_classes, 255, mesh)
-    device_batch = sharding.global_batch({k: batch[k] for k in train.TRAIN_KEYS}, mesh)
-    term_names = ["loss"] + [f"loss/{k}" for k in train._loss_terms(  # pylint: disable=protected-access
-        model, train.make_model_loss(config, 255), state, config)]
+    step = trainer.train_step()
+    device_batch = sharding.global_batch(batch, mesh)
+    term_names = trainer.term_names(train_ds.element_spec)
     sums = jax.device_put(train.MetricSums.zeros(term_names, source.descriptor.num_classes),
                           sharding.replicated(mesh))
     for _ in range(3):

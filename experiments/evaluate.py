@@ -1,8 +1,11 @@
-r"""Evaluates the latest checkpoint of a training run on config.eval_splits.
+r"""Evaluates a trained model on config.eval_splits; writes <workdir>/eval_metrics.json.
 
-  python experiments/evaluate.py --config=configs/unet_shapes.py --workdir=/tmp/segjax/unet
+  python experiments/evaluate.py --workdir=/tmp/segjax/unet [--step=1500]
+  python experiments/evaluate.py --model=unet.safetensors --config=configs/unet_shapes.py
 
-Prints the metrics and writes them to <workdir>/eval_metrics.json.
+The model, its classes and its normalisation come from the run directory (or the exported file);
+an optional --config (with --config.<key>=... overrides) supplies where the data lies and how to
+evaluate (config.postprocess, eval_splits, eval_batch_size, data.root).
 """
 import os
 
@@ -13,13 +16,15 @@ import jax
 from ml_collections import config_flags
 
 from segjax import distributed
+from segjax import evaluation
 from segjax import logging as run_logging
-from segjax import train
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Optional config file: evaluation and "
+                                          "data-location settings.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
+_MODEL = flags.DEFINE_string("model", None, "Or: a model exported by experiments/export.py.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_mutual_exclusive(["workdir", "model"], required=True)
 distributed.define_flags()
 
 
@@ -28,10 +33,10 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   distributed.initialize_from_flags()  # before anything touches a device
   logging.set_verbosity(logging.WARNING)
-  results = train.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value)
+  results = evaluation.evaluate_run(_WORKDIR.value or _MODEL.value, _CONFIG.value, _STEP.value)
   for split, summary in results.items():
-    run_logging.info("%s: %s", split, train.format_summary(summary))
-  if jax.process_index() == 0:
+    run_logging.info("%s: %s", split, evaluation.format_summary(summary))
+  if jax.process_index() == 0 and _WORKDIR.value:
     path = os.path.join(os.path.abspath(_WORKDIR.value), "eval_metrics.json")
     run_logging.write_json_atomic(path, results)
     print(f"Wrote {path}")

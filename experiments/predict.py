@@ -1,16 +1,18 @@
-r"""Predicts with the latest checkpoint.
+r"""Predicts with a trained model (a run directory or an exported file).
 
-Pictures of a split (image | ground truth | prediction overlay):
-  python experiments/predict.py --config=configs/unet_shapes.py --workdir=/tmp/segjax/unet \
-      [--output=DIR] [--config.predict.num_images=16]
+Pictures of a split (image | ground truth | prediction):
+  python experiments/predict.py --workdir=/tmp/segjax/unet [--output=DIR]
 
 Pre-labels for annotation tools, for any images of any size:
-  python experiments/predict.py --config=configs/unet_shapes.py --workdir=/tmp/segjax/unet \
-      --input='photos/*.jpg' --output=prelabels --format=png|coco|labelme \
-      [--config.predict.window=(256,256)] [--config.predict.flip=True] \
-      [--config.predict.scales=(0.75,1.0,1.25)] [--config.predict.instances=watershed]
+  python experiments/predict.py --workdir=/tmp/segjax/unet --input='photos/*.jpg' \
+      --output=prelabels --format=png|coco|labelme
+  python experiments/predict.py --model=unet.safetensors --input=photos/ --output=prelabels
+
 writes masks, instances, COCO / labelme JSON and review.csv (least confident first); see
-segjax/export.py.
+segjax/export.py. Prediction and post-processing settings can be changed with a config file and
+its overrides, e.g. --config=configs/unet_shapes.py --config.predict.window='(256, 256)'
+--config.predict.flip=True --config.postprocess="argmax|semantic_instances('watershed')";
+the model, its classes and its normalisation always come from the run.
 """
 import os
 
@@ -19,32 +21,38 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from segjax import inference
-from segjax import train
+from segjax import predict
+from segjax import runs
+from segjax.data import pipeline
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Optional config file: prediction and "
+                                          "post-processing settings.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
+_MODEL = flags.DEFINE_string("model", None, "Or: a model exported by experiments/export.py.")
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the pictures or pre-labels "
                               "(default: <workdir>/predictions).")
 _INPUT = flags.DEFINE_string("input", None, "A directory or glob of images to pre-label.")
 _FORMAT = flags.DEFINE_enum("format", "png", ["png", "coco", "labelme"], "Pre-label format.")
-flags.mark_flags_as_required(["config", "workdir"])
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.mark_flags_as_mutual_exclusive(["workdir", "model"], required=True)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
+  if not (_OUTPUT.value or _WORKDIR.value):
+    raise app.UsageError("--output is needed with --model.")
   output = _OUTPUT.value or os.path.join(os.path.abspath(_WORKDIR.value), "predictions")
-  model, state, source, mesh = train.load_trained(config, _WORKDIR.value)
+  predictor = predict.Predictor(runs.load(_WORKDIR.value or _MODEL.value, _STEP.value),
+                                _CONFIG.value)
   if _INPUT.value:
-    rows = inference.predict_files(model, state.variables, config, source.descriptor,
-                                   inference.list_inputs(_INPUT.value), output, _FORMAT.value)
+    rows = predict.predict_files(predictor, predict.list_inputs(_INPUT.value), output,
+                                 _FORMAT.value)
     print(f"Pre-labelled {len(rows)} images in {output}; least confident first: "
           f"{output}/review.csv")
     return
-  paths = inference.draw_split_predictions(model, state.variables, source, config, mesh, output)
+  paths = predict.draw_split(predictor, pipeline.get_source(predictor.config.data), output)
   print(f"Wrote {len(paths)} pictures to {output}")
 
 

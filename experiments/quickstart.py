@@ -12,8 +12,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from segjax import inference
+from segjax import predict
+from segjax import runs
 from segjax import train
+from segjax.data import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
@@ -25,11 +27,11 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   config, workdir = _CONFIG.value, _WORKDIR.value
-  if not train.train_and_evaluate(config, workdir):
+  if train.train_and_evaluate(config, workdir).preempted:
     return  # stopped by SIGTERM after a checkpoint; run again to resume
-  model, state, source, mesh = train.load_trained(config, workdir)
+  predictor = predict.Predictor(runs.load(workdir))
   output = os.path.join(os.path.abspath(workdir), "predictions")
-  paths = inference.draw_split_predictions(model, state.variables, source, config, mesh, output)
+  paths = predict.draw_split(predictor, pipeline.get_source(predictor.config.data), output)
   print(f"Wrote {len(paths)} pictures to {output}")
 
 

@@ -1,6 +1,7 @@
-"""Inference: predicted class maps, and side-by-side pictures of predictions.
+"""Inference on images of any size: the padded sliding window and test-time augmentation.
 
-The padded sliding window and test-time augmentation build on ``predict_logits``.
+Both take ``apply_fn(images [B,h,w,C]) -> logits [B,h,w,K]`` (a compiled model in eval mode) and
+numpy images, and return class scores; `segjax.predict` uses them for pre-labels.
 """
 from __future__ import annotations
 
@@ -11,91 +12,7 @@ import cv2
 import jax
 import numpy as np
 
-from segjax import sharding
-from segjax.data import pipeline
-from segjax.data.descriptor import DatasetDescriptor
-
-
-def make_predict_fn(model):
-  """Compiled ``(variables, images [B,H,W,3]) -> logits [B,H,W,C]`` in eval mode."""
-  return jax.jit(lambda variables, images: model.apply(variables, images, train=False)["logits"])
-
-
-def denormalize(image: np.ndarray, mean, std) -> np.ndarray:
-  """Inverts ``ops.normalize`` to a uint8 RGB picture."""
-  pixels = (np.asarray(image, np.float32) * np.asarray(std) + np.asarray(mean)) * 255.0
-  return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-
-
-def colorize_panoptic(panoptic: np.ndarray, descriptor: DatasetDescriptor) -> np.ndarray:
-  """RGB ``[H,W,3]`` uint8 of a panoptic id map: stuff in its class colour, each thing instance in
-  its own shade of its class colour (brightness by the golden ratio of its id), outlines between
-  segments white; void (the ignore label) white."""
-  panoptic = np.asarray(panoptic)
-  divisor = descriptor.label_divisor
-  semantic, instance = panoptic // divisor, panoptic % divisor
-  rgb = descriptor.colorize(semantic).astype(np.float32)
-  shade = 0.45 + 0.55 * ((instance * 0.6180339887) % 1.0)
-  rgb = np.where((instance > 0)[..., None], rgb * shade[..., None], rgb)
-  edge = np.zeros(panoptic.shape, bool)
-  edge[:-1] |= panoptic[:-1] != panoptic[1:]
-  edge[:, :-1] |= panoptic[:, :-1] != panoptic[:, 1:]
-  rgb[edge & (instance > 0)] = 255
-  return rgb.astype(np.uint8)
-
-
-def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetDescriptor,
-                 label: np.ndarray | None = None, alpha: float = 0.55,
-                 panoptic: bool = False) -> np.ndarray:
-  """``[H, k*W, 3]`` uint8: the image, the ground truth (if given), the prediction over the image.
-  With ``panoptic``, ``prediction`` and ``label`` are panoptic id maps (`colorize_panoptic`)."""
-  colorize = (lambda x: colorize_panoptic(x, descriptor)) if panoptic else descriptor.colorize
-  overlay = (alpha * colorize(prediction) + (1 - alpha) * image).astype(np.uint8)
-  panels = [image] + ([colorize(label)] if label is not None else []) + [overlay]
-  gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-  return np.concatenate(sum(([p, gap] for p in panels), [])[:-1], axis=1)
-
-
-def write_png(path: str, rgb: np.ndarray) -> None:
-  """Writes an RGB picture atomically (temporary file, then rename)."""
-  tmp = f"{path}.tmp{os.getpid()}.png"
-  if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-    raise OSError(f"Could not write {path}.")
-  os.replace(tmp, path)
-
-
-def draw_split_predictions(model, variables, source, config, mesh, output_dir: str) -> list[str]:
-  """Predicts ``config.predict.num_images`` images of ``config.predict.split`` and draws them
-  (panoptic models: their panoptic maps, against the panoptic ground truth)."""
-  os.makedirs(output_dir, exist_ok=True)
-  predict = jax.jit(lambda variables, images: _drawable(model.apply(variables, images,
-                                                                    train=False)))
-  ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split,
-                                local_batch_size=sharding.local_batch_size(config.eval_batch_size, mesh),
-                                process_index=jax.process_index(), process_count=jax.process_count())
-  paths = []
-  for batch in pipeline.as_numpy(ds):
-    predictions, panoptic = jax.device_get(predict(
-        variables, sharding.global_batch({"image": batch["image"]}, mesh)["image"]))
-    truth = batch["panoptic"] if panoptic else batch["semantic"]
-    for i in np.flatnonzero(batch["valid"]):
-      if len(paths) >= config.predict.num_images:
-        return paths
-      image = denormalize(batch["image"][i], config.data.mean, config.data.std)
-      picture = side_by_side(image, predictions[i], source.descriptor, truth[i],
-                             panoptic=bool(panoptic))
-      path = os.path.join(output_dir, f"{config.predict.split}_{len(paths):04d}.png")
-      if jax.process_index() == 0:
-        write_png(path, picture)
-      paths.append(path)
-  return paths
-
-
-def _drawable(outputs):
-  """(the map to draw, whether it is panoptic): the panoptic ids if the model gives them."""
-  if "panoptic" in outputs:
-    return outputs["panoptic"], True
-  return jax.numpy.argmax(outputs["logits"], -1), False
+from segjax.data import patches
 
 
 # ================================================================================================
@@ -161,9 +78,8 @@ class SlidingWindow:
     self.margin = tuple((w - s) // 2 for w, s in zip(self.window, self.stride))
     self.padded = tuple(max(n + 2 * m, w) for n, m, w in zip((height, width), self.margin,
                                                              self.window))
-    from segjax.data.patches import grid_starts  # pylint: disable=import-outside-toplevel
-    self.rows = grid_starts(self.padded[0], self.window[0], self.stride[0])
-    self.cols = grid_starts(self.padded[1], self.window[1], self.stride[1])
+    self.rows = patches.grid_starts(self.padded[0], self.window[0], self.stride[0])
+    self.cols = patches.grid_starts(self.padded[1], self.window[1], self.stride[1])
     self.pad_mode = pad_mode
     self.row_index = _source_index(np.arange(self.padded[0]) - self.margin[0], height, pad_mode)
     self.col_index = _source_index(np.arange(self.padded[1]) - self.margin[1], width, pad_mode)
@@ -295,125 +211,3 @@ def tta_predict(apply_fn, image, *, scales=(1.0,), flip=False, window=None, **wi
       total = probs if total is None else total + probs
       passes += 1
   return total / passes
-
-
-# ================================================================================================
-# Pre-labelling files
-# ================================================================================================
-def list_inputs(pattern: str) -> list[str]:
-  """The image files of a directory, or of a glob pattern, sorted."""
-  import glob  # pylint: disable=import-outside-toplevel
-  from segjax.data.folder import IMAGE_EXTENSIONS  # pylint: disable=import-outside-toplevel
-  if os.path.isdir(pattern):
-    pattern = os.path.join(pattern, "*")
-  paths = sorted(p for p in glob.glob(pattern) if os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
-  if not paths:
-    raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) match {pattern}")
-  return paths
-
-
-def extract_instances(labels, descriptor, method: str | None, min_area: int = 0):
-  """Instance ids (unique over the image) for the thing classes of a label map, by connected
-  components or watershed (`segjax.postprocess`); ``None`` when ``method`` is None."""
-  from segjax import postprocess  # pylint: disable=import-outside-toplevel
-  if not method:
-    return None
-  split = {"components": postprocess.connected_instances,
-           "watershed": postprocess.watershed_instances}
-  if method not in split:
-    raise ValueError(f"config.predict.instances must be 'components' or 'watershed', not {method!r}")
-  instance = np.zeros(labels.shape, np.uint16)
-  for c in descriptor.thing_classes:
-    ids = split[method](labels == c, min_area=min_area)
-    instance = np.where(ids > 0, ids + instance.max(), instance).astype(np.uint16)
-  return instance
-
-
-def predict_files(model, variables, config, descriptor, inputs, output: str, fmt: str = "png",
-                  progress: bool = True) -> list[dict]:
-  """Predicts every file of ``inputs`` (sliding window / TTA / post-processing from
-  ``config.predict``) and writes pre-labels in ``fmt`` (``png``, ``coco`` or ``labelme``) to
-  ``output`` (see `segjax.export`); returns the review rows, least confident first."""
-  import shutil  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  import tqdm  # pylint: disable=import-outside-toplevel
-  from segjax import export  # pylint: disable=import-outside-toplevel
-  from segjax import postprocess  # pylint: disable=import-outside-toplevel
-  from segjax.data import folder  # pylint: disable=import-outside-toplevel
-
-  if fmt not in ("png", "coco", "labelme"):
-    raise ValueError(f"--format must be png, coco or labelme, not {fmt!r}")
-  p = config.get("predict", {})
-  window = tuple(p["window"]) if p.get("window") else None
-  kwargs = dict(scales=tuple(p.get("scales", (1.0,))), flip=bool(p.get("flip", False)))
-  if window:
-    kwargs.update(window=window, overlap=p.get("overlap", 0.25), blend=p.get("blend", "gaussian"),
-                  pad_mode=p.get("pad_mode", "reflect"), batch_size=p.get("batch_size", 8))
-  apply_kwargs = {}
-  if p.get("model_scales"):  # HMSA: the model's own learned combination of these scales
-    apply_kwargs["scales"] = tuple(p.model_scales)
-  apply_fn = jax.jit(lambda x: model.apply(variables, x, train=False, **apply_kwargs)["logits"])
-  panoptic_fn = None
-  probe = jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32)
-  if "panoptic" in jax.eval_shape(lambda x: model.apply(variables, x, train=False), probe):
-    panoptic_fn = jax.jit(lambda x: model.apply(variables, x, train=False))
-  os.makedirs(output, exist_ok=True)
-  coco = export.CocoWriter(descriptor)
-  rows = []
-  paths = [inputs] if isinstance(inputs, str) else list(inputs)
-  for path in tqdm.tqdm(paths, desc="predict", unit="image", disable=not progress):
-    name = export.safe_name(os.path.splitext(os.path.basename(path))[0])
-    raw = folder.read_image(path)
-    image = raw[..., :3] if raw.shape[-1] == 4 else raw
-    normalised = pipeline.prepare_image({"image": tf.constant(image)}, config.data)["image"].numpy()
-    scores = None
-    if panoptic_fn is not None:  # the model's own instances, scored (whole image, no TTA)
-      probs, labels, instance, scores, panoptic = _panoptic_prediction(panoptic_fn, normalised,
-                                                                       descriptor)
-      write_png(export.output_path(output, "panoptic", name, ".png"),
-                colorize_panoptic(panoptic, descriptor))
-    else:
-      probs = tta_predict(apply_fn, normalised, **kwargs)
-      labels = np.argmax(probs, axis=-1).astype(np.int32)
-      labels = postprocess.apply_steps(labels, p.get("postprocess", ()))
-      instance = extract_instances(labels, descriptor, p.get("instances"),
-                                   p.get("instance_min_area", 0))
-    shutil.copyfile(path, export.output_path(output, "images", name, os.path.splitext(path)[1]))
-    export.write_indexed_png(export.output_path(output, "masks", name, ".png"), labels,
-                             descriptor.colormap)
-    if instance is not None:
-      export.write_instance_png(export.output_path(output, "instances", name, ".png"), instance)
-    if fmt == "coco":
-      coco.add(os.path.basename(path), labels, instance, scores)
-    elif fmt == "labelme":
-      export.write_json(export.output_path(output, "labelme", name, ".json"),
-                        export.labelme(os.path.basename(path), labels, instance, descriptor))
-    rows.append({"name": name, "uncertainty": export.uncertainty(probs, p.get("uncertainty",
-                                                                              "entropy")),
-                 "height": labels.shape[0], "width": labels.shape[1]})
-  if fmt == "coco":
-    export.write_json(os.path.join(output, "annotations.json"), coco.data)
-  export.write_json(os.path.join(output, "classes.json"), export.classes_json(descriptor))
-  export.write_review(os.path.join(output, "review.csv"), rows)
-  return sorted(rows, key=lambda r: -r["uncertainty"])
-
-
-def _panoptic_prediction(panoptic_fn, image, descriptor):
-  """A panoptic model on one whole image: class probabilities, class map, instance ids 1..M,
-  ``{(class, instance): score}`` (`segjax.models.panoptic.instance_predictions`) and the panoptic
-  map."""
-  from segjax.models import panoptic as panoptic_lib  # pylint: disable=import-outside-toplevel
-  out = jax.device_get(panoptic_fn(image[None]))
-  probs = np.asarray(jax.nn.softmax(out["logits"][0], axis=-1))
-  panoptic = np.asarray(out["panoptic"][0])
-  labels = (panoptic // descriptor.label_divisor).astype(np.int32)
-  found = panoptic_lib.instance_predictions(panoptic, out["center"][0], probs,
-                                            label_divisor=descriptor.label_divisor,
-                                            thing_classes=descriptor.thing_classes)
-  instance = np.zeros(labels.shape, np.uint16)
-  scores = {}
-  for number, (mask, class_id, score) in enumerate(zip(found["masks"], found["classes"],
-                                                        found["scores"]), start=1):
-    instance[mask] = number
-    scores[(int(class_id), number)] = float(score)
-  return probs, labels, instance, scores, panoptic

@@ -1,4 +1,4 @@
-"""What a run writes for people: a progress line, TensorBoard events, metrics.jsonl, config.json.
+"""What a run writes for people: a progress line, TensorBoard events, metrics.jsonl.
 
 Only process 0 writes; every call is a no-op elsewhere.
 """
@@ -46,10 +46,6 @@ class MetricWriter:
     if _is_writer():
       import tensorflow as tf  # TensorBoard events through tf.summary (TensorFlow is a dependency)
       self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-
-  def write_config(self, config) -> None:
-    if _is_writer():
-      write_json_atomic(os.path.join(self.workdir, "config.json"), config.to_dict())
 
   def write_scalars(self, step: int, scalars: dict, prefix: str = "") -> None:
     if not _is_writer():

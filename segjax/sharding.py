@@ -81,3 +81,27 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
 def shardings_of(tree):
   """The ``.sharding`` of every array in ``tree`` (e.g. to keep a state's layout through a step)."""
   return jax.tree_util.tree_map(lambda x: x.sharding, tree)
+
+
+def local_rows(array: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded global array, in order (the inverse of
+  `global_batch` for the process-local part)."""
+  if array.is_fully_addressable:
+    return np.asarray(array)
+  shards, seen = [], set()
+  for shard in sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0):
+    start = shard.index[0].start or 0
+    if start not in seen:
+      seen.add(start)
+      shards.append(np.asarray(shard.data))
+  return np.concatenate(shards)
+
+
+def on_mesh(tree, mesh: Mesh):
+  """``tree`` as is when its arrays already live on the mesh's devices (e.g. an FSDP-sharded
+  train state), else replicated over the mesh (e.g. variables restored onto one device)."""
+  devices = set(mesh.devices.flat)
+  leaves = jax.tree_util.tree_leaves(tree)
+  if all(isinstance(x, jax.Array) and x.sharding.device_set == devices for x in leaves):
+    return tree
+  return jax.device_put(tree, replicated(mesh))

@@ -35,7 +35,7 @@ def tiny_config(data_dir: str):
   config = load_config("unet_shapes")
   config.data.update(dict(data_dir=data_dir, image_size=32, num_train=24, num_validation=10,
                           num_test=6, shuffle_buffer=24, crop_size=(32, 32), max_things=3,
-                          scale_range=(0.75, 1.25)))
+                          train_pp="random_scale(0.75, 1.25)|random_crop(32)|flip_lr"))
   config.model.update(dict(features=4, depth=2))
   config.optimizer.warmup_steps = 1
   config.batch_size = 4
@@ -63,4 +63,4 @@ def straight_run(data_dir, tmp_path_factory):
   from segjax import train  # pylint: disable=import-outside-toplevel
   config = tiny_config(data_dir)
   workdir = str(tmp_path_factory.mktemp("straight") / "run")
-  return config, workdir, train.train_and_evaluate(config, workdir)
+  return config, workdir, train.train_and_evaluate(config, workdir).metrics

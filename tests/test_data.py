@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from segjax import registry
 from segjax.data import ops
+from segjax.data.shapes import DESCRIPTOR
 from segjax.data import pipeline
 from segjax.data import shapes
 
@@ -47,37 +49,92 @@ def _example(h=6, w=8):
   return {"image": image, "semantic": semantic, "instance": semantic * 2}
 
 
-def test_random_crop_pads_labels_with_ignore_and_moves_image_and_labels_together():
-  ex = ops.random_crop(_example(), tf.constant([3, 4], tf.int64), (10, 4), ignore_label=255)
+CONTEXT = ops.Context(descriptor=DESCRIPTOR, image_fill=(0.5, 0.25, 0.125))
+
+
+def _op(spec):
+  return registry.lookup("pp", spec)()
+
+
+def test_random_crop_pads_labels_with_ignore_and_the_image_with_the_mean():
+  ex = _op("random_crop((10, 4))")(_example(), tf.constant([3, 4], tf.int64), CONTEXT)
   assert ex["image"].shape == (10, 4, 3)
   sem = ex["semantic"].numpy()
   np.testing.assert_array_equal(sem[6:], 255)  # padded rows
   np.testing.assert_array_equal(ex["instance"].numpy()[6:], 0)
+  np.testing.assert_array_equal(ex["image"].numpy()[6:], np.broadcast_to([0.5, 0.25, 0.125],
+                                                                          (4, 4, 3)))
   # Each kept pixel's label still corresponds to its image value (image value / 3 = pixel index).
   index = (ex["image"].numpy()[:6, :, 0] / 3).astype(int)
   np.testing.assert_array_equal(sem[:6], index % 5)
 
 
-def test_flip_is_joint_and_scale_uses_nearest_for_labels():
+def test_geometric_ops_move_every_map_together_and_scale_uses_nearest_for_labels():
   ex = _example()
-  for seed in range(4):
-    flipped = ops.random_flip(ex, tf.constant([seed, 0], tf.int64))
-    index = (flipped["image"].numpy()[..., 0] / 3).astype(int)
-    np.testing.assert_array_equal(flipped["semantic"].numpy(), index % 5)
-  scaled = ops.random_scale(ex, tf.constant([0, 1], tf.int64), (2.0, 2.0))
-  assert scaled["semantic"].shape == (12, 16)
-  assert set(np.unique(scaled["semantic"].numpy())) <= set(range(5))  # no interpolated labels
+  ex["extra_map"] = tf.cast(ex["semantic"], tf.float32) * 10  # a target made by an earlier op
+  for spec in ("flip_lr", "random_rot90", "random_crop(4)", "random_scale(0.5, 1.5)"):
+    for seed in range(4):
+      out = _op(spec)(ex, tf.constant([seed, 0], tf.int64), CONTEXT)
+      index = np.round(out["image"].numpy()[..., 0] / 3).astype(int)
+      if spec.startswith("random_scale"):
+        assert set(np.unique(out["semantic"].numpy())) <= set(range(5))  # no interpolated labels
+        continue
+      np.testing.assert_array_equal(out["semantic"].numpy(), index % 5, err_msg=spec)
+      np.testing.assert_array_equal(out["extra_map"].numpy(), (index % 5) * 10.0, err_msg=spec)
+  scaled = _op("random_scale(2.0, 2.0)")(ex, tf.constant([0, 1], tf.int64), CONTEXT)
+  assert scaled["semantic"].shape == (12, 16) and scaled["semantic"].dtype == tf.int32
 
 
-def test_augmentation_inside_tf_data_is_reproducible():
+def test_photometric_changes_the_image_only_within_unit_range():
+  ex = {"image": tf.random.stateless_uniform((8, 8, 3), [1, 2]), "semantic": tf.zeros((8, 8),
+                                                                                      tf.int32)}
+  out = _op("photometric(0.3)")(ex, tf.constant([5, 6], tf.int64), CONTEXT)
+  image = out["image"].numpy()
+  assert 0.0 <= image.min() and image.max() <= 1.0 and not np.allclose(image, ex["image"])
+  np.testing.assert_array_equal(out["semantic"].numpy(), 0)
+
+
+def test_boundary_distance_hand_computed():
+  semantic = np.zeros((5, 7), np.int32)
+  semantic[:, 4:] = 1
+  semantic[0, 0] = 255  # ignored: no boundary of its own
+  out = _op("boundary_distance(3)")({"semantic": tf.constant(semantic)}, tf.constant([0, 0],
+                                                                                    tf.int64),
+                                    CONTEXT)["boundary_distance"].numpy()
+  # Columns 3 and 4 touch the other class: 0; then 1, 2, 3 (the cap) away from them.
+  np.testing.assert_array_equal(out[2], [3, 2, 1, 0, 0, 1, 2])
+  np.testing.assert_array_equal(out[0], [3, 2, 1, 0, 0, 1, 2])
+
+
+def test_chains_are_reproducible_eagerly_and_inside_tf_data():
+  chain = ops.build("random_scale(0.5, 1.5)|random_crop(5)|flip_lr|photometric(0.2)", CONTEXT)
   ds = tf.data.Dataset.from_tensors(_example()).repeat(3).enumerate()
-  augment = lambda i, ex: ops.train_augment(ex, tf.stack([tf.constant(7, tf.int64), i]),
-                                            crop_size=(5, 5), scale_range=(0.5, 1.5), flip=True,
-                                            ignore_label=255)
+  augment = lambda i, ex: chain(ex, tf.stack([tf.constant(7, tf.int64), i]))
   first = [e["semantic"].numpy() for e in ds.map(augment)]
   second = [e["semantic"].numpy() for e in ds.map(augment)]
-  for x, y in zip(first, second):
+  eager = [augment(tf.constant(i, tf.int64), _example())["semantic"].numpy() for i in range(3)]
+  for x, y, z in zip(first, second, eager):
     np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(x, z)
+  assert not all(np.array_equal(first[0], f) for f in first[1:])  # examples differ
+
+
+def test_unknown_ops_and_bad_arguments_are_named():
+  with pytest.raises(KeyError, match="Unknown preprocessing op 'flip'.*flip_lr"):
+    ops.build("random_crop(4)|flip", CONTEXT)
+  with pytest.raises(ValueError, match="random_scale.*0 < low <= high"):
+    ops.build("random_scale(2.0, 1.0)", CONTEXT)
+  with pytest.raises(ValueError, match="random_crop.*size"):
+    ops.build("random_crop((4, 4, 4))", CONTEXT)
+
+
+def test_train_pp_must_end_in_the_crop_size(config):
+  config.data.train_pp = "flip_lr"  # 32x32 scenes but a 24x24 crop_size
+  config.data.crop_size = (24, 24)
+  source = pipeline.get_source(config.data)
+  with pytest.raises(ValueError, match=r"gives training images of size \(32, 32\).*crop_size is "
+                                       r"\(24, 24\)"):
+    pipeline.train_dataset(source, config.data, local_batch_size=2, seed=0)
 
 
 def test_eval_padding_marks_every_example_once(config):

@@ -8,8 +8,10 @@ import tensorflow as tf
 
 from segjax import metrics
 from segjax import models
+from segjax import postprocess
+from segjax.data.shapes import DESCRIPTOR
 from segjax.data import targets
-from segjax.models.panoptic import group_panoptic
+from segjax.postprocess.panoptic import group_panoptic
 
 
 def test_targets_of_a_hand_built_instance_mask():
@@ -55,9 +57,10 @@ def test_grouping_of_hand_built_heatmaps_and_offsets():
   b = np.zeros((height, width), bool); b[4:7, 7:11] = True
   offset[a] = np.stack([2 - yy[a], 2 - xx[a]], -1)
   offset[b] = np.stack([5 - yy[b], 8 - xx[b]], -1)
-  out = np.asarray(group_panoptic(jnp.asarray(logits)[None], jnp.asarray(center)[None],
-                                  jnp.asarray(offset)[None], thing_classes=(2, 3),
-                                  label_divisor=1000, nms_kernel=3, top_k=4))[0]
+  out = np.asarray(group_panoptic(jnp.argmax(jnp.asarray(logits), -1)[None],
+                                  jnp.asarray(center)[None], jnp.asarray(offset)[None],
+                                  num_classes=classes, thing_classes=(2, 3), label_divisor=1000,
+                                  nms_kernel=3, top_k=4))[0]
   ids_a, ids_b = np.unique(out[a]), np.unique(out[b])
   assert len(ids_a) == 1 and ids_a[0] // 1000 == 2 and ids_a[0] % 1000 > 0
   assert len(ids_b) == 1 and ids_b[0] // 1000 == 3 and ids_b[0] != ids_a[0]
@@ -72,23 +75,28 @@ def test_grouping_of_hand_built_heatmaps_and_offsets():
 
 def test_no_centre_makes_things_void_and_small_stuff_void():
   logits = np.eye(3)[np.array([[0, 0, 2], [0, 1, 2]])] * 5.0
-  out = np.asarray(group_panoptic(jnp.asarray(logits)[None], jnp.zeros((1, 2, 3)),
-                                  jnp.zeros((1, 2, 3, 2)), thing_classes=(2,), label_divisor=1000,
-                                  stuff_area=2))[0]
+  out = np.asarray(group_panoptic(jnp.argmax(jnp.asarray(logits), -1)[None], jnp.zeros((1, 2, 3)),
+                                  jnp.zeros((1, 2, 3, 2)), num_classes=3, thing_classes=(2,),
+                                  label_divisor=1000, stuff_area=2))[0]
   np.testing.assert_array_equal(out, [[0, 0, 255000], [0, 255000, 255000]])
 
 
-def test_model_outputs_and_perfect_pq_through_the_heads():
+def test_model_returns_raw_heads_and_the_post_processor_groups_them():
   model = models.create("panoptic_deeplab", num_classes=5, trunk="unet",
-                        trunk_kwargs={"features": 4, "depth": 2}, head_features=4,
-                        thing_classes=(2, 3, 4))
+                        trunk_kwargs={"features": 4, "depth": 2}, head_features=4)
   image = jnp.ones((2, 24, 20, 3))
   out, variables = jax.jit(lambda r: model.init_with_output(r, image, train=False))(
       jax.random.key(0, impl="rbg"))
   assert out["center"].shape == (2, 24, 20) and out["offset"].shape == (2, 24, 20, 2)
-  assert out["panoptic"].shape == (2, 24, 20) and out["panoptic"].dtype == jnp.int32
-  train_out, _ = model.apply(variables, image, train=True, mutable=["batch_stats"])
-  assert "panoptic" not in train_out
+  assert "panoptic" not in out  # grouping is a post-processor, not part of the network
+  chain = postprocess.Chain("argmax|panoptic_deeplab(center_threshold=0.0, nms_kernel=3)",
+                            DESCRIPTOR)
+  grouped = jax.jit(chain.apply_compiled)(out)
+  assert grouped["panoptic"].shape == (2, 24, 20) and grouped["panoptic"].dtype == jnp.int32
+  expected = group_panoptic(jnp.argmax(out["logits"], -1), out["center"], out["offset"],
+                            num_classes=5, thing_classes=(2, 3, 4), label_divisor=1000,
+                            center_threshold=0.0, nms_kernel=3, top_k=200)
+  np.testing.assert_array_equal(grouped["panoptic"], expected)
   dual = models.create("panoptic_deeplab", num_classes=5, trunk="unet", dual_decoder=True,
                        trunk_kwargs={"features": 4, "depth": 2}, head_features=4)
   params = jax.eval_shape(lambda: dual.init(jax.random.key(0), image, train=False))["params"]
@@ -96,9 +104,8 @@ def test_model_outputs_and_perfect_pq_through_the_heads():
 
 
 def test_instance_scores_and_panoptic_drawing():
-  from segjax import inference
-  from segjax.data.shapes import DESCRIPTOR
-  from segjax.models.panoptic import instance_predictions
+  from segjax import visualize
+  from segjax.postprocess.panoptic import instance_predictions
   panoptic = np.zeros((4, 6), np.int64)            # stuff class 0 everywhere ...
   panoptic[0:2, 0:2] = 2001                        # ... disc 1 (4 px)
   panoptic[2:4, 3:6] = 3002                        # ... triangle 2 (6 px)
@@ -115,7 +122,7 @@ def test_instance_scores_and_panoptic_drawing():
   np.testing.assert_allclose(found["scores"], [0.8 * 0.6, 0.5 * 0.4], rtol=1e-6)
   assert found["masks"].sum(axis=(1, 2)).tolist() == [4, 6]
   # Drawing: stuff in its class colour, instances a shade of theirs, outlines white, void white.
-  rgb = inference.colorize_panoptic(panoptic, DESCRIPTOR)
+  rgb = visualize.colorize_panoptic(panoptic, DESCRIPTOR)
   np.testing.assert_array_equal(rgb[3, 0], DESCRIPTOR.colormap[0])
   np.testing.assert_array_equal(rgb[0, 5], [255, 255, 255])
   shade = rgb[0, 0] / np.asarray(DESCRIPTOR.colormap[2], np.float32)  # interior pixel

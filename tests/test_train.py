@@ -14,8 +14,12 @@ import optax
 import pytest
 
 from segjax import checkpointing
-from segjax import inference
+from segjax import evaluation
+from segjax import losses
 from segjax import metrics
+from segjax import models
+from segjax import predict
+from segjax import runs
 from segjax import sharding
 from segjax import train
 from segjax.data import pipeline
@@ -23,9 +27,8 @@ from segjax.data import pipeline
 from conftest import ROOT, tiny_config
 
 
-def _params(workdir, config):
-  _, state, _, _ = train.load_trained(config, workdir)
-  return jax.device_get(state.params)
+def _params(workdir):
+  return jax.device_get(runs.load(workdir).variables["params"])
 
 
 def test_train_evaluate_writes_everything(straight_run):
@@ -39,10 +42,14 @@ def test_train_evaluate_writes_everything(straight_run):
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [l["step"] for l in lines if "train/loss" in l] == [2, 3, 4, 6]  # log + checkpoint steps
   assert json.load(open(os.path.join(workdir, "config.json")))["model"]["features"] == 4
+  described = json.load(open(os.path.join(workdir, "descriptor.json")))
+  assert described["class_names"] == ["stripes", "speckle", "disc", "triangle", "square"]
+  assert described["thing_classes"] == [2, 3, 4] and described["label_divisor"] == 1000
+  assert described["input"]["mean"] == list(config.data.mean)
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
   # Evaluating the saved checkpoint reproduces the final metrics.
-  again = train.evaluate_checkpoint(config, workdir)
+  again = evaluation.evaluate_run(workdir)
   assert again["validation"]["confusion_matrix"] == summary["confusion_matrix"]
 
 
@@ -69,14 +76,15 @@ def test_resumed_run_ends_with_the_same_parameters(straight_run, tmp_path, monke
       signal.raise_signal(signal.SIGTERM)  # as a preemption notice would, right after a save
 
   monkeypatch.setattr(checkpointing.Checkpointer, "save", save_then_preempt)
-  assert train.train_and_evaluate(config, interrupted) == {}  # stopped cleanly at step 3
+  result = train.train_and_evaluate(config, interrupted)
+  assert result.preempted and result.step == 3 and result.metrics == {}  # stopped cleanly
   assert sorted(os.listdir(os.path.join(interrupted, "checkpoints"))) == ["3"]
   monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
   # A half-written checkpoint (as after SIGKILL during a save) must be ignored on resume.
   os.makedirs(os.path.join(interrupted, "checkpoints", "5.orbax-checkpoint-tmp-1234", "default"))
   train.train_and_evaluate(config, interrupted)
 
-  a, b = _params(straight, config), _params(interrupted, config)
+  a, b = _params(straight), _params(interrupted)
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
 
 
@@ -84,17 +92,16 @@ def _step_losses(config, batches, num_devices, fsdp=1, dtype="float32"):
   """Losses of 3 train steps on ``batches`` on a (num_devices / fsdp, fsdp) mesh, and the state."""
   config.model.dtype = dtype
   mesh = sharding.make_mesh(num_devices, fsdp=fsdp)
-  model = train.build_model(config, 5)
+  model = models.from_config(config.model, 5)
   tx = optax.adamw(1e-2)
   state = train.create_train_state(model, tx, (32, 32, 3), 0, mesh, min_shard_size=0)
-  step = train.make_train_step(model, tx, train.make_model_loss(config, 255), 5, 255, mesh,
+  step = train.make_train_step(model, tx, losses.from_config(config), 5, 255, mesh,
                                state_sharding=sharding.shardings_of(state))
   history = []
   for batch in batches:
     sums = jax.device_put(train.MetricSums.zeros(["loss", "loss/cross_entropy", "loss/dice_loss"], 5),
                           sharding.replicated(mesh))
-    state, sums = step(state, sums, sharding.global_batch(
-        {k: batch[k] for k in train.TRAIN_KEYS}, mesh))
+    state, sums = step(state, sums, sharding.global_batch(batch, mesh))
     history.append(float(sums.loss_sums["loss"]))
   return history, state
 
@@ -151,13 +158,16 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_good_checkpoints(config, tm
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1, keep=3)
   assert all(step < bad_step for step in checkpointer.all_steps())
   if checkpointer.all_steps():
-    params = _params(workdir, config)
+    params = _params(workdir)
     assert all(np.all(np.isfinite(p)) for p in jax.tree_util.tree_leaves(params))
 
 
-def test_missing_workdir_parent_is_named(config, tmp_path):
-  with pytest.raises(FileNotFoundError, match="parent directory.*does-not-exist"):
-    train.train_and_evaluate(config, str(tmp_path / "does-not-exist" / "run"))
+def test_workdir_parents_are_created(tmp_path):
+  workdir = train.prepare_workdir(str(tmp_path / "not-yet" / "there" / "run"))
+  assert os.path.isdir(workdir) and workdir.endswith(os.path.join("there", "run"))
+  (tmp_path / "a-file").write_text("")
+  with pytest.raises(NotADirectoryError, match="a-file"):
+    train.prepare_workdir(str(tmp_path / "a-file"))
 
 
 def test_unknown_config_key_on_the_command_line_is_named(tmp_path):
@@ -172,13 +182,13 @@ def test_unknown_config_key_on_the_command_line_is_named(tmp_path):
 
 def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path):
   import cv2
-  from segjax import inference
 
   config, workdir, _ = straight_run
+  config = config.copy_and_resolve_references()
   config.predict.num_images = 3
-  model, state, source, mesh = train.load_trained(config, workdir)
-  paths = inference.draw_split_predictions(model, state.variables, source, config, mesh,
-                                           str(tmp_path / "pictures"))
+  predictor = predict.Predictor(runs.load(workdir), config)
+  source = pipeline.get_source(config.data)
+  paths = predict.draw_split(predictor, source, str(tmp_path / "pictures"))
   assert len(paths) == 3
   picture = cv2.cvtColor(cv2.imread(paths[0]), cv2.COLOR_BGR2RGB)
   assert picture.shape == (32, 3 * 32 + 2 * 4, 3)  # three panels with white gaps
@@ -200,18 +210,27 @@ class _PanopticFromSemantic(nn.Module):
                   "center": jax.nn.sigmoid(out["logits"][..., 0])}
 
 
+def _wrapped_run(workdir, postprocess="argmax"):
+  run = runs.load(workdir)
+  variables = {"params": {"inner": run.variables["params"]},
+               "batch_stats": {"inner": run.variables["batch_stats"]}}
+  config = run.config.copy_and_resolve_references()
+  config.postprocess = postprocess
+  return runs.Run(config, run.descriptor, _PanopticFromSemantic(run.model), variables)
+
+
 def test_panoptic_quality_in_evaluation_streams_exactly(straight_run):
   # PQ summed over padded, sharded eval batches on 4 devices == PQ of all images at once on host.
   config, workdir, _ = straight_run
-  model, state, source, mesh = train.load_trained(config, workdir)
-  wrapped = _PanopticFromSemantic(model)
-  state = state.replace(params={"inner": state.params}, batch_stats={"inner": state.batch_stats})
-  assert train.returns_panoptic(wrapped, state, (32, 32, 3))
-  eval_step = train.make_eval_step(wrapped, source.descriptor, mesh)
-  summary = train.evaluate(eval_step, state, source, config, "validation", mesh, panoptic=True)
+  run = _wrapped_run(workdir)
+  mesh = sharding.make_mesh()
+  source = pipeline.get_source(config.data)
+  evaluator = evaluation.Evaluator(run.model, run.config, source.descriptor, mesh, (32, 32, 3))
+  assert evaluator.panoptic and evaluator.fused
+  summary = evaluator.evaluate(run.variables, source, "validation")
   ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=10)
   batch = next(pipeline.as_numpy(ds))
-  pred = wrapped.apply(state.variables, batch["image"], train=False)["panoptic"]
+  pred = run.apply(batch["image"])["panoptic"]
   d = source.descriptor
   expected = metrics.panoptic_quality(np.asarray(pred), batch["panoptic"], label_divisor=1000,
                                       thing_classes=d.thing_classes, stuff_classes=d.stuff_classes,
@@ -227,24 +246,48 @@ def test_panoptic_quality_in_evaluation_streams_exactly(straight_run):
   assert sum(v["tp"] + v["fp"] + v["fn"] for v in expected["per_class"].values()) > 10
 
 
+def test_host_post_processing_in_evaluation_equals_the_chain_on_all_images(straight_run):
+  # A chain with OpenCV steps: compiled forward pass, host steps per process, metrics on device.
+  config, workdir, _ = straight_run
+  run = runs.load(workdir)
+  config = run.config.copy_and_resolve_references()
+  config.postprocess = "argmax|remove_small(6)|semantic_instances|scored_instances"
+  source = pipeline.get_source(config.data)
+  evaluator = evaluation.Evaluator(run.model, config, source.descriptor, sharding.make_mesh(),
+                                   (32, 32, 3))
+  assert not evaluator.fused and evaluator.panoptic and evaluator.instances
+  summary = evaluator.evaluate(run.variables, source, "validation")
+  ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=10)
+  batch = next(pipeline.as_numpy(ds))
+  from segjax import postprocess
+  chain = postprocess.Chain(config.postprocess, source.descriptor)
+  predictions = chain({"logits": np.asarray(run.apply(batch["image"])["logits"])})
+  cm = metrics.confusion_matrix(predictions["semantic"], batch["semantic"], 5)
+  np.testing.assert_array_equal(summary["confusion_matrix"], np.asarray(cm))
+  d = source.descriptor
+  expected = metrics.panoptic_quality(predictions["panoptic"], batch["panoptic"],
+                                      label_divisor=1000, thing_classes=d.thing_classes,
+                                      stuff_classes=d.stuff_classes)
+  assert summary["pq"] == pytest.approx(expected["all"]["pq"])
+  assert "mask_ap" in summary and summary["ap"] is not None
+
+
 def test_prelabel_files_with_window_tta_postprocess_and_instances(straight_run, tmp_path):
   from segjax.data.shapes import render_scene
+  import cv2
   config, workdir, _ = straight_run
-  model, state, source, _ = train.load_trained(config, workdir)
   inputs = []
   for i, size in enumerate([(40, 52), (23, 31)]):  # larger and smaller than the window
     image, _, _ = render_scene(np.random.default_rng(i), max(size), 4)
     path = str(tmp_path / f"photo_{i}.png")
-    import cv2
     cv2.imwrite(path, image[:size[0], :size[1], ::-1])
     inputs.append(path)
   config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.predict.update(dict(window=(32, 32), flip=True, instances="watershed",
-                               postprocess=({"op": "remove_small", "min_area": 4},)))
+  config.predict.update(dict(window=(32, 32), flip=True))
+  config.postprocess = "argmax|remove_small(4)|semantic_instances('watershed')"
   out = str(tmp_path / "out")
-  rows = inference.predict_files(model, state.variables, config, source.descriptor, inputs, out,
-                                 "coco", progress=False)
+  predictor = predict.Predictor(runs.load(workdir), config)
+  rows = predict.predict_files(predictor, inputs, out, "coco", progress=False)
   assert [r["uncertainty"] for r in rows] == sorted((r["uncertainty"] for r in rows), reverse=True)
   coco = json.load(open(os.path.join(out, "annotations.json")))
   assert [im["file_name"] for im in coco["images"]] == ["photo_0.png", "photo_1.png"]
@@ -258,23 +301,23 @@ def test_prelabel_files_with_window_tta_postprocess_and_instances(straight_run, 
 def test_panoptic_prelabels_carry_instance_scores_and_pictures_are_panoptic(straight_run,
                                                                               tmp_path):
   from segjax.data.shapes import render_scene
-  from segjax.models.panoptic import instance_predictions
+  from segjax.postprocess.panoptic import instance_predictions
+  from segjax import visualize
+  import cv2
   config, workdir, _ = straight_run
-  model, state, source, mesh = train.load_trained(config, workdir)
-  wrapped = _PanopticFromSemantic(model)
-  state = state.replace(params={"inner": state.params}, batch_stats={"inner": state.batch_stats})
+  run = _wrapped_run(workdir, "argmax|scored_instances")
   image, _, _ = render_scene(np.random.default_rng(3), 40, 4)
   path = str(tmp_path / "scene.png")
-  import cv2
   cv2.imwrite(path, image[..., ::-1])
   out = str(tmp_path / "out")
-  inference.predict_files(wrapped, state.variables, config, source.descriptor, [path], out, "coco",
-                          progress=False)
+  predictor = predict.Predictor(run)
+  assert not predictor.semantic_only  # it reads the model's panoptic map and centre heatmap
+  predict.predict_files(predictor, [path], out, "coco", progress=False)
   coco = json.load(open(os.path.join(out, "annotations.json")))
   # Expected scores from the model's own outputs on the same normalised image.
   import tensorflow as tf
   x = pipeline.prepare_image({"image": tf.constant(image)}, config.data)["image"].numpy()[None]
-  outputs = wrapped.apply(state.variables, x, train=False)
+  outputs = run.apply(x)
   expected = instance_predictions(outputs["panoptic"][0], outputs["center"][0],
                                   jax.nn.softmax(outputs["logits"][0]), label_divisor=1000,
                                   thing_classes=(2, 3, 4))
@@ -285,13 +328,11 @@ def test_panoptic_prelabels_carry_instance_scores_and_pictures_are_panoptic(stra
   assert all("score" not in a for a in coco["annotations"] if a["category_id"] in (0, 1))
   assert os.path.exists(os.path.join(out, "panoptic", "scene.png"))
   # Pictures of a split: the ground-truth panel is the panoptic drawing.
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.predict.num_images = 1
-  [picture] = inference.draw_split_predictions(wrapped, state.variables, source, config, mesh,
-                                               str(tmp_path / "pictures"))
+  predictor.config.predict.num_images = 1
+  source = pipeline.get_source(config.data)
+  [picture] = predict.draw_split(predictor, source, str(tmp_path / "pictures"))
   drawn = cv2.imread(picture)[..., ::-1]
   ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split, local_batch_size=4)
   truth = next(pipeline.as_numpy(ds))["panoptic"][0]
-  np.testing.assert_array_equal(drawn[:, 36:68], inference.colorize_panoptic(truth,
-                                                                             source.descriptor))
+  np.testing.assert_array_equal(drawn[:, 36:68], visualize.colorize_panoptic(truth,
+                                                                            source.descriptor))

@@ -1,114 +1,333 @@
-"""Joint image/label preprocessing ops for tf.data.
+"""Preprocessing ops for tf.data, composed from a string as in big_vision::
 
-Each op maps an example dict to an example dict. Random ops are *stateless*: they take a seed
-tensor ``[2]`` and apply one draw to the image and to every label map alike, so the input pipeline
-is reproducible from ``(config.seed, example index)``, which is what exact resumption needs.
-Label maps (``semantic``, ``instance``, ``panoptic``) are resized with nearest neighbour and padded
-with the ignore label (instance maps with 0 = no instance).
+  config.data.train_pp = "random_scale(0.5, 2.0)|random_crop(512)|flip_lr|photometric(0.2)"
+
+Each name is a registered *op factory* (``@register_op``): called with the spec's arguments, it
+returns ``op(example, seed, context) -> example``. An example is a dict of tensors: ``image``
+(float32 in [0, 1] here: ops run after the intensities are mapped to the unit range and before the
+mean/std standardisation) and per-pixel maps such as ``semantic``, ``instance``, ``panoptic`` or
+targets made by earlier ops. Geometric ops move the image and **every** per-pixel map with one
+random draw (labels with nearest neighbour; padding with the ignore label for ``semantic`` and
+``panoptic``, 0 for the rest, the dataset mean for the image). Random ops are stateless: the
+chain's seed ``[2]`` (from ``(config.seed, example index)``) is split into one seed per op, so the
+stream is reproducible and a resumed run sees the same examples.
+
+A new op is one factory::
+
+  @register_op
+  def my_op(strength=0.1):
+    def op(example, seed, context):
+      return {**example, "image": ...}
+    return op
 """
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Callable, Sequence
 
 import tensorflow as tf
 
-LABEL_KEYS = ("semantic", "instance", "panoptic")
+from segjax import registry
+from segjax.data import targets
+from segjax.data.descriptor import DatasetDescriptor
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Per-pixel maps whose padding is the ignore label; every other map is padded with 0.
+IGNORE_PADDED = ("semantic", "panoptic")
+
+Op = Callable[[dict, tf.Tensor, "Context"], dict]
 
 
-def _label_fill(key: str, ignore_label: int) -> int:
-  return 0 if key == "instance" else ignore_label
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What ops may read besides the example: the dataset descriptor and the image fill value."""
+  descriptor: DatasetDescriptor
+  image_fill: tuple[float, ...] = IMAGENET_MEAN
+
+  @property
+  def ignore_label(self) -> int:
+    return self.descriptor.ignore_label
+
+
+def register_op(fn=None, *, name: str | None = None):
+  """Decorator registering an op factory for ``config.data.*_pp`` strings."""
+  if fn is None:
+    return lambda f: register_op(f, name=name)
+  return registry.register("pp", name)(fn)
+
+
+def parse_chain(spec: str) -> list[str]:
+  return [part.strip() for part in (spec or "").split("|") if part.strip()]
+
+
+def build(spec: str, context: Context) -> Callable[[dict, tf.Tensor], dict]:
+  """``apply(example, seed)`` for a ``"op1|op2(...)"`` chain. Unknown names and bad arguments fail
+  here, when the config is read, with the list of registered ops."""
+  ops = []
+  for part in parse_chain(spec):
+    factory = registry.lookup("pp", part)
+    try:
+      ops.append(factory())
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"Preprocessing op {part!r}: {e}") from e
+
+  def apply(example, seed):
+    if not ops:
+      return example
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), len(ops))
+    for i, op in enumerate(ops):
+      example = op(example, seeds[i], context)
+    return example
+
+  return apply
+
+
+def spatial_keys(example) -> list[str]:
+  """The per-pixel entries: the image and every map of rank >= 2."""
+  return [k for k, v in example.items() if v.shape.rank is not None and v.shape.rank >= 2]
+
+
+# ------------------------------------------------------------------------ intensities
+def to_unit(image, *, scale: float = 255.0, mode: str = "mean_std",
+            percentiles: Sequence[float] = (1.0, 99.0)):
+  """Intensities to [0, 1] in float32: ``"mean_std"`` divides by ``scale`` (255 for 8-bit, 65535 for
+  16-bit images); ``"minmax"`` stretches each image between its minimum and maximum;
+  ``"percentile"`` clips each image to its ``percentiles`` (e.g. 1st and 99th) and stretches between
+  them — for microscopy and other 16-bit images that use a narrow part of their range."""
+  image = tf.cast(image, tf.float32)
+  if mode == "mean_std":
+    return image / scale
+  if mode not in ("minmax", "percentile"):
+    raise ValueError(f"config.data.normalization must be 'mean_std', 'minmax' or 'percentile', "
+                     f"not {mode!r}")
+  if mode == "minmax":
+    low, high = tf.reduce_min(image), tf.reduce_max(image)
+  else:
+    values = tf.sort(tf.reshape(image, [-1]))
+    last = tf.cast(tf.size(values) - 1, tf.float32)
+    pick = lambda p: values[tf.cast(tf.round(last * p / 100.0), tf.int32)]
+    low, high = pick(percentiles[0]), pick(percentiles[1])
+  return tf.clip_by_value((image - low) / tf.maximum(high - low, 1e-6), 0.0, 1.0)
+
+
+def standardize(image, mean: Sequence[float], std: Sequence[float]):
+  """``(image - mean) / std`` per channel."""
+  return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
 def normalize(example, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
               scale: float = 255.0, mode: str = "mean_std",
               percentiles: Sequence[float] = (1.0, 99.0)):
-  """``image = (unit(image) - mean) / std`` in float32, where ``unit`` maps intensities to [0, 1]:
+  """``image = (to_unit(image) - mean) / std`` (see `to_unit`)."""
+  unit = to_unit(example["image"], scale=scale, mode=mode, percentiles=percentiles)
+  return {**example, "image": standardize(unit, mean, std)}
 
-  * ``"mean_std"``: ``image / scale`` (255 for 8-bit, 65535 for 16-bit images);
-  * ``"minmax"``: per image, ``(image - min) / (max - min)``;
-  * ``"percentile"``: per image, clipped to the ``percentiles`` (e.g. 1st and 99th) and stretched
-    between them — for microscopy and other 16-bit images that use a narrow part of their range.
-  """
-  image = tf.cast(example["image"], tf.float32)
-  if mode == "mean_std":
-    image = image / scale
-  elif mode in ("minmax", "percentile"):
-    if mode == "minmax":
-      low, high = tf.reduce_min(image), tf.reduce_max(image)
+
+# ------------------------------------------------------------------------ geometry
+def resize_example(example, shape):
+  """Image bilinear, every other per-pixel map nearest neighbour, to ``shape`` = (H, W)."""
+  out = dict(example)
+  for key in spatial_keys(example):
+    value = example[key]
+    if key == "image":
+      out[key] = tf.image.resize(value, shape, method="bilinear")
     else:
-      values = tf.sort(tf.reshape(image, [-1]))
-      last = tf.cast(tf.size(values) - 1, tf.float32)
-      pick = lambda p: values[tf.cast(tf.round(last * p / 100.0), tf.int32)]
-      low, high = pick(percentiles[0]), pick(percentiles[1])
-    image = tf.clip_by_value((image - low) / tf.maximum(high - low, 1e-6), 0.0, 1.0)
-  else:
-    raise ValueError(f"config.data.normalization must be 'mean_std', 'minmax' or 'percentile', "
-                     f"not {mode!r}")
-  image = (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-  return {**example, "image": image}
+      expanded = value if value.shape.rank == 3 else value[..., None]
+      resized = tf.image.resize(expanded, shape, method="nearest")
+      out[key] = tf.cast(resized if value.shape.rank == 3 else resized[..., 0], value.dtype)
+  return out
 
 
-def random_scale(example, seed, scale_range=(0.5, 2.0)):
-  """Resizes image (bilinear) and labels (nearest) by one random factor from ``scale_range``."""
-  lo, hi = scale_range
-  if lo == hi == 1.0:
-    return example
-  factor = tf.random.stateless_uniform([], seed, lo, hi)
+def pad_example(example, size, *, ignore_label: int, image_fill=0.0):
+  """Pads every per-pixel map at the bottom/right up to at least ``size`` = (H, W): the image with
+  ``image_fill`` (a value or one per channel), ``semantic``/``panoptic`` with ``ignore_label``,
+  every other map with 0."""
   shape = tf.shape(example["image"])[:2]
-  new_shape = tf.cast(tf.round(tf.cast(shape, tf.float32) * factor), tf.int32)
+  pad_h, pad_w = tf.maximum(size[0] - shape[0], 0), tf.maximum(size[1] - shape[1], 0)
   out = dict(example)
-  out["image"] = tf.image.resize(example["image"], new_shape, method="bilinear")
-  for key in LABEL_KEYS:
-    if key in example:
-      out[key] = tf.image.resize(example[key][..., None], new_shape, method="nearest")[..., 0]
+  for key in spatial_keys(example):
+    value = example[key]
+    padding = [[0, pad_h], [0, pad_w]] + [[0, 0]] * (value.shape.rank - 2)
+    if key == "image":  # pad with 0, then add the (per-channel) fill where padded
+      padded_area = tf.pad(tf.zeros(tf.shape(value)[:2], value.dtype), padding[:2],
+                           constant_values=1)
+      fill = tf.cast(tf.constant(image_fill, tf.float32), value.dtype)
+      if fill.shape.rank == 1 and value.shape[-1] is not None:
+        fill = fill[:value.shape[-1]]
+      out[key] = tf.pad(value, padding) + padded_area[..., None] * fill
+    else:
+      fill = ignore_label if key in IGNORE_PADDED else 0
+      out[key] = tf.pad(value, padding, constant_values=tf.cast(fill, value.dtype))
   return out
 
 
-def pad_to_size(example, size, ignore_label: int, image_fill: float = 0.0):
-  """Pads at the bottom/right up to at least ``size`` = (H, W); labels padded with the ignore label."""
-  shape = tf.shape(example["image"])[:2]
-  pad_h = tf.maximum(size[0] - shape[0], 0)
-  pad_w = tf.maximum(size[1] - shape[1], 0)
+def _pad(example, size, context: Context):
+  return pad_example(example, size, ignore_label=context.ignore_label,
+                     image_fill=context.image_fill)
+
+
+def crop_example(example, offset, size):
   out = dict(example)
-  out["image"] = tf.pad(example["image"], [[0, pad_h], [0, pad_w], [0, 0]], constant_values=image_fill)
-  for key in LABEL_KEYS:
-    if key in example:
-      out[key] = tf.pad(example[key], [[0, pad_h], [0, pad_w]],
-                        constant_values=tf.cast(_label_fill(key, ignore_label), example[key].dtype))
+  for key in spatial_keys(example):
+    value = example[key]
+    begin = tf.concat([offset, tf.zeros([value.shape.rank - 2], tf.int32)], 0)
+    out[key] = tf.slice(value, begin, list(size) + [-1] * (value.shape.rank - 2))
   return out
 
 
-def random_crop(example, seed, size, ignore_label: int):
-  """Pads to at least ``size`` then takes one random ``size`` window from image and labels alike."""
-  example = pad_to_size(example, size, ignore_label)
-  shape = tf.shape(example["image"])[:2]
-  limit = shape - tf.constant(size, tf.int32) + 1
-  offset = tf.random.stateless_uniform([2], seed, 0, tf.int32.max, dtype=tf.int32) % limit
+def _size(size) -> tuple[int, int]:
+  size = (size, size) if isinstance(size, int) else tuple(size)
+  if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+    raise ValueError(f"size must be an int or (height, width) of positive ints, not {size!r}")
+  return size
+
+
+@register_op
+def random_scale(low: float = 0.5, high: float = 2.0):
+  """Resizes image (bilinear) and maps (nearest) by one factor drawn uniformly from [low, high]."""
+  if not 0 < low <= high:
+    raise ValueError(f"random_scale needs 0 < low <= high, not ({low}, {high})")
+
+  def op(example, seed, context):
+    del context
+    factor = tf.random.stateless_uniform([], seed, low, high)
+    shape = tf.cast(tf.shape(example["image"])[:2], tf.float32)
+    return resize_example(example, tf.cast(tf.round(shape * factor), tf.int32))
+  return op
+
+
+@register_op
+def random_crop(size):
+  """Pads to at least ``size`` (int or (H, W)), then one random window of image and maps alike."""
+  size = _size(size)
+
+  def op(example, seed, context):
+    example = _pad(example, size, context)
+    limit = tf.shape(example["image"])[:2] - tf.constant(size, tf.int32) + 1
+    offset = tf.random.stateless_uniform([2], seed, 0, tf.int32.max, dtype=tf.int32) % limit
+    return crop_example(example, offset, size)
+  return op
+
+
+@register_op
+def center_crop(size):
+  """Pads to at least ``size``, then the central window."""
+  size = _size(size)
+
+  def op(example, seed, context):
+    del seed
+    example = _pad(example, size, context)
+    offset = (tf.shape(example["image"])[:2] - tf.constant(size, tf.int32)) // 2
+    return crop_example(example, offset, size)
+  return op
+
+
+@register_op
+def resize(size):
+  """Resizes to ``size`` (int or (H, W)): image bilinear, maps nearest."""
+  size = _size(size)
+  return lambda example, seed, context: resize_example(example, size)
+
+
+@register_op
+def pad_to(size):
+  """Pads at the bottom/right to at least ``size``: images of several sizes batch together; the
+  padded labels are the ignore label, so metrics and losses skip them."""
+  size = _size(size)
+  return lambda example, seed, context: _pad(example, size, context)
+
+
+def _flip(example, flip):
   out = dict(example)
-  out["image"] = tf.slice(example["image"], [offset[0], offset[1], 0], [size[0], size[1], -1])
-  for key in LABEL_KEYS:
-    if key in example:
-      out[key] = tf.slice(example[key], offset, size)
+  for key in spatial_keys(example):
+    out[key] = tf.cond(flip, lambda x=example[key]: tf.reverse(x, [1]), lambda x=example[key]: x)
   return out
 
 
-def random_flip(example, seed):
-  """Flips image and labels left-right together with probability 1/2."""
-  flip = tf.random.stateless_uniform([], seed) < 0.5
-  out = dict(example)
-  for key in ("image",) + LABEL_KEYS:
-    if key in example:
-      out[key] = tf.cond(flip, lambda x=example[key]: tf.reverse(x, [1]), lambda x=example[key]: x)
-  return out
+@register_op
+def flip_lr(probability: float = 0.5):
+  """Flips image and maps left-right together with ``probability``."""
+  return lambda example, seed, context: _flip(
+      example, tf.random.stateless_uniform([], seed) < probability)
 
 
-def train_augment(example, seed, *, crop_size, scale_range, flip: bool, ignore_label: int):
-  """Random scale, crop (padding with the ignore label) and flip, with one draw per op."""
-  seeds = tf.random.experimental.stateless_split(seed, 3)
-  example = random_scale(example, seeds[0], scale_range)
-  example = random_crop(example, seeds[1], crop_size, ignore_label)
-  if flip:
-    example = random_flip(example, seeds[2])
-  return example
+@register_op
+def random_rot90():
+  """Rotates image and maps together by 0, 90, 180 or 270 degrees (square crops keep their shape):
+  for microscopy and aerial images, which have no up."""
+  def op(example, seed, context):
+    del context
+    k = tf.random.stateless_uniform([], seed, 0, 4, dtype=tf.int32)
+    out = dict(example)
+    for key in spatial_keys(example):
+      value = example[key]
+      expanded = value if value.shape.rank == 3 else value[..., None]
+      rotated = tf.image.rot90(expanded, k)
+      out[key] = rotated if value.shape.rank == 3 else rotated[..., 0]
+    return out
+  return op
+
+
+@register_op
+def photometric(strength: float = 0.2):
+  """Random brightness (± ``strength``), contrast and saturation (× [1 - strength, 1 + strength])
+  of the image in [0, 1], one draw each, clipped to [0, 1]; labels are untouched."""
+  if not 0 <= strength < 1:
+    raise ValueError(f"photometric strength must be in [0, 1), not {strength}")
+
+  def op(example, seed, context):
+    del context
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    image = example["image"]
+    image = image + tf.random.stateless_uniform([], seeds[0], -strength, strength)
+    mean = tf.reduce_mean(image)
+    image = (image - mean) * tf.random.stateless_uniform([], seeds[1], 1 - strength,
+                                                         1 + strength) + mean
+    if image.shape[-1] == 3:
+      grey = tf.reduce_mean(image, axis=-1, keepdims=True)
+      image = (image - grey) * tf.random.stateless_uniform([], seeds[2], 1 - strength,
+                                                           1 + strength) + grey
+    return {**example, "image": tf.clip_by_value(image, 0.0, 1.0)}
+  return op
+
+
+# ------------------------------------------------------------------------ targets
+@register_op(name="panoptic_targets")
+def panoptic_targets_op(sigma: float = 8.0, small_instance_area: int = 4096,
+                        small_instance_weight: float = 3.0):
+  """Panoptic-DeepLab's targets (`segjax.data.targets.panoptic_targets`: ``center``, ``offset``
+  and their weights) from ``semantic`` and ``instance``; put it after the geometric ops."""
+  def op(example, seed, context):
+    del seed
+    return {**example, **targets.panoptic_targets(
+        example["semantic"], example["instance"], thing_classes=context.descriptor.thing_classes,
+        ignore_label=context.ignore_label, sigma=sigma, small_instance_area=small_instance_area,
+        small_instance_weight=small_instance_weight)}
+  return op
+
+
+@register_op
+def boundary_distance(max_distance: int = 16):
+  """``boundary_distance`` ``[H, W]`` float32: the chessboard distance in pixels from each pixel to
+  the nearest pixel of another class (``max_distance`` where there is none closer; ignored pixels
+  count as no class), for boundary-aware losses (`segjax.losses.boundary_weighted_cross_entropy`)."""
+  if max_distance < 1:
+    raise ValueError(f"max_distance must be >= 1, not {max_distance}")
+
+  def op(example, seed, context):
+    del seed
+    labels = tf.cast(example["semantic"], tf.float32)[None, ..., None]
+    valid = labels != context.ignore_label
+    big = tf.constant(1e9, tf.float32)
+    high = tf.nn.max_pool2d(tf.where(valid, labels, -big), 3, 1, "SAME")
+    low = -tf.nn.max_pool2d(tf.where(valid, -labels, -big), 3, 1, "SAME")
+    # A pixel next to another class: its 3x3 window holds two different valid labels.
+    edge = tf.cast(valid & (high > low), tf.float32)
+    distance = tf.fill(tf.shape(edge), float(max_distance))
+    reached = edge
+    for d in range(max_distance):
+      distance = tf.where((reached > 0) & (distance > d), float(d), distance)
+      reached = tf.nn.max_pool2d(reached, 3, 1, "SAME")
+    return {**example, "boundary_distance": distance[0, ..., 0]}
+  return op

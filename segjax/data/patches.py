@@ -60,7 +60,7 @@ def reassemble(patches: np.ndarray, positions, shape: Sequence[int]) -> np.ndarr
 def tf_grid_patches(example: dict, size: Sequence[int], stride: Sequence[int],
                     ignore_label: int) -> tf.data.Dataset:
   """A dataset of the grid patches of one (unbatched) example; non-image keys are copied."""
-  example = ops.pad_to_size(example, size, ignore_label)
+  example = ops.pad_example(example, size, ignore_label=ignore_label)
   shape = tf.shape(example["image"])
 
   def starts(length, patch, step):

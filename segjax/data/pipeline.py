@@ -24,7 +24,6 @@ from segjax.data import folder
 from segjax.data import ops
 from segjax.data import patches
 from segjax.data import shapes
-from segjax.data import targets
 from segjax.data.descriptor import DatasetDescriptor
 
 # JAX owns the accelerators: TensorFlow only runs tf.data on the CPU.
@@ -133,7 +132,6 @@ def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: i
   ds = source.builder.as_dataset(split=split, shuffle_files=False,
                                  read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False))
   ds = ds.map(lambda ex: decode(source, ex), num_parallel_calls=tf.data.AUTOTUNE)
-  crop = tuple(data_config.crop_size)
   ignore = source.descriptor.ignore_label
   patch_size = data_config.get("patch_size")
   if patch_size:  # a grid of (overlapping) patches of every image, instead of whole images
@@ -159,26 +157,38 @@ def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: i
   else:
     ds = ds.enumerate().skip(start_step * local_batch_size)
 
-  panoptic = data_config.get("panoptic_targets")
+  augment = ops.build(data_config.get("train_pp", ""), op_context(source, data_config))
 
   def preprocess(index, example):
-    example = prepare_image(example, data_config)
     example_seed = tf.stack([tf.constant(seed, tf.int64) * 1000003 + process_index, index])
-    example = ops.train_augment(example, example_seed, crop_size=crop,
-                                scale_range=tuple(data_config.scale_range), flip=data_config.flip,
-                                ignore_label=ignore)
-    if panoptic:  # Panoptic-DeepLab targets, after augmentation
-      example.update(targets.panoptic_targets(
-          example["semantic"], example["instance"],
-          thing_classes=source.descriptor.thing_classes, ignore_label=ignore,
-          sigma=panoptic.get("sigma", 8.0),
-          small_instance_area=panoptic.get("small_instance_area", 4096),
-          small_instance_weight=panoptic.get("small_instance_weight", 3.0)))
-    return example
+    example = augment(unit_image(example, data_config), example_seed)
+    return training_example(standardize_image(example, data_config))
 
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  check_train_shape(ds.element_spec["image"].shape, data_config)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   return ds.prefetch(data_config.get("prefetch", 2))
+
+
+def training_example(example):
+  """The arrays the train step gets: every numeric entry (names and patch positions dropped)."""
+  return {k: v for k, v in example.items()
+          if v.dtype != tf.string and k not in ("patch_position", "labelled")}
+
+
+def check_train_shape(shape, data_config):
+  """The training images must have one static size, ``data.crop_size``, after ``data.train_pp``."""
+  crop = tuple(data_config.crop_size)
+  if tuple(shape[:2]) != crop:
+    raise ValueError(f"config.data.train_pp={data_config.get('train_pp', '')!r} gives training "
+                     f"images of size {tuple(shape[:2])} but config.data.crop_size is {crop}: end "
+                     f"the chain with random_crop({crop[0]}) (or resize) at that size, or change "
+                     "crop_size.")
+
+
+def op_context(source: Source, data_config) -> ops.Context:
+  """What preprocessing ops read besides the example: the descriptor; padding with the mean."""
+  return ops.Context(descriptor=source.descriptor, image_fill=tuple(data_config.mean))
 
 
 def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: int,
@@ -198,12 +208,14 @@ def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: i
   mine = counts[process_index]
   ds = source.builder.as_dataset(split=process_split(split, process_index, process_count),
                                  shuffle_files=False)
-  pad_to = data_config.get("eval_pad_to")  # images of several sizes: pad to one (labels: ignore)
+  eval_pp = data_config.get("eval_pp", "")
+  if data_config.get("eval_pad_to"):  # images of several sizes: pad to one (labels: ignore)
+    eval_pp += f"|pad_to({tuple(data_config.eval_pad_to)})"
+  process = ops.build(eval_pp, op_context(source, data_config))
 
   def prepare(ex):
-    ex = prepare_image(decode(source, ex), data_config)
-    if pad_to:
-      ex = ops.pad_to_size(ex, tuple(pad_to), source.descriptor.ignore_label)
+    ex = process(unit_image(decode(source, ex), data_config), tf.constant([0, 0], tf.int64))
+    ex = standardize_image(ex, data_config)
     ex.pop("name", None)
     return {**ex, "valid": True}
 
@@ -216,20 +228,32 @@ def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: i
   return ds.prefetch(2), num_batches
 
 
-def prepare_image(example, data_config):
-  """Channels (``data.channels``: grey images feed 3-channel models by repetition) and intensity
-  normalisation (``data.normalization``: ``"mean_std"`` with ``data.mean``/``data.std`` after
-  scaling by the dtype's maximum, ``"minmax"`` or ``"percentile"`` per image with
-  ``data.percentiles``); the config is saved with the run, so prediction uses the same."""
+def unit_image(example, data_config):
+  """The image as float32 in [0, 1] with ``data.channels`` channels (grey images feed 3-channel
+  models by repetition; RGB(A) feeds 1-channel models as its mean), from ``data.normalization``:
+  ``"mean_std"`` divides by the dtype's maximum, ``"minmax"`` and ``"percentile"``
+  (``data.percentiles``) stretch each image (`ops.to_unit`)."""
   image = example["image"]
+  scale = 65535.0 if image.dtype == tf.uint16 else 255.0
+  image = ops.to_unit(image, scale=scale, mode=data_config.get("normalization", "mean_std"),
+                      percentiles=tuple(data_config.get("percentiles", (1.0, 99.0))))
   channels = data_config.get("channels", 3)
   if channels == 3 and image.shape[-1] == 1:
     image = tf.tile(image, [1, 1, 3])
-  scale = 65535.0 if image.dtype == tf.uint16 else 255.0
-  example = {**example, "image": image}
-  return ops.normalize(example, data_config.mean, data_config.std, scale=scale,
-                       mode=data_config.get("normalization", "mean_std"),
-                       percentiles=tuple(data_config.get("percentiles", (1.0, 99.0))))
+  elif channels == 1 and image.shape[-1] != 1:
+    image = tf.reduce_mean(image[..., :3], axis=-1, keepdims=True)
+  return {**example, "image": image}
+
+
+def standardize_image(example, data_config):
+  """``(image - data.mean) / data.std``: the last step before the model."""
+  return {**example, "image": ops.standardize(example["image"], data_config.mean, data_config.std)}
+
+
+def prepare_image(example, data_config):
+  """`unit_image` then `standardize_image`: an example (or a file) as the model sees it. The
+  settings are saved with the run, so prediction uses the same."""
+  return standardize_image(unit_image(example, data_config), data_config)
 
 
 def present_classes(ds: tf.data.Dataset, num_classes: int) -> list[int]:

@@ -61,5 +61,22 @@ def create(spec, **kwargs) -> nn.Module:
   return registry.lookup("model", spec, **kwargs)()
 
 
-__all__ = ["create", "count_params", "DeepLabV3", "DeepLabV3Plus", "HMSA", "PanopticDeepLab",
+# config.model keys that configure the run rather than the module.
+RUN_KEYS = ("name", "dtype", "pretrained")
+
+
+def from_config(model_config, num_classes: int) -> nn.Module:
+  """The model named by ``config.model.name`` with the other ``config.model`` keys as arguments
+  (``dtype`` as a name: ``"bfloat16"``; ``pretrained`` is read by the trainer)."""
+  model_config = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+  kwargs = {k: v for k, v in model_config.items() if k not in RUN_KEYS}
+  dtype = jnp.dtype(model_config.get("dtype", "float32"))
+  try:
+    return create(model_config["name"], num_classes=num_classes, dtype=dtype, **kwargs)
+  except TypeError as e:
+    raise ValueError(f"config.model = {model_config} does not fit model "
+                     f"{model_config['name']!r}: {e}") from e
+
+
+__all__ = ["create", "count_params", "from_config", "DeepLabV3", "DeepLabV3Plus", "HMSA", "PanopticDeepLab",
            "ResNet", "SegNet", "UNet"]

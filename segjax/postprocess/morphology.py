@@ -1,16 +1,11 @@
-"""Morphological clean-up of predicted label maps with OpenCV, configured as a list of steps.
-
-  config.postprocess = [
-      {"op": "opening", "classes": [2, 3], "kernel": "ellipse", "size": 5},
-      {"op": "remove_small", "min_area": 30, "fill": "surrounding"},
-      {"op": "fill_holes", "classes": [2], "max_area": 200},
-  ]
-  labels = postprocess.apply_steps(labels, config.postprocess)
+"""Morphological clean-up of predicted label maps and instances from semantic masks, with OpenCV.
 
 Binary operations act per class on the class's mask; where a class loses pixels they take the
 class that surrounds them (the most frequent label of the removed region's 1-pixel border), so the
 map stays a full labelling. Instances come from a semantic mask by connected components or by a
 watershed on the distance transform (which splits touching round objects: nuclei, buildings).
+In a config they are steps of ``config.postprocess`` (`segjax.postprocess`), e.g.
+``"argmax|opening(classes=(2, 3), size=5)|remove_small(30)|fill_holes(max_area=200)"``.
 """
 from __future__ import annotations
 
@@ -149,27 +144,3 @@ def watershed_instances(mask: np.ndarray, *, min_distance: float = 0.6,
   lookup = np.zeros(int(out.max()) + 1, np.uint16)
   lookup[keep] = np.arange(1, len(keep) + 1)
   return lookup[out]
-
-
-def apply_steps(labels: np.ndarray, steps: Sequence[dict]) -> np.ndarray:
-  """Applies ``steps`` (dicts with ``"op"`` and its arguments; see the module docstring)."""
-  out = np.asarray(labels)
-  for i, step in enumerate(steps or ()):
-    step = dict(step)
-    op = step.pop("op", None)
-    try:
-      if op in MORPHOLOGY:
-        out = morphology(out, op, classes=step.get("classes"),
-                         kernel_shape=step.get("kernel", "ellipse"), size=step.get("size", 3),
-                         fill=step.get("fill", 0))
-      elif op == "remove_small":
-        out = remove_small(out, step["min_area"], classes=step.get("classes"),
-                           fill=step.get("fill", "surrounding"))
-      elif op == "fill_holes":
-        out = fill_holes(out, classes=step.get("classes"), max_area=step.get("max_area"))
-      else:
-        raise ValueError(f"unknown op {op!r}; known: {sorted(MORPHOLOGY)} + remove_small, "
-                         "fill_holes")
-    except (KeyError, TypeError) as e:
-      raise ValueError(f"post-processing step {i} ({op}): bad or missing argument {e}") from e
-  return out

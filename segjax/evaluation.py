@@ -1,0 +1,166 @@
+"""Exact evaluation of a split through the configured post-processors.
+
+The model's outputs go through ``config.postprocess`` (`segjax.postprocess.Chain`), and the
+metrics follow from what the chain produces: ``semantic`` → the confusion matrix (mIoU, pixel
+accuracy, ...; `segjax.metrics.summarize`), ``panoptic`` → PQ/SQ/RQ, ``instances`` → COCO mask AP.
+The confusion matrix and the PQ sums accumulate on device, summed by the compiler over the batch,
+the devices and the hosts; padding examples (``valid = False``) count nowhere. When every step of
+the chain is jit-compatible, forward pass, post-processing and metric sums are one compiled step;
+host steps (OpenCV) run on each process's own examples between two compiled steps.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segjax import metrics
+from segjax import postprocess
+from segjax import sharding
+from segjax.data import pipeline
+
+# The per-image entries of the chain's output that the metrics read.
+METRIC_ENTRIES = ("semantic", "panoptic")
+
+
+def eval_local_batch_size(eval_batch_size: int, mesh) -> int:
+  """This process's share of an evaluation batch of ``eval_batch_size`` rounded up to a multiple
+  of the device count (the extra slots are padding, marked invalid), so any eval batch size works
+  on any number of devices."""
+  devices = mesh.devices.size
+  global_batch = math.ceil(eval_batch_size / devices) * devices
+  return global_batch // jax.process_count()
+
+
+class Evaluator:
+  """Compiled evaluation of ``model`` with the ``config.postprocess`` chain on ``mesh``."""
+
+  def __init__(self, model, config, descriptor, mesh, image_shape):
+    self.descriptor = descriptor
+    self.mesh = mesh
+    self.config = config
+    self.chain = postprocess.Chain(config.get("postprocess", "argmax"), descriptor)
+    image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    outputs = jax.eval_shape(lambda v, x: model.apply(v, x, train=False),
+                             jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(
+                                 image.shape), train=False)), image)
+    self.chain.check_outputs(outputs)
+    produced = set(outputs) | {a for step in self.chain.steps for a in step.adds}
+    if "semantic" not in produced:
+      raise ValueError(f"config.postprocess={self.chain.spec!r} makes no 'semantic' map; start "
+                       "it with 'argmax'.")
+    self.panoptic = "panoptic" in produced
+    self.instances = "instances" in produced
+    host_reads = set(METRIC_ENTRIES) | {r for step in self.chain.host for r in step.reads}
+    replicated, rows = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+
+    def predict(variables, images):
+      predictions = self.chain.apply_compiled(model.apply(variables, images, train=False))
+      return {k: v for k, v in predictions.items() if k in host_reads}
+
+    def add_metrics(sums, predictions, batch):
+      new = {"confusion": sums["confusion"] + metrics.confusion_matrix(
+          predictions["semantic"], batch["semantic"], descriptor.num_classes,
+          ignore_label=descriptor.ignore_label, weights=batch["valid"][:, None, None])}
+      if self.panoptic:
+        new["panoptic"] = sums["panoptic"] + metrics.panoptic_sums(
+            predictions["panoptic"], batch["panoptic"], num_classes=descriptor.num_classes,
+            label_divisor=descriptor.label_divisor, thing_classes=descriptor.thing_classes,
+            stuff_classes=descriptor.stuff_classes, valid=batch["valid"])
+      return new
+
+    self.fused = not self.chain.host
+    if self.fused:
+      self._step = jax.jit(lambda variables, sums, batch: add_metrics(
+          sums, predict(variables, batch["image"]), batch), donate_argnums=(1,),
+                           out_shardings=replicated)
+    else:
+      self._predict = jax.jit(predict, out_shardings=rows)
+      self._add_metrics = jax.jit(add_metrics, donate_argnums=(0,), out_shardings=replicated)
+
+  def batch_keys(self) -> tuple[str, ...]:
+    return ("image", "semantic", "valid") + (("panoptic",) if self.panoptic else ())
+
+  def zeros(self):
+    sums = {"confusion": jnp.zeros((self.descriptor.num_classes,) * 2, jnp.int32)}
+    if self.panoptic:
+      sums["panoptic"] = metrics.PanopticSums.zeros(self.descriptor.num_classes)
+    return jax.device_put(sums, sharding.replicated(self.mesh))
+
+  def evaluate(self, variables, source, split: str) -> dict:
+    """The metrics of ``split`` (see the module docstring), JSON-ready."""
+    config, mesh, descriptor = self.config, self.mesh, self.descriptor
+    ds, _ = pipeline.eval_dataset(
+        source, config.data, split,
+        local_batch_size=eval_local_batch_size(config.eval_batch_size, mesh),
+        process_index=jax.process_index(), process_count=jax.process_count())
+    variables = sharding.on_mesh(variables, mesh)
+    sums = self.zeros()
+    with_ap = self.instances and config.get("eval_mask_ap", True)
+    truths, found = [], []
+    for local in pipeline.as_numpy(ds):
+      batch = sharding.global_batch({k: local[k] for k in self.batch_keys()}, mesh)
+      if self.fused:
+        sums = self._step(variables, sums, batch)
+        continue
+      predictions = {k: sharding.local_rows(v)
+                     for k, v in self._predict(variables, batch["image"]).items()}
+      predictions = self.chain.apply_host(predictions)
+      on_device = sharding.global_batch(
+          {k: np.asarray(predictions[k]) for k in METRIC_ENTRIES if k in predictions}, mesh)
+      sums = self._add_metrics(sums, on_device, batch)
+      if with_ap:
+        for i in np.flatnonzero(local["valid"]):
+          found.append(predictions["instances"][i])
+          truths.append(metrics.instances_from_panoptic(
+              local["panoptic"][i], label_divisor=descriptor.label_divisor,
+              thing_classes=descriptor.thing_classes))
+    return self._summarize(jax.device_get(sums), truths, found, with_ap)
+
+  def _summarize(self, sums, truths, found, with_ap) -> dict:
+    descriptor = self.descriptor
+    confusion = np.asarray(sums["confusion"])
+    summary = metrics.summarize(confusion, descriptor.class_names)
+    summary["confusion_matrix"] = confusion.tolist()
+    if self.panoptic:
+      summary["panoptic"] = metrics.panoptic_summary(
+          sums["panoptic"], thing_classes=descriptor.thing_classes,
+          stuff_classes=descriptor.stuff_classes, class_names=descriptor.class_names)
+      for group, suffix in (("all", ""), ("things", "_things"), ("stuff", "_stuff")):
+        for key in ("pq", "sq", "rq"):  # flat copies for TensorBoard and metrics.jsonl
+          summary[key + suffix] = summary["panoptic"][group][key]
+    if with_ap and jax.process_count() == 1:  # the instances of every process are not gathered
+      summary["mask_ap"] = metrics.mask_ap(
+          truths, found, class_ids=descriptor.thing_classes,
+          class_names=[descriptor.class_names[c] for c in descriptor.thing_classes])
+      summary["ap"], summary["ap50"] = summary["mask_ap"]["ap"], summary["mask_ap"]["ap50"]
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+  """One readable line of the main metrics and the per-class IoU."""
+  number = lambda v: "n/a" if v is None else f"{v:.4f}"
+  per_class = ", ".join(f"{name} {number(v)}" for name, v in summary["iou"].items())
+  panoptic = (f"PQ {number(summary['pq'])} (things {number(summary['pq_things'])}, stuff "
+              f"{number(summary['pq_stuff'])}), " if "pq" in summary else "")
+  if "ap" in summary:
+    panoptic += f"mask AP {number(summary['ap'])} (AP50 {number(summary['ap50'])}), "
+  return (f"{panoptic}mIoU {number(summary['mean_iou'])}, pixel accuracy "
+          f"{number(summary['pixel_accuracy'])}, mean pixel accuracy "
+          f"{number(summary['mean_pixel_accuracy'])}; IoU: {per_class}")
+
+
+def evaluate_run(path: str, config=None, step: int | None = None) -> dict:
+  """Evaluates a trained model (run directory or exported file; `segjax.runs.load`) on
+  ``config.eval_splits``; ``config`` (default: the run's) supplies the data location, evaluation
+  and post-processing settings, the run the model and the normalisation. Metrics keyed by split."""
+  from segjax import runs  # pylint: disable=import-outside-toplevel
+  run = runs.load(path, step)
+  config = runs.with_run_model(run, config)
+  mesh = sharding.make_mesh(config.get("num_devices"))
+  source = pipeline.get_source(config.data)
+  runs.check_same_classes(run.descriptor, source.descriptor)
+  evaluator = Evaluator(run.model, config, run.descriptor, mesh, runs.input_shape(config))
+  return {split: evaluator.evaluate(run.variables, source, split) for split in config.eval_splits}
