@@ -64,8 +64,10 @@ def ensure_environment(extras):
 
 
 def child_env():
-  """Lets the children write bytecode, into .venv/pycache (not the source tree)."""
+  """Lets the children write bytecode, into .venv/pycache (not the source tree), and keeps JAX on
+  the CPU unless told otherwise (the test extras install libtpu, which JAX would otherwise probe)."""
   env = dict(os.environ, PYTHONPYCACHEPREFIX=os.path.join(VENV, "pycache"))
+  env.setdefault("JAX_PLATFORMS", "cpu")
   env.pop("PYTHONDONTWRITEBYTECODE", None)
   return env
 

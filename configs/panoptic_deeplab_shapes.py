@@ -1,4 +1,4 @@
-"""Panoptic-DeepLab (semantic + instance-centre + offset heads) on UNet trunks, on the built-in
+r"""Panoptic-DeepLab (semantic + instance-centre + offset heads) on UNet trunks, on the built-in
 ``shapes`` dataset's panoptic labels.
 
   python experiments/train.py --config=configs/panoptic_deeplab_shapes.py \

@@ -1,4 +1,4 @@
-"""UNet on the user's own images and masks (a folder dataset), trained on patches.
+r"""UNet on the user's own images and masks (a folder dataset), trained on patches.
 
   python experiments/train.py --config=configs/unet_folder.py --config.data.root=DATA \
       --workdir=/tmp/segjax/unet_folder

@@ -9,30 +9,31 @@ evaluate (config.postprocess, eval_splits, eval_batch_size, data.root).
 """
 import os
 
-from absl import app
 from absl import flags
-from absl import logging
-import jax
-from ml_collections import config_flags
 
+from segjax import cli
 from segjax import distributed
-from segjax import evaluation
-from segjax import logging as run_logging
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Optional config file: evaluation and "
-                                          "data-location settings.", lock_config=True)
+_CONFIG = cli.config_flag(help_text="Optional config file: evaluation and data-location settings "
+                          "(--config.<key>=... overrides them).", required=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
 _MODEL = flags.DEFINE_string("model", None, "Or: a model exported by experiments/export.py.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 flags.mark_flags_as_mutual_exclusive(["workdir", "model"], required=True)
 distributed.define_flags()
+flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config in --help
+flags.adopt_module_key_flags(distributed)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv
+  if cli.show_config(_CONFIG.value):
+    return
   distributed.initialize_from_flags()  # before anything touches a device
-  logging.set_verbosity(logging.WARNING)
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from segjax import evaluation
+  from segjax import logging as run_logging
   results = evaluation.evaluate_run(_WORKDIR.value or _MODEL.value, _CONFIG.value, _STEP.value)
   for split, summary in results.items():
     run_logging.info("%s: %s", split, evaluation.format_summary(summary))
@@ -43,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -6,25 +6,23 @@ config and its dataset descriptor (no optimizer state).
 """
 import os
 
-from absl import app
 from absl import flags
-from absl import logging
 
-from segjax import runs
+from segjax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
 _OUTPUT = flags.DEFINE_string("output", None, "The file to write (.safetensors).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.mark_flags_as_required(["workdir", "output"])
+flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config in --help
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+  del argv
+  from segjax import runs  # pylint: disable=import-outside-toplevel
   path = runs.export(runs.load(_WORKDIR.value, _STEP.value), _OUTPUT.value)
   print(f"Wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

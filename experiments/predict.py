@@ -18,15 +18,11 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
-from segjax import predict
-from segjax import runs
-from segjax.data import pipeline
+from segjax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Optional config file: prediction and "
-                                          "post-processing settings.", lock_config=True)
+_CONFIG = cli.config_flag(help_text="Optional config file: prediction and post-processing "
+                          "settings (--config.<key>=... overrides them).", required=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
 _MODEL = flags.DEFINE_string("model", None, "Or: a model exported by experiments/export.py.")
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the pictures or pre-labels "
@@ -35,14 +31,19 @@ _INPUT = flags.DEFINE_string("input", None, "A directory or glob of images to pr
 _FORMAT = flags.DEFINE_enum("format", "png", ["png", "coco", "labelme"], "Pre-label format.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.mark_flags_as_mutual_exclusive(["workdir", "model"], required=True)
+flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config in --help
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+  del argv
+  if cli.show_config(_CONFIG.value):
+    return
   if not (_OUTPUT.value or _WORKDIR.value):
     raise app.UsageError("--output is needed with --model.")
+  # pylint: disable=import-outside-toplevel
+  from segjax import predict
+  from segjax import runs
+  from segjax.data import pipeline
   output = _OUTPUT.value or os.path.join(os.path.abspath(_WORKDIR.value), "predictions")
   predictor = predict.Predictor(runs.load(_WORKDIR.value or _MODEL.value, _STEP.value),
                                 _CONFIG.value)
@@ -57,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

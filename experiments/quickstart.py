@@ -7,25 +7,25 @@ two; experiments/evaluate.py re-evaluates any checkpoint afterwards.
 """
 import os
 
-from absl import app
 from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
-from segjax import predict
-from segjax import runs
-from segjax import train
-from segjax.data import pipeline
+from segjax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+_CONFIG = cli.config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
+flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config in --help
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+  del argv
+  if cli.show_config(_CONFIG.value):
+    return
+  # pylint: disable=import-outside-toplevel
+  from segjax import predict
+  from segjax import runs
+  from segjax import train
+  from segjax.data import pipeline
   config, workdir = _CONFIG.value, _WORKDIR.value
   if train.train_and_evaluate(config, workdir).preempted:
     return  # stopped by SIGTERM after a checkpoint; run again to resume
@@ -36,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

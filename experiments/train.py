@@ -8,27 +8,28 @@ shared --workdir; the JAX distributed runtime starts from --coordinator_address/
 --process_id (or JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID), by itself under SLURM
 and Open MPI, and with --distributed=on on TPU pod slices (README: "Many devices and hosts").
 """
-from absl import app
 from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
+from segjax import cli
 from segjax import distributed
-from segjax import train
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG = cli.config_flag()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results "
+                               "(created with its parents).")
+flags.mark_flags_as_required(["workdir"])
 distributed.define_flags()
+flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config in --help
+flags.adopt_module_key_flags(distributed)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv
+  if cli.show_config(_CONFIG.value):
+    return
   distributed.initialize_from_flags()  # before anything touches a device
-  logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+  from segjax import train  # pylint: disable=import-outside-toplevel
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

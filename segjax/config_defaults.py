@@ -1,51 +1,118 @@
-"""Defaults shared by the configs on the built-in ``shapes`` dataset (``configs/*_shapes.py``)."""
+"""Defaults shared by the configs: ``shapes_config()`` for the built-in ``shapes`` dataset
+(``configs/*_shapes.py``) and ``recipe_config()`` for the published benchmark recipes."""
 import ml_collections
+from ml_collections.config_dict import FieldReference
 from ml_collections.config_dict import placeholder
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# MMSegmentation's PhotoMetricDistortion without hue: brightness 32/255, contrast and saturation
+# 0.5-1.5 (segjax/data/ops.py, photometric).
+MMSEG_PHOTOMETRIC = "photometric(0.125, 0.5, 0.5)"
+# Panoptic-DeepLab's loss (deeplab2): cross-entropy on the hardest 20% of pixels with the
+# small-instance weights of the panoptic_targets op, 200 x centre MSE, 0.01 x offset L1.
+PANOPTIC_DEEPLAB_LOSSES = (
+    ("logits", "semantic", "cross_entropy(top_k_percent=0.2)", 1.0, "semantic_weight"),
+    ("center", "center", "weighted_mse", 200.0, "center_weight"),
+    ("offset", "offset", "weighted_l1", 0.01, "offset_weight"))
 
-def shapes_config() -> ml_collections.ConfigDict:
-  """The quickstart's data, loss, optimizer and schedule; a config then sets ``config.model``."""
+
+def panoptic_deeplab_postprocess(nms_kernel: int, stuff_area: int) -> str:
+  """deeplab2's grouping (centre threshold 0.1, 200 centres) and COCO-scored instances."""
+  return (f"argmax|panoptic_deeplab(center_threshold=0.1, nms_kernel={nms_kernel}, top_k=200, "
+          f"stuff_area={stuff_area})|scored_instances")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key the trainer reads, with neutral defaults; the configs set data and model."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.reference = ""  # recipes: the published number they aim at (README's plan table)
   config.num_devices = 0  # 0: all devices
   # Data parallel over all devices; fsdp > 1 also splits parameters and optimizer state (arrays of
   # at least fsdp_min_size elements) over groups of fsdp devices (segjax/sharding.py).
   config.sharding = ml_collections.ConfigDict(dict(fsdp=1, fsdp_min_size=4096))
-
   config.data = ml_collections.ConfigDict(dict(
-      name="shapes", data_dir=placeholder(str), image_size=64, num_train=3000, num_validation=200, num_test=200,
-      dataset_seed=0, max_things=8, train_split="train", shuffle_buffer=3000, cache=True,
+      name="", data_dir=placeholder(str), train_split="train", shuffle_buffer=1000, cache=False,
       # Training examples: composable ops (segjax/data/ops.py), ending in crop_size images.
-      crop_size=(64, 64), train_pp="flip_lr", eval_pp="",
-      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), ignore_label=255,
+      crop_size=(512, 512), train_pp="", eval_pp="", channels=3, normalization="mean_std",
+      mean=IMAGENET_MEAN, std=IMAGENET_STD, ignore_label=255,
       process_data="split"))  # or "stream": batches independent of the process count
-
-  config.model = ml_collections.ConfigDict(dict(name="unet", features=8, depth=4, dtype="float32"))
+  config.model = ml_collections.ConfigDict(dict(name="", dtype="float32", pretrained=""))
   # The objective: config.loss on (logits, semantic), plus the terms of config.losses, each
   # (output, target, loss, weight[, weight_key]) (segjax/losses/terms.py).
-  config.loss = "cross_entropy + dice_loss"
+  # Any type: a string, a function, or a list of (loss, weight[, kwargs]) (the command line sets
+  # strings: --config.loss="cross_entropy + 0.5 * dice_loss").
+  config.loss = FieldReference("cross_entropy", field_type=object)
   config.losses = ()
   config.optimizer = ml_collections.ConfigDict(dict(
-      name="adamw", learning_rate=5e-3, weight_decay=1e-4, schedule="cosine", warmup_steps=100,
-      grad_clip_norm=1.0))
-
+      name="sgd", learning_rate=0.01, momentum=0.9, weight_decay=5e-4, schedule="poly",
+      power=0.9, end_factor=0.0, warmup_steps=0, grad_clip_norm=0.0))
   config.batch_size = 8
-  config.num_train_steps = 2300
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
+  config.num_train_steps = 1000
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 2
   config.eval_every_steps = 0  # > 0: also evaluate during training
   config.eval_splits = ("validation",)
-  config.eval_batch_size = 50
-
+  config.eval_batch_size = 8
   # From outputs to predictions, in evaluation, prediction and export (segjax/postprocess).
   config.postprocess = "argmax"
-
   # Prediction: pictures of a split, and pre-labels of any images (experiments/predict.py --input).
   config.predict = ml_collections.ConfigDict(dict(
-      split="test", num_images=8,
+      split="validation", num_images=8,
       window=placeholder(tuple), overlap=0.25, blend="gaussian", pad_mode="reflect", batch_size=8,
       scales=(1.0,), flip=False,
       model_scales=placeholder(tuple),  # HMSA: its own learned combination of these scales
       uncertainty="entropy"))
   return config
+
+
+def shapes_config() -> ml_collections.ConfigDict:
+  """The quickstart's data, loss, optimizer and schedule; a config then sets ``config.model``."""
+  config = base_config()
+  config.data.update(dict(
+      name="shapes", image_size=64, num_train=3000, num_validation=200, num_test=200,
+      dataset_seed=0, max_things=8, shuffle_buffer=3000, cache=True, crop_size=(64, 64),
+      train_pp="flip_lr"))
+  config.model = ml_collections.ConfigDict(dict(name="unet", features=8, depth=4, dtype="float32",
+                                                pretrained=""))
+  config.loss = "cross_entropy + dice_loss"
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=5e-3, weight_decay=1e-4, schedule="cosine", warmup_steps=100,
+      grad_clip_norm=1.0))
+  config.num_train_steps = 2300
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 500
+  config.eval_batch_size = 50
+  config.predict.split = "test"
+  return config
+
+
+def recipe_config(dataset: str, *, crop_size, batch_size: int, num_train_steps: int,
+                  train_pp: str, eval_pp: str = "", train_split: str = "train",
+                  eval_split: str = "validation") -> ml_collections.ConfigDict:
+  """A benchmark recipe: a tfds dataset (``"tfds:cityscapes"``, ...), the paper's crop, batch,
+  schedule length and augmentation; SGD (momentum 0.9, weight decay 5e-4, poly 0.9) and
+  bfloat16 computation with float32 parameters, as set here, unless the config changes them."""
+  config = base_config()
+  config.data.update(dict(name=dataset, crop_size=tuple(crop_size), train_pp=train_pp,
+                          eval_pp=eval_pp, train_split=train_split))
+  config.model.dtype = "bfloat16"
+  config.batch_size = batch_size
+  config.num_train_steps = num_train_steps
+  config.eval_splits = (eval_split,)
+  config.predict.split = eval_split
+  return config
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+  """``get_config()`` of a config file (``configs/<name>.py``)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file {path} does not exist")
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

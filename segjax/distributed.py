@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 
-import jax
-
 MODES = ("auto", "on", "off")
 
 
@@ -49,6 +47,7 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
 
   Must run before anything touches a JAX device (``jax.devices()``, a computation, ...).
   """
+  import jax  # pylint: disable=import-outside-toplevel
   if mode not in MODES:
     raise ValueError(f"distributed mode {mode!r} is not one of {MODES}.")
   if mode == "off" or jax.distributed.is_initialized():

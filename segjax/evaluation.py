@@ -37,7 +37,7 @@ def eval_local_batch_size(eval_batch_size: int, mesh) -> int:
 class Evaluator:
   """Compiled evaluation of ``model`` with the ``config.postprocess`` chain on ``mesh``."""
 
-  def __init__(self, model, config, descriptor, mesh, image_shape):
+  def __init__(self, model, config, descriptor, mesh, image_shape, panoptic_labels: bool = True):
     self.descriptor = descriptor
     self.mesh = mesh
     self.config = config
@@ -51,7 +51,8 @@ class Evaluator:
     if "semantic" not in produced:
       raise ValueError(f"config.postprocess={self.chain.spec!r} makes no 'semantic' map; start "
                        "it with 'argmax'.")
-    self.panoptic = "panoptic" in produced
+    # PQ needs predicted panoptic maps and panoptic ground truth (instance labels).
+    self.panoptic = "panoptic" in produced and panoptic_labels
     self.instances = "instances" in produced
     host_reads = set(METRIC_ENTRIES) | {r for step in self.chain.host for r in step.reads}
     replicated, rows = sharding.replicated(mesh), sharding.batch_sharded(mesh)
@@ -72,22 +73,22 @@ class Evaluator:
       return new
 
     self.fused = not self.chain.host
-    if self.fused:
-      self._step = jax.jit(lambda variables, sums, batch: add_metrics(
-          sums, predict(variables, batch["image"]), batch), donate_argnums=(1,),
-                           out_shardings=replicated)
-    else:
-      self._predict = jax.jit(predict, out_shardings=rows)
-      self._add_metrics = jax.jit(add_metrics, donate_argnums=(0,), out_shardings=replicated)
+    # fused: step(variables, sums, batch) -> sums; else predict(variables, images) -> predictions
+    # on the devices, the host steps, then add_metrics(sums, predictions, batch) -> sums.
+    self.step = jax.jit(lambda variables, sums, batch: add_metrics(
+        sums, predict(variables, batch["image"]), batch), donate_argnums=(1,),
+                        out_shardings=replicated)
+    self.predict = jax.jit(predict, out_shardings=rows)
+    self.add_metrics = jax.jit(add_metrics, donate_argnums=(0,), out_shardings=replicated)
 
   def batch_keys(self) -> tuple[str, ...]:
     return ("image", "semantic", "valid") + (("panoptic",) if self.panoptic else ())
 
-  def zeros(self):
+  def zero_sums(self) -> dict:
     sums = {"confusion": jnp.zeros((self.descriptor.num_classes,) * 2, jnp.int32)}
     if self.panoptic:
       sums["panoptic"] = metrics.PanopticSums.zeros(self.descriptor.num_classes)
-    return jax.device_put(sums, sharding.replicated(self.mesh))
+    return sums
 
   def evaluate(self, variables, source, split: str) -> dict:
     """The metrics of ``split`` (see the module docstring), JSON-ready."""
@@ -97,20 +98,20 @@ class Evaluator:
         local_batch_size=eval_local_batch_size(config.eval_batch_size, mesh),
         process_index=jax.process_index(), process_count=jax.process_count())
     variables = sharding.on_mesh(variables, mesh)
-    sums = self.zeros()
-    with_ap = self.instances and config.get("eval_mask_ap", True)
+    sums = jax.device_put(self.zero_sums(), sharding.replicated(mesh))
+    with_ap = self.instances and self.panoptic and config.get("eval_mask_ap", True)
     truths, found = [], []
     for local in pipeline.as_numpy(ds):
       batch = sharding.global_batch({k: local[k] for k in self.batch_keys()}, mesh)
       if self.fused:
-        sums = self._step(variables, sums, batch)
+        sums = self.step(variables, sums, batch)
         continue
       predictions = {k: sharding.local_rows(v)
-                     for k, v in self._predict(variables, batch["image"]).items()}
+                     for k, v in self.predict(variables, batch["image"]).items()}
       predictions = self.chain.apply_host(predictions)
       on_device = sharding.global_batch(
           {k: np.asarray(predictions[k]) for k in METRIC_ENTRIES if k in predictions}, mesh)
-      sums = self._add_metrics(sums, on_device, batch)
+      sums = self.add_metrics(sums, on_device, batch)
       if with_ap:
         for i in np.flatnonzero(local["valid"]):
           found.append(predictions["instances"][i])
@@ -162,5 +163,6 @@ def evaluate_run(path: str, config=None, step: int | None = None) -> dict:
   mesh = sharding.make_mesh(config.get("num_devices"))
   source = pipeline.get_source(config.data)
   runs.check_same_classes(run.descriptor, source.descriptor)
-  evaluator = Evaluator(run.model, config, run.descriptor, mesh, runs.input_shape(config))
+  evaluator = Evaluator(run.model, config, run.descriptor, mesh, runs.input_shape(config),
+                        panoptic_labels=pipeline.has_instances(source))
   return {split: evaluator.evaluate(run.variables, source, split) for split in config.eval_splits}

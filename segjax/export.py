@@ -80,14 +80,21 @@ def write_json(path: str, data) -> str:
 
 
 # ------------------------------------------------------------------------ regions and polygons
+def background_class(descriptor: DatasetDescriptor) -> int | None:
+  """The id of the class named "background" (any case), which annotation files leave out."""
+  names = [n.lower() for n in descriptor.class_names]
+  return names.index("background") if "background" in names else None
+
+
 def regions(labels: np.ndarray, instance: np.ndarray | None, descriptor: DatasetDescriptor):
   """``(class_id, instance_id, mask)`` for every thing instance (when ``instance`` is given) and
-  every stuff class present (one region each); the ignore label is skipped."""
+  every stuff class present (one region each); the ignore label and the background class are
+  skipped (an annotation covering the image's background would only be noise to correct)."""
   labels = np.asarray(labels)
   out = []
   for c in np.unique(labels):
     c = int(c)
-    if c == descriptor.ignore_label:
+    if c in (descriptor.ignore_label, background_class(descriptor)):
       continue
     mask = labels == c
     if instance is not None and c in descriptor.thing_classes:
@@ -114,7 +121,7 @@ class CocoWriter:
     self.descriptor = descriptor
     self.data = {"images": [], "annotations": [], "categories": [
         {"id": i, "name": n, "isthing": int(i in descriptor.thing_classes)}
-        for i, n in enumerate(descriptor.class_names)]}
+        for i, n in enumerate(descriptor.class_names) if i != background_class(descriptor)]}
 
   def add(self, file_name: str, labels: np.ndarray, instance: np.ndarray | None = None,
           scores: dict | None = None) -> None:

@@ -74,15 +74,24 @@ class Progress:
     self._last_step = start_step
     self._last_time = time.perf_counter()
 
+  def restart(self, step: int) -> None:
+    """Measures from ``step`` on (called once the first, compiling, step has finished)."""
+    info("step %d/%d ran in %.1f s (compilation included)", step, self.total_steps,
+         time.perf_counter() - self._last_time)
+    self._last_step, self._last_time = step, time.perf_counter()
+
   def report(self, step: int, scalars: dict) -> float:
     now = time.perf_counter()
-    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
-    self._last_step, self._last_time = step, now
-    eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
+    if step == self._last_step:  # just restarted: no rate measured yet
+      rate = float("nan")
+    else:
+      rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+      self._last_step, self._last_time = step, now
+    eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
     if _is_writer():
       terms = " ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k.startswith("loss"))
-      info("step %d/%d  %s  %.2f steps/s  ETA %s", step, self.total_steps, terms, rate,
-                        _format_seconds(eta))
+      info("step %d/%d  %s  %s steps/s  ETA %s", step, self.total_steps, terms,
+           f"{rate:.2f}" if math.isfinite(rate) else "—", _format_seconds(eta))
     return rate
 
 

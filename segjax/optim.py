@@ -6,7 +6,8 @@ import optax
 
 
 def make_schedule(opt_config, total_steps: int) -> optax.Schedule:
-  """Linear warm-up then ``"cosine"``, ``"poly"`` (power 0.9, the DeepLab schedule) or ``"constant"``."""
+  """Linear warm-up then ``"cosine"``, ``"poly"`` (``(1 - t/T)^power`` down to ``end_factor`` ×
+  peak; power 0.9 is the DeepLab schedule, 2.0 NVIDIA's HMSA recipe) or ``"constant"``."""
   peak = opt_config.learning_rate
   warmup = min(opt_config.get("warmup_steps", 0), total_steps)
   decay_steps = max(total_steps - warmup, 1)
@@ -14,7 +15,8 @@ def make_schedule(opt_config, total_steps: int) -> optax.Schedule:
   if name == "cosine":
     decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=opt_config.get("end_factor", 0.0))
   elif name == "poly":
-    decay = optax.polynomial_schedule(peak, peak * opt_config.get("end_factor", 0.0), power=0.9,
+    decay = optax.polynomial_schedule(peak, peak * opt_config.get("end_factor", 0.0),
+                                      power=opt_config.get("power", 0.9),
                                       transition_steps=decay_steps)
   elif name == "constant":
     decay = optax.constant_schedule(peak)

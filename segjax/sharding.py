@@ -23,9 +23,10 @@ FSDP_AXIS = "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 
-def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> Mesh:
-  """A ``(data, fsdp)`` mesh over all (or the first ``num_devices``) devices."""
-  devices = jax.devices()
+def make_mesh(num_devices: int | None = None, fsdp: int = 1, devices=None) -> Mesh:
+  """A ``(data, fsdp)`` mesh over all (or the first ``num_devices``) devices, or over ``devices``
+  (e.g. the devices of a TPU topology that is compiled for, not attached)."""
+  devices = list(jax.devices() if devices is None else devices)
   if num_devices is not None and num_devices > 0:
     if num_devices > len(devices):
       raise ValueError(f"config.num_devices={num_devices} but only {len(devices)} devices exist.")

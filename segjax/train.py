@@ -26,6 +26,7 @@ from segjax import losses
 from segjax import metrics
 from segjax import models
 from segjax import optim
+from segjax import postprocess
 from segjax import runs
 from segjax import sharding
 from segjax.data import pipeline
@@ -87,14 +88,19 @@ def abstract_train_state(model, tx, image_shape, mesh, min_shard_size: int = 2**
                                 abstract, shardings)
 
 
+def state_initializer(model, tx, image_shape, mesh, min_shard_size: int = 2**12):
+  """The compiled ``init(rng) -> TrainState`` whose outputs land in their shardings (replicated,
+  or split over the mesh's ``fsdp`` axis): eval_shape -> jit(init, out_shardings)."""
+  abstract = abstract_train_state(model, tx, image_shape, mesh, min_shard_size)
+  return jax.jit(_init_fn(model, tx, image_shape), out_shardings=sharding.shardings_of(abstract))
+
+
 def create_train_state(model, tx, image_shape, seed: int, mesh,
                        min_shard_size: int = 2**12) -> TrainState:
-  """Initialises the state directly in its sharding (replicated, or split over the mesh's ``fsdp``
-  axis): eval_shape -> jit(init). The "rbg" generator compiles initialisers ~6x faster than
-  threefry on CPU; the parameters it draws are replicated, so every device agrees."""
-  rng = jax.random.key(seed, impl="rbg")
-  abstract = abstract_train_state(model, tx, image_shape, mesh, min_shard_size)
-  return jax.jit(_init_fn(model, tx, image_shape), out_shardings=sharding.shardings_of(abstract))(rng)
+  """The initial state, directly in its sharding. The "rbg" generator compiles initialisers ~6x
+  faster than threefry on CPU; the parameters it draws are replicated, so every device agrees."""
+  init = state_initializer(model, tx, image_shape, mesh, min_shard_size)
+  return init(jax.random.key(seed, impl="rbg"))
 
 
 def load_pretrained(state: TrainState, tx, path: str) -> TrainState:
@@ -110,6 +116,15 @@ def load_pretrained(state: TrainState, tx, path: str) -> TrainState:
 # ================================================================================================
 # Step
 # ================================================================================================
+def term_names(model, objective, variables, batch) -> list[str]:
+  """``loss`` and ``loss/<term>`` for each term of the objective, from shapes only (``batch``: a
+  dict of `jax.ShapeDtypeStruct`)."""
+  outputs = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"],
+                               rngs={"dropout": jax.random.key(0)})[0], variables, batch["image"])
+  return ["loss"] + [f"loss/{k}" for k in objective.term_labels(outputs, batch)]
+
+
 def make_train_step(model, tx, objective, num_classes: int, ignore_label: int, mesh,
                     seed: int = 0, state_sharding=None):
   """The compiled train step ``(state, sums, batch) -> (state, sums)``; state and sums donated.
@@ -161,15 +176,12 @@ class Trainer:
   """What a training run is made of; `setup` builds it from a config (also for benchmarks)."""
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
-  source: pipeline.Source
+  descriptor: object
+  source: pipeline.Source | None  # None when built without data (benchmarks)
   model: object
   tx: optax.GradientTransformation
   objective: losses.Objective
   state: TrainState
-
-  @property
-  def descriptor(self):
-    return self.source.descriptor
 
   def train_dataset(self, start_step: int = 0):
     return pipeline.train_dataset(
@@ -183,34 +195,37 @@ class Trainer:
                            self.descriptor.ignore_label, self.mesh, self.config.seed,
                            state_sharding=sharding.shardings_of(self.state))
 
-  def term_names(self, element_spec) -> list[str]:
-    """``loss`` and ``loss/<term>`` for each term of the objective, from shapes only."""
-    batch = abstract_batch(element_spec, self.config.batch_size)
-    outputs = jax.eval_shape(
-        lambda v, x: self.model.apply(v, x, train=True, mutable=["batch_stats"],
-                                      rngs={"dropout": jax.random.key(0)})[0],
-        self.state.variables, batch["image"])
-    return ["loss"] + [f"loss/{k}" for k in self.objective.term_labels(outputs, batch)]
+  def term_names(self, batch) -> list[str]:
+    return term_names(self.model, self.objective, self.state.variables, batch)
 
-  def evaluator(self) -> evaluation.Evaluator:
+  def evaluator(self, panoptic_labels: bool | None = None) -> evaluation.Evaluator:
+    if panoptic_labels is None:
+      panoptic_labels = pipeline.has_instances(self.source)
     return evaluation.Evaluator(self.model, self.config, self.descriptor, self.mesh,
-                                runs.input_shape(self.config))
+                                runs.input_shape(self.config), panoptic_labels=panoptic_labels)
 
 
-def setup(config) -> Trainer:
-  """Mesh, data source, model, optimizer, objective and initial state of ``config``."""
-  terms = losses.make_terms(config.get("loss"), config.get("losses"))  # names checked first
+def setup(config, mesh=None, data: bool = True) -> Trainer:
+  """Mesh, data source, model, optimizer, objective and initial state of ``config`` (``data=False``:
+  no source, the descriptor from the config alone, for benchmarks on random data)."""
+  # The config is checked before anything is built: loss names, data sizes and ops, the
+  # post-processing chain.
+  terms = losses.make_terms(config.get("loss"), config.get("losses"))
+  pipeline.check_config(config.data)
+  postprocess.validate(config.get("postprocess", "argmax"))
   options = config.get("sharding") or {}
-  mesh = sharding.make_mesh(config.get("num_devices"), fsdp=options.get("fsdp", 1))
-  source = pipeline.get_source(config.data)
-  objective = losses.Objective(terms, source.descriptor.ignore_label)
-  model = models.from_config(config.model, source.descriptor.num_classes)
+  if mesh is None:
+    mesh = sharding.make_mesh(config.get("num_devices"), fsdp=options.get("fsdp", 1))
+  source = pipeline.get_source(config.data) if data else None
+  descriptor = source.descriptor if data else pipeline.dataset_info(config.data).descriptor
+  objective = losses.Objective(terms, descriptor.ignore_label)
+  model = models.from_config(config.model, descriptor.num_classes)
   tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
   state = create_train_state(model, tx, runs.input_shape(config), config.seed, mesh,
                              min_shard_size=options.get("fsdp_min_size", 2**12))
   if config.model.get("pretrained"):
     state = load_pretrained(state, tx, config.model.pretrained)
-  return Trainer(config, mesh, source, model, tx, objective, state)
+  return Trainer(config, mesh, descriptor, source, model, tx, objective, state)
 
 
 # ================================================================================================
@@ -265,7 +280,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   start_step, total_steps = int(jax.device_get(state.step)), config.num_train_steps
   train_ds = trainer.train_dataset(start_step)
   train_step, evaluator = trainer.train_step(), trainer.evaluator()
-  term_names = trainer.term_names(train_ds.element_spec)
+  term_names = trainer.term_names(abstract_batch(train_ds.element_spec, config.batch_size))
   new_sums = lambda: jax.device_put(MetricSums.zeros(term_names, descriptor.num_classes),
                                     sharding.replicated(mesh))
   sums, progress, last_saved = new_sums(), run_logging.Progress(total_steps, start_step), None
@@ -294,6 +309,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   with checkpointing.PreemptionGuard() as preemption:
     for step in range(start_step + 1, total_steps + 1):
       state, sums = train_step(state, sums, next(batches))
+      if step == start_step + 1 and step < total_steps:  # the ETA leaves compilation out
+        jax.block_until_ready(sums)
+        progress.restart(step)
       stopping = preemption.stop_at(step)
       saving = checkpointer.should_save(step) or step == total_steps or stopping
       if saving or step % config.log_every_steps == 0:

@@ -32,16 +32,79 @@ def colorize_panoptic(panoptic: np.ndarray, descriptor: DatasetDescriptor) -> np
   return rgb.astype(np.uint8)
 
 
+TITLE_HEIGHT = 22
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _text(canvas: np.ndarray, text: str, origin, scale: float = 0.45) -> None:
+  cv2.putText(canvas, text, origin, FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def _panel(picture: np.ndarray, title: str, height: int) -> np.ndarray:
+  """``picture`` scaled (nearest neighbour, whole pixels visible) to ``height`` rows, with
+  ``title`` above it on white."""
+  factor = max(1, height // picture.shape[0])
+  picture = np.repeat(np.repeat(picture, factor, 0), factor, 1)
+  canvas = np.full((TITLE_HEIGHT + picture.shape[0], picture.shape[1], 3), 255, np.uint8)
+  canvas[TITLE_HEIGHT:] = picture
+  _text(canvas, title, (4, TITLE_HEIGHT - 7))
+  return canvas
+
+
+def legend(descriptor: DatasetDescriptor, classes, width: int) -> np.ndarray:
+  """Rows of colour swatches with class names (``classes``: ids), wrapped at ``width`` pixels."""
+  entries = [(descriptor.colormap[c], descriptor.class_names[c]) for c in classes]
+  entries.append(((255, 255, 255), "ignored"))
+  rows, row, x = [], [], 4
+  for colour, name in entries:
+    size = 18 + 8 + cv2.getTextSize(name, FONT, 0.45, 1)[0][0] + 14
+    if row and x + size > width:
+      rows.append(row)
+      row, x = [], 4
+    row.append((x, colour, name))
+    x += size
+  rows.append(row)
+  canvas = np.full((22 * len(rows) + 4, width, 3), 255, np.uint8)
+  for r, row in enumerate(rows):
+    y = 4 + 22 * r
+    for x, colour, name in row:
+      cv2.rectangle(canvas, (x, y), (x + 17, y + 17), tuple(int(v) for v in colour), -1)
+      cv2.rectangle(canvas, (x, y), (x + 17, y + 17), (0, 0, 0), 1)
+      _text(canvas, name, (x + 24, y + 14))
+  return canvas
+
+
 def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetDescriptor,
-                 label: np.ndarray | None = None, alpha: float = 0.55,
-                 panoptic: bool = False) -> np.ndarray:
-  """``[H, k*W, 3]`` uint8: the image, the ground truth (if given), the prediction over the image.
-  With ``panoptic``, ``prediction`` and ``label`` are panoptic id maps (`colorize_panoptic`)."""
+                 label: np.ndarray | None = None, panoptic: bool = False,
+                 height: int = 256) -> np.ndarray:
+  """A figure of one prediction: titled panels "image", "ground truth" (if given), "prediction"
+  (each in the dataset's class colours; panoptic id maps with `panoptic`, each instance its own
+  shade) and, with a ground truth, "errors" (the image in grey, wrongly predicted pixels red),
+  scaled by whole pixels to about ``height`` rows; below them a legend of the classes shown."""
   colorize = (lambda x: colorize_panoptic(x, descriptor)) if panoptic else descriptor.colorize
-  overlay = (alpha * colorize(prediction) + (1 - alpha) * image).astype(np.uint8)
-  panels = [image] + ([colorize(label)] if label is not None else []) + [overlay]
-  gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-  return np.concatenate(sum(([p, gap] for p in panels), [])[:-1], axis=1)
+  divisor = descriptor.label_divisor if panoptic else 1
+  panels = [("image", image)]
+  if label is not None:
+    panels.append(("ground truth", colorize(label)))
+  panels.append(("prediction", colorize(prediction)))
+  if label is not None:
+    grey = np.repeat(np.mean(image, -1, keepdims=True), 3, -1) * 0.6 + 100
+    wrong = (prediction // divisor != label // divisor) & (label != descriptor.ignore_label)
+    panels.append(("errors (red)", np.where(wrong[..., None], (230, 0, 0), grey).astype(np.uint8)))
+  panels = [_panel(p, title, height) for title, p in panels]
+  gap = np.full((panels[0].shape[0], 6, 3), 255, np.uint8)
+  top = np.concatenate(sum(([p, gap] for p in panels), [])[:-1], axis=1)
+  shown = [prediction // divisor] + ([label // divisor] if label is not None else [])
+  classes = sorted({int(c) for m in shown for c in np.unique(m) if c < descriptor.num_classes})
+  return np.concatenate([top, legend(descriptor, classes, top.shape[1])], axis=0)
+
+
+def panel_offsets(num_panels: int, image_width: int, height: int = 256,
+                  image_height: int | None = None) -> list[tuple[int, int]]:
+  """``(row, column)`` of the top-left pixel of each panel of a `side_by_side` figure."""
+  factor = max(1, height // (image_height or image_width))
+  width = image_width * factor
+  return [(TITLE_HEIGHT, i * (width + 6)) for i in range(num_panels)]
 
 
 def write_png(path: str, rgb: np.ndarray) -> None:

@@ -31,6 +31,19 @@ def test_semantic_adapters_on_mock_data(name):
   assert d.num_classes == {"oxford_iiit_pet": 2, "cityscapes": 19, "scene_parse150": 150}[name]
 
 
+@pytest.mark.parametrize("name,max_value", [("voc", 20), ("cityscapes_panoptic", 33999)])
+def test_segjax_builders_on_mock_data(name, max_value):
+  adapter = catalogue.get(name)
+  with tfds.testing.mock_data(num_examples=1, max_value=max_value,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    raw = next(iter(tfds.builder(adapter.builder).as_dataset(split="train")))
+  out = adapter.adapt(raw)
+  semantic = out["semantic"].numpy()
+  assert set(np.unique(semantic)) <= set(range(adapter.descriptor.num_classes)) | {255}
+  if adapter.instances:
+    assert (out["instance"].numpy()[~np.isin(semantic, adapter.descriptor.thing_classes)] == 0).all()
+
+
 def test_cityscapes_train_ids():
   table = catalogue.CITYSCAPES_TABLE
   assert (table[7], table[26], table[33], table[0], table[6]) == (0, 13, 18, 255, 255)
@@ -62,3 +75,53 @@ def test_coco_panoptic_adapter_hand_built_and_on_mock_data():
 def test_unknown_adapter_lists_the_known_ones():
   with pytest.raises(KeyError, match="cityscapes"):
     catalogue.get("pascal")
+
+
+def test_voc_and_cityscapes_panoptic_builders_read_the_official_layouts(tmp_path):
+  from PIL import Image
+  import cv2
+  manual = tmp_path / "manual"
+  # VOCdevkit/VOC2012: JPEGImages, palette-PNG SegmentationClass, ImageSets/Segmentation lists.
+  voc = manual / "VOCdevkit" / "VOC2012"
+  for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+    (voc / sub).mkdir(parents=True)
+  labels = np.zeros((6, 8), np.uint8)
+  labels[1:4, 2:6] = 15  # person
+  labels[0, :] = 255     # border
+  for image_id in ("2007_000032", "2007_000039"):
+    cv2.imwrite(str(voc / "JPEGImages" / f"{image_id}.jpg"), np.full((6, 8, 3), 128, np.uint8))
+    pil = Image.fromarray(labels, mode="P")
+    pil.putpalette([0, 0, 0, 128, 0, 0] * 128)
+    pil.save(voc / "SegmentationClass" / f"{image_id}.png")
+  (voc / "ImageSets/Segmentation/train.txt").write_text("2007_000032\n")
+  (voc / "ImageSets/Segmentation/val.txt").write_text("2007_000039\n")
+  # leftImg8bit/ and gtFine/ with instance-id maps (label_id * 1000 + n for thing instances).
+  ids = np.full((4, 6), 7, np.uint16)           # road (train id 0)
+  ids[1:3, 1:3] = 26 * 1000 + 0                 # car instance -> train id 13, instance 1
+  ids[1:3, 4:6] = 24 * 1000 + 5                 # person instance -> train id 11, instance 6
+  ids[3, 5] = 26                                # car crowd: instance 0
+  for folder, split in (("train", "train"), ("val", "val")):
+    (manual / "leftImg8bit" / folder / "aachen").mkdir(parents=True)
+    (manual / "gtFine" / folder / "aachen").mkdir(parents=True)
+    cv2.imwrite(str(manual / "leftImg8bit" / folder / "aachen" /
+                    "aachen_000000_000019_leftImg8bit.png"), np.zeros((4, 6, 3), np.uint8))
+    cv2.imwrite(str(manual / "gtFine" / folder / "aachen" /
+                    "aachen_000000_000019_gtFine_instanceIds.png"), ids)
+  download = tfds.download.DownloadConfig(manual_dir=str(manual))
+  for name, check in (("voc", _check_voc), ("cityscapes_panoptic", _check_cityscapes)):
+    adapter = catalogue.get(name)
+    builder = tfds.builder(adapter.builder, data_dir=str(tmp_path / "tfds"))
+    builder.download_and_prepare(download_config=download)
+    example = next(iter(builder.as_dataset(split="validation")))
+    check(adapter.adapt(example), labels, ids)
+
+
+def _check_voc(out, labels, ids):
+  np.testing.assert_array_equal(out["semantic"][..., 0], labels.astype(np.int32))
+
+
+def _check_cityscapes(out, labels, ids):
+  semantic, instance = out["semantic"][..., 0].numpy(), out["instance"][..., 0].numpy()
+  assert semantic[0, 0] == 0 and semantic[1, 1] == 13 and semantic[1, 4] == 11
+  assert instance[1, 1] == 1 and instance[1, 4] == 6 and instance[0, 0] == 0
+  assert semantic[3, 5] == 13 and instance[3, 5] == 0  # crowd

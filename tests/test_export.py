@@ -1,6 +1,5 @@
 """Pre-label export: round trips through the folder dataset, file-name safety, uncertainty."""
 import csv
-import os
 
 import cv2
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 
 from segjax import export
 from segjax.data import folder
+from segjax.data.descriptor import DatasetDescriptor
 from segjax.data.shapes import DESCRIPTOR, render_scene
 
 
@@ -54,7 +54,7 @@ def test_png_and_coco_exports_read_back_through_the_folder_dataset(tmp_path):
 def test_path_traversal_names_are_refused(tmp_path, name):
   with pytest.raises(ValueError, match="refusing output file name"):
     export.output_path(str(tmp_path), "masks", name, ".png")
-  assert not os.listdir(tmp_path / "masks") if (tmp_path / "masks").exists() else True
+  assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing was written anywhere
 
 
 def test_labelme_polygons_and_coco_polygons():
@@ -82,3 +82,27 @@ def test_uncertainty_hand_computed_and_review_order(tmp_path):
                              [{"name": "a", "uncertainty": 0.1}, {"name": "b", "uncertainty": 0.7}])
   rows = list(csv.DictReader(open(path)))
   assert [r["name"] for r in rows] == ["b", "a"] and rows[0]["rank"] == "1"
+
+
+def test_coco_and_labelme_leave_the_background_out(tmp_path):
+  descriptor = DatasetDescriptor("cells", ("background", "cell"), ((0, 0, 0), (0, 200, 0)),
+                                 thing_classes=(1,), stuff_classes=(0,))
+  labels = np.zeros((12, 16), np.uint8)
+  labels[2:6, 3:9] = 1
+  labels[8:11, 10:14] = 1
+  instance = np.zeros_like(labels, np.uint16)
+  instance[2:6, 3:9], instance[8:11, 10:14] = 1, 2
+  writer = export.CocoWriter(descriptor)
+  writer.add("a.png", labels, instance)
+  assert [c["name"] for c in writer.data["categories"]] == ["cell"]
+  assert sorted(a["area"] for a in writer.data["annotations"]) == [12, 24]  # no background region
+  doc = export.labelme("a.png", labels, instance, descriptor)
+  assert [s["label"] for s in doc["shapes"]] == ["cell", "cell"]
+  # Read back as a folder dataset: pixels no annotation covers are the background again.
+  split = tmp_path / "data" / "train"
+  cv2.imwrite(export.output_path(str(split), "images", "a", ".png"), np.zeros((12, 16, 3), np.uint8))
+  export.write_json(str(split / "annotations.json"), writer.data)
+  export.write_json(str(tmp_path / "data" / "classes.json"), export.classes_json(descriptor))
+  got = next(folder.folder_dataset(str(tmp_path / "data"), "train",
+                                   data_dir=str(tmp_path / "tfds")).as_numpy_iterator())
+  np.testing.assert_array_equal(got["semantic"][..., 0], labels)

@@ -127,17 +127,25 @@ def test_bad_files_raise_errors_naming_them(tmp_path, case, message):
     examples(root, "train", tmp_path)
 
 
-def test_skip_bad_leaves_them_out_and_reports(tmp_path):
+def test_skip_bad_leaves_them_out_and_reports(tmp_path, capsys):
   root = tmp_path / "data"
   write(str(root / "train/images/good.png"), np.zeros((4, 4, 3), np.uint8))
   write(str(root / "train/masks/good.png"), np.ones((4, 4), np.uint8))
+  write(str(root / "train/masks/stray.png"), np.full((4, 4), 7, np.uint8))
+  write(str(root / "train/images/stray.png"), np.zeros((4, 4, 3), np.uint8))
   write(str(root / "train/images/bad.png"), np.zeros((4, 4, 3), np.uint8))
   write(str(root / "train/masks/bad.png"), np.ones((3, 4), np.uint8))
   got = examples(root, "train", tmp_path, skip_bad=True)
-  assert list(got) == ["good"]
+  assert sorted(got) == ["good", "stray"]
   builder = folder.prepare(str(root), data_dir=str(tmp_path / "tfds"), skip_bad=True)
   report = json.load(open(os.path.join(builder.data_dir, "report.json")))
   assert report["count"] == 1 and "bad.png" in report["skipped"]["train"][0]
+  # What preparation printed: the counts, the classes the label values made (the stray 7 shows),
+  # and where the report is.
+  printed = capsys.readouterr().out
+  assert "(train 2 images)" in printed
+  assert "8 classes from the label values found (class_0, class_1, " in printed
+  assert f"Skipped 1 bad files (skip_bad=True); each with its reason in {builder.data_dir}" in printed
 
 
 def test_changed_files_are_prepared_again(tmp_path):

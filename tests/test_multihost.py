@@ -71,7 +71,8 @@ def test_two_processes_match_one_process_and_resume(straight_run, data_dir, tmp_
   assert want[2] != want[6]  # it trained
   # ... then, without the last checkpoint, a new 2-process launch resumes from step 3.
   shutil.rmtree(os.path.join(multi, "checkpoints", "6"))
-  second = _launch(tmp_path, data_dir, multi)
+  # Its evaluation batch of 5 does not divide over the 4 devices: it is padded to 8.
+  second = _launch(tmp_path, data_dir, multi, "--config.eval_batch_size=5")
   assert "Resumed from checkpoint 3" in second[0]
   resumed = _losses(multi)
   np.testing.assert_allclose([resumed[4], resumed[6]], [got[4], got[6]], rtol=1e-6)

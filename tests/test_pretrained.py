@@ -80,14 +80,11 @@ def test_resnet18_converts_every_tensor_by_name():
                                 sd["layer2.0.conv1.weight"].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(params["layer3"]["0"]["downsample"]["1"]["scale"],
                                 sd["layer3.0.downsample.1.weight"])
-  np.testing.assert_array_equal(stats["layer4"]["1"]["bn2"]["var"], sd["layer4.1.bn2.running_var"])
+  # A stage's repeated blocks are stacked (nn.scan): layer4.1 is entry 0 of layer4/blocks.
+  np.testing.assert_array_equal(stats["layer4"]["blocks"]["block"]["bn2"]["var"][0],
+                                sd["layer4.1.bn2.running_var"])
   # Round trip: every variable back under its torchvision key gives the file (without fc).
-  flat = jax.tree_util.tree_flatten_with_path(variables)[0]
-  back = {}
-  for path, value in flat:
-    names = tuple(p.key for p in path)
-    value = np.asarray(value)
-    back[pretrained.torch_key(names)] = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value
+  back = pretrained.to_state_dict(variables)
   expected = {k: v for k, v in sd.items() if not k.startswith("fc.") and "num_batches" not in k}
   assert back.keys() == expected.keys()
   for k in expected:

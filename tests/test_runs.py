@@ -116,6 +116,18 @@ def test_config_records_functions_by_importable_name():
   config.losses = (("logits", "semantic", lambda x, y, **kw: 0.0, 0.5),)
   with pytest.raises(ValueError, match=r"config.losses\[0\]\[2\].*cannot record"):
     runs.config_to_dict(config)
+  # config.loss, a string by default, takes a function or the list form in a config file.
+  config.losses = ()
+  config.loss = [(functions.cross_entropy, 1.0), (functions.dice_loss, 0.5, {"smooth": 1.0})]
+  recorded = runs.config_to_dict(config)
+  assert recorded["loss"] == [["segjax.losses.functions:cross_entropy", 1.0],
+                              ["segjax.losses.functions:dice_loss", 0.5, {"smooth": 1.0}]]
+  from segjax.losses import terms  # pylint: disable=import-outside-toplevel
+  made = terms.make_terms(recorded["loss"])  # the recorded form builds the same terms
+  assert [(t.label, t.weight) for t in made] == [("cross_entropy", 1.0), ("dice_loss", 0.5)]
+  assert made[1].loss.keywords == {"smooth": 1.0}
+  config.loss = functions.dice_loss
+  assert runs.config_to_dict(config)["loss"] == "segjax.losses.functions:dice_loss"
 
 
 def test_missing_run_files_are_named(tmp_path):

@@ -9,8 +9,13 @@ so it runs inside the tf.data pipeline. The datasets themselves are prepared by 
 |---------------------|----------------------------------|-------------------------------------------|
 | oxford_iiit_pet     | oxford_iiit_pet                  | background, pet (trimap border: ignored)  |
 | cityscapes          | cityscapes/semantic_segmentation | the 19 train ids; the rest ignored (255)  |
+| cityscapes_panoptic | cityscapes_panoptic (segjax)     | 19 train ids, 8 thing classes; panoptic   |
 | scene_parse150      | scene_parse150 (ADE20K)          | 150 classes; 0 ("other") ignored          |
+| voc                 | voc2012_segmentation (segjax)    | 21 (background + 20); border ignored      |
 | coco_panoptic       | coco/2017_panoptic               | 133 (80 things first, 53 stuff); panoptic |
+
+The builders marked segjax are defined in `segjax.data.builders` (the catalogue has no such
+dataset) and read the official files from tfds's manual directory.
 """
 from __future__ import annotations
 
@@ -20,9 +25,12 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from segjax.data import builders
 from segjax.data.descriptor import DatasetDescriptor
 
 IGNORE = 255
+# The builders of segjax.data.builders: prepared on first use from tfds's manual directory.
+SEGJAX_BUILDERS = ("voc2012_segmentation", "cityscapes_panoptic")
 
 
 def _palette(n: int) -> tuple[tuple[int, int, int], ...]:
@@ -42,9 +50,13 @@ def _palette(n: int) -> tuple[tuple[int, int, int], ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Adapter:
+  """A tfds builder, its descriptor, the mapping of its examples, whether they carry instances,
+  and the image size when every image has the same (for planning; ``None`` when they vary)."""
   builder: str
   descriptor: DatasetDescriptor
   adapt: Callable[[dict], dict]
+  instances: bool = False
+  image_size: tuple[int, int] | None = None
 
 
 def _lookup(table: np.ndarray):
@@ -83,6 +95,28 @@ def _adapt_cityscapes(example):
   return {"image": example["image_left"], "semantic": _CITYSCAPES(example["segmentation_label"])}
 
 
+# ------------------------------------------------------------------------ cityscapes_panoptic
+_CITYSCAPES_THINGS = tuple(range(11, 19))  # person, rider, car, truck, bus, train, motorcycle, bicycle
+
+
+def _adapt_cityscapes_panoptic(example):
+  """``instanceIds`` = label id (stuff, crowd) or ``label_id * 1000 + n`` (thing instance n):
+  semantic = train id of the label id; instance = n + 1 on thing classes, 0 elsewhere (crowd)."""
+  ids = tf.cast(example["instance_ids"][..., 0], tf.int32)
+  label_id = tf.where(ids >= 1000, ids // 1000, ids)
+  semantic = _CITYSCAPES(label_id)
+  is_thing = (semantic >= _CITYSCAPES_THINGS[0]) & (semantic <= _CITYSCAPES_THINGS[-1])
+  instance = tf.where((ids >= 1000) & is_thing, ids % 1000 + 1, 0)
+  return {"image": example["image_left"], "semantic": semantic[..., None],
+          "instance": instance[..., None]}
+
+
+# ------------------------------------------------------------------------ voc
+def _adapt_voc(example):
+  # Class ids 0..20 as stored (palette indices); 255 marks object borders (ignored).
+  return {"image": example["image"], "semantic": tf.cast(example["segmentation"], tf.int32)}
+
+
 # ------------------------------------------------------------------------ scene_parse150
 def _adapt_ade(example):
   # ADE20K scene parsing: 0 = "other objects" (ignored), 1..150 the classes -> 0..149.
@@ -117,8 +151,17 @@ ADAPTERS = {
         ignore_label=IGNORE, label_divisor=1000), _adapt_pet),
     "cityscapes": Adapter("cityscapes/semantic_segmentation", DatasetDescriptor(
         name="cityscapes", class_names=CITYSCAPES_CLASSES, colormap=_palette(19),
-        stuff_classes=tuple(range(11)), thing_classes=tuple(range(11, 19)),
-        ignore_label=IGNORE, label_divisor=1000), _adapt_cityscapes),
+        stuff_classes=tuple(range(11)), thing_classes=_CITYSCAPES_THINGS,
+        ignore_label=IGNORE, label_divisor=1000), _adapt_cityscapes, image_size=(1024, 2048)),
+    "cityscapes_panoptic": Adapter("cityscapes_panoptic", DatasetDescriptor(
+        name="cityscapes_panoptic", class_names=CITYSCAPES_CLASSES, colormap=_palette(19),
+        stuff_classes=tuple(range(11)), thing_classes=_CITYSCAPES_THINGS,
+        ignore_label=IGNORE, label_divisor=1000), _adapt_cityscapes_panoptic, instances=True,
+        image_size=(1024, 2048)),
+    "voc": Adapter("voc2012_segmentation", DatasetDescriptor(
+        name="voc", class_names=builders.VOC_CLASSES, colormap=_palette(21),
+        stuff_classes=(0,), thing_classes=tuple(range(1, 21)), ignore_label=IGNORE,
+        label_divisor=1000), _adapt_voc),
     "scene_parse150": Adapter("scene_parse150", DatasetDescriptor(
         name="scene_parse150", class_names=tuple(f"ade_{i}" for i in range(1, 151)),
         colormap=_palette(150), stuff_classes=tuple(range(150)), thing_classes=(),
@@ -127,7 +170,7 @@ ADAPTERS = {
         name="coco_panoptic", class_names=tuple(f"coco_{i}" for i in range(133)),
         colormap=_palette(133), stuff_classes=tuple(range(80, 133)),
         thing_classes=tuple(range(80)), ignore_label=IGNORE, label_divisor=1000),
-        _adapt_coco_panoptic),
+        _adapt_coco_panoptic, instances=True),
 }
 
 

@@ -95,10 +95,25 @@ class FolderClasses:
   ignore_label: int
 
 
+def configured_classes(names: Sequence[str], thing_classes: Sequence[int] = (),
+                       ignore_label: int = 255) -> FolderClasses:
+  """The classes named in the config (``data.classes``, ``data.thing_classes``), ids 0..n-1."""
+  ids = tuple(range(len(names)))
+  bad = [c for c in thing_classes if c not in ids]
+  if bad:
+    raise ValueError(f"config.data.thing_classes {list(bad)} are not class ids of "
+                     f"config.data.classes (0..{len(names) - 1}).")
+  return FolderClasses(ids, tuple(str(n) for n in names),
+                       tuple(DEFAULT_COLORMAP[i % 10] for i in ids),
+                       tuple("thing" if i in thing_classes else "stuff" for i in ids), ignore_label)
+
+
 def read_classes(root: str, observed_ids: Iterable[int] = (),
-                 coco_categories: dict[int, str] | None = None) -> FolderClasses:
-  """``classes.json`` if present; else classes 0..max(observed) named ``class_<id>``, or, with
-  COCO annotations, 0 = ``background`` (stuff) and the COCO category ids (things, named)."""
+                 coco_categories: dict[int, str] | None = None,
+                 configured: FolderClasses | None = None) -> FolderClasses:
+  """``classes.json`` if present; else ``configured`` (the config's class names); else classes
+  0..max(observed) named ``class_<id>``, or, with COCO annotations, 0 = ``background`` (stuff) and
+  the COCO category ids (things, named)."""
   path = os.path.join(root, "classes.json")
   if os.path.exists(path):
     try:
@@ -120,6 +135,8 @@ def read_classes(root: str, observed_ids: Iterable[int] = (),
     if bad:
       raise BadFileError(f"{path}: kind must be 'stuff' or 'thing', not {bad[0]!r}")
     return FolderClasses(ids, names, colours, kinds, ignore)
+  if configured is not None:
+    return configured
   coco_categories = coco_categories or {}
   top = max([i for i in observed_ids if i != 255] + list(coco_categories) or [1])
   ids = tuple(range(top + 1))
@@ -275,13 +292,15 @@ def _load_example(stem, image_path, masks, instances, coco, coco_path, colours, 
 
 # ---------------------------------------------------------------------------------------- builder
 class FolderConfig(tfds.core.BuilderConfig):
-  def __init__(self, *, root: str, skip_bad: bool = False, **kwargs):
+  def __init__(self, *, root: str, skip_bad: bool = False,
+               classes: FolderClasses | None = None, **kwargs):
     root = os.path.abspath(os.path.expanduser(root))
-    tag = hashlib.sha256(root.encode()).hexdigest()[:8]
+    tag = hashlib.sha256((root + repr(classes)).encode()).hexdigest()[:8]
     super().__init__(name=f"{os.path.basename(root) or 'root'}_{tag}_{fingerprint(root)}"
                      f"{'_skip' if skip_bad else ''}", **kwargs)
     self.root = root
     self.skip_bad = skip_bad
+    self.classes = classes
 
 
 class Folder(tfds.core.GeneratorBasedBuilder):
@@ -312,13 +331,13 @@ class Folder(tfds.core.GeneratorBasedBuilder):
             categories.update({int(c["id"]): str(c["name"]) for c in json.load(f)["categories"]})
         except (ValueError, KeyError, TypeError) as e:
           raise BadFileError(f"{coco_path}: not a COCO annotations file ({e})") from e
-      if not os.path.exists(os.path.join(root, "classes.json")):
+      if not os.path.exists(os.path.join(root, "classes.json")) and not self.builder_config.classes:
         for path in _by_stem(os.path.join(split_dir, "masks"), (".png",)).values():
           try:
             observed |= set(np.unique(read_mask(path)).tolist())
           except BadFileError:
             pass
-    classes = read_classes(root, observed, categories)
+    classes = read_classes(root, observed, categories, configured=self.builder_config.classes)
     num_channels = 1 if channels <= {1} else 3  # grey stays grey; RGBA loses alpha
     self._survey_cache = (splits, num_channels, depth, classes, has_instances)
     return self._survey_cache
@@ -372,18 +391,35 @@ def folder_dataset(root: str, split: str = "train", *, data_dir: str | None = No
   return builder.as_dataset(split=SPLITS.get(split, split), shuffle_files=False)
 
 
-def prepare(root: str, *, data_dir: str | None = None, skip_bad: bool = False) -> "Folder":
+def prepare(root: str, *, data_dir: str | None = None, skip_bad: bool = False,
+            classes: Sequence[str] | None = None, thing_classes: Sequence[int] = ()) -> "Folder":
   """Prepares (once per content fingerprint) and returns the builder; with ``skip_bad`` the
-  skipped files are listed in ``<builder.data_dir>/report.json``."""
-  builder = Folder(config=FolderConfig(root=root, skip_bad=skip_bad), data_dir=data_dir)
+  skipped files are listed in ``<builder.data_dir>/report.json``. ``classes`` (names) and
+  ``thing_classes`` (ids) stand for a ``classes.json`` the folder lacks."""
+  configured = configured_classes(classes, thing_classes) if classes else None
+  builder = Folder(config=FolderConfig(root=root, skip_bad=skip_bad, classes=configured),
+                   data_dir=data_dir)
   if not builder.is_prepared():
-    builder.download_and_prepare()
+    from segjax import logging as run_logging  # pylint: disable=import-outside-toplevel
+    from segjax.data import preparing  # pylint: disable=import-outside-toplevel
+    preparing.prepare_quietly(builder, f"the folder dataset {root}")
+    counts = ", ".join(f"{n} {s.num_examples}" for n, s in builder.info.splits.items())
+    run_logging.info("Prepared the folder dataset %s (%s images) in %s", root, counts,
+                     builder.data_dir)
+    _, _, _, found, _ = builder._survey()  # pylint: disable=protected-access
+    if not os.path.exists(os.path.join(root, "classes.json")) and configured is None:
+      run_logging.info("No classes.json: %d classes from the label values found (%s); name them "
+                       "in %s or with config.data.classes", len(found.names),
+                       ", ".join(found.names), os.path.join(root, "classes.json"))
     if skip_bad:
       report = {"skipped": builder.skipped, "count": sum(map(len, builder.skipped.values()))}
-      with open(os.path.join(builder.data_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=1)
+      path = os.path.join(builder.data_dir, "report.json")
+      run_logging.write_json_atomic(path, report)
+      run_logging.info("Skipped %d bad files (skip_bad=True); each with its reason in %s",
+                       report["count"], path)
   return builder
 
 
-__all__ = ["BadFileError", "Folder", "FolderClasses", "descriptor_of", "folder_dataset", "prepare",
+__all__ = ["BadFileError", "Folder", "FolderClasses", "configured_classes", "descriptor_of",
+           "folder_dataset", "prepare",
            "read_classes", "read_image", "read_mask", "split_examples"]

@@ -176,7 +176,7 @@ def crop_example(example, offset, size):
   return out
 
 
-def _size(size) -> tuple[int, int]:
+def size_pair(size) -> tuple[int, int]:
   size = (size, size) if isinstance(size, int) else tuple(size)
   if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
     raise ValueError(f"size must be an int or (height, width) of positive ints, not {size!r}")
@@ -200,7 +200,7 @@ def random_scale(low: float = 0.5, high: float = 2.0):
 @register_op
 def random_crop(size):
   """Pads to at least ``size`` (int or (H, W)), then one random window of image and maps alike."""
-  size = _size(size)
+  size = size_pair(size)
 
   def op(example, seed, context):
     example = _pad(example, size, context)
@@ -213,7 +213,7 @@ def random_crop(size):
 @register_op
 def center_crop(size):
   """Pads to at least ``size``, then the central window."""
-  size = _size(size)
+  size = size_pair(size)
 
   def op(example, seed, context):
     del seed
@@ -226,15 +226,36 @@ def center_crop(size):
 @register_op
 def resize(size):
   """Resizes to ``size`` (int or (H, W)): image bilinear, maps nearest."""
-  size = _size(size)
+  size = size_pair(size)
   return lambda example, seed, context: resize_example(example, size)
+
+
+@register_op
+def resize_keep_ratio(short: int | None = None, long: int | None = None):
+  """Resizes by the largest factor that keeps the short side <= ``short`` and the long side <=
+  ``long`` (either may be None): MMSegmentation's ``Resize(scale=(long, short), keep_ratio=True)``,
+  and deeplab2's ``max_resize_value`` with ``long`` alone."""
+  if short is None and long is None:
+    raise ValueError("resize_keep_ratio needs short, long or both")
+
+  def op(example, seed, context):
+    del seed, context
+    shape = tf.cast(tf.shape(example["image"])[:2], tf.float32)
+    factors = []
+    if short is not None:
+      factors.append(short / tf.reduce_min(shape))
+    if long is not None:
+      factors.append(long / tf.reduce_max(shape))
+    factor = tf.reduce_min(tf.stack(factors))
+    return resize_example(example, tf.cast(tf.round(shape * factor), tf.int32))
+  return op
 
 
 @register_op
 def pad_to(size):
   """Pads at the bottom/right to at least ``size``: images of several sizes batch together; the
   padded labels are the ignore label, so metrics and losses skip them."""
-  size = _size(size)
+  size = size_pair(size)
   return lambda example, seed, context: _pad(example, size, context)
 
 
@@ -270,24 +291,32 @@ def random_rot90():
 
 
 @register_op
-def photometric(strength: float = 0.2):
-  """Random brightness (± ``strength``), contrast and saturation (× [1 - strength, 1 + strength])
-  of the image in [0, 1], one draw each, clipped to [0, 1]; labels are untouched."""
-  if not 0 <= strength < 1:
-    raise ValueError(f"photometric strength must be in [0, 1), not {strength}")
+def photometric(brightness: float = 0.2, contrast: float | None = None,
+                saturation: float | None = None):
+  """Random brightness (+ U(-b, b)), contrast and saturation (× U(1 - c, 1 + c), × U(1 - s, 1 + s);
+  both default to ``brightness``) of the image in [0, 1], one draw each, clipped to [0, 1];
+  labels are untouched. ``photometric(0.125, 0.5, 0.5)`` is MMSegmentation's
+  PhotoMetricDistortion without its hue jitter (brightness 32/255, contrast and saturation
+  0.5-1.5)."""
+  contrast = brightness if contrast is None else contrast
+  saturation = brightness if saturation is None else saturation
+  for name, value in (("brightness", brightness), ("contrast", contrast),
+                      ("saturation", saturation)):
+    if not 0 <= value < 1:
+      raise ValueError(f"photometric {name} must be in [0, 1), not {value}")
 
   def op(example, seed, context):
     del context
     seeds = tf.random.experimental.stateless_split(seed, 3)
     image = example["image"]
-    image = image + tf.random.stateless_uniform([], seeds[0], -strength, strength)
+    image = image + tf.random.stateless_uniform([], seeds[0], -brightness, brightness)
     mean = tf.reduce_mean(image)
-    image = (image - mean) * tf.random.stateless_uniform([], seeds[1], 1 - strength,
-                                                         1 + strength) + mean
+    image = (image - mean) * tf.random.stateless_uniform([], seeds[1], 1 - contrast,
+                                                         1 + contrast) + mean
     if image.shape[-1] == 3:
       grey = tf.reduce_mean(image, axis=-1, keepdims=True)
-      image = (image - grey) * tf.random.stateless_uniform([], seeds[2], 1 - strength,
-                                                           1 + strength) + grey
+      image = (image - grey) * tf.random.stateless_uniform([], seeds[2], 1 - saturation,
+                                                           1 + saturation) + grey
     return {**example, "image": tf.clip_by_value(image, 0.0, 1.0)}
   return op
 

@@ -10,6 +10,7 @@ counted exactly once and every process runs the same number of batches.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 from typing import Callable, Iterator
@@ -22,6 +23,7 @@ import tensorflow_datasets as tfds
 from segjax.data import catalogue
 from segjax.data import folder
 from segjax.data import ops
+from segjax.data import preparing
 from segjax.data import patches
 from segjax.data import shapes
 from segjax.data.descriptor import DatasetDescriptor
@@ -40,38 +42,90 @@ class Source:
   adapt: Callable[[dict], dict] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What planning needs to know of a dataset without preparing it: its descriptor, whether its
+  examples carry instance maps, the image size when every image has the same, the image's
+  channels and storage type."""
+  descriptor: DatasetDescriptor
+  instances: bool
+  image_size: tuple[int, int] | None = None
+  channels: int = 3
+  dtype: tf.DType = tf.uint8
+
+
+def _folder_classes(data_config):
+  return data_config.get("classes") or None, tuple(data_config.get("thing_classes") or ())
+
+
+def dataset_info(data_config) -> DataInfo:
+  """`DataInfo` of ``data_config``'s dataset, read from code and config alone (no data)."""
+  if data_config.name == "shapes":
+    size = data_config.image_size
+    return DataInfo(shapes.DESCRIPTOR, True, (size, size))
+  if data_config.name.startswith("tfds:"):
+    adapter = catalogue.get(data_config.name[len("tfds:"):])
+    return DataInfo(adapter.descriptor, adapter.instances, adapter.image_size)
+  if data_config.name == "folder":
+    names, things = _folder_classes(data_config)
+    if not names:
+      raise ValueError("Planning a folder dataset without its data needs config.data.classes "
+                       "(the class names) and config.data.thing_classes.")
+    descriptor = folder.descriptor_of(folder.configured_classes(names, things))
+    return DataInfo(descriptor, False, None, data_config.get("channels", 3), tf.uint16)
+  raise KeyError(f"Unknown dataset {data_config.name!r} in config.data.name; available: "
+                 f"'shapes', 'folder', {', '.join(repr('tfds:' + n) for n in catalogue.ADAPTERS)}.")
+
+
 def get_source(data_config: ml_collections.ConfigDict) -> Source:
   """Builds (preparing once, offline) the dataset named by ``data_config.name``: ``"shapes"`` (the
-  built-in dataset) or ``"folder"`` (the user's images and masks under ``data_config.root``)."""
+  built-in dataset), ``"folder"`` (the user's images and masks under ``data_config.root``) or
+  ``"tfds:<name>"`` (a catalogue adapter, `segjax.data.catalogue`)."""
+  if data_config.name not in ("shapes", "folder") and not data_config.name.startswith("tfds:"):
+    dataset_info(data_config)  # raises, naming the datasets there are
   if data_config.name == "folder":
     if not data_config.get("root"):
       raise KeyError("config.data.root must name the folder dataset's directory "
                      "(--config.data.root=DATA).")
+    names, things = _folder_classes(data_config)
     builder = prepare_once(lambda: folder.prepare(
         data_config.root, data_dir=data_config.get("data_dir"),
-        skip_bad=data_config.get("skip_bad", False)))
+        skip_bad=data_config.get("skip_bad", False), classes=names, thing_classes=things))
     return Source(builder, builder.descriptor())
   if data_config.name.startswith("tfds:"):
     adapter = catalogue.get(data_config.name[len("tfds:"):])
     builder = tfds.builder(adapter.builder, data_dir=data_config.get("data_dir"))
     if not builder.is_prepared():
-      raise FileNotFoundError(
-          f"tfds dataset {adapter.builder} is not prepared in {builder.data_dir}; prepare it once "
-          f"with tfds (tfds build {adapter.builder}, with its manual download if it needs one).")
+      if adapter.builder not in catalogue.SEGJAX_BUILDERS:
+        raise FileNotFoundError(
+            f"tfds dataset {adapter.builder} is not prepared in {builder.data_dir}; prepare it "
+            f"once with tfds (tfds build {adapter.builder}, with its manual download if it needs "
+            "one).")
+      builder = prepare_once(lambda: _prepared(tfds.builder(
+          adapter.builder, data_dir=data_config.get("data_dir"))))
     return Source(builder, adapter.descriptor, adapter.adapt)
-  if data_config.name != "shapes":
-    raise KeyError(f"Unknown dataset {data_config.name!r} in config.data.name; available: "
-                   f"'shapes', 'folder', {', '.join(repr('tfds:' + n) for n in catalogue.ADAPTERS)}.")
+
   def make_and_prepare():
-    builder = shapes.make_builder(
+    return _prepared(shapes.make_builder(
         data_dir=data_config.get("data_dir"), image_size=data_config.image_size,
         num_train=data_config.num_train, num_validation=data_config.num_validation,
         num_test=data_config.num_test, seed=data_config.dataset_seed,
-        max_things=data_config.get("max_things", 6))
-    builder.download_and_prepare()
-    return builder
+        max_things=data_config.get("max_things", 6)))
 
   return Source(prepare_once(make_and_prepare), shapes.DESCRIPTOR)
+
+
+def has_instances(source: Source) -> bool:
+  """Whether the examples of ``source`` carry instance maps (and so panoptic labels)."""
+  features = source.builder.info.features
+  if source.adapt is None:
+    return "instance" in features
+  adapter = next((a for a in catalogue.ADAPTERS.values() if a.adapt is source.adapt), None)
+  return bool(adapter and adapter.instances)
+
+
+def _prepared(builder):
+  return preparing.prepare_quietly(builder)
 
 
 def prepare_once(prepare: Callable):
@@ -135,7 +189,8 @@ def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: i
   ignore = source.descriptor.ignore_label
   patch_size = data_config.get("patch_size")
   if patch_size:  # a grid of (overlapping) patches of every image, instead of whole images
-    size, stride = tuple(patch_size), tuple(data_config.get("patch_stride") or patch_size)
+    size = config_size(data_config, "patch_size")
+    stride = config_size(data_config, "patch_stride") or size
     ds = ds.flat_map(lambda ex: patches.tf_grid_patches(ex, size, stride, ignore))
     if data_config.get("min_labelled_fraction", 0.0) > 0:
       ds = ds.filter(lambda ex: patches.labelled_fraction(ex, ignore)
@@ -157,23 +212,105 @@ def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: i
   else:
     ds = ds.enumerate().skip(start_step * local_batch_size)
 
-  augment = ops.build(data_config.get("train_pp", ""), op_context(source, data_config))
-
-  def preprocess(index, example):
-    example_seed = tf.stack([tf.constant(seed, tf.int64) * 1000003 + process_index, index])
-    example = augment(unit_image(example, data_config), example_seed)
-    return training_example(standardize_image(example, data_config))
-
+  preprocess = train_preprocess(source.descriptor, data_config, seed, process_index)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   check_train_shape(ds.element_spec["image"].shape, data_config)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   return ds.prefetch(data_config.get("prefetch", 2))
 
 
+def train_preprocess(descriptor, data_config, seed: int, process_index: int = 0):
+  """``(index, example) -> training example``: intensities to [0, 1], ``data.train_pp`` seeded by
+  ``(seed, process, index)``, standardisation, and only the arrays the train step takes."""
+  augment = ops.build(data_config.get("train_pp", ""), op_context(descriptor, data_config))
+
+  def preprocess(index, example):
+    example_seed = tf.stack([tf.constant(seed, tf.int64) * 1000003 + process_index, index])
+    example = augment(unit_image(example, data_config), example_seed)
+    return training_example(standardize_image(example, data_config))
+  return preprocess
+
+
+def _decoded_signature(info: DataInfo, image_size=None) -> dict:
+  """The `tf.TensorSpec` of a decoded example of a dataset described by ``info``."""
+  size = list(image_size or info.image_size or (None, None))
+  spec = {"image": tf.TensorSpec(size + [info.channels], info.dtype),
+          "semantic": tf.TensorSpec(size, tf.int32)}
+  if info.instances:
+    spec.update(instance=tf.TensorSpec(size, tf.int32), panoptic=tf.TensorSpec(size, tf.int32))
+  return spec
+
+
+def abstract_train_batch(data_config, info: DataInfo, batch_size: int) -> dict:
+  """Shapes and dtypes (`jax.ShapeDtypeStruct`) of a training batch of ``batch_size``, from the
+  preprocessing ops traced on an empty dataset: no data is read."""
+  import jax  # pylint: disable=import-outside-toplevel
+  empty = tf.data.Dataset.from_generator(lambda: iter(()),
+                                         output_signature=_decoded_signature(info))
+  ds = empty.enumerate().map(train_preprocess(info.descriptor, data_config, seed=0))
+  check_train_shape(ds.element_spec["image"].shape, data_config)
+  return {k: jax.ShapeDtypeStruct((batch_size, *spec.shape), spec.dtype.as_numpy_dtype)
+          for k, spec in ds.element_spec.items()}
+
+
+def abstract_eval_batch(data_config, info: DataInfo, batch_size: int, image_size=None) -> dict:
+  """Shapes and dtypes of an evaluation batch: ``data.eval_pp`` traced on an empty dataset of
+  images of ``image_size`` (default: the dataset's own, when fixed)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  empty = tf.data.Dataset.from_generator(
+      lambda: iter(()), output_signature=_decoded_signature(info, image_size))
+  ds = empty.map(eval_preprocess(info.descriptor, data_config))
+  pad = _last_pad_to(data_config.get("eval_pp", ""))
+  if None in tuple(ds.element_spec["image"].shape)[:2] and pad is None:
+    raise ValueError(f"Evaluation images of {info.descriptor.name} have no fixed size after "
+                     f"config.data.eval_pp={data_config.get('eval_pp', '')!r}: end it with pad_to "
+                     "or give an evaluation image size.")
+  # A final pad_to(S) makes every image S when the ops before it keep them within S (as
+  # resize_keep_ratio(long=S) does); TensorFlow cannot infer that statically.
+  fixed = lambda shape: tuple(pad[i] if d is None and i < 2 else d for i, d in enumerate(shape))
+  return {k: jax.ShapeDtypeStruct((batch_size, *fixed(spec.shape)), spec.dtype.as_numpy_dtype)
+          for k, spec in ds.element_spec.items()}
+
+
+def _last_pad_to(spec: str) -> tuple[int, int] | None:
+  """The size of the last ``pad_to`` of an op chain, if it ends with one."""
+  last = [op.strip() for op in spec.split("|") if op.strip()][-1:] if spec else []
+  if not last or not last[0].startswith("pad_to("):
+    return None
+  size = ast.literal_eval(last[0][len("pad_to("):-1].split("=")[-1].strip())
+  return (size, size) if isinstance(size, int) else tuple(size)
+
+
 def training_example(example):
   """The arrays the train step gets: every numeric entry (names and patch positions dropped)."""
   return {k: v for k, v in example.items()
           if v.dtype != tf.string and k not in ("patch_position", "labelled")}
+
+
+def config_size(data_config, key: str) -> tuple[int, int] | None:
+  """``config.data.<key>`` as ``(height, width)`` (an int means a square); None when unset. A value
+  of another shape is an error naming the key."""
+  value = data_config.get(key)
+  if value is None or value == () or value == 0:
+    return None
+  try:
+    return ops.size_pair(value)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"config.data.{key}={value!r}: expected an int or (height, width) of "
+                     "positive ints.") from e
+
+
+def check_config(data_config) -> None:
+  """Checks ``config.data`` before anything is built: sizes, and every op of ``train_pp`` and
+  ``eval_pp`` registered with arguments it accepts."""
+  for key in ("crop_size", "patch_size", "patch_stride", "eval_pad_to"):
+    config_size(data_config, key)
+  for key in ("train_pp", "eval_pp"):
+    try:  # building needs a descriptor, not the dataset's own: any one checks names and arguments
+      ops.build(data_config.get(key, ""), ops.Context(shapes.DESCRIPTOR))
+    except (KeyError, TypeError, ValueError, SyntaxError) as e:
+      reason = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError quotes itself
+      raise ValueError(f"config.data.{key}={data_config.get(key)!r}: {reason}") from e
 
 
 def check_train_shape(shape, data_config):
@@ -186,9 +323,9 @@ def check_train_shape(shape, data_config):
                      "crop_size.")
 
 
-def op_context(source: Source, data_config) -> ops.Context:
+def op_context(descriptor: DatasetDescriptor, data_config) -> ops.Context:
   """What preprocessing ops read besides the example: the descriptor; padding with the mean."""
-  return ops.Context(descriptor=source.descriptor, image_fill=tuple(data_config.mean))
+  return ops.Context(descriptor=descriptor, image_fill=tuple(data_config.mean))
 
 
 def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: int,
@@ -198,27 +335,14 @@ def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: i
   Each example carries ``valid`` (False for padding); every process yields the same number of
   batches, ``ceil(max process share / local batch)``.
   """
-  info_splits = source.builder.info.splits
-  if split not in info_splits:
-    raise KeyError(f"Dataset {source.builder.name!r} has no split {split!r}; "
-                   f"it has {sorted(info_splits.keys())}.")
-  counts = [info_splits[process_split(split, i, process_count)].num_examples
+  counts = [split_size(source.builder, process_split(split, i, process_count))
             for i in range(process_count)]
   num_batches = math.ceil(max(counts) / local_batch_size)
   mine = counts[process_index]
   ds = source.builder.as_dataset(split=process_split(split, process_index, process_count),
                                  shuffle_files=False)
-  eval_pp = data_config.get("eval_pp", "")
-  if data_config.get("eval_pad_to"):  # images of several sizes: pad to one (labels: ignore)
-    eval_pp += f"|pad_to({tuple(data_config.eval_pad_to)})"
-  process = ops.build(eval_pp, op_context(source, data_config))
-
-  def prepare(ex):
-    ex = process(unit_image(decode(source, ex), data_config), tf.constant([0, 0], tf.int64))
-    ex = standardize_image(ex, data_config)
-    ex.pop("name", None)
-    return {**ex, "valid": True}
-
+  process = eval_preprocess(source.descriptor, data_config)
+  prepare = lambda example: process(decode(source, example))
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   padding = num_batches * local_batch_size - mine
   if padding:
@@ -248,6 +372,35 @@ def unit_image(example, data_config):
 def standardize_image(example, data_config):
   """``(image - data.mean) / data.std``: the last step before the model."""
   return {**example, "image": ops.standardize(example["image"], data_config.mean, data_config.std)}
+
+
+def split_size(builder, split: str) -> int:
+  """The number of examples of ``split`` (a tfds split string, e.g. ``"validation[0%:50%]"``);
+  an unknown split raises naming the ones the dataset has."""
+  known = builder.info.splits
+  base = split.split("[")[0] if isinstance(split, str) else split.split  # str or tfds _EvenSplit
+  if known and base not in known:
+    raise KeyError(f"Dataset {builder.name!r} has no split {base!r}; it has {sorted(known.keys())}.")
+  count = int(builder.as_dataset(split=split, shuffle_files=False).cardinality())
+  if count < 0:  # unknown cardinality: count once
+    count = sum(1 for _ in builder.as_dataset(split=split, shuffle_files=False))
+  return count
+
+
+def eval_preprocess(descriptor, data_config):
+  """``example -> evaluation example``: unit intensities, ``data.eval_pp`` (plus ``pad_to`` for
+  ``data.eval_pad_to``), standardisation, ``valid = True``."""
+  eval_pp = data_config.get("eval_pp", "")
+  if data_config.get("eval_pad_to"):  # images of several sizes: pad to one (labels: ignore)
+    eval_pp += f"|pad_to({tuple(data_config.eval_pad_to)})"
+  process = ops.build(eval_pp, op_context(descriptor, data_config))
+
+  def prepare(example):
+    example = process(unit_image(example, data_config), tf.constant([0, 0], tf.int64))
+    example = standardize_image(example, data_config)
+    example.pop("name", None)
+    return {**example, "valid": True}
+  return prepare
 
 
 def prepare_image(example, data_config):

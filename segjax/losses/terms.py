@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -47,7 +48,7 @@ def parse_loss(spec) -> list[tuple[Any, float]]:
   """Splits a loss expression into ``[(spec_or_function, weight), ...]``.
 
   Accepts ``"cross_entropy + 0.5 * dice_loss(smooth=1.0)"``, a single spec or function, or a
-  sequence of ``(spec_or_function, weight)``.
+  sequence of ``(spec_or_function, weight[, kwargs])``.
   """
   if callable(spec):
     return [(spec, 1.0)]
@@ -65,9 +66,13 @@ def parse_loss(spec) -> list[tuple[Any, float]]:
   terms = []
   for item in spec:
     item = tuple(item)
-    if len(item) != 2:
-      raise ValueError(f"Loss {item!r} must be (name_or_function, weight).")
-    terms.append((item[0], float(item[1])))
+    if len(item) not in (2, 3) or (len(item) == 3 and not isinstance(item[2], Mapping)):
+      raise ValueError(f"Loss {item!r} must be (name_or_function, weight[, kwargs]).")
+    loss = item[0]
+    if len(item) == 3 and item[2]:
+      loss = functools.partial(loss if callable(loss) else registry.lookup("loss", loss),
+                               **item[2])
+    terms.append((loss, float(item[1])))
   return terms
 
 

@@ -12,7 +12,7 @@ Every model takes a computation ``dtype`` (e.g. ``bfloat16``) and keeps float32 
 | ``deeplabv3``   | `segjax.models.deeplab.DeepLabV3` |
 | ``deeplabv3plus`` | `segjax.models.deeplab.DeepLabV3Plus` |
 | ``hmsa``        | `segjax.models.hmsa.HMSA` around any of the others (``trunk=...``) |
-| ``panoptic_deeplab`` | `segjax.models.panoptic.PanopticDeepLab` heads on a trunk |
+| ``panoptic_deeplab`` | `segjax.models.panoptic.PanopticDeepLabResNet` (shared ResNet, dual decoder) or `PanopticDeepLab` heads on any ``trunk`` |
 | ``resnet18``..``resnet101`` | `segjax.models.backbones.ResNet` backbones (features by stride) |
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from segjax import registry
 from segjax.models.common import count_params
 from segjax.models.deeplab import DeepLabV3, DeepLabV3Plus
 from segjax.models.hmsa import HMSA
-from segjax.models.panoptic import PanopticDeepLab
+from segjax.models.panoptic import PanopticDeepLab, PanopticDeepLabResNet
 from segjax.models.backbones import DEPTHS, ResNet
 from segjax.models.segnet import SegNet
 from segjax.models.unet import UNet
@@ -47,10 +47,14 @@ def _hmsa(num_classes: int, trunk: str = "deeplabv3plus", trunk_kwargs: dict | N
 
 
 @registry.register("model", "panoptic_deeplab")
-def _panoptic_deeplab(num_classes: int, trunk: str = "deeplabv3plus",
+def _panoptic_deeplab(num_classes: int, trunk: str | None = None,
                       trunk_kwargs: dict | None = None, dual_decoder: bool = False,
-                      dtype=jnp.float32, **kwargs) -> PanopticDeepLab:
-  """Panoptic-DeepLab heads on ``create(trunk, ...)`` (a second trunk with ``dual_decoder``)."""
+                      dtype=jnp.float32, **kwargs) -> nn.Module:
+  """The published Panoptic-DeepLab (`PanopticDeepLabResNet`: ``backbone="resnet50"``,
+  ``output_stride``, ...) or, with ``trunk``, its heads on ``create(trunk, ...)`` (a second trunk
+  with ``dual_decoder``)."""
+  if trunk is None:
+    return PanopticDeepLabResNet(num_classes=num_classes, dtype=dtype, **kwargs)
   make = lambda: create(trunk, num_classes=num_classes, dtype=dtype, **(trunk_kwargs or {}))
   return PanopticDeepLab(trunk=make(), instance_trunk=make() if dual_decoder else None,
                          dtype=dtype, **kwargs)
@@ -78,5 +82,7 @@ def from_config(model_config, num_classes: int) -> nn.Module:
                      f"{model_config['name']!r}: {e}") from e
 
 
-__all__ = ["create", "count_params", "from_config", "DeepLabV3", "DeepLabV3Plus", "HMSA", "PanopticDeepLab",
+from segjax.models.pretrained import from_torchvision  # noqa: E402  (after the registrations)
+
+__all__ = ["create", "count_params", "from_config", "from_torchvision", "DeepLabV3", "DeepLabV3Plus", "HMSA", "PanopticDeepLab", "PanopticDeepLabResNet",
            "ResNet", "SegNet", "UNet"]

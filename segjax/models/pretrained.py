@@ -2,16 +2,17 @@
 
 segjax's ResNet and DeepLabV3 carry torchvision's module names, so a state dict maps onto the
 variables by name: a Flax path ``("layer1", "0", "conv1", "kernel")`` is the key
-``layer1.0.conv1.weight`` (``convs_0`` stands for ``convs.0``); convolution kernels are transposed
-from OIHW to HWIO; BatchNorm's ``weight``/``bias``/``running_mean``/``running_var`` become
+``layer1.0.conv1.weight`` (``convs_0`` stands for ``convs.0``); a stage's repeated blocks, stacked
+by `nn.scan` under ``blocks/block`` (segjax/models/backbones.py), are the keys ``layer3.1``,
+``layer3.2``, ... stacked in order; convolution kernels are transposed from OIHW to HWIO; BatchNorm's ``weight``/``bias``/``running_mean``/``running_var`` become
 ``scale``/``bias`` and the ``batch_stats`` ``mean``/``var``. Every tensor is checked by name and
 shape; anything missing or left over is an error naming the keys.
 
-Files: ``.safetensors`` and ``.npz`` are read without PyTorch; ``.pth``/``.pt`` need torch.
+Files: ``.safetensors`` (the safetensors package) and ``.npz`` are read without PyTorch;
+``.pth``/``.pt`` need torch.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Mapping
@@ -24,9 +25,6 @@ ALWAYS_IGNORED = ("num_batches_tracked",)
 _LEAVES = {("params", "kernel"): "weight", ("params", "scale"): "weight",
            ("params", "bias"): "bias", ("batch_stats", "mean"): "running_mean",
            ("batch_stats", "var"): "running_var"}
-_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
-                       "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-                       "BOOL": np.bool_}
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -52,24 +50,12 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(path):
-  """The safetensors format: 8-byte little-endian header size, a JSON header, raw tensor bytes."""
-  with open(path, "rb") as f:
-    size = int.from_bytes(f.read(8), "little")
-    try:
-      header = json.loads(f.read(size))
-    except ValueError as e:
-      raise ValueError(f"{path} is not a safetensors file (bad header)") from e
-    data = f.read()
-  out = {}
-  for key, info in header.items():
-    if key == "__metadata__":
-      continue
-    if info["dtype"] not in _SAFETENSORS_DTYPES:
-      raise ValueError(f"{path}: tensor {key} has unsupported dtype {info['dtype']}")
-    start, end = info["data_offsets"]
-    out[key] = np.frombuffer(data[start:end], _SAFETENSORS_DTYPES[info["dtype"]]).reshape(
-        info["shape"])
-  return out
+  from safetensors import SafetensorError  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  try:
+    return load_file(path)
+  except (SafetensorError, ValueError) as e:
+    raise ValueError(f"{path} is not a readable safetensors file ({e})") from e
 
 
 def torch_key(path: tuple[str, ...]) -> str:
@@ -79,6 +65,28 @@ def torch_key(path: tuple[str, ...]) -> str:
     raise KeyError(f"no torchvision name for variable {'/'.join(path)}")
   names = [re.sub(r"_(\d+)$", r".\1", m) for m in modules]
   return ".".join(names + [_LEAVES[(collection, leaf)]])
+
+
+def _unstacked_paths(path: tuple[str, ...], shape) -> list[tuple[str, ...]]:
+  """The per-block paths of a leaf stacked by `nn.scan` (``.../blocks/block/...`` with leading
+  axis n stands for blocks ``1`` … ``n``), or ``[path]``."""
+  if "blocks" not in path:
+    return [path]
+  i = path.index("blocks")
+  return [path[:i] + (str(n),) + path[i + 2:] for n in range(1, shape[0] + 1)]
+
+
+def to_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
+  """The inverse of `load_state_dict`: torchvision keys and layouts (OIHW kernels, one tensor per
+  block) of ``variables``."""
+  out = {}
+  for path, value in flax.traverse_util.flatten_dict(flax.core.unfreeze(variables)).items():
+    value = np.asarray(value)
+    stacked = "blocks" in path
+    for n, unstacked in enumerate(_unstacked_paths(path, value.shape)):
+      tensor = value[n] if stacked else value
+      out[torch_key(unstacked)] = tensor.transpose(3, 2, 0, 1) if tensor.ndim == 4 else tensor
+  return out
 
 
 def load_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], *, prefix: str = "",
@@ -92,16 +100,18 @@ def load_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], *,
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
   out, missing, wrong, used = {}, [], [], set()
   for path, value in flat.items():
-    key = prefix + torch_key(path)
-    if key not in state_dict:
-      missing.append(key)
+    keys = [prefix + torch_key(p) for p in _unstacked_paths(path, value.shape)]
+    absent = [k for k in keys if k not in state_dict]
+    if absent:
+      missing.extend(absent)
       continue
-    tensor = np.asarray(state_dict[key])
+    tensors = [np.asarray(state_dict[k]) for k in keys]
     if path[-1] == "kernel":
-      tensor = tensor.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-    used.add(key)
+      tensors = [t.transpose(2, 3, 1, 0) for t in tensors]  # OIHW -> HWIO
+    tensor = np.stack(tensors) if len(keys) > 1 or "blocks" in path else tensors[0]
+    used.update(keys)
     if tuple(tensor.shape) != tuple(value.shape):
-      wrong.append(f"{key}: file {tuple(tensor.shape)} vs model {tuple(value.shape)}")
+      wrong.append(f"{keys[0]}: file {tuple(tensor.shape)} vs model {tuple(value.shape)}")
       continue
     out[path] = tensor.astype(value.dtype)
   skip = ALWAYS_IGNORED + tuple(ignore)

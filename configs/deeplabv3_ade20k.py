@@ -1,0 +1,30 @@
+"""DeepLabV3, ResNet-101 at output stride 8, on ADE20K (tfds ``scene_parse150``, 150 classes):
+MMSegmentation's recipe ``deeplabv3_r101-d8_4xb4-160k_ade20k-512x512``.
+
+Reference: 45.00 mIoU on val, single-scale (46.66 multi-scale + flip), MMSegmentation model zoo
+(configs/deeplabv3/README.md).
+
+Recipe: images resized to fit 2048x512, then scaled by 0.5-2.0, 512x512 crops, flips, photometric
+distortion; batch 16; 160k steps of SGD (lr 0.01, momentum 0.9, weight decay 5e-4, poly 0.9 to
+1e-4); auxiliary FCN head 0.4. Evaluation resizes the long side to 512 and pads to 512x512
+(deeplab2's protocol; MMSegmentation resizes the short side to 512 and scores at the original
+label resolution).
+
+  python experiments/plan.py --config=configs/deeplabv3_ade20k.py --topology=v5e:4x8
+"""
+from segjax.config_defaults import MMSEG_PHOTOMETRIC, recipe_config
+
+
+def get_config():
+  config = recipe_config(
+      "tfds:scene_parse150", crop_size=(512, 512), batch_size=16, num_train_steps=160_000,
+      train_pp=("resize_keep_ratio(512, 2048)|random_scale(0.5, 2.0)|random_crop(512)|flip_lr|"
+                + MMSEG_PHOTOMETRIC),
+      eval_pp="resize_keep_ratio(long=512)|pad_to(512)")
+  config.model.update(dict(name="deeplabv3", backbone="resnet101", output_stride=8,
+                           aux_head=True))
+  config.losses = (("aux_logits", "semantic", "cross_entropy", 0.4),)
+  config.optimizer.end_factor = 0.01
+  config.eval_batch_size = 16
+  config.reference = "45.00 mIoU (MMSegmentation)"
+  return config

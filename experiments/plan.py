@@ -1,0 +1,80 @@
+r"""Plans a recipe for an accelerator slice: the trainer's train and evaluation steps compiled for
+the slice's devices (nothing runs), with memory per device against the HBM, FLOPs, an estimated
+step time, images/s, MFU and the hours and chip-hours of the recipe's schedule.
+
+  python experiments/plan.py --config=configs/deeplabv3_cityscapes.py --topology=v5e:4x8
+  python experiments/plan.py --config=configs/hmsa_cityscapes.py --topology=v4:2x2x4 --fsdp=4
+  python experiments/plan.py --config=configs/unet_microscopy.py --topology=v5e:2x2 --sweep
+  python experiments/plan.py --table=plans/   # the Markdown table of the plans written there
+
+Needs the TPU compiler (pip install -e '.[plan]'). Writes <output>/plan_<config>_<topology>.json.
+"""
+import glob
+import json
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile for the slice; run nothing here
+
+from absl import flags  # noqa: E402
+
+from segjax import cli  # noqa: E402
+
+_CONFIG = cli.config_flag(required=False)
+_TOPOLOGY = flags.DEFINE_string("topology", "v5e:4x8", "v5e:4x8, v4:2x2x4, v5p:2x2x2, v6e:4x8, "
+                                "h100:8, a100:8, ...")
+_FSDP = flags.DEFINE_integer("fsdp", None, "Devices over which parameters and optimizer state "
+                             "are split (default: the config's sharding.fsdp).")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: the recipe's, raised to "
+                              "a multiple of the device count).")
+_EVAL_SIZE = flags.DEFINE_list("eval_size", None, "Height,width of evaluation images when the "
+                               "dataset's vary and data.eval_pp does not fix them.")
+_NO_EVAL = flags.DEFINE_bool("no_eval", False, "Plan the train step only.")
+_SWEEP = flags.DEFINE_bool("sweep", False, "Try batch per device 1, 2, 4, ... and fsdp 1, 2, 4, 8; "
+                           "report the largest that fits.")
+_OUTPUT = flags.DEFINE_string("output", ".", "Directory for the JSON.")
+flags.adopt_module_key_flags(cli)
+_TABLE = flags.DEFINE_string("table", None, "Instead of planning: print the Markdown table of the "
+                             "plan_*.json files in this directory.")
+
+
+def main(argv):
+  del argv
+  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags
+  from segjax import plan
+  if _TABLE.value:
+    paths = sorted(glob.glob(os.path.join(_TABLE.value, "plan_*.json")))
+    print(plan.markdown_table([json.load(open(p)) for p in paths]))
+    return
+  if _CONFIG.value is None:
+    raise flags.ValidationError("--config is required.")
+  if cli.show_config(_CONFIG.value):
+    return
+  name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
+  try:
+    if _SWEEP.value:
+      result = plan.sweep(_CONFIG.value, _TOPOLOGY.value)
+      best = result["best"]
+      print("largest that fits: " + (f"batch {best['batch_size']} ({best['batch_per_device']} "
+                                     f"per device), fsdp {best['fsdp']}" if best else "none"))
+    else:
+      eval_size = tuple(int(v) for v in _EVAL_SIZE.value) if _EVAL_SIZE.value else None
+      result = plan.plan(_CONFIG.value, _TOPOLOGY.value, fsdp=_FSDP.value,
+                         batch_size=_BATCH.value, eval_size=eval_size,
+                         with_eval=not _NO_EVAL.value)
+      result["config"] = name
+      print(plan.MARKDOWN_HEADER)
+      print(plan.markdown_row(result))
+      if result["note"]:
+        print(f"Note: {result['note']}")
+  except plan.PlanError as e:
+    raise SystemExit(f"error: {e}") from None
+  os.makedirs(_OUTPUT.value, exist_ok=True)
+  path = os.path.join(_OUTPUT.value, f"plan_{name}_{_TOPOLOGY.value.replace(':', '_')}.json")
+  with open(path, "w") as f:
+    json.dump(result, f, indent=1)
+  print(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+  cli.run(main)

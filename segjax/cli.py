@@ -1,0 +1,88 @@
+"""What every ``experiments/`` main shares: quiet libraries, errors in one line, ``--verbose``,
+``--show_config``, and a fast ``--help`` (the mains import JAX, TensorFlow and segjax's modules
+inside ``main``; this module imports only absl).
+
+  from segjax import cli
+  _CONFIG = cli.config_flag()
+  def main(argv):
+    config = cli.config_or_exit(_CONFIG)   # --show_config prints it and exits
+    ...
+  if __name__ == "__main__":
+    cli.run(main)
+
+A run that fails on bad input (a missing file, a config key that does not exist, a label out of
+range, ...) prints ``error: <message>`` on one line and exits with status 1; ``--verbose`` shows the
+traceback and the libraries' logs.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# Before TensorFlow is imported anywhere: no oneDNN notice, no C++ INFO/WARNING lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Full tracebacks and the libraries' INFO logs.")
+_SHOW_CONFIG = flags.DEFINE_bool("show_config", False, "Print the config (every key, after the "
+                                 "--config.<key>=... overrides) and exit.")
+
+CONFIG_HELP = ("Path to a config file (configs/*.py). Any key can be overridden with "
+               "--config.<key>=<value>; --show_config lists every key and its value.")
+
+
+def config_flag(name: str = "config", help_text: str = CONFIG_HELP, required: bool = True):
+  """``--config``: a config file (locked, so that an override of an unknown key is an error)."""
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  holder = config_flags.DEFINE_config_file(name, None, help_text, lock_config=True)
+  if required:
+    flags.mark_flag_as_required(name)
+  return holder
+
+
+def show_config(config) -> bool:
+  """With ``--show_config``: prints ``config`` and returns True (the caller then returns)."""
+  if _SHOW_CONFIG.value and config is not None:
+    print(config)
+    return True
+  return False
+
+
+def one_line(error: BaseException) -> str:
+  """An exception as one readable line: the message of a KeyError / AttributeError unquoted (no
+  escaped newlines), the config's "did you mean" kept."""
+  message = error.args[0] if len(error.args) == 1 and isinstance(error.args[0], str) else str(error)
+  for _ in range(3):  # ml_collections nests KeyError('...') inside AttributeError(KeyError)
+    if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
+      message = message[1:-1].encode().decode("unicode_escape")
+  lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+  message = " ".join(line if line[-1] in ".:;,!?" or i == len(lines) - 1 else line + "."
+                     for i, line in enumerate(lines))
+  if isinstance(error, (KeyError, AttributeError)) and "Did you mean" in message:
+    return f"no config key {message}"
+  return message
+
+
+def run(main) -> None:
+  """``absl.app.run(main)``, with one-line errors (the traceback under ``--verbose``)."""
+  verbose = any(arg in ("--verbose", "--verbose=true", "--verbose=True") for arg in sys.argv)
+
+  def quiet_main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not verbose:
+      logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+    return main(argv)
+
+  try:
+    app.run(quiet_main)
+  except (SystemExit, KeyboardInterrupt):
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if verbose:
+      raise
+    print(f"error: {one_line(e)}  [--verbose: traceback]", file=sys.stderr)
+    sys.exit(1)

@@ -1,0 +1,20 @@
+"""Preparing a tfds builder from local data: tfds's download messages ("Downloading and preparing
+dataset Unknown size ...") and progress bars say nothing useful when nothing is downloaded, so
+they are replaced by one line before and one after."""
+import contextlib
+import io
+
+
+def prepare_quietly(builder, what: str = ""):
+  """``builder.download_and_prepare()`` with a line saying what is prepared and where; returns
+  the builder. tfds's own output is shown only if preparation fails."""
+  from segjax import logging as run_logging  # pylint: disable=import-outside-toplevel
+  run_logging.info("Preparing %s once in %s ...", what or builder.name, builder.data_dir)
+  captured = io.StringIO()
+  try:
+    with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+      builder.download_and_prepare()
+  except Exception:
+    print(captured.getvalue()[-4000:])
+    raise
+  return builder

@@ -1,0 +1,388 @@
+"""Plans a training run for an accelerator slice before it is booked: the trainer's own train step
+and evaluation step compiled ahead of time for a TPU topology (or NVIDIA GPUs), on any machine.
+
+``jax.experimental.topologies`` describes a TPU slice (``"v5e:4x8"``: 32 chips on 8 hosts) from
+``libtpu`` alone, and the CUDA plugin a GPU node from a device description; ``jax.jit(step).lower(
+abstract inputs).compile()`` over a mesh of those devices gives the executable's memory per device
+and its FLOP count. Nothing runs and no data is read: the state, the batch and the metric sums are
+``jax.ShapeDtypeStruct``s with the shardings training would give them.
+
+The step time is an estimate: the larger of FLOPs / peak FLOP/s and bytes accessed / HBM
+bandwidth per device (a roofline; XLA's own ``optimal_seconds`` is reported beside it when it is
+positive), without communication and input time. Peaks are the datasheet's dense bf16 numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segjax import evaluation
+from segjax import losses
+from segjax import models
+from segjax import optim
+from segjax import runs
+from segjax import sharding
+from segjax import train
+from segjax.data import pipeline
+from segjax.train_state import MetricSums
+
+GiB = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  """One accelerator chip: HBM bytes, dense bf16 FLOP/s, HBM bytes/s (datasheets)."""
+  name: str
+  hbm: float
+  peak_flops: float
+  bandwidth: float
+
+
+CHIPS = {
+    "v4": Chip("TPU v4", 32 * GiB, 275e12, 1.2e12),
+    "v5e": Chip("TPU v5e", 16 * GiB, 197e12, 0.819e12),
+    "v5p": Chip("TPU v5p", 95 * GiB, 459e12, 2.765e12),
+    "v6e": Chip("TPU v6e", 32 * GiB, 918e12, 1.64e12),
+    "a100": Chip("NVIDIA A100 80GB SXM", 80 * GiB, 312e12, 2.039e12),
+    "h100": Chip("NVIDIA H100 80GB SXM", 80 * GiB, 989e12, 3.35e12),
+}
+
+# Device descriptions for compiling for NVIDIA GPUs without one (the CUDA plugin's target config).
+_GPU_TARGETS = {
+    "a100": dict(core_count=108, fpus_per_core=64, memory_bandwidth=2039000000000,
+                 l2_cache_size=41943040, clock_rate_ghz=1.41, device_memory_size=85899345920,
+                 shared_memory_per_core=167936, shared_memory_per_block_optin=166912, major=8,
+                 description="NVIDIA A100-SXM4-80GB"),
+    "h100": dict(core_count=132, fpus_per_core=128, memory_bandwidth=3352320000000,
+                 l2_cache_size=52428800, clock_rate_ghz=1.98, device_memory_size=84929347584,
+                 shared_memory_per_core=233472, shared_memory_per_block_optin=232448, major=9,
+                 description="NVIDIA H100 80GB HBM3"),
+}
+
+INSTALL_HINT = ("Planning needs the TPU compiler (libtpu) for TPU topologies and the CUDA plugin "
+                "for GPUs, which segjax does not install by default: pip install -e '.[plan]' "
+                "(or 'jax[tpu]' / 'jax-cuda12-plugin jax-cuda12-pjrt' of your jax version).")
+
+
+class PlanError(RuntimeError):
+  """A plan cannot be made (no compiler for the target, a bad topology name); says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """The devices compiled for, the chip, and how many devices share one chip (2 on TPU v4, whose
+  two TensorCores the topology lists separately)."""
+  name: str
+  devices: list
+  chip: Chip
+  devices_per_chip: int
+  hosts: int
+
+  @property
+  def device_hbm(self) -> float:
+    return self.chip.hbm / self.devices_per_chip
+
+  @property
+  def device_peak(self) -> float:
+    return self.chip.peak_flops / self.devices_per_chip
+
+  @property
+  def device_bandwidth(self) -> float:
+    return self.chip.bandwidth / self.devices_per_chip
+
+
+def target(topology: str) -> Target:
+  """``"v5e:4x8"``, ``"v4:2x2x4"``, ``"v5p:2x2x2"``, ``"v6e:2x2"`` (TPU slices) or ``"h100:8"`` /
+  ``"a100:8"`` (one node of NVIDIA GPUs)."""
+  kind, _, shape = topology.partition(":")
+  if kind not in CHIPS or not re.fullmatch(r"\d+(x\d+)*", shape):
+    raise PlanError(f"Unknown topology {topology!r}: expected e.g. v5e:4x8, v4:2x2x4, v5p:2x2x2, "
+                    f"v6e:4x8, h100:8 or a100:8 (chips: {sorted(CHIPS)}).")
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  # Compiling needs no TPU, so several planning processes (pytest workers) may load libtpu at once.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  try:
+    if kind in _GPU_TARGETS:
+      description = topologies.get_topology_desc(
+          "gpu", "cuda", target_config=_gpu_target_config(kind), topology=f"1x1x{int(shape)}")
+    else:
+      description = topologies.get_topology_desc(platform="tpu", topology_name=topology)
+  except Exception as e:  # the TPU/GPU compiler is missing or refuses the topology
+    if "Unknown backend" in str(e) or "not found" in str(e).lower() or isinstance(e, ImportError):
+      raise PlanError(f"No compiler for {topology}: {INSTALL_HINT}") from e
+    raise PlanError(f"Cannot describe topology {topology!r}: {e}") from e
+  devices = list(description.devices)
+  chips = math.prod(int(n) for n in shape.split("x"))
+  hosts = len({getattr(d, "process_index", 0) for d in devices})
+  return Target(topology, devices, CHIPS[kind], max(1, len(devices) // chips), hosts)
+
+
+def _gpu_target_config(kind: str) -> str:
+  t = _GPU_TARGETS[kind]
+  return f"""gpu_device_info {{
+  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
+  shared_memory_per_core: {t['shared_memory_per_core']} threads_per_core_limit: 2048
+  core_count: {t['core_count']} fpus_per_core: {t['fpus_per_core']}
+  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
+  memory_bandwidth: {t['memory_bandwidth']} l2_cache_size: {t['l2_cache_size']}
+  clock_rate_ghz: {t['clock_rate_ghz']} device_memory_size: {t['device_memory_size']}
+  shared_memory_per_block_optin: {t['shared_memory_per_block_optin']}
+  cuda_compute_capability {{ major: {t['major']} }}
+  registers_per_core_limit: 65536 registers_per_block_limit: 65536
+}}
+platform_name: "CUDA"
+dnn_version_info {{ major: 9 minor: 7 }}
+runtime_version {{ major: 12 minor: 8 patch: 0 }}
+device_description_str: "{t['description']}"
+"""
+
+
+def _with_sharding(tree, shardings):
+  return jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def _sharded_batch(batch: dict, mesh) -> dict:
+  rows = sharding.batch_sharded(mesh)
+  return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=rows) for k, v in batch.items()}
+
+
+def shard_bytes(tree) -> int:
+  """Bytes per device of a tree of `jax.ShapeDtypeStruct` with shardings (the largest shard)."""
+  total = 0
+  for x in jax.tree_util.tree_leaves(tree):
+    shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
+    total += math.prod(shape) * jnp.dtype(x.dtype).itemsize
+  return total
+
+
+def state_bytes(config, topology: str, fsdp: int = 1) -> dict:
+  """Bytes per device of the train state (parameters + optimizer state) of ``config`` on
+  ``topology`` with ``fsdp``: ``"compiled"``, the output size the compiler gives a program that
+  allocates the state's arrays in the shardings the trainer gives them (zeros: only the sizes
+  matter, and it compiles in seconds where the initialisers take minutes), and ``"shards"``, the
+  sum over the arrays' shards."""
+  target_ = target(topology)
+  mesh = sharding.make_mesh(devices=target_.devices, fsdp=fsdp)
+  model = models.from_config(config.model, pipeline.dataset_info(config.data).descriptor.num_classes)
+  tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  min_size = config.get("sharding", {}).get("fsdp_min_size", 2**12)
+  abstract = train.abstract_train_state(model, tx, runs.input_shape(config), mesh, min_size)
+  allocate = jax.jit(lambda: jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype),
+                                                    abstract),
+                     out_shardings=sharding.shardings_of(abstract))
+  compiled = allocate.lower().compile()
+  return {"compiled": compiled.memory_analysis().output_size_in_bytes,
+          "shards": shard_bytes(abstract)}
+
+
+def plan_batch_size(config, devices: int, batch_size: int | None) -> tuple[int, str]:
+  """The global batch planned: ``batch_size`` if given, else the recipe's, raised to a multiple of
+  the device count (data parallelism needs at least one example per device)."""
+  if batch_size:
+    if batch_size % devices:
+      raise PlanError(f"--batch_size={batch_size} does not divide over {devices} devices.")
+    return batch_size, ""
+  recipe = config.batch_size
+  planned = math.ceil(recipe / devices) * devices
+  note = (f"recipe batch {recipe} raised to {planned} ({planned // devices} per device); scale "
+          "the learning rate with it" if planned != recipe else "")
+  return planned, note
+
+
+def _compile(fn, *args):
+  """``(lowered, compiled, seconds, error)``: a compiler out-of-memory is a result (does not fit),
+  not an exception."""
+  start = time.perf_counter()
+  lowered = fn.lower(*args)
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # XlaRuntimeError: RESOURCE_EXHAUSTED when the program cannot fit
+    message = str(e)
+    if "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower():
+      return lowered, None, time.perf_counter() - start, message.strip().splitlines()[0][:500]
+    raise
+  return lowered, compiled, time.perf_counter() - start, None
+
+
+def _cost(analysis) -> dict:
+  if isinstance(analysis, list):
+    analysis = analysis[0] if analysis else {}
+  return dict(analysis or {})
+
+
+def _program(lowered, compiled, seconds, error, target_: Target, images: int,
+             state_bytes: int) -> dict:
+  """Memory, FLOPs and the time estimate of one compiled step, per device."""
+  if compiled is None:
+    return {"fits": False, "compile_s": seconds, "compiler_error": error}
+  memory = compiled.memory_analysis()
+  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+           - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  cost = _cost(compiled.cost_analysis())
+  if not cost.get("flops"):  # the GPU compiler reports none: XLA's count on the lowered program
+    cost = _cost(lowered.cost_analysis())
+    cost = {k: v / len(target_.devices) for k, v in cost.items() if k in ("flops",
+                                                                          "bytes accessed")}
+  flops = float(cost.get("flops", 0.0))
+  accessed = float(cost.get("bytes accessed", 0.0))
+  roofline = max(flops / target_.device_peak, accessed / target_.device_bandwidth)
+  xla_seconds = float(cost.get("optimal_seconds", -1.0))
+  step = roofline if roofline > 0 else None
+  return {
+      "fits": total <= target_.device_hbm,
+      "compile_s": seconds,
+      "memory_gib": {"state": state_bytes / GiB,
+                     "arguments": memory.argument_size_in_bytes / GiB,
+                     "outputs_not_aliased": (memory.output_size_in_bytes
+                                             - memory.alias_size_in_bytes) / GiB,
+                     "temporaries": memory.temp_size_in_bytes / GiB,
+                     "total": total / GiB, "hbm": target_.device_hbm / GiB},
+      "flops_per_device": flops,
+      "bytes_accessed_per_device": accessed,
+      "step_seconds": step,
+      "xla_optimal_seconds": xla_seconds if xla_seconds > 0 else None,
+      "images_per_second": images / step if step else None,
+      "mfu": flops / (step * target_.device_peak) if step else None,
+  }
+
+
+def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | None = None,
+         eval_batch_size: int | None = None, eval_size=None, with_eval: bool = True) -> dict:
+  """The plan of ``config`` on ``topology`` (see the module docstring), JSON-ready."""
+  target_ = target(topology)
+  fsdp = fsdp or config.get("sharding", {}).get("fsdp", 1)
+  if len(target_.devices) % fsdp:
+    raise PlanError(f"--fsdp={fsdp} does not divide the {len(target_.devices)} devices.")
+  mesh = sharding.make_mesh(devices=target_.devices, fsdp=fsdp)
+  devices = len(target_.devices)
+  info = pipeline.dataset_info(config.data)
+  descriptor = info.descriptor
+  model = models.from_config(config.model, descriptor.num_classes)
+  tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  objective = losses.Objective(losses.make_terms(config.get("loss"), config.get("losses")),
+                               descriptor.ignore_label)
+  min_size = config.get("sharding", {}).get("fsdp_min_size", 2**12)
+  state = train.abstract_train_state(model, tx, runs.input_shape(config), mesh, min_size)
+  batch_size, note = plan_batch_size(config, devices, batch_size)
+  batch = pipeline.abstract_train_batch(config.data, info, batch_size)
+  names = train.term_names(model, objective, state.variables, batch)
+  sums = jax.eval_shape(lambda: MetricSums.zeros(names, descriptor.num_classes))
+  sums = _with_sharding(sums, jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), sums))
+  step = train.make_train_step(model, tx, objective, descriptor.num_classes,
+                               descriptor.ignore_label, mesh, config.seed,
+                               state_sharding=sharding.shardings_of(state))
+  state_bytes = shard_bytes(state)
+  result = {
+      "topology": topology, "chip": target_.chip.name, "devices": devices,
+      "devices_per_chip": target_.devices_per_chip, "hosts": target_.hosts, "fsdp": fsdp,
+      "model": config.model.name, "dataset": descriptor.name,
+      "reference": config.get("reference", ""),
+      "crop_size": list(config.data.crop_size), "dtype": config.model.get("dtype", "float32"),
+      "batch_size": batch_size, "batch_per_device": batch_size // devices,
+      "recipe_batch_size": config.batch_size, "note": note,
+      "parameters": models.count_params(state.params),
+      "train": _program(*_compile(step, state, sums, _sharded_batch(batch, mesh)), target_,
+                        batch_size, state_bytes),
+  }
+  train_step = result["train"]
+  if train_step.get("step_seconds"):
+    # The recipe's schedule in images: steps x its batch, at the planned batch.
+    steps = config.num_train_steps * config.batch_size / batch_size
+    hours = steps * train_step["step_seconds"] / 3600
+    result["schedule"] = {"steps": steps, "hours": hours,
+                          "chip_hours": hours * devices / target_.devices_per_chip}
+  if with_eval:
+    result["eval"] = _plan_eval(config, model, info, mesh, target_, state, eval_batch_size,
+                                eval_size)
+  return result
+
+
+def _plan_eval(config, model, info, mesh, target_, state, eval_batch_size, eval_size) -> dict:
+  devices = mesh.devices.size
+  global_batch = math.ceil((eval_batch_size or config.eval_batch_size) / devices) * devices
+  evaluator = evaluation.Evaluator(model, config, info.descriptor, mesh, runs.input_shape(config),
+                                   panoptic_labels=info.instances)
+  batch = pipeline.abstract_eval_batch(config.data, info, global_batch, eval_size)
+  batch = _sharded_batch({k: batch[k] for k in evaluator.batch_keys()}, mesh)
+  variables = _with_sharding(
+      jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.variables),
+      sharding.shardings_of(state.variables))
+  sums = jax.eval_shape(evaluator.zero_sums)
+  sums = _with_sharding(sums, jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), sums))
+  if evaluator.fused:
+    compiled = _compile(evaluator.step, variables, sums, batch)
+  else:  # the compiled part: forward pass and jit post-processing (host steps follow on CPU)
+    compiled = _compile(evaluator.predict, variables, batch["image"])
+  out = _program(*compiled, target_, global_batch, shard_bytes(variables))
+  out.update(batch_size=global_batch, image_size=list(batch["image"].shape[1:3]),
+             host_postprocess=[s.spec for s in evaluator.chain.host])
+  return out
+
+
+def sweep(config, topology: str, *, fsdp_values=(1, 2, 4, 8), max_per_device: int = 64,
+          with_eval: bool = False, log=print) -> dict:
+  """Batch per device (1, 2, 4, ...) × ``fsdp``: for each fsdp, the largest batch that fits
+  (compiling until one does not); returns every plan made and the best (most images/s)."""
+  devices = len(target(topology).devices)
+  tried, best = [], None
+  for fsdp in [f for f in fsdp_values if devices % f == 0]:
+    per_device = 1
+    while per_device <= max_per_device:
+      result = plan(config, topology, fsdp=fsdp, batch_size=per_device * devices,
+                    with_eval=with_eval)
+      tried.append(result)
+      fits = result["train"]["fits"]
+      log(f"fsdp {fsdp}, batch {per_device}/device: "
+          f"{'fits' if fits else 'does not fit'} "
+          f"({_gib(result['train'])} GiB of {result['train'].get('memory_gib', {}).get('hbm', 0):.1f})")
+      if not fits:
+        break
+      if best is None or (result["train"]["images_per_second"] or 0) > (
+          best["train"]["images_per_second"] or 0):
+        best = result
+      per_device *= 2
+  return {"plans": tried, "best": best}
+
+
+def _gib(program: dict) -> str:
+  memory = program.get("memory_gib")
+  return f"{memory['total']:.2f}" if memory else "?"
+
+
+def markdown_row(result: dict) -> str:
+  """One row of the recipe × slice table: per-device GiB, fits, step ms, images/s, MFU, hours
+  and chip-hours for the schedule, the evaluation step's GiB and ms, the published number."""
+  t, e = result["train"], result.get("eval") or {}
+  memory = t.get("memory_gib", {})
+  number = lambda value, fmt: format(value, fmt) if value is not None else "—"
+  gib = f"{memory['total']:.1f} / {memory['hbm']:.0f}" if memory else "—"
+  schedule = result.get("schedule") or {}
+  evaluation = (f"{e['memory_gib']['total']:.1f} GiB, {1e3 * e['step_seconds']:.0f} ms"
+                if e.get("memory_gib") and e.get("step_seconds") else
+                ("does not fit" if e and not e.get("fits") else "—"))
+  return (f"| {result.get('config', result['model'])} | {result['topology']} | "
+          f"{result['batch_size']} | {gib} | {'yes' if t['fits'] else '**no**'} | "
+          f"{number(t.get('step_seconds') and 1e3 * t['step_seconds'], '.0f')} | "
+          f"{number(t.get('images_per_second'), ',.0f')} | "
+          f"{number(t.get('mfu') and 100 * t['mfu'], '.0f')}% | "
+          f"{number(schedule.get('hours'), '.2g')} | {number(schedule.get('chip_hours'), ',.0f')} | "
+          f"{evaluation} | {result.get('reference', '')} |")
+
+
+def markdown_table(results) -> str:
+  """The recipe × slice table of several plans (as written by experiments/plan.py)."""
+  rows = sorted(results, key=lambda r: (r.get("config", r["model"]), r["topology"]))
+  return "\n".join([MARKDOWN_HEADER] + [markdown_row(r) for r in rows])
+
+
+MARKDOWN_HEADER = ("| recipe | slice | batch | GiB per chip (of HBM) | fits | step ms | images/s | "
+                   "MFU | hours | chip-hours | eval step (per chip) | published |\n"
+                   "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|")

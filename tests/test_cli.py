@@ -1,0 +1,116 @@
+"""The experiments/ mains as a user runs them: --help without loading JAX, --show_config, errors in
+one line naming the bad value, and a folder of 16-bit grey TIFFs trained through
+configs/unet_folder.py."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from segjax import cli
+
+from conftest import ROOT
+
+TRAIN = os.path.join(ROOT, "experiments", "train.py")
+
+
+def _run(*args, timeout=600):
+  return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                        cwd=ROOT)
+
+
+def test_help_lists_the_config_flags_without_importing_jax():
+  result = _run(TRAIN, "--help")
+  assert "--config" in result.stdout and "--show_config" in result.stdout
+  assert "--workdir" in result.stdout and "--distributed" in result.stdout
+  # The mains import JAX only inside main(): --help does not pay for it.
+  probe = _run("-c", "import sys; sys.argv = ['train.py', '--help']; import runpy\n"
+               "try:\n  runpy.run_path(%r, run_name='__main__')\nexcept SystemExit: pass\n"
+               "print('jax' in sys.modules, 'tensorflow' in sys.modules)" % TRAIN)
+  assert probe.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_show_config_prints_every_key_after_overrides():
+  result = _run(TRAIN, f"--config={ROOT}/configs/unet_shapes.py", "--workdir=/nonexistent/x",
+                "--config.num_train_steps=17", "--show_config")
+  assert result.returncode == 0, result.stderr
+  assert "num_train_steps: 17" in result.stdout and "train_pp:" in result.stdout
+  assert not os.path.exists("/nonexistent/x")
+
+
+def test_unknown_config_key_is_one_line_naming_it(tmp_path):
+  result = _run(TRAIN, f"--config={ROOT}/configs/unet_shapes.py", f"--workdir={tmp_path / 'run'}",
+                "--config.model.featurs=8")
+  assert result.returncode == 1
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr
+  assert lines[0].startswith("error: no config key 'featurs'. Did you mean \"features\"")
+  assert not (tmp_path / "run").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("error, expected", [
+    (KeyError("'num_train_step'\nDid you mean \"num_train_steps\" instead?"),
+     "no config key 'num_train_step'. Did you mean \"num_train_steps\" instead?"),
+    (AttributeError(repr("'x'\nDid you mean \"y\"?")), "no config key 'x'. Did you mean \"y\"?"),
+    (ValueError("a/b.png: mask size 80x96\ndiffers from the image's"),
+     "a/b.png: mask size 80x96. differs from the image's"),
+    (FileNotFoundError(2, "No such file or directory"), "[Errno 2] No such file or directory"),
+])
+def test_one_line(error, expected):
+  assert cli.one_line(error) == expected
+
+
+def _write_grey16_folder(root):
+  rng = np.random.default_rng(1)
+  for split, count in (("train", 3), ("val", 1)):
+    os.makedirs(os.path.join(root, split, "images"))
+    os.makedirs(os.path.join(root, split, "masks"))
+    for i in range(count):
+      mask = np.zeros((40, 48), np.uint8)
+      cv2.circle(mask, (int(rng.integers(10, 38)), int(rng.integers(10, 30))), 8, 1, -1)
+      image = (1000 + 20000.0 * mask + rng.normal(0, 300, mask.shape)).clip(0, 65535)
+      cv2.imwrite(os.path.join(root, split, "images", f"f{i}.tif"), image.astype(np.uint16))
+      cv2.imwrite(os.path.join(root, split, "masks", f"f{i}.png"), mask)
+
+
+def test_16bit_grey_folder_trains_through_the_folder_config(tmp_path):
+  # The default 3-channel model; 1-channel models train on 16-bit frames in test_recipes.py
+  # (configs/unet_microscopy.py).
+  channels = 3
+  root = tmp_path / "frames"
+  _write_grey16_folder(str(root))
+  workdir = tmp_path / "nested" / "run"  # parents created
+  overrides = [f"--config.data.root={root}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+               "--config.num_train_steps=2", "--config.batch_size=2", "--config.eval_batch_size=1",
+               "--config.num_devices=1", "--config.model.features=4", "--config.model.depth=2",
+               "--config.data.patch_size=(32, 32)", "--config.data.patch_stride=(16, 16)",
+               "--config.data.crop_size=(32, 32)", "--config.data.train_pp=flip_lr",
+               "--config.data.normalization=percentile", f"--config.data.channels={channels}"]
+  result = _run(TRAIN, f"--config={ROOT}/configs/unet_folder.py", f"--workdir={workdir}",
+                *overrides)
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.load(open(workdir / "final_metrics.json"))
+  summary = next(iter(metrics.values()))
+  assert sum(map(sum, summary["confusion_matrix"])) == 40 * 48  # the whole validation frame
+  recorded = json.load(open(workdir / "config.json"))
+  assert recorded["data"]["channels"] == channels
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.data.crop_size=(64, 64, 3)", "config.data.crop_size=(64, 64, 3): expected an int or "
+                                           "(height, width)"),
+    ("--config.data.train_pp=flip_lr|random_crp(64)", "config.data.train_pp='flip_lr|random_crp(64)': "
+                                                       "Unknown"),
+    ("--config.postprocess=argmax|semantic_instances(methd='watershed')", "semantic_instances"),
+    ("--config.loss=cross_entropy + dice_los", "Unknown loss 'dice_los'"),
+])
+def test_bad_config_values_fail_in_one_line_before_anything_is_built(tmp_path, override, message):
+  result = _run(TRAIN, f"--config={ROOT}/configs/unet_shapes.py", f"--workdir={tmp_path / 'run'}",
+                f"--config.data.data_dir={tmp_path / 'tfds'}", override)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1 and lines[-1].startswith("error: "), result.stderr[-2000:]
+  assert message in lines[-1]
+  assert not (tmp_path / "tfds").exists()  # no dataset was prepared, no model built

@@ -1,0 +1,86 @@
+"""The README and docs/ keep their promises: the README is short, its Python tour runs, every script,
+config and config key they name exists, and the calls they show are real."""
+import glob
+import os
+import re
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, load_config
+
+DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+
+def _text(path):
+  with open(path) as f:
+    return f.read()
+
+
+def _all_text():
+  return "\n".join(_text(p) for p in DOCS)
+
+
+def test_readme_fits_on_a_few_screens():
+  assert len(_text(DOCS[0]).splitlines()) <= 200
+
+
+def test_named_scripts_configs_and_doc_links_exist():
+  text = _all_text()
+  for script in set(re.findall(r"experiments/(\w+)\.py", text)):
+    assert os.path.exists(os.path.join(ROOT, "experiments", f"{script}.py")), script
+  for config in set(re.findall(r"configs/(\w+)\.py", text)):
+    assert os.path.exists(os.path.join(ROOT, "configs", f"{config}.py")), config
+  for path in DOCS:
+    for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", _text(path)):
+      assert os.path.exists(os.path.join(os.path.dirname(path), link)), (path, link)
+
+
+def test_config_keys_the_docs_override_exist():
+  configs = [load_config(os.path.basename(p)[:-3])
+             for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))]
+  for key in sorted(set(re.findall(r"--config\.([a-z_][\w.]*)=", _all_text()))):
+    def has(config, parts=key.split(".")):
+      for part in parts:
+        if part not in config:
+          return False
+        config = config[part]
+      return True
+    assert any(has(c) for c in configs), f"--config.{key} is in no config"
+
+
+def test_named_calls_exist():
+  import segjax  # pylint: disable=import-outside-toplevel
+  text = _all_text()
+  for dotted in sorted(set(re.findall(r"`(segjax(?:\.\w+)+)\(", text))):
+    obj = segjax
+    for part in dotted.split(".")[1:]:
+      assert hasattr(obj, part), f"{dotted}: no {part}"
+      obj = getattr(obj, part)
+    assert callable(obj), dotted
+
+
+def test_readme_tour_runs(straight_run, tmp_path, monkeypatch):
+  _, workdir, _ = straight_run
+  data = tmp_path / "DATA"
+  for i in range(2):
+    os.makedirs(data / "train" / "images", exist_ok=True)
+    os.makedirs(data / "train" / "masks", exist_ok=True)
+    cv2.imwrite(str(data / "train" / "images" / f"{i}.png"),
+                np.random.default_rng(i).integers(0, 255, (32, 32, 3), np.uint8))
+    cv2.imwrite(str(data / "train" / "masks" / f"{i}.png"), np.eye(32, dtype=np.uint8))
+  block = re.search(r"```python\n(import jax.*?)```", _text(DOCS[0]), re.S).group(1)
+  block = block.replace('"workdirs/quickstart"', repr(workdir))
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  namespace = {}
+  exec(compile(block, "README.md", "exec"), namespace)  # pylint: disable=exec-used
+  assert sorted(os.listdir(tmp_path / "labels" / "masks")) == ["0.png", "1.png"]
+  assert len(namespace["rows"]) == 2
+  assert namespace["model"].num_classes == 19
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=os.path.basename)
+def test_no_placeholders_left(doc):
+  assert not re.search(r"\b(PLAN_TABLE\w*|MODELS_TABLE|SUITE_LINE|TODO)\b", _text(doc))
