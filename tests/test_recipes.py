@@ -143,14 +143,14 @@ def run_recipe(name, tmp_path):
     json.dump({"split": config.eval_splits[0], "labelled": labelled}, f)
 
 
-# Recipes of the same family share a child process (one start-up of TensorFlow and JAX).
-GROUPS = [("deeplabv3_voc", "deeplabv3_ade20k"), ("deeplabv3_cityscapes", "deeplabv3plus_cityscapes"),
-          ("hmsa_cityscapes",), ("panoptic_deeplab_cityscapes",),
-          ("panoptic_deeplab_coco", "unet_microscopy")]
+# Two child processes (one start-up of TensorFlow and JAX each), one per test worker.
+GROUPS = [("deeplabv3_voc", "deeplabv3_ade20k", "deeplabv3_cityscapes", "deeplabv3plus_cityscapes"),
+          ("hmsa_cityscapes", "panoptic_deeplab_cityscapes", "panoptic_deeplab_coco",
+           "unet_microscopy")]
 assert sorted(sum(GROUPS, ())) == sorted(RECIPES)
 
 
-@pytest.mark.parametrize("names", GROUPS, ids="+".join)
+@pytest.mark.parametrize("names", GROUPS, ids=["deeplab", "hmsa+panoptic+unet"])
 def test_recipe_trains_and_evaluates_at_its_crop_size(names, tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   result = subprocess.run([sys.executable, __file__, str(tmp_path), *names], env=env,
