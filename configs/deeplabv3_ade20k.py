@@ -12,19 +12,12 @@ label resolution).
 
   python experiments/plan.py --config=configs/deeplabv3_ade20k.py --topology=v5e:4x8
 """
-from segjax.config_defaults import MMSEG_PHOTOMETRIC, recipe_config
+from segjax.config_defaults import mmseg_deeplab_recipe
 
 
 def get_config():
-  config = recipe_config(
-      "tfds:scene_parse150", crop_size=(512, 512), batch_size=16, num_train_steps=160_000,
-      train_pp=("resize_keep_ratio(512, 2048)|random_scale(0.5, 2.0)|random_crop(512)|flip_lr|"
-                + MMSEG_PHOTOMETRIC),
-      eval_pp="resize_keep_ratio(long=512)|pad_to(512)")
-  config.model.update(dict(name="deeplabv3", backbone="resnet101", output_stride=8,
-                           aux_head=True))
-  config.losses = (("aux_logits", "semantic", "cross_entropy", 0.4),)
-  config.optimizer.end_factor = 0.01
+  config = mmseg_deeplab_recipe(
+      "deeplabv3", "tfds:scene_parse150", crop_size=512, batch_size=16, num_train_steps=160_000,
+      resize_long=512, reference="45.00 mIoU (MMSegmentation)")
   config.eval_batch_size = 16
-  config.reference = "45.00 mIoU (MMSegmentation)"
   return config

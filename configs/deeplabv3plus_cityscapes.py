@@ -14,16 +14,10 @@ evaluation), with the decoder on the stride-4 features.
   python experiments/train.py --config=configs/deeplabv3plus_cityscapes.py --workdir=... \
       --config.model.pretrained=resnet101.safetensors --distributed=on
 """
-from segjax.config_defaults import MMSEG_PHOTOMETRIC, recipe_config
+from segjax.config_defaults import mmseg_deeplab_recipe
 
 
 def get_config():
-  config = recipe_config(
-      "tfds:cityscapes", crop_size=(512, 1024), batch_size=8, num_train_steps=80_000,
-      train_pp=f"random_scale(0.5, 2.0)|random_crop((512, 1024))|flip_lr|{MMSEG_PHOTOMETRIC}")
-  config.model.update(dict(name="deeplabv3plus", backbone="resnet101", output_stride=8,
-                           aux_head=True))
-  config.losses = (("aux_logits", "semantic", "cross_entropy", 0.4),)
-  config.optimizer.end_factor = 0.01
-  config.reference = "80.97 mIoU (MMSegmentation)"
-  return config
+  return mmseg_deeplab_recipe(
+      "deeplabv3plus", "tfds:cityscapes", crop_size=(512, 1024), batch_size=8,
+      num_train_steps=80_000, reference="80.97 mIoU (MMSegmentation)")

@@ -14,22 +14,12 @@ centres, stuff areas under 2048 px void; evaluation on whole images padded to 10
 
   python experiments/plan.py --config=configs/panoptic_deeplab_cityscapes.py --topology=v5e:4x8
 """
-from segjax.config_defaults import PANOPTIC_DEEPLAB_LOSSES
-from segjax.config_defaults import panoptic_deeplab_postprocess
-from segjax.config_defaults import recipe_config
+from segjax.config_defaults import panoptic_deeplab_recipe
 
 
 def get_config():
-  config = recipe_config(
+  return panoptic_deeplab_recipe(
       "tfds:cityscapes_panoptic", crop_size=(1025, 2049), batch_size=8, num_train_steps=60_000,
-      train_pp=("random_scale(0.5, 2.0)|random_crop((1025, 2049))|flip_lr|"
-                "panoptic_targets(sigma=8.0, small_instance_area=4096, small_instance_weight=3.0)"),
-      eval_pp="pad_to((1025, 2049))")
-  config.model.update(dict(name="panoptic_deeplab", backbone="resnet50", output_stride=32))
-  config.loss = ""
-  config.losses = PANOPTIC_DEEPLAB_LOSSES
-  config.optimizer = dict(name="adam", learning_rate=2.5e-4, schedule="poly", power=0.9,
-                          end_factor=0.0, warmup_steps=0, grad_clip_norm=0.0)
-  config.postprocess = panoptic_deeplab_postprocess(nms_kernel=13, stuff_area=2048)
-  config.reference = "PQ 60.24, AP 30.0, mIoU 76.4 (deeplab2)"
-  return config
+      learning_rate=2.5e-4, warmup_steps=0, resize_pp="", scales=(0.5, 2.0),
+      eval_pp="pad_to((1025, 2049))", nms_kernel=13, stuff_area=2048,
+      reference="PQ 60.24, AP 30.0, mIoU 76.4 (deeplab2)")

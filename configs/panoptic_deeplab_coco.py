@@ -13,23 +13,14 @@ post-processing: centre threshold 0.1, NMS kernel 41, 200 centres, stuff areas u
 
   python experiments/plan.py --config=configs/panoptic_deeplab_coco.py --topology=v5e:4x8
 """
-from segjax.config_defaults import PANOPTIC_DEEPLAB_LOSSES
-from segjax.config_defaults import panoptic_deeplab_postprocess
-from segjax.config_defaults import recipe_config
+from segjax.config_defaults import panoptic_deeplab_recipe
 
 
 def get_config():
-  config = recipe_config(
-      "tfds:coco_panoptic", crop_size=(641, 641), batch_size=64, num_train_steps=200_000,
-      train_pp=("resize_keep_ratio(long=641)|random_scale(0.5, 1.5)|random_crop(641)|flip_lr|"
-                "panoptic_targets(sigma=8.0, small_instance_area=4096, small_instance_weight=3.0)"),
-      eval_pp="resize_keep_ratio(long=641)|pad_to(641)")
-  config.model.update(dict(name="panoptic_deeplab", backbone="resnet50", output_stride=32))
-  config.loss = ""
-  config.losses = PANOPTIC_DEEPLAB_LOSSES
-  config.optimizer = dict(name="adam", learning_rate=5e-4, schedule="poly", power=0.9,
-                          end_factor=0.0, warmup_steps=2000, grad_clip_norm=0.0)
-  config.postprocess = panoptic_deeplab_postprocess(nms_kernel=41, stuff_area=4096)
+  config = panoptic_deeplab_recipe(
+      "tfds:coco_panoptic", crop_size=641, batch_size=64, num_train_steps=200_000,
+      learning_rate=5e-4, warmup_steps=2000, resize_pp="resize_keep_ratio(long=641)|",
+      scales=(0.5, 1.5), eval_pp="resize_keep_ratio(long=641)|pad_to(641)", nms_kernel=41,
+      stuff_area=4096, reference="PQ 34.1, AP 18.5, mIoU 54.8 (deeplab2)")
   config.eval_batch_size = 16
-  config.reference = "PQ 34.1, AP 18.5, mIoU 54.8 (deeplab2)"
   return config

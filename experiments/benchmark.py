@@ -18,8 +18,9 @@ from absl import flags
 from segjax import cli
 
 _SECTIONS = flags.DEFINE_list("sections", ["models"], "models, scaling, metrics, pipeline, inference")
-_CONFIGS = flags.DEFINE_list("configs", None, "Config names of the models/pipeline sections "
-                             "(default: every configs/*_shapes.py; pipeline: unet_shapes).")
+_CONFIGS = flags.DEFINE_list("configs", None, "Configs of the models/pipeline sections: names in "
+                             "configs/ or paths of config files (default: every "
+                             "configs/*_shapes.py; pipeline: unet_shapes).")
 _SCALING = flags.DEFINE_string("scaling_config", "unet_shapes", "Config of the scaling section.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Images per device per step.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per measurement (the median is kept).")
@@ -33,13 +34,16 @@ def main(argv):
   # pylint: disable=import-outside-toplevel
   from segjax import benchmark
   from segjax import config_defaults
+  from segjax import files
   timing = benchmark.Timing(_REPEATS.value, _WARMUP.value)
   root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
   names = _CONFIGS.value or sorted(os.path.basename(p)[:-3]
                                    for p in glob.glob(os.path.join(root, "*_shapes.py")))
-  load = lambda name: config_defaults.load_config(os.path.join(root, f"{name}.py"))
+  load = lambda name: config_defaults.load_config(
+      name if name.endswith(".py") else os.path.join(root, f"{name}.py"))
   sections = {
-      "models": lambda: benchmark.models_section({n: load(n) for n in names}, timing, _BATCH.value),
+      "models": lambda: benchmark.models_section(
+          {os.path.basename(n).removesuffix(".py"): load(n) for n in names}, timing, _BATCH.value),
       "scaling": lambda: benchmark.scaling_section(load(_SCALING.value), timing, _BATCH.value),
       "metrics": lambda: benchmark.metrics_section(timing),
       "pipeline": lambda: benchmark.pipeline_section(
@@ -55,10 +59,9 @@ def main(argv):
   print(table)
   if _OUTPUT.value:
     os.makedirs(_OUTPUT.value, exist_ok=True)
-    with open(os.path.join(_OUTPUT.value, "benchmark.json"), "w") as f:
-      json.dump({"machine": benchmark.machine(), "rows": rows}, f, indent=1)
-    with open(os.path.join(_OUTPUT.value, "benchmark.md"), "w") as f:
-      f.write(table + "\n")
+    files.write_json(os.path.join(_OUTPUT.value, "benchmark.json"),
+                     {"machine": benchmark.machine(), "rows": rows})
+    files.write_text(os.path.join(_OUTPUT.value, "benchmark.md"), table + "\n")
 
 
 if __name__ == "__main__":

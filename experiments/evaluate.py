@@ -12,7 +12,7 @@ import os
 from absl import flags
 
 from segjax import cli
-from segjax import distributed
+from segjax import files
 
 _CONFIG = cli.config_flag(help_text="Optional config file: evaluation and data-location settings "
                           "(--config.<key>=... overrides them).", required=False)
@@ -20,16 +20,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
 _MODEL = flags.DEFINE_string("model", None, "Or: a model exported by experiments/export.py.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 flags.mark_flags_as_mutual_exclusive(["workdir", "model"], required=True)
-distributed.define_flags()
-flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config in --help
-flags.adopt_module_key_flags(distributed)
+cli.define_distributed_flags()
+flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config, --distributed... in --help
 
 
 def main(argv):
   del argv
-  if cli.show_config(_CONFIG.value):
+  if not cli.start(_CONFIG.value, distributed=True):
     return
-  distributed.initialize_from_flags()  # before anything touches a device
   # pylint: disable=import-outside-toplevel
   import jax
   from segjax import evaluation
@@ -39,7 +37,7 @@ def main(argv):
     run_logging.info("%s: %s", split, evaluation.format_summary(summary))
   if jax.process_index() == 0 and _WORKDIR.value:
     path = os.path.join(os.path.abspath(_WORKDIR.value), "eval_metrics.json")
-    run_logging.write_json_atomic(path, results)
+    files.write_json(path, results)
     print(f"Wrote {path}")
 
 

@@ -4,7 +4,6 @@ a stand-in for the user's own high-resolution data, e.g. to try patch training.
   python experiments/make_shapes_folder.py --output=/tmp/segjax/shapes_folder --image_size=1024 \
       --num_train=8 --num_validation=2 --max_things=60
 """
-import json
 import os
 
 from absl import app
@@ -12,6 +11,8 @@ from absl import flags
 import cv2
 import numpy as np
 
+from segjax import export
+from segjax import files
 from segjax.data import shapes
 
 _OUTPUT = flags.DEFINE_string("output", None, "Folder dataset root to write.")
@@ -28,11 +29,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   d = shapes.DESCRIPTOR
   os.makedirs(_OUTPUT.value, exist_ok=True)
-  classes = [{"id": i, "name": n, "color": list(d.colormap[i]),
-              "kind": "thing" if i in d.thing_classes else "stuff"}
-             for i, n in enumerate(d.class_names)]
-  with open(os.path.join(_OUTPUT.value, "classes.json"), "w") as f:
-    json.dump({"classes": classes, "ignore_label": d.ignore_label}, f, indent=1)
+  files.write_json(os.path.join(_OUTPUT.value, "classes.json"), export.classes_json(d))
   for split, count in (("train", _TRAIN.value), ("val", _VAL.value)):
     for sub in ("images", "masks", "instances"):
       os.makedirs(os.path.join(_OUTPUT.value, split, sub), exist_ok=True)

@@ -11,22 +11,19 @@ and Open MPI, and with --distributed=on on TPU pod slices (README: "Many devices
 from absl import flags
 
 from segjax import cli
-from segjax import distributed
 
 _CONFIG = cli.config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results "
                                "(created with its parents).")
 flags.mark_flags_as_required(["workdir"])
-distributed.define_flags()
-flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config in --help
-flags.adopt_module_key_flags(distributed)
+cli.define_distributed_flags()
+flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config, --distributed... in --help
 
 
 def main(argv):
   del argv
-  if cli.show_config(_CONFIG.value):
+  if not cli.start(_CONFIG.value, distributed=True):
     return
-  distributed.initialize_from_flags()  # before anything touches a device
   from segjax import train  # pylint: disable=import-outside-toplevel
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -51,6 +51,26 @@ def show_config(config) -> bool:
   return False
 
 
+def define_distributed_flags() -> None:
+  """`segjax.distributed`'s flags, shown in the ``--help`` of a main that adopts this module's
+  key flags (``flags.adopt_module_key_flags(cli)``, after this call)."""
+  from segjax import distributed as runtime  # pylint: disable=import-outside-toplevel
+  runtime.define_flags()
+  flags.adopt_module_key_flags(runtime)
+
+
+def start(config, distributed: bool = False) -> bool:
+  """False when ``--show_config`` printed the config (the main then returns); else, with
+  ``distributed``, starts the JAX distributed runtime from `segjax.distributed`'s flags (before
+  anything touches a device) and returns True."""
+  if show_config(config):
+    return False
+  if distributed:
+    from segjax import distributed as runtime  # pylint: disable=import-outside-toplevel
+    runtime.initialize_from_flags()
+  return True
+
+
 def one_line(error: BaseException) -> str:
   """An exception as one readable line: the message of a KeyError / AttributeError unquoted (no
   escaped newlines), the config's "did you mean" kept."""

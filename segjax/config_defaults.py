@@ -106,6 +106,58 @@ def recipe_config(dataset: str, *, crop_size, batch_size: int, num_train_steps: 
   return config
 
 
+def _random_crop(crop: tuple[int, int]) -> str:
+  return f"random_crop({crop[0] if crop[0] == crop[1] else crop})"
+
+
+def mmseg_deeplab_recipe(model: str, dataset: str, *, crop_size: int | tuple[int, int],
+                         batch_size: int, num_train_steps: int, reference: str,
+                         resize_long: int | None = None, **kwargs) -> ml_collections.ConfigDict:
+  """MMSegmentation's DeepLabV3 / DeepLabV3+ (``model``) ResNet-101 recipe at output stride 8:
+  auxiliary FCN head on ``layer3`` weighted 0.4, SGD (lr 0.01, poly 0.9 down to 1e-4), random
+  scale 0.5-2.0, crop, flip and photometric distortion. With ``resize_long`` (ADE20K, VOC),
+  images are first resized to fit ``(resize_long, 4 x resize_long)`` and evaluation resizes the
+  long side to ``resize_long`` and pads to a square; ``kwargs`` go to `recipe_config`."""
+  crop = (crop_size,) * 2 if isinstance(crop_size, int) else tuple(crop_size)
+  resize = f"resize_keep_ratio({resize_long}, {4 * resize_long})|" if resize_long else ""
+  if resize_long:
+    kwargs.setdefault("eval_pp", f"resize_keep_ratio(long={resize_long})|pad_to({resize_long})")
+  config = recipe_config(
+      dataset, crop_size=crop, batch_size=batch_size, num_train_steps=num_train_steps,
+      train_pp=f"{resize}random_scale(0.5, 2.0)|{_random_crop(crop)}|flip_lr|{MMSEG_PHOTOMETRIC}",
+      **kwargs)
+  config.model.update(dict(name=model, backbone="resnet101", output_stride=8, aux_head=True))
+  config.losses = (("aux_logits", "semantic", "cross_entropy", 0.4),)
+  config.optimizer.end_factor = 0.01  # poly down to 1e-4
+  config.reference = reference
+  return config
+
+
+def panoptic_deeplab_recipe(dataset: str, *, crop_size: int | tuple[int, int], batch_size: int,
+                            num_train_steps: int, learning_rate: float, warmup_steps: int,
+                            resize_pp: str, scales: tuple[float, float], eval_pp: str,
+                            nms_kernel: int, stuff_area: int,
+                            reference: str) -> ml_collections.ConfigDict:
+  """deeplab2's Panoptic-DeepLab ResNet-50 recipe at output stride 32: ``resize_pp`` then random
+  scale over ``scales``, crop, flip and the panoptic targets (centre Gaussians of sigma 8,
+  instances under 4096 pixels weighted 3); the loss `PANOPTIC_DEEPLAB_LOSSES`; Adam with poly
+  0.9 decay; `panoptic_deeplab_postprocess` grouping."""
+  crop = (crop_size,) * 2 if isinstance(crop_size, int) else tuple(crop_size)
+  config = recipe_config(
+      dataset, crop_size=crop, batch_size=batch_size, num_train_steps=num_train_steps,
+      train_pp=(f"{resize_pp}random_scale{tuple(scales)}|{_random_crop(crop)}|flip_lr|"
+                "panoptic_targets(sigma=8.0, small_instance_area=4096, small_instance_weight=3.0)"),
+      eval_pp=eval_pp)
+  config.model.update(dict(name="panoptic_deeplab", backbone="resnet50", output_stride=32))
+  config.loss = ""
+  config.losses = PANOPTIC_DEEPLAB_LOSSES
+  config.optimizer = dict(name="adam", learning_rate=learning_rate, schedule="poly", power=0.9,
+                          end_factor=0.0, warmup_steps=warmup_steps, grad_clip_norm=0.0)
+  config.postprocess = panoptic_deeplab_postprocess(nms_kernel=nms_kernel, stuff_area=stuff_area)
+  config.reference = reference
+  return config
+
+
 def load_config(path: str) -> ml_collections.ConfigDict:
   """``get_config()`` of a config file (``configs/<name>.py``)."""
   import importlib.util  # pylint: disable=import-outside-toplevel

@@ -101,7 +101,7 @@ class Evaluator:
     sums = jax.device_put(self.zero_sums(), sharding.replicated(mesh))
     with_ap = self.instances and self.panoptic and config.get("eval_mask_ap", True)
     truths, found = [], []
-    for local in pipeline.as_numpy(ds):
+    for local in pipeline.as_numpy(ds, source):
       batch = sharding.global_batch({k: local[k] for k in self.batch_keys()}, mesh)
       if self.fused:
         sums = self.step(variables, sums, batch)

@@ -15,13 +15,13 @@ corrected labels train the next model directly::
 from __future__ import annotations
 
 import csv
-import json
 import os
 from typing import Sequence
 
 import cv2
 import numpy as np
 
+from segjax import files
 from segjax.data.descriptor import DatasetDescriptor
 
 
@@ -45,13 +45,6 @@ def output_path(directory: str, sub: str, name: str, suffix: str) -> str:
   return path
 
 
-def _atomic(path: str, write) -> str:
-  tmp = f"{path}.tmp{os.getpid()}{os.path.splitext(path)[1]}"
-  write(tmp)
-  os.replace(tmp, path)
-  return path
-
-
 def write_indexed_png(path: str, labels: np.ndarray, colormap: Sequence[Sequence[int]]) -> str:
   """A palette PNG whose pixel values are the class ids (as PASCAL VOC masks)."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
@@ -61,7 +54,7 @@ def write_indexed_png(path: str, labels: np.ndarray, colormap: Sequence[Sequence
   pil = Image.fromarray(labels.astype(np.uint8), mode="P")
   palette = [v for colour in colormap for v in colour][:768]
   pil.putpalette(palette + [0] * (768 - len(palette)))
-  return _atomic(path, lambda tmp: pil.save(tmp, format="PNG"))
+  return files.write_atomic(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
 def write_instance_png(path: str, instance: np.ndarray) -> str:
@@ -69,14 +62,7 @@ def write_instance_png(path: str, instance: np.ndarray) -> str:
   def write(tmp):
     if not cv2.imwrite(tmp, np.asarray(instance, np.uint16)):
       raise OSError(f"could not write {path}")
-  return _atomic(path, write)
-
-
-def write_json(path: str, data) -> str:
-  def write(tmp):
-    with open(tmp, "w") as f:
-      json.dump(data, f, indent=1)
-  return _atomic(path, write)
+  return files.write_atomic(path, write)
 
 
 # ------------------------------------------------------------------------ regions and polygons
@@ -182,7 +168,7 @@ def write_review(path: str, rows: Sequence[dict]) -> str:
       writer.writeheader()
       for rank, row in enumerate(rows, start=1):
         writer.writerow({"rank": rank, **row})
-  return _atomic(path, write)
+  return files.write_atomic(path, write)
 
 
 def classes_json(descriptor: DatasetDescriptor) -> dict:

@@ -5,13 +5,14 @@ numpy images, and return class scores; `segjax.predict` uses them for pre-labels
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-import os
 
 import cv2
 import jax
 import numpy as np
 
+from segjax import files
 from segjax.data import patches
 
 
@@ -160,20 +161,22 @@ def sliding_window_to_file(apply_fn, image, labels_path: str, *, scores_path: st
   scores strip by strip; returns the label memmap. For images too large to hold their scores."""
   height, width = image.shape[:2]
   labels = scores = None
-  for y0, y1, block in sliding_window_rows(apply_fn, image, **kwargs):
-    if labels is None:
-      dtype = np.uint8 if block.shape[-1] <= 256 else np.uint16
-      labels = np.lib.format.open_memmap(labels_path + ".tmp.npy", "w+", dtype, (height, width))
-      if scores_path:
-        scores = np.lib.format.open_memmap(scores_path + ".tmp.npy", "w+", np.float16,
-                                           (height, width, block.shape[-1]))
-    labels[y0:y1] = np.argmax(block, axis=-1)
-    if scores is not None:
-      scores[y0:y1] = block
-  for array, path in ((labels, labels_path), (scores, scores_path)):
-    if array is not None:
-      array.flush()
-      os.replace(path + ".tmp.npy", path)
+  with contextlib.ExitStack() as stack:  # each file renamed into place once it is complete
+    for y0, y1, block in sliding_window_rows(apply_fn, image, **kwargs):
+      if labels is None:
+        dtype = np.uint8 if block.shape[-1] <= 256 else np.uint16
+        labels = np.lib.format.open_memmap(
+            stack.enter_context(files.atomic_path(labels_path)), "w+", dtype, (height, width))
+        if scores_path:
+          scores = np.lib.format.open_memmap(
+              stack.enter_context(files.atomic_path(scores_path)), "w+", np.float16,
+              (height, width, block.shape[-1]))
+      labels[y0:y1] = np.argmax(block, axis=-1)
+      if scores is not None:
+        scores[y0:y1] = block
+    for array in (labels, scores):
+      if array is not None:
+        array.flush()
   return np.load(labels_path, mmap_mode="r")
 
 

@@ -22,19 +22,6 @@ def info(message: str, *args) -> None:
     print(time.strftime("%H:%M:%S ") + (message % args if args else message), flush=True)
 
 
-def _json_default(value):
-  try:
-    return float(value)
-  except (TypeError, ValueError):
-    return str(value)
-
-
-def write_json_atomic(path: str, payload) -> None:
-  """Writes JSON to ``path`` through a temporary file and a rename (never half-written)."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, default=_json_default, allow_nan=False)
-  os.replace(tmp, path)
 
 
 class MetricWriter:

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from segjax import export
+from segjax import files
 from segjax import inference
 from segjax import postprocess
 from segjax import visualize
@@ -99,7 +100,7 @@ def draw_split(predictor: Predictor, source, output_dir: str) -> list[str]:
   ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split,
                                 local_batch_size=config.predict.get("batch_size", 8))
   paths = []
-  for batch in pipeline.as_numpy(ds):
+  for batch in pipeline.as_numpy(ds, source):
     predictions = predictor.predict_batch(batch["image"])
     panoptic = "panoptic" in predictions and "panoptic" in batch
     shown, truth = ((predictions["panoptic"], batch["panoptic"]) if panoptic
@@ -164,13 +165,13 @@ def predict_files(predictor: Predictor, inputs, output: str, fmt: str = "png",
     if fmt == "coco":
       coco.add(os.path.basename(path), labels, instance, scores)
     elif fmt == "labelme":
-      export.write_json(export.output_path(output, "labelme", name, ".json"),
+      files.write_json(export.output_path(output, "labelme", name, ".json"),
                         export.labelme(os.path.basename(path), labels, instance, descriptor))
     rows.append({"name": name, "uncertainty": export.uncertainty(
         probs, config.predict.get("uncertainty", "entropy")),
                  "height": labels.shape[0], "width": labels.shape[1]})
   if fmt == "coco":
-    export.write_json(os.path.join(output, "annotations.json"), coco.data)
-  export.write_json(os.path.join(output, "classes.json"), export.classes_json(descriptor))
+    files.write_json(os.path.join(output, "annotations.json"), coco.data)
+  files.write_json(os.path.join(output, "classes.json"), export.classes_json(descriptor))
   export.write_review(os.path.join(output, "review.csv"), rows)
   return sorted(rows, key=lambda r: -r["uncertainty"])

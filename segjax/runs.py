@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from segjax import checkpointing
-from segjax import logging as run_logging
+from segjax import files
 from segjax import models
 from segjax import registry
 from segjax.data.descriptor import DatasetDescriptor
@@ -91,8 +91,8 @@ def write(workdir: str, config, descriptor: DatasetDescriptor) -> None:
   """Writes ``config.json`` and ``descriptor.json`` into ``workdir`` (process 0; atomically)."""
   if jax.process_index() != 0:
     return
-  run_logging.write_json_atomic(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
-  run_logging.write_json_atomic(os.path.join(workdir, DESCRIPTOR_FILE),
+  files.write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
+  files.write_json(os.path.join(workdir, DESCRIPTOR_FILE),
                                 descriptor_to_dict(descriptor, config.data))
 
 
@@ -202,10 +202,8 @@ def export(run: Run, path: str) -> str:
   metadata = {"format": EXPORT_FORMAT,
               "config": json.dumps(config_to_dict(run.config)),
               "descriptor": json.dumps(descriptor_to_dict(run.descriptor, run.config.data))}
-  tmp = f"{path}.tmp{os.getpid()}"
-  save_file({k: np.ascontiguousarray(v) for k, v in flat.items()}, tmp, metadata=metadata)
-  os.replace(tmp, path)
-  return path
+  return files.write_atomic(path, lambda tmp: save_file(
+      {k: np.ascontiguousarray(v) for k, v in flat.items()}, tmp, metadata=metadata))
 
 
 def load_exported(path: str) -> Run:

@@ -16,11 +16,11 @@ from typing import Iterator
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from segjax import checkpointing
 from segjax import evaluation
+from segjax import files
 from segjax import logging as run_logging
 from segjax import losses
 from segjax import metrics
@@ -305,7 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       writer.write_scalars(step, summary, prefix=f"{split}/")
     return results
 
-  batches = device_batches(pipeline.as_numpy(train_ds), mesh)
+  batches = device_batches(pipeline.as_numpy(train_ds, trainer.source), mesh)
   with checkpointing.PreemptionGuard() as preemption:
     for step in range(start_step + 1, total_steps + 1):
       state, sums = train_step(state, sums, next(batches))
@@ -332,7 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   for split, summary in final.items():
     run_logging.info("%s: %s", split, evaluation.format_summary(summary))
   if jax.process_index() == 0:
-    run_logging.write_json_atomic(os.path.join(workdir, "final_metrics.json"), final)
+    files.write_json(os.path.join(workdir, "final_metrics.json"), final)
   checkpointer.close()
   writer.close()
   return TrainResult(final, preempted=False, step=total_steps)

@@ -1,11 +1,11 @@
 """Pictures of images, labels and predictions."""
 from __future__ import annotations
 
-import os
 
 import cv2
 import numpy as np
 
+from segjax import files
 from segjax.data.descriptor import DatasetDescriptor
 
 
@@ -109,7 +109,7 @@ def panel_offsets(num_panels: int, image_width: int, height: int = 256,
 
 def write_png(path: str, rgb: np.ndarray) -> None:
   """Writes an RGB picture atomically (temporary file, then rename)."""
-  tmp = f"{path}.tmp{os.getpid()}.png"
-  if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-    raise OSError(f"Could not write {path}.")
-  os.replace(tmp, path)
+  def write(tmp):
+    if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+      raise OSError(f"Could not write {path}.")
+  files.write_atomic(path, write)

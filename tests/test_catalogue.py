@@ -125,3 +125,36 @@ def _check_cityscapes(out, labels, ids):
   assert semantic[0, 0] == 0 and semantic[1, 1] == 13 and semantic[1, 4] == 11
   assert instance[1, 1] == 1 and instance[1, 4] == 6 and instance[0, 0] == 0
   assert semantic[3, 5] == 13 and instance[3, 5] == 0  # crowd
+
+
+def test_label_out_of_range_in_a_tfds_dataset_stops_with_the_value_and_the_dataset(tmp_path):
+  """VOC masks whose values go up to 40 (the dataset has 21 classes and ignore label 255): the
+  training and evaluation pipelines both stop at the first such mask, naming value and dataset."""
+  import re
+  from unittest import mock
+  from segjax.data import pipeline
+  from conftest import load_config
+  data = load_config("deeplabv3_voc").data
+  data.update(dict(data_dir=str(tmp_path), shuffle_buffer=2))
+  with mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True), \
+      tfds.testing.mock_data(num_examples=2, max_value=40, policy=tfds.testing.MockPolicy.USE_CODE):
+    source = pipeline.get_source(data)
+    raw = next(iter(source.builder.as_dataset(split="train")))
+    values = np.unique(raw["segmentation"].numpy())
+    first_bad = [v for v in values if 21 <= v < 255]
+    assert first_bad  # the mock masks do hold labels out of range
+    streams = [pipeline.train_dataset(source, data, local_batch_size=1, seed=0),
+               pipeline.eval_dataset(source, data, "validation", local_batch_size=1)[0]]
+    streams = [ds.take(1) for ds in streams]
+    for ds in streams:
+      with pytest.raises(pipeline.LabelOutOfRange,
+                         match=r"Label (\d+) in a mask of dataset 'voc2012_segmentation' .*21 "
+                               r"classes \(0\.\.20\) and ignore label 255") as error:
+        next(pipeline.as_numpy(ds, source))
+      assert 21 <= int(re.match(r"Label (\d+)", str(error.value)).group(1)) < 255
+    # The check passes labels in range and the ignore label through unchanged.
+    d = source.descriptor
+    ok = tf.constant([[0, 20], [255, 3]], tf.int32)
+    np.testing.assert_array_equal(pipeline.checked_labels(ok, d).numpy(), ok.numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="-1"):
+      pipeline.checked_labels(tf.constant([[0, -1]], tf.int32), d)

@@ -160,3 +160,34 @@ def test_unknown_dataset_and_split_are_named(config):
   source = pipeline.get_source(config.data)
   with pytest.raises(KeyError, match="no split 'valid'"):
     pipeline.eval_dataset(source, config.data, "valid", local_batch_size=2)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("stored", [1, 3])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("normalization", ["mean_std", "minmax", "percentile"])
+def test_unit_image_for_every_depth_layout_channel_count_and_normalisation(
+    dtype, stored, channels, normalization):
+  """8/16-bit, grey/colour images fed to 1- or 3-channel models: the expected [0, 1] values."""
+  import ml_collections
+  top = np.iinfo(dtype).max
+  # Channel c of pixel i: a ramp over a quarter of the range, brighter per channel.
+  ramp = np.linspace(0, top // 4, 101).round()
+  image = np.stack([ramp + c * (top // 8) for c in range(stored)], -1).reshape(1, 101, stored)
+  image = image.astype(dtype)
+  config = ml_collections.ConfigDict(dict(channels=channels, normalization=normalization,
+                                          percentiles=(1.0, 99.0)))
+  out = pipeline.unit_image({"image": tf.constant(image)}, config)["image"].numpy()
+  assert out.shape == (1, 101, channels) and out.dtype == np.float32
+  values = image.astype(np.float64)
+  if normalization == "mean_std":
+    unit = values / top
+  else:
+    flat = np.sort(values.reshape(-1))
+    pick = lambda p: flat[int(round((flat.size - 1) * p / 100))]
+    low, high = ((flat[0], flat[-1]) if normalization == "minmax" else (pick(1.0), pick(99.0)))
+    unit = np.clip((values - low) / (high - low), 0, 1)
+  expected = (np.repeat(unit, 3, -1) if stored == 1 and channels == 3 else
+              unit.mean(-1, keepdims=True) if stored == 3 and channels == 1 else unit)
+  np.testing.assert_allclose(out, expected, atol=1e-6)
+  assert out.min() >= 0.0 and out.max() <= 1.0

@@ -84,3 +84,20 @@ def test_readme_tour_runs(straight_run, tmp_path, monkeypatch):
 @pytest.mark.parametrize("doc", DOCS, ids=os.path.basename)
 def test_no_placeholders_left(doc):
   assert not re.search(r"\b(PLAN_TABLE\w*|MODELS_TABLE|SUITE_LINE|TODO)\b", _text(doc))
+
+
+def test_parameter_counts_in_the_docs_are_the_configs():
+  """Each table row ``| `<config>.py` | model | <count> | ...`` (README, docs/models.md) gives the
+  parameter count of that config's model on the built-in dataset's 5 classes."""
+  import jax
+  from segjax import models
+  rows = re.findall(r"^\| `(\w+)\.py`[^|\n]*\|[^|\n]*\| ([\d,]{5,}) \|", _all_text(), re.M)
+  names = {name for name, _ in rows}
+  assert {"unet_shapes", "segnet_shapes", "deeplabv3plus_shapes"} <= names, names
+  for name, count in rows:
+    config = load_config(name)
+    model = models.from_config(config.model, 5)
+    size = tuple(config.data.get("crop_size") or (64, 64))
+    params = jax.eval_shape(lambda m=model, s=size: m.init(
+        jax.random.key(0), jax.numpy.zeros((1, *s, 3)), train=False))["params"]
+    assert models.count_params(params) == int(count.replace(",", "")), name

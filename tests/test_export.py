@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from segjax import export
+from segjax import files
 from segjax.data import folder
 from segjax.data.descriptor import DatasetDescriptor
 from segjax.data.shapes import DESCRIPTOR, render_scene
@@ -35,8 +36,8 @@ def test_png_and_coco_exports_read_back_through_the_folder_dataset(tmp_path):
         coco.add(name + ".png", semantic, instance)
       truth[name] = (semantic, instance)
     if fmt == "coco":
-      export.write_json(str(split / "annotations.json"), coco.data)
-    export.write_json(str(root / "classes.json"), export.classes_json(DESCRIPTOR))
+      files.write_json(str(split / "annotations.json"), coco.data)
+    files.write_json(str(root / "classes.json"), export.classes_json(DESCRIPTOR))
     ds = folder.folder_dataset(str(root), "train", data_dir=str(tmp_path / "tfds"))
     got = {ex["name"].decode(): ex for ex in ds.as_numpy_iterator()}
     assert sorted(got) == sorted(truth)
@@ -101,8 +102,26 @@ def test_coco_and_labelme_leave_the_background_out(tmp_path):
   # Read back as a folder dataset: pixels no annotation covers are the background again.
   split = tmp_path / "data" / "train"
   cv2.imwrite(export.output_path(str(split), "images", "a", ".png"), np.zeros((12, 16, 3), np.uint8))
-  export.write_json(str(split / "annotations.json"), writer.data)
-  export.write_json(str(tmp_path / "data" / "classes.json"), export.classes_json(descriptor))
+  files.write_json(str(split / "annotations.json"), writer.data)
+  files.write_json(str(tmp_path / "data" / "classes.json"), export.classes_json(descriptor))
   got = next(folder.folder_dataset(str(tmp_path / "data"), "train",
                                    data_dir=str(tmp_path / "tfds")).as_numpy_iterator())
   np.testing.assert_array_equal(got["semantic"][..., 0], labels)
+
+
+def test_atomic_writers_leave_nothing_half_written(tmp_path):
+  """A write that fails midway (NaN is not JSON; a writer raising) keeps the previous file and
+  leaves no temporary file behind."""
+  import json
+  import os
+  path = str(tmp_path / "metrics.json")
+  files.write_json(path, {"miou": 0.5})
+  with pytest.raises(ValueError):
+    files.write_json(path, {"miou": float("nan")})
+  def half(tmp):
+    with open(tmp, "w") as f:
+      f.write("{")
+    raise OSError("disk full")
+  with pytest.raises(OSError, match="disk full"):
+    files.write_atomic(path, half)
+  assert json.load(open(path)) == {"miou": 0.5} and os.listdir(tmp_path) == ["metrics.json"]

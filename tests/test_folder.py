@@ -146,6 +146,11 @@ def test_skip_bad_leaves_them_out_and_reports(tmp_path, capsys):
   assert "(train 2 images)" in printed
   assert "8 classes from the label values found (class_0, class_1, " in printed
   assert f"Skipped 1 bad files (skip_bad=True); each with its reason in {builder.data_dir}" in printed
+  # Labelled training pixels by class (good: 16 of class 1; stray: 16 of class 7).
+  pixels = report["class_pixels"]
+  assert pixels["class_1"] == 16 and pixels["class_7"] == 16 and sum(pixels.values()) == 32
+  assert "Labelled training pixels by class: class_0 0.0%, class_1 50.0%," in printed
+  assert "Rare classes (under 1% of the labelled training pixels): class_0, class_2," in printed
 
 
 def test_changed_files_are_prepared_again(tmp_path):
@@ -199,3 +204,45 @@ def test_class_balanced_sampling_raises_the_share_of_rare_class_patches():
   share = np.mean((drawn == 3).any(axis=(1, 2)))
   # uniform: 2%; class-balanced: 0.5 * 1/3 + 0.5 * 2% = 17.7%
   assert 0.13 < share < 0.23
+
+
+def test_patches_through_the_training_pipeline_counts_and_class_balance(tmp_path):
+  """Two 64x96 images cut into a 32x32 grid (6 patches each): without class balancing one pass
+  of the stream holds each of the 12 patches once; with ``class_balanced=0.5`` the one patch
+  with the rare class 2 is drawn ~0.22 of the time instead of 1/12 (0.5/12 from the plain stream,
+  + 0.5 x (1/3 for class 2 + 1/3 x 1/12 for class 0), class 1 never shares its patch)."""
+  import ml_collections
+  from segjax.data import pipeline
+  root = tmp_path / "frames"
+  for split in ("train", "val"):
+    (root / split / "images").mkdir(parents=True)
+    (root / split / "masks").mkdir(parents=True)
+  for i in range(2):
+    mask = np.zeros((64, 96), np.uint8)
+    mask[40:, 40:] = 1                   # class 1: the lower-right patches
+    if i == 0:
+      mask[4:10, 4:10] = 2               # class 2: one corner of the first image's first patch
+    image = np.full((64, 96, 3), 100, np.uint8)
+    for split in ("train", "val"):
+      cv2.imwrite(str(root / split / "images" / f"{i}.png"), image)
+      cv2.imwrite(str(root / split / "masks" / f"{i}.png"), mask)
+  data = ml_collections.ConfigDict(dict(
+      name="folder", root=str(root), data_dir=str(tmp_path / "tfds"), skip_bad=False,
+      train_split="train", channels=3, normalization="mean_std", mean=(0.5,) * 3, std=(0.25,) * 3,
+      patch_size=(32, 32), patch_stride=(32, 32), min_labelled_fraction=0.0, class_balanced=0.0,
+      shuffle_buffer=1, cache=True, crop_size=(32, 32), train_pp="", eval_pp=""))
+  source = pipeline.get_source(data)
+
+  def drawn(count):
+    ds = pipeline.train_dataset(source, data, local_batch_size=4, seed=0)
+    batches = [b for _, b in zip(range(count // 4), pipeline.as_numpy(ds, source))]
+    return np.concatenate([b["semantic"] for b in batches])
+
+  first_pass = drawn(12)  # shuffle_buffer=1: the stream in its order
+  keys = {(int((p == 2).any()), int((p == 1).sum())) for p in first_pass}
+  assert len(first_pass) == 12 and sum((p == 2).any() for p in first_pass) == 1
+  assert keys == {(1, 0), (0, 0), (0, 24 * 24), (0, 24 * 32)}, keys
+  data.update(dict(class_balanced=0.5, shuffle_buffer=12))
+  stream = drawn(2400)
+  share = np.mean([(p == 2).any() for p in stream])
+  assert 0.18 < share < 0.27, share

@@ -99,7 +99,8 @@ def test_segnet_encoder_is_vgg16_bn():
   params = jax.eval_shape(lambda: models.create("segnet", num_classes=2).init(
       jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"]
   encoder = {k: v for k, v in params.items() if k.startswith("encoder")}
-  assert len([k for k in encoder if not k.endswith("_bn")]) == 13
+  assert len(encoder) == 13 and all(set(block) == {"conv", "bn"} for block in encoder.values())
+  assert all("bias" in block["conv"] for block in encoder.values())  # VGG's convolutions carry biases
   assert models.count_params(encoder) == 14_723_136
 
 

@@ -29,22 +29,28 @@ def _config(data_dir):
   return config
 
 
-def _launch(tmp_path, data_dir, workdir, *flags, num_processes: int = 2):
-  """experiments/train.py in ``num_processes`` processes with 2 CPU devices each."""
+def _start(tmp_path, data_dir, workdir, *flags, num_processes: int = 2, overrides: str = ""):
+  """experiments/train.py in ``num_processes`` processes with 2 CPU devices each, on `_config`
+  (``overrides``: Python statements on ``c``, the config)."""
   config_file = tmp_path / "multihost_config.py"
   config_file.write_text(
       f"import sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
       "from test_multihost import _config\n\n"
-      f"def get_config():\n  return _config({data_dir!r})\n")
+      f"def get_config():\n  c = _config({data_dir!r})\n  {overrides}\n  return c\n")
   address = f"localhost:{_free_port()}"
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
          "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-  procs = [subprocess.Popen(
+  return [subprocess.Popen(
       [sys.executable, os.path.join(ROOT, "experiments", "train.py"), f"--config={config_file}",
        f"--workdir={workdir}", f"--coordinator_address={address}",
        f"--num_processes={num_processes}", f"--process_id={i}", *flags],
       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(num_processes)]
+
+
+def _launch(tmp_path, data_dir, workdir, *flags, num_processes: int = 2):
+  """`_start`, then waits: every process must exit 0; returns their outputs."""
+  procs = _start(tmp_path, data_dir, workdir, *flags, num_processes=num_processes)
   outputs = [p.communicate(timeout=300)[0] for p in procs]
   for i, (p, out) in enumerate(zip(procs, outputs)):
     assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
@@ -102,3 +108,31 @@ def test_distributed_settings_are_checked(monkeypatch):
     distributed.initialize("auto", "localhost:1234", 2, 2)
   with pytest.raises(ValueError, match="'sometimes'"):
     distributed.initialize("sometimes")
+
+
+def test_sigterm_to_one_process_stops_both_at_one_saved_step(data_dir, tmp_path):
+  """A preemption notice (SIGTERM) reaches process 1 only: the distributed runtime spreads it,
+  both processes save the same checkpoint step, stop, and exit 0."""
+  import re
+  import signal
+  workdir = str(tmp_path / "preempted")
+  procs = _start(tmp_path, data_dir, workdir, overrides=(
+      "c.update(dict(num_train_steps=100000, log_every_steps=1, checkpoint_every_steps=100000))"))
+  try:
+    lines = []
+    for line in procs[0].stdout:  # process 0 logs the steps
+      lines.append(line)
+      if re.search(r"step 3/100000", line):
+        break
+    procs[1].send_signal(signal.SIGTERM)
+    rest = procs[0].communicate(timeout=300)[0]
+    other = procs[1].communicate(timeout=300)[0]
+  finally:
+    for p in procs:
+      p.kill()
+  out = "".join(lines) + rest
+  assert [p.returncode for p in procs] == [0, 0], out[-2000:] + other[-2000:]
+  saved = int(re.search(r"SIGTERM received: saved checkpoint (\d+)", out).group(1))
+  assert 3 <= saved < 100000
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == [str(saved)]
+  assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))  # stopped, not finished

@@ -1,12 +1,13 @@
 """End-to-end trainer tests on a tiny shapes dataset and a tiny UNet (4 simulated CPU devices)."""
 import json
-import re
 import os
+import shutil
 import signal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -146,19 +147,28 @@ def test_bfloat16_computation_keeps_float32_parameters_and_close_losses(config, 
   assert {p.dtype for p in jax.tree_util.tree_leaves(state.batch_stats)} == {jnp.dtype(jnp.float32)}
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_good_checkpoints(config, tmp_path):
-  config.optimizer.update(name="sgd", learning_rate=1e12, grad_clip_norm=0.0, warmup_steps=0)
+def test_nan_loss_stops_with_a_clear_error_and_keeps_good_checkpoints(config, tmp_path,
+                                                                       monkeypatch):
+  """A NaN image in the third batch: steps 1 and 2 are checkpointed, step 3 is not, and the
+  error names step 3."""
   config.checkpoint_every_steps = 1
   config.log_every_steps = 1
+  device_batches = train.device_batches
+
+  def poisoned(batches, mesh):
+    def third_is_nan():
+      for i, batch in enumerate(batches):
+        yield {**batch, "image": np.full_like(batch["image"], np.nan)} if i == 2 else batch
+    return device_batches(third_is_nan(), mesh)
+
+  monkeypatch.setattr(train, "device_batches", poisoned)
   workdir = str(tmp_path / "nan")
-  with pytest.raises(FloatingPointError, match=r"NaN or infinite at step (\d+)") as error:
+  with pytest.raises(FloatingPointError, match=r"NaN or infinite at step 3\b.*step 2\)"):
     train.train_and_evaluate(config, workdir)
-  bad_step = int(re.search(r"step (\d+)", str(error.value)).group(1))
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1, keep=3)
-  assert all(step < bad_step for step in checkpointer.all_steps())
-  if checkpointer.all_steps():
-    params = _params(workdir)
-    assert all(np.all(np.isfinite(p)) for p in jax.tree_util.tree_leaves(params))
+  assert list(checkpointer.all_steps()) == [1, 2]
+  params = _params(workdir)
+  assert all(np.all(np.isfinite(p)) for p in jax.tree_util.tree_leaves(params))
 
 
 def test_workdir_parents_are_created(tmp_path):
@@ -260,7 +270,16 @@ def test_host_post_processing_in_evaluation_equals_the_chain_on_all_images(strai
                                       label_divisor=1000, thing_classes=d.thing_classes,
                                       stuff_classes=d.stuff_classes)
   assert summary["pq"] == pytest.approx(expected["all"]["pq"])
-  assert "mask_ap" in summary and summary["ap"] is not None
+  # Mask AP over the instances of every valid image (none of the padding), as on the host.
+  truths = [metrics.instances_from_panoptic(p, label_divisor=1000, thing_classes=d.thing_classes)
+            for p in batch["panoptic"]]
+  want = metrics.mask_ap(truths, list(predictions["instances"]), class_ids=d.thing_classes,
+                         class_names=[d.class_names[c] for c in d.thing_classes])
+  assert summary["mask_ap"].keys() == want.keys()
+  for key, value in want.items():
+    assert summary["mask_ap"][key] == (pytest.approx(value) if isinstance(value, float) else value)
+  assert summary["ap"] == pytest.approx(want["ap"]) and summary["ap50"] == pytest.approx(want["ap50"])
+  assert sum(len(t) for t in truths) > 10 and sum(len(f) for f in predictions["instances"]) > 0
 
 
 def test_prelabel_files_with_window_tta_postprocess_and_instances(straight_run, tmp_path):
@@ -328,3 +347,79 @@ def test_panoptic_prelabels_carry_instance_scores_and_pictures_are_panoptic(stra
   row, column = visualize.panel_offsets(4, 32)[1]
   np.testing.assert_array_equal(drawn[row:row + 256:8, column:column + 256:8],
                                 visualize.colorize_panoptic(truth, source.descriptor))
+
+
+def test_checkpoint_of_another_model_is_refused_naming_its_step(straight_run, tmp_path):
+  config, workdir, _ = straight_run
+  other = tmp_path / "other"
+  shutil.copytree(os.path.join(workdir, "checkpoints"), other / "checkpoints")
+  wider = config.copy_and_resolve_references()
+  wider.model.features = 8  # the checkpoint holds a width-4 UNet
+  with pytest.raises(ValueError, match=r"Checkpoint 6 in .*other.*does not fit the model of this "
+                                       r"config"):
+    train.train_and_evaluate(wider, str(other))
+  assert sorted(os.listdir(other / "checkpoints")) == ["3", "6"]  # nothing lost
+
+
+def test_pretrained_backbone_file_named_in_the_config_is_loaded(data_dir, tmp_path, monkeypatch):
+  """``config.model.pretrained``: the backbone of the first state comes from the torchvision file,
+  tensor by tensor; the rest of the model keeps its initial values; Adam starts at zero."""
+  from test_pretrained import torchvision_resnet_state_dict
+  sd = torchvision_resnet_state_dict(18, np.random.default_rng(5))
+  path = str(tmp_path / "resnet18.npz")
+  np.savez(path, **sd)
+  config = tiny_config(data_dir)
+  config.model = ml_collections.ConfigDict(dict(
+      name="deeplabv3plus", backbone="resnet18", aspp_features=8, decoder_features=8,
+      low_level_features=8, dtype="float32", pretrained=path))
+  initial = {}
+  create = train.create_train_state
+  def keep_initial(*args, **kwargs):
+    state = create(*args, **kwargs)
+    initial["state"] = jax.device_get(state)
+    return state
+  monkeypatch.setattr(train, "create_train_state", keep_initial)
+  state = jax.device_get(train.setup(config).state)
+  backbone = state.params["backbone"]
+  np.testing.assert_array_equal(backbone["conv1"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(backbone["layer4"]["blocks"]["block"]["bn2"]["scale"][0],
+                                sd["layer4.1.bn2.weight"])
+  np.testing.assert_array_equal(state.batch_stats["backbone"]["bn1"]["var"], sd["bn1.running_var"])
+  for before, after in zip(jax.tree_util.tree_leaves(initial["state"].params["backbone"]),
+                           jax.tree_util.tree_leaves(backbone)):
+    assert before.shape == after.shape and not np.array_equal(before, after)
+  for name in set(state.params) - {"backbone"}:
+    jax.tree_util.tree_map(np.testing.assert_array_equal, state.params[name],
+                           initial["state"].params[name])
+  assert all(not np.any(m) for m in jax.tree_util.tree_leaves(state.opt_state))  # moments, count
+
+
+def test_periodic_and_padded_evaluation(config, tmp_path):
+  """``eval_every_steps`` evaluates during training; ``data.eval_pad_to`` pads images with ignored
+  labels, so every labelled pixel is still counted exactly once."""
+  config.update(dict(num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=4))
+  config.data.eval_pad_to = (40, 48)
+  workdir = str(tmp_path / "periodic")
+  final = train.train_and_evaluate(config, workdir).metrics["validation"]
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [l["step"] for l in lines if "validation/mean_iou" in l] == [2, 4]
+  assert np.sum(final["confusion_matrix"]) == 10 * 32 * 32  # 10 validation images of 32x32
+
+
+def test_a_tiny_unet_learns_the_shapes(data_dir, tmp_path):
+  """200 steps of a width-8 UNet on 200 training scenes of 32x32: validation mIoU about twice the
+  majority-class prediction's (which scores IoU = its pixel share on one class, 0 on the rest)
+  and pixel accuracy well above that share (measured: mIoU 0.172 vs 0.089, accuracy 0.564 vs
+  0.445)."""
+  config = tiny_config(data_dir)
+  config.data.update(dict(num_train=200, shuffle_buffer=200))
+  config.model.update(dict(features=8, depth=3))
+  config.update(dict(num_train_steps=200, batch_size=16, log_every_steps=100,
+                     checkpoint_every_steps=200))
+  config.optimizer.update(dict(learning_rate=3e-3, warmup_steps=20))
+  summary = train.train_and_evaluate(config, str(tmp_path / "learns")).metrics["validation"]
+  confusion = np.asarray(summary["confusion_matrix"])
+  majority_share = confusion.sum(axis=1).max() / confusion.sum()
+  assert summary["mean_iou"] > 1.5 * majority_share / len(confusion), summary["mean_iou"]
+  assert summary["pixel_accuracy"] > majority_share + 0.07, (summary["pixel_accuracy"],
+                                                              majority_share)

@@ -1,4 +1,5 @@
 """segjax's XLA:CPU setting: where it is applied, and that convolutions compile without YNNPACK."""
+import importlib.metadata
 import os
 
 import jax
@@ -53,9 +54,15 @@ def _reference_conv(x, k):
 def test_cpu_convolutions_compile_to_xla_kernels_with_the_same_values():
   if jax.default_backend() != "cpu":
     pytest.skip("the setting concerns XLA:CPU")
-  flags = os.environ.get("XLA_FLAGS", "")
-  if xla_cpu.SETTING not in flags:
-    pytest.skip(f"XLA_FLAGS={flags!r}: the user's choice or a jaxlib outside the known range")
+  flags, version = os.environ.get("XLA_FLAGS", ""), importlib.metadata.version("jaxlib")
+  if os.environ.get(xla_cpu.OPT_OUT, "") not in ("", "0"):
+    pytest.skip(f"{xla_cpu.OPT_OUT}={os.environ[xla_cpu.OPT_OUT]} asks for XLA's own defaults")
+  if xla_cpu.FLAG in flags and xla_cpu.SETTING not in flags:
+    pytest.skip(f"XLA_FLAGS={flags!r} sets {xla_cpu.FLAG} itself")
+  if not xla_cpu.KNOWN_JAXLIB[0] <= xla_cpu._release(version) < xla_cpu.KNOWN_JAXLIB[1]:
+    pytest.skip(f"jaxlib {version} is outside {xla_cpu.KNOWN_JAXLIB}, where segjax leaves "
+                "XLA_FLAGS alone")
+  assert xla_cpu.SETTING in flags, f"import segjax did not apply the setting: {flags!r}"
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, 9, 7, 5)).astype(np.float32)
   k = rng.normal(size=(3, 3, 5, 4)).astype(np.float32)

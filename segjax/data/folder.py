@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from segjax import files
 from segjax.data.descriptor import DatasetDescriptor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -188,10 +189,10 @@ def _by_stem(folder: str, extensions: Sequence[str]) -> dict[str, str]:
 def fingerprint(root: str) -> str:
   """A hash of every file's path, size and modification time: changes when the data changes."""
   digest = hashlib.sha256()
-  for folder, _, files in sorted(os.walk(root)):
+  for folder, _, names in sorted(os.walk(root)):
     if os.path.basename(folder).startswith("."):
       continue
-    for name in sorted(files):
+    for name in sorted(names):
       path = os.path.join(folder, name)
       stat = os.stat(path)
       digest.update(f"{os.path.relpath(path, root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
@@ -411,13 +412,36 @@ def prepare(root: str, *, data_dir: str | None = None, skip_bad: bool = False,
       run_logging.info("No classes.json: %d classes from the label values found (%s); name them "
                        "in %s or with config.data.classes", len(found.names),
                        ", ".join(found.names), os.path.join(root, "classes.json"))
+    pixels = class_pixels(builder, found.names)
+    labelled = sum(pixels.values()) or 1
+    run_logging.info("Labelled training pixels by class: %s", ", ".join(
+        f"{name} {count / labelled:.1%}" for name, count in pixels.items()))
+    rare = [name for name, count in pixels.items() if count < 0.01 * labelled]
+    if rare:
+      run_logging.info("Rare classes (under 1%% of the labelled training pixels): %s. Consider "
+                       "patches with config.data.class_balanced, or class weights in the loss.",
+                       ", ".join(rare))
+    report = {"class_pixels": pixels}
     if skip_bad:
-      report = {"skipped": builder.skipped, "count": sum(map(len, builder.skipped.values()))}
-      path = os.path.join(builder.data_dir, "report.json")
-      run_logging.write_json_atomic(path, report)
+      report.update(skipped=builder.skipped, count=sum(map(len, builder.skipped.values())))
       run_logging.info("Skipped %d bad files (skip_bad=True); each with its reason in %s",
-                       report["count"], path)
+                       report["count"], os.path.join(builder.data_dir, "report.json"))
+    files.write_json(os.path.join(builder.data_dir, "report.json"), report)
   return builder
+
+
+def class_pixels(builder, class_names: Sequence[str], split: str = "train") -> dict[str, int]:
+  """Labelled pixels of each class in ``split`` of a prepared folder dataset (one pass over the
+  masks)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  if split not in builder.info.splits:
+    return {}
+  n = len(class_names)
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  counts = ds.reduce(tf.zeros([n], tf.int64), lambda total, ex: total + tf.math.bincount(
+      tf.reshape(tf.cast(ex["semantic"], tf.int32), [-1]), minlength=n, maxlength=n,
+      dtype=tf.int64)).numpy()
+  return {name: int(c) for name, c in zip(class_names, counts)}
 
 
 __all__ = ["BadFileError", "Folder", "FolderClasses", "configured_classes", "descriptor_of",

@@ -63,13 +63,11 @@ def tf_grid_patches(example: dict, size: Sequence[int], stride: Sequence[int],
   example = ops.pad_example(example, size, ignore_label=ignore_label)
   shape = tf.shape(example["image"])
 
-  def starts(length, patch, step):
-    last = length - patch
-    regular = tf.range(0, last + 1, step)
-    return tf.unique(tf.concat([regular, [last]], 0))[0]
-
-  ys, xs = starts(shape[0], size[0], stride[0]), starts(shape[1], size[1], stride[1])
-  grid = tf.reshape(tf.stack(tf.meshgrid(ys, xs, indexing="ij"), -1), [-1, 2])
+  # The grid of `grid_positions`, the same function as for numpy arrays.
+  grid = tf.numpy_function(
+      lambda h, w: np.array(grid_positions(int(h), int(w), size, stride), np.int32).reshape(-1, 2),
+      [shape[0], shape[1]], tf.int32, stateful=False)
+  grid = tf.ensure_shape(grid, [None, 2])
   spatial = [k for k, v in example.items() if v.shape.rank is not None and v.shape.rank >= 2]
 
   def cut(position):

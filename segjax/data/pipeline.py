@@ -11,6 +11,7 @@ counted exactly once and every process runs the same number of batches.
 from __future__ import annotations
 
 import ast
+import re
 import dataclasses
 import math
 from typing import Callable, Iterator
@@ -150,8 +151,26 @@ def decode(source: Source, example):
   return _decode(example, source.descriptor)
 
 
+class LabelOutOfRange(ValueError):
+  """A mask holds a label that is neither one of the dataset's classes nor its ignore label."""
+
+
+_RANGE_MARK = "segjax label out of range"
+
+
+def checked_labels(semantic: tf.Tensor, descriptor: DatasetDescriptor) -> tf.Tensor:
+  """``semantic`` (int32), after a check that every value is a class id of ``descriptor`` or its
+  ignore label; iterating the dataset (:func:`as_numpy`) raises :class:`LabelOutOfRange`."""
+  n, ignore = descriptor.num_classes, descriptor.ignore_label
+  bad = tf.boolean_mask(semantic, ((semantic < 0) | (semantic >= n)) & (semantic != ignore))
+  check = tf.debugging.Assert(tf.size(bad) == 0, [_RANGE_MARK, bad[:1], tf.size(bad)])
+  with tf.control_dependencies([check]):
+    return tf.identity(semantic)
+
+
 def _decode(example, descriptor: DatasetDescriptor):
-  out = {"image": example["image"], "semantic": tf.cast(example["semantic"][..., 0], tf.int32)}
+  semantic = checked_labels(tf.cast(example["semantic"][..., 0], tf.int32), descriptor)
+  out = {"image": example["image"], "semantic": semantic}
   if "name" in example:
     out["name"] = example["name"]
   if "instance" in example:
@@ -200,7 +219,7 @@ def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: i
   if patch_size and data_config.get("class_balanced", 0.0) > 0:
     ds = patches.class_balanced(ds, source.descriptor.num_classes, seed=seed + process_index,
                                 fraction=data_config.class_balanced,
-                                classes=present_classes(ds, source.descriptor.num_classes))
+                                classes=present_classes(ds, source))
   else:
     ds = ds.repeat()
   ds = ds.shuffle(data_config.shuffle_buffer, seed=seed + process_index,
@@ -409,13 +428,19 @@ def prepare_image(example, data_config):
   return standardize_image(unit_image(example, data_config), data_config)
 
 
-def present_classes(ds: tf.data.Dataset, num_classes: int) -> list[int]:
-  """The classes that occur in the (finite) dataset ``ds``, from one pass over it."""
+def present_classes(ds: tf.data.Dataset, source: Source) -> list[int]:
+  """The classes of ``source`` that occur in the (finite) dataset ``ds``, from one pass over it."""
+  num_classes = source.descriptor.num_classes
   def add(seen, example):
     labels = tf.reshape(example["semantic"], [-1])
     labels = tf.boolean_mask(labels, (labels >= 0) & (labels < num_classes))
     return seen | (tf.math.bincount(labels, minlength=num_classes, maxlength=num_classes) > 0)
-  seen = ds.reduce(tf.zeros([num_classes], tf.bool), add).numpy()
+  try:
+    seen = ds.reduce(tf.zeros([num_classes], tf.bool), add).numpy()
+  except tf.errors.InvalidArgumentError as error:
+    if _RANGE_MARK not in error.message:
+      raise
+    raise _label_error(error.message, source) from None
   return [int(c) for c in np.flatnonzero(seen)]
 
 
@@ -431,5 +456,31 @@ def _blank_like(example, ignore_label):
   return out
 
 
-def as_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
-  return iter(tfds.as_numpy(ds))
+def as_numpy(ds: tf.data.Dataset, source: Source | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """The batches of ``ds`` as numpy; a label out of range (:func:`checked_labels`) stops with
+  :class:`LabelOutOfRange` naming the value and ``source``'s dataset."""
+  iterator = iter(tfds.as_numpy(ds))
+  while True:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.InvalidArgumentError as error:
+      if _RANGE_MARK not in error.message:
+        raise
+      raise _label_error(error.message, source) from None
+    yield batch
+
+
+def _label_error(message: str, source: Source | None) -> LabelOutOfRange:
+  values = re.findall(r"\[(-?\d+)\]", message.split(_RANGE_MARK, 1)[1])
+  value, count = (values + ["?", "?"])[:2]
+  where = "the dataset"
+  if source is not None:
+    d = source.descriptor
+    where = (f"dataset {source.builder.name!r} ({source.builder.data_dir}), which has "
+             f"{d.num_classes} classes (0..{d.num_classes - 1}) and ignore label {d.ignore_label}")
+  return LabelOutOfRange(
+      f"Label {value} in a mask of {where} ({count} pixels of that example out of range): the "
+      "masks and the dataset's classes disagree. Fix the masks, or the class list (classes.json "
+      "of a folder dataset, the catalogue entry of a tfds dataset).")

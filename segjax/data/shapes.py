@@ -116,10 +116,6 @@ def render_scene(rng: np.random.Generator, size: int, max_things: int = 6):
   return np.clip(np.round(image), 0, 255).astype(np.uint8), semantic, instance
 
 
-def panoptic_from(semantic, instance, label_divisor=LABEL_DIVISOR):
-  return semantic.astype(np.int32) * label_divisor + instance.astype(np.int32)
-
-
 class ShapesConfig(tfds.core.BuilderConfig):
   """Size and example counts of a ``shapes`` variant; a new combination is a new prepared dataset."""
 
@@ -136,11 +132,6 @@ class ShapesConfig(tfds.core.BuilderConfig):
 class Shapes(tfds.core.GeneratorBasedBuilder):
   """The built-in procedural segmentation dataset (see module docstring)."""
   VERSION = tfds.core.Version("1.0.0")
-  BUILDER_CONFIGS = [
-      ShapesConfig(name="default", image_size=96),
-      ShapesConfig(name="large", image_size=1024, num_train=64, num_validation=8, num_test=8,
-                   max_things=60),
-  ]
 
   def _info(self):
     size = self.builder_config.image_size
@@ -170,9 +161,6 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
                    "name": name}
 
 
-def make_builder(*, data_dir=None, variant=None, **config_kwargs) -> tfds.core.DatasetBuilder:
-  """A ``Shapes`` builder for a named variant (``"default"``, ``"large"``) or explicit parameters."""
-  if variant is not None and config_kwargs:
-    raise ValueError("Give either a shapes variant name or its parameters, not both.")
-  config = variant if variant is not None else ShapesConfig(**config_kwargs)
-  return Shapes(config=config, data_dir=data_dir)
+def make_builder(*, data_dir=None, **config_kwargs) -> tfds.core.DatasetBuilder:
+  """A ``Shapes`` builder of the `ShapesConfig` of ``config_kwargs``."""
+  return Shapes(config=ShapesConfig(**config_kwargs), data_dir=data_dir)

@@ -17,7 +17,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segjax.models.common import Dtype
+from segjax.models.common import Dtype, batch_norm, conv
 
 # name -> (block kind, blocks per layer)
 DEPTHS = {
@@ -28,25 +28,17 @@ DEPTHS = {
 }
 
 
-def conv(features, kernel, *, strides=1, dilation=1, dtype=jnp.float32, name=None, use_bias=False):
-  """A convolution padded like PyTorch's ``padding=dilation*(kernel-1)//2`` (symmetric)."""
-  pad = dilation * (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), strides=strides, kernel_dilation=dilation,
-                 padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype, name=name)
-
-
-def batch_norm(train, dtype, name):
-  """BatchNorm with PyTorch's defaults (momentum 0.1 there = 0.9 here, eps 1e-5)."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                      name=name)
-
-
-class BasicBlock(nn.Module):
+class _Block(nn.Module):
+  """A residual block of torchvision's layout: ``features`` of its 3x3 convolution, the stride
+  and dilation of that convolution, a ``downsample`` shortcut (1x1 convolution + BatchNorm)."""
   features: int
   strides: int = 1
   dilation: int = 1
   downsample: bool = False
   dtype: Dtype = jnp.float32
+
+
+class BasicBlock(_Block):
   expansion = 1
 
   @nn.compact
@@ -62,12 +54,7 @@ class BasicBlock(nn.Module):
     return nn.relu(y + identity)
 
 
-class Bottleneck(nn.Module):
-  features: int
-  strides: int = 1
-  dilation: int = 1
-  downsample: bool = False
-  dtype: Dtype = jnp.float32
+class Bottleneck(_Block):
   expansion = 4
 
   @nn.compact

@@ -10,22 +10,51 @@ import jax.numpy as jnp
 Dtype = Any
 
 
+def conv(features, kernel, *, strides=1, dilation=1, dtype=jnp.float32, name=None, use_bias=False,
+         groups=1):
+  """A convolution padded like PyTorch's ``padding=dilation*(kernel-1)//2`` (symmetric; for odd
+  kernels at stride 1 the same as "SAME")."""
+  pad = dilation * (kernel - 1) // 2
+  return nn.Conv(features, (kernel, kernel), strides=strides, kernel_dilation=dilation,
+                 padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype, name=name,
+                 feature_group_count=groups)
+
+
+def batch_norm(train, dtype, name=None, epsilon=1e-5):
+  """BatchNorm with PyTorch's defaults (momentum 0.1 there = 0.9 here, eps 1e-5); statistics in
+  float32 even for bfloat16 activations."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype,
+                      name=name)
+
+
 class ConvNormAct(nn.Module):
-  """Bias-free convolution, BatchNorm, ReLU: the unit most segmentation networks are built from."""
+  """Convolution, BatchNorm, ReLU: the unit the segmentation networks are built from, in the
+  layouts they mirror through ``conv_name``/``norm_name`` (None: Flax's ``Conv_0`` and
+  ``BatchNorm_0``; torchvision's ``Sequential`` children ``"0"`` and ``"1"``), ``use_bias``
+  (VGG's convolutions carry one), ``separable`` (deeplab2: a depthwise ``kernel_size`` convolution
+  named ``depthwise`` before the 1x1 one) and ``epsilon`` (1e-5: PyTorch's and Flax's)."""
   features: int
   kernel_size: int = 3
   strides: int = 1
   dilation: int = 1
+  use_bias: bool = False
+  separable: bool = False
+  epsilon: float = 1e-5
   dtype: Dtype = jnp.float32
-  momentum: float = 0.9
+  conv_name: str | None = None
+  norm_name: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
-                kernel_dilation=self.dilation, padding="SAME", use_bias=False, dtype=self.dtype)(x)
-    # Statistics in float32 even for bf16 activations.
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, dtype=self.dtype)(x)
-    return nn.relu(x)
+    kernel = self.kernel_size
+    if self.separable:
+      x = conv(x.shape[-1], kernel, strides=self.strides, dilation=self.dilation, dtype=self.dtype,
+               groups=x.shape[-1], name="depthwise")(x)
+      kernel = 1
+    x = conv(self.features, kernel, strides=1 if self.separable else self.strides,
+             dilation=1 if self.separable else self.dilation, use_bias=self.use_bias,
+             dtype=self.dtype, name=self.conv_name)(x)
+    return nn.relu(batch_norm(train, self.dtype, self.norm_name, self.epsilon)(x))
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:

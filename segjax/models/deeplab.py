@@ -10,29 +10,18 @@ DeepLabV3+ adds the decoder: ASPP output upsampled to the stride-4 ``layer1`` fe
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segjax.models.common import Dtype, resize
-from segjax.models.backbones import ResNet, batch_norm, conv
+from segjax.models.backbones import ResNet
+from segjax.models.common import ConvNormAct, Dtype, batch_norm, conv, resize
 
 
-class ConvBN(nn.Module):
-  """torchvision's ``Sequential(conv, BatchNorm, ReLU)``: children named ``0`` and ``1``."""
-  features: int
-  kernel: int = 1
-  dilation: int = 1
-  dtype: Dtype = jnp.float32
-  conv_name: str = "0"
-  bn_name: str = "1"
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    x = conv(self.features, self.kernel, dilation=self.dilation, dtype=self.dtype,
-             name=self.conv_name)(x)
-    return nn.relu(batch_norm(train, self.dtype, self.bn_name)(x))
+# torchvision's ``Sequential(conv, BatchNorm, ReLU)``: children named ``0`` and ``1``.
+ConvBN = functools.partial(ConvNormAct, conv_name="0", norm_name="1")
 
 
 class ASPP(nn.Module):
@@ -46,9 +35,9 @@ class ASPP(nn.Module):
   def __call__(self, x, train: bool):
     branches = [ConvBN(self.features, 1, dtype=self.dtype, name="convs_0")(x, train)]
     for i, rate in enumerate(self.rates):
-      branches.append(ConvBN(self.features, 3, rate, self.dtype, name=f"convs_{i + 1}")(x, train))
+      branches.append(ConvBN(self.features, 3, dilation=rate, dtype=self.dtype, name=f"convs_{i + 1}")(x, train))
     pooled = jnp.mean(x, axis=(1, 2), keepdims=True)  # image pooling
-    pooled = ConvBN(self.features, 1, dtype=self.dtype, conv_name="1", bn_name="2",
+    pooled = ConvBN(self.features, 1, dtype=self.dtype, conv_name="1", norm_name="2",
                     name=f"convs_{len(self.rates) + 1}")(pooled, train)
     branches.append(jnp.broadcast_to(pooled, branches[0].shape))
     x = ConvBN(self.features, 1, dtype=self.dtype, name="project")(
@@ -113,19 +102,12 @@ class DeepLabV3(nn.Module):
     return _outputs(self, image, logits, features, feats, train)
 
 
-class DeepLabV3Plus(nn.Module):
-  """DeepLabV3+: DeepLabV3's encoder (output stride 16 by default) and a decoder that refines the
-  ASPP output with the stride-4 ``layer1`` features."""
-  num_classes: int
-  backbone: str = "resnet50"
+class DeepLabV3Plus(DeepLabV3):
+  """DeepLabV3+: DeepLabV3's encoder (its fields; output stride 16 by default) and a decoder that
+  refines the ASPP output with the stride-4 ``layer1`` features."""
   output_stride: int = 16
-  multi_grid: Sequence[int] | None = None
-  width: int = 64
-  aspp_features: int = 256
   low_level_features: int = 48
   decoder_features: int = 256
-  aux_head: bool = False
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, image, train: bool = False):

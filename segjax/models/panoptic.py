@@ -20,15 +20,19 @@ from segjax.models.common import ConvNormAct, Dtype, resize
 from segjax.models.deeplab import ASPP, ConvBN
 
 
-class Head(nn.Module):
+class PredictionHead(nn.Module):
+  """A 5×5 convolution to ``features`` channels (deeplab2's heads: depthwise-separable; the heads
+  beside another trunk: a plain one), BatchNorm, ReLU, then a 1×1 convolution to ``out``."""
   features: int
   out: int
   dtype: Dtype = jnp.float32
+  separable: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = ConvNormAct(self.features, kernel_size=5, dtype=self.dtype)(x, train)
-    return nn.Conv(self.out, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)
+    x = ConvNormAct(self.features, 5, separable=self.separable, dtype=self.dtype,
+                    conv_name="pointwise" if self.separable else None, name="conv")(x, train)
+    return nn.Conv(self.out, (1, 1), dtype=self.dtype, name="predict")(x).astype(jnp.float32)
 
 
 class PanopticDeepLab(nn.Module):
@@ -50,26 +54,12 @@ class PanopticDeepLab(nn.Module):
     features = out["features"]
     if self.instance_trunk is not None:
       features = self.instance_trunk(image, train=train)["features"]
-    center = Head(self.head_features, 1, self.dtype, name="center_head")(features, train)
-    offset = Head(self.head_features, 2, self.dtype, name="offset_head")(features, train)
+    center = PredictionHead(self.head_features, 1, self.dtype, separable=False,
+                            name="center_head")(features, train)
+    offset = PredictionHead(self.head_features, 2, self.dtype, separable=False,
+                            name="offset_head")(features, train)
     return {"logits": out["logits"], "features": out["features"],
             "center": resize(center, size)[..., 0], "offset": resize(offset, size)}
-
-
-class SeparableConvBN(nn.Module):
-  """Depthwise ``kernel``×``kernel`` convolution, pointwise 1×1, BatchNorm, ReLU (deeplab2's
-  fusion and head convolutions)."""
-  features: int
-  kernel: int = 5
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    x = nn.Conv(x.shape[-1], (self.kernel,) * 2, padding="SAME", feature_group_count=x.shape[-1],
-                use_bias=False, dtype=self.dtype, name="depthwise")(x)
-    x = nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype, name="pointwise")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)(x)
-    return nn.relu(x)
 
 
 class PanopticDecoder(nn.Module):
@@ -89,20 +79,9 @@ class PanopticDecoder(nn.Module):
     for i, (key, channels) in enumerate(self.low_level):
       low = ConvBN(channels, 1, dtype=self.dtype, name=f"project_{i}")(feats[key], train)
       x = jnp.concatenate([resize(x, low.shape[1:3]), low], axis=-1)
-      x = SeparableConvBN(self.features, dtype=self.dtype, name=f"fuse_{i}")(x, train)
+      x = ConvNormAct(self.features, 5, separable=True, dtype=self.dtype, conv_name="pointwise",
+                      name=f"fuse_{i}")(x, train)
     return x
-
-
-class PredictionHead(nn.Module):
-  """5×5 separable convolution to ``features`` channels, then a 1×1 convolution to ``out``."""
-  features: int
-  out: int
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    x = SeparableConvBN(self.features, dtype=self.dtype)(x, train)
-    return nn.Conv(self.out, (1, 1), dtype=self.dtype, name="predict")(x).astype(jnp.float32)
 
 
 class PanopticDeepLabResNet(nn.Module):

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segjax.models.common import Dtype
+from segjax.models.common import ConvNormAct, Dtype, conv
 
 # VGG16's 13 convolutions as (stage widths relative to `width`, convs per stage).
 VGG16_STAGES = ((1, 2), (2, 2), (4, 3), (8, 3), (8, 3))
@@ -47,13 +47,9 @@ class SegNet(nn.Module):
   num_stages: int = 5  # fewer for small images: 5 poolings leave 2x2 of a 64x64 input
   dtype: Dtype = jnp.float32
 
-  def _conv(self, features, x, train, name, act=True):
-    x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)(x)
-    if not act:
-      return x
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                     name=name + "_bn")(x)
-    return nn.relu(x)
+  def _block(self, features, name):
+    return ConvNormAct(features, 3, use_bias=True, dtype=self.dtype, conv_name="conv",
+                       norm_name="bn", name=name)
 
   @nn.compact
   def __call__(self, image, train: bool = False):
@@ -64,7 +60,7 @@ class SegNet(nn.Module):
     pooled = []
     for s, (mult, convs) in enumerate(stages):
       for i in range(convs):
-        x = self._conv(self.width * mult, x, train, f"encoder{s}_{i}")
+        x = self._block(self.width * mult, f"encoder{s}_{i}")(x, train)
       shape = x.shape[1:3]
       x, index = max_pool_with_indices(x)
       pooled.append((index, shape))
@@ -77,8 +73,8 @@ class SegNet(nn.Module):
         last = i == convs - 1
         if last and s == 0:
           features = x
-          x = self._conv(self.num_classes, x, train, f"decoder{s}_{i}", act=False)
+          x = conv(self.num_classes, 3, use_bias=True, dtype=self.dtype, name=f"decoder{s}_{i}")(x)
         else:
-          x = self._conv(self.width * (out_mult if last else mult), x, train, f"decoder{s}_{i}")
+          x = self._block(self.width * (out_mult if last else mult), f"decoder{s}_{i}")(x, train)
     return {"logits": x.astype(jnp.float32), "features": features}
 

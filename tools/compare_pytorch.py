@@ -3,7 +3,7 @@ r"""segjax vs PyTorch speed, side by side on this machine, same architectures an
 Needs torch and torchvision, which segjax does not depend on: use a scratch environment
 (``pip install torch torchvision`` next to ``pip install -e .``).
 
-  python experiments/compare_pytorch.py --output=/tmp/segjax/vs_pytorch
+  python tools/compare_pytorch.py --output=/tmp/segjax/vs_pytorch
 
 Both frameworks run with their CPU defaults (PyTorch: its intra-op thread pool; XLA: its own, with
 the convolution setting ``import segjax`` applies, segjax/xla_cpu.py; ``SEGJAX_XLA_CPU_DEFAULTS=1``

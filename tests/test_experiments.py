@@ -1,0 +1,77 @@
+"""Every experiments/ main as a user runs it, in its own process, on the tiny config (the ones
+other tests launch: train.py in test_multihost, plan.py in test_plan, --help and config errors in
+test_cli): quickstart -> evaluate -> export -> predict (pictures and pre-labels from the exported
+file), make_shapes_folder, benchmark."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from conftest import ROOT
+
+
+def _main(script, *args, cwd=None):
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
+                          capture_output=True, text=True, timeout=600, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+  assert result.returncode == 0, f"{script} {args}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+  return result.stdout + result.stderr
+
+
+def _config_file(tmp_path, data_dir):
+  path = tmp_path / "tiny_config.py"
+  path.write_text(f"import sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
+                  "from conftest import tiny_config\n\n"
+                  f"def get_config():\n  return tiny_config({data_dir!r})\n")
+  return str(path)
+
+
+def test_quickstart_evaluate_export_predict(data_dir, tmp_path):
+  config, workdir = _config_file(tmp_path, data_dir), str(tmp_path / "runs" / "quick")
+  out = _main("quickstart.py", f"--config={config}", f"--workdir={workdir}")
+  final = json.load(open(os.path.join(workdir, "final_metrics.json")))["validation"]
+  pictures = sorted(os.listdir(os.path.join(workdir, "predictions")))
+  assert f"Wrote {len(pictures)} pictures" in out and len(pictures) >= 2
+  # evaluate.py re-scores the checkpoint: the same confusion matrix as the run's own evaluation.
+  out = _main("evaluate.py", f"--workdir={workdir}")
+  again = json.load(open(os.path.join(workdir, "eval_metrics.json")))["validation"]
+  assert again["confusion_matrix"] == final["confusion_matrix"] and "mIoU" in out
+  model = str(tmp_path / "tiny.safetensors")
+  _main("export.py", f"--workdir={workdir}", f"--output={model}")
+  images = tmp_path / "to_label"
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(2):
+    Image.fromarray(rng.integers(0, 255, (40, 56, 3), np.uint8)).save(images / f"img{i}.png")
+  output = tmp_path / "prelabels"
+  out = _main("predict.py", f"--model={model}", f"--input={images}", "--format=coco",
+              f"--output={output}")
+  assert "Pre-labelled 2 images" in out
+  coco = json.load(open(output / "annotations.json"))
+  assert sorted(i["file_name"] for i in coco["images"]) == ["img0.png", "img1.png"]
+  assert [c["name"] for c in json.load(open(output / "classes.json"))["classes"]] == [
+      "stripes", "speckle", "disc", "triangle", "square"]
+  assert len(list(csv.DictReader(open(output / "review.csv")))) == 2
+
+
+def test_make_shapes_folder_and_benchmark(data_dir, tmp_path):
+  root = tmp_path / "folder"
+  _main("make_shapes_folder.py", f"--output={root}", "--image_size=48", "--num_train=2",
+        "--num_validation=1", "--max_things=4")
+  for split, count in (("train", 2), ("val", 1)):
+    assert len(os.listdir(root / split / "images")) == len(os.listdir(root / split / "masks")) \
+        == count
+  mask = np.asarray(Image.open(next((root / "train" / "masks").iterdir())))
+  assert mask.shape == (48, 48) and mask.max() < 5
+  assert [c["name"] for c in json.load(open(root / "classes.json"))["classes"]][0] == "stripes"
+  output, config = tmp_path / "bench", _config_file(tmp_path, data_dir)
+  _main("benchmark.py", "--sections=models", f"--configs={config}", "--batch_size=1",
+        "--repeats=1", "--warmup=0", f"--output={output}")
+  (row,) = json.load(open(output / "benchmark.json"))["rows"]
+  assert row["model"] == "unet" and row["train_ms"] > 0 and row["params"] > 0
+  assert row["train_flops"] > row["infer_flops"] > 0
+  assert "| tiny_config | unet |" in (output / "benchmark.md").read_text()
