@@ -86,7 +86,12 @@ def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetD
   panels = [("image", image)]
   if label is not None:
     panels.append(("ground truth", colorize(label)))
-  panels.append(("prediction", colorize(prediction)))
+  title = "prediction"
+  if label is not None:
+    score = image_miou(prediction // divisor, label // divisor, descriptor.num_classes,
+                       descriptor.ignore_label // divisor if panoptic else descriptor.ignore_label)
+    title = f"prediction (mIoU {score:.2f})" if score is not None else title
+  panels.append((title, colorize(prediction)))
   if label is not None:
     grey = np.repeat(np.mean(image, -1, keepdims=True), 3, -1) * 0.6 + 100
     wrong = (prediction // divisor != label // divisor) & (label != descriptor.ignore_label)
@@ -97,6 +102,23 @@ def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetD
   shown = [prediction // divisor] + ([label // divisor] if label is not None else [])
   classes = sorted({int(c) for m in shown for c in np.unique(m) if c < descriptor.num_classes})
   return np.concatenate([top, legend(descriptor, classes, top.shape[1])], axis=0)
+
+
+def image_miou(prediction: np.ndarray, label: np.ndarray, num_classes: int,
+               ignore_label: int) -> float | None:
+  """The mean IoU of one image over the classes in its ground truth or its prediction (labelled
+  pixels only); None without labelled pixels."""
+  valid = (label != ignore_label) & (label >= 0) & (label < num_classes)
+  if not valid.any():
+    return None
+  p, t = prediction[valid].astype(np.int64), label[valid].astype(np.int64)
+  p = np.where((p >= 0) & (p < num_classes), p, num_classes)  # out-of-range predictions: wrong
+  confusion = np.bincount(t * (num_classes + 1) + p, minlength=(num_classes + 1) ** 2)
+  confusion = confusion.reshape(num_classes + 1, num_classes + 1)[:num_classes]
+  inter = np.diag(confusion[:, :num_classes])
+  union = confusion.sum(1) + confusion[:, :num_classes].sum(0) - inter
+  present = union > 0
+  return float(np.mean(inter[present] / union[present]))
 
 
 def panel_offsets(num_panels: int, image_width: int, height: int = 256,

@@ -75,3 +75,14 @@ def test_summarize_names_classes_and_checks_count():
   assert summary["pixels"] == 4
   with pytest.raises(ValueError, match="3 class names"):
     metrics.summarize(np.zeros((2, 2)), ["a", "b", "c"])
+
+
+def test_per_image_miou_of_the_picture_titles_hand_computed():
+  from segjax import visualize
+  label = np.array([[0, 0, 1, 1], [2, 2, 255, 255]])
+  prediction = np.array([[0, 1, 1, 1], [2, 0, 2, 0]])
+  # class 0: inter 1, union 3; class 1: inter 2, union 3; class 2: inter 1, union 2 (the ignored
+  # pixels' predictions do not count).
+  assert visualize.image_miou(prediction, label, 3, 255) == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+  assert visualize.image_miou(label, label, 3, 255) == 1.0
+  assert visualize.image_miou(prediction, np.full_like(label, 255), 3, 255) is None
