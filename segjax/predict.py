@@ -94,26 +94,31 @@ def instance_map(predictions: dict, index: int, descriptor) -> tuple[np.ndarray 
 
 def draw_split(predictor: Predictor, source, output_dir: str) -> list[str]:
   """Pictures of ``config.predict.num_images`` images of ``config.predict.split``: image, ground
-  truth and prediction (panoptic maps when the chain makes them)."""
+  truth and prediction (panoptic maps when the chain makes them), one file each, and all of them
+  in ``contact_sheet.png``."""
   config, descriptor = predictor.config, predictor.descriptor
   os.makedirs(output_dir, exist_ok=True)
   ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split,
                                 local_batch_size=config.predict.get("batch_size", 8))
-  paths = []
+  paths, pictures = [], []
   for batch in pipeline.as_numpy(ds, source):
+    if len(paths) >= config.predict.num_images:
+      break
     predictions = predictor.predict_batch(batch["image"])
     panoptic = "panoptic" in predictions and "panoptic" in batch
     shown, truth = ((predictions["panoptic"], batch["panoptic"]) if panoptic
                     else (predictions["semantic"], batch["semantic"]))
-    for i in np.flatnonzero(batch["valid"]):
-      if len(paths) >= config.predict.num_images:
-        return paths
+    for i in np.flatnonzero(batch["valid"])[:config.predict.num_images - len(paths)]:
       image = visualize.denormalize(batch["image"][i], config.data.mean, config.data.std)
       picture = visualize.side_by_side(image, shown[i], descriptor, truth[i], panoptic=panoptic)
       path = os.path.join(output_dir, f"{config.predict.split}_{len(paths):04d}.png")
       if jax.process_index() == 0:
         visualize.write_png(path, picture)
       paths.append(path)
+      pictures.append(picture)
+  if pictures and jax.process_index() == 0:
+    visualize.write_png(os.path.join(output_dir, "contact_sheet.png"),
+                        visualize.contact_sheet(pictures))
   return paths
 
 

@@ -121,6 +121,17 @@ def image_miou(prediction: np.ndarray, label: np.ndarray, num_classes: int,
   return float(np.mean(inter[present] / union[present]))
 
 
+def contact_sheet(pictures: list[np.ndarray], gap: int = 8) -> np.ndarray:
+  """``pictures`` (RGB, any sizes) one under the other on white, ``gap`` rows apart: every
+  prediction of a split in one file."""
+  width = max(p.shape[1] for p in pictures)
+  rows = []
+  for picture in pictures:
+    rows.append(np.pad(picture, ((0, gap), (0, width - picture.shape[1]), (0, 0)),
+                       constant_values=255))
+  return np.concatenate(rows)[:-gap]
+
+
 def panel_offsets(num_panels: int, image_width: int, height: int = 256,
                   image_height: int | None = None) -> list[tuple[int, int]]:
   """``(row, column)`` of the top-left pixel of each panel of a `side_by_side` figure."""

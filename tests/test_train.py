@@ -197,6 +197,13 @@ def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path
   row, column = visualize.panel_offsets(4, 32)[1]
   truth = source.descriptor.colorize(test_example["semantic"][..., 0])
   np.testing.assert_array_equal(picture[row:row + 256:8, column:column + 256:8], truth)
+  # All three, one under the other 8 rows apart, in the contact sheet.
+  sheet = cv2.cvtColor(cv2.imread(str(tmp_path / "pictures" / "contact_sheet.png")),
+                       cv2.COLOR_BGR2RGB)
+  assert sheet.shape == (3 * picture.shape[0] + 2 * 8, picture.shape[1], 3)
+  np.testing.assert_array_equal(sheet[:picture.shape[0]], picture)
+  third = cv2.cvtColor(cv2.imread(paths[2]), cv2.COLOR_BGR2RGB)
+  np.testing.assert_array_equal(sheet[-picture.shape[0]:], third)
 
 
 class _PanopticFromSemantic(nn.Module):
