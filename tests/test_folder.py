@@ -150,7 +150,8 @@ def test_skip_bad_leaves_them_out_and_reports(tmp_path, capsys):
   pixels = report["class_pixels"]
   assert pixels["class_1"] == 16 and pixels["class_7"] == 16 and sum(pixels.values()) == 32
   assert "Labelled training pixels by class: class_0 0.0%, class_1 50.0%," in printed
-  assert "Rare classes (under 1% of the labelled training pixels): class_0, class_2," in printed
+  assert report["class_images"]["class_1"] == 1 and report["class_images"]["class_0"] == 0
+  assert "Classes in under 1% of the training images: class_0 (0 of 2), class_2 (0 of 2)," in printed
 
 
 def test_changed_files_are_prepared_again(tmp_path):

@@ -412,16 +412,18 @@ def prepare(root: str, *, data_dir: str | None = None, skip_bad: bool = False,
       run_logging.info("No classes.json: %d classes from the label values found (%s); name them "
                        "in %s or with config.data.classes", len(found.names),
                        ", ".join(found.names), os.path.join(root, "classes.json"))
-    pixels = class_pixels(builder, found.names)
+    pixels, images = class_pixels(builder, found.names)
     labelled = sum(pixels.values()) or 1
     run_logging.info("Labelled training pixels by class: %s", ", ".join(
         f"{name} {count / labelled:.1%}" for name, count in pixels.items()))
-    rare = [name for name, count in pixels.items() if count < 0.01 * labelled]
+    total = builder.info.splits["train"].num_examples if pixels else 0
+    rare = [f"{name} ({images[name]} of {total})" for name in pixels
+            if images[name] < 0.01 * total]
     if rare:
-      run_logging.info("Rare classes (under 1%% of the labelled training pixels): %s. Consider "
-                       "patches with config.data.class_balanced, or class weights in the loss.",
+      run_logging.info("Classes in under 1%% of the training images: %s. Consider patches with "
+                       "config.data.class_balanced, or class weights in the loss.",
                        ", ".join(rare))
-    report = {"class_pixels": pixels}
+    report = {"class_pixels": pixels, "class_images": images}
     if skip_bad:
       report.update(skipped=builder.skipped, count=sum(map(len, builder.skipped.values())))
       run_logging.info("Skipped %d bad files (skip_bad=True); each with its reason in %s",
@@ -430,18 +432,22 @@ def prepare(root: str, *, data_dir: str | None = None, skip_bad: bool = False,
   return builder
 
 
-def class_pixels(builder, class_names: Sequence[str], split: str = "train") -> dict[str, int]:
-  """Labelled pixels of each class in ``split`` of a prepared folder dataset (one pass over the
-  masks)."""
+def class_pixels(builder, class_names: Sequence[str],
+                 split: str = "train") -> tuple[dict[str, int], dict[str, int]]:
+  """Labelled pixels of each class in ``split`` of a prepared folder dataset, and the number of
+  its images that contain the class (one pass over the masks)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   if split not in builder.info.splits:
-    return {}
+    return {}, {}
   n = len(class_names)
+  def add(totals, example):
+    counts = tf.math.bincount(tf.reshape(tf.cast(example["semantic"], tf.int32), [-1]),
+                              minlength=n, maxlength=n, dtype=tf.int64)
+    return totals[0] + counts, totals[1] + tf.cast(counts > 0, tf.int64)
   ds = builder.as_dataset(split=split, shuffle_files=False)
-  counts = ds.reduce(tf.zeros([n], tf.int64), lambda total, ex: total + tf.math.bincount(
-      tf.reshape(tf.cast(ex["semantic"], tf.int32), [-1]), minlength=n, maxlength=n,
-      dtype=tf.int64)).numpy()
-  return {name: int(c) for name, c in zip(class_names, counts)}
+  pixels, images = ds.reduce((tf.zeros([n], tf.int64), tf.zeros([n], tf.int64)), add)
+  return ({name: int(c) for name, c in zip(class_names, pixels.numpy())},
+          {name: int(c) for name, c in zip(class_names, images.numpy())})
 
 
 __all__ = ["BadFileError", "Folder", "FolderClasses", "configured_classes", "descriptor_of",
