@@ -64,7 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
       window=placeholder(tuple), overlap=0.25, blend="gaussian", pad_mode="reflect", batch_size=8,
       scales=(1.0,), flip=False,
       model_scales=placeholder(tuple),  # HMSA: its own learned combination of these scales
-      uncertainty="entropy"))
+      uncertainty="entropy",
+      # Pre-labels: stuff regions too (None: only for datasets without thing classes).
+      export_stuff=placeholder(bool)))
   return config
 
 

@@ -72,15 +72,26 @@ def background_class(descriptor: DatasetDescriptor) -> int | None:
   return names.index("background") if "background" in names else None
 
 
-def regions(labels: np.ndarray, instance: np.ndarray | None, descriptor: DatasetDescriptor):
-  """``(class_id, instance_id, mask)`` for every thing instance (when ``instance`` is given) and
-  every stuff class present (one region each); the ignore label and the background class are
-  skipped (an annotation covering the image's background would only be noise to correct)."""
+def export_stuff(descriptor: DatasetDescriptor, asked: bool | None = None) -> bool:
+  """Whether pre-labels carry stuff regions: as ``asked`` (``config.predict.export_stuff``); by
+  default only for datasets without thing classes (semantic segmentation), where every class is
+  stuff; datasets with things get instance annotations of their things."""
+  return (not descriptor.thing_classes) if asked is None else bool(asked)
+
+
+def regions(labels: np.ndarray, instance: np.ndarray | None, descriptor: DatasetDescriptor,
+            stuff: bool = True):
+  """``(class_id, instance_id, mask)`` for every thing instance (when ``instance`` is given) and,
+  with ``stuff``, every stuff class present (one region each); the ignore label and the
+  background class are skipped (an annotation covering the image's background would only be
+  noise to correct)."""
   labels = np.asarray(labels)
   out = []
   for c in np.unique(labels):
     c = int(c)
     if c in (descriptor.ignore_label, background_class(descriptor)):
+      continue
+    if not stuff and c not in descriptor.thing_classes:
       continue
     mask = labels == c
     if instance is not None and c in descriptor.thing_classes:
@@ -103,8 +114,8 @@ def polygons(mask: np.ndarray, min_points: int = 3) -> list[list[float]]:
 class CocoWriter:
   """Accumulates images and their regions into one COCO annotations dict (RLE + polygons)."""
 
-  def __init__(self, descriptor: DatasetDescriptor):
-    self.descriptor = descriptor
+  def __init__(self, descriptor: DatasetDescriptor, stuff: bool = True):
+    self.descriptor, self.stuff = descriptor, stuff
     self.data = {"images": [], "annotations": [], "categories": [
         {"id": i, "name": n, "isthing": int(i in descriptor.thing_classes)}
         for i, n in enumerate(descriptor.class_names) if i != background_class(descriptor)]}
@@ -116,7 +127,7 @@ class CocoWriter:
     height, width = labels.shape
     self.data["images"].append({"id": image_id, "file_name": file_name, "height": height,
                                 "width": width})
-    for class_id, instance_id, mask in regions(labels, instance, self.descriptor):
+    for class_id, instance_id, mask in regions(labels, instance, self.descriptor, self.stuff):
       rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
       rle["counts"] = rle["counts"].decode("ascii")
       ann = {"id": len(self.data["annotations"]) + 1, "image_id": image_id,
@@ -129,10 +140,10 @@ class CocoWriter:
 
 
 def labelme(file_name: str, labels: np.ndarray, instance: np.ndarray | None,
-            descriptor: DatasetDescriptor) -> dict:
+            descriptor: DatasetDescriptor, stuff: bool = True) -> dict:
   """A labelme document: one polygon shape per region outline (``group_id`` = instance id)."""
   shapes = []
-  for class_id, instance_id, mask in regions(labels, instance, descriptor):
+  for class_id, instance_id, mask in regions(labels, instance, descriptor, stuff):
     for flat in polygons(mask):
       points = np.asarray(flat).reshape(-1, 2).tolist()
       shapes.append({"label": descriptor.class_names[class_id], "points": points,

@@ -148,7 +148,8 @@ def predict_files(predictor: Predictor, inputs, output: str, fmt: str = "png",
     raise ValueError(f"--format must be png, coco or labelme, not {fmt!r}")
   config, descriptor = predictor.config, predictor.descriptor
   os.makedirs(output, exist_ok=True)
-  coco = export.CocoWriter(descriptor)
+  stuff = export.export_stuff(descriptor, config.predict.get("export_stuff"))
+  coco = export.CocoWriter(descriptor, stuff)
   rows = []
   paths = [inputs] if isinstance(inputs, str) else list(inputs)
   for path in tqdm.tqdm(paths, desc="predict", unit="image", disable=not progress):
@@ -171,7 +172,8 @@ def predict_files(predictor: Predictor, inputs, output: str, fmt: str = "png",
       coco.add(os.path.basename(path), labels, instance, scores)
     elif fmt == "labelme":
       files.write_json(export.output_path(output, "labelme", name, ".json"),
-                        export.labelme(os.path.basename(path), labels, instance, descriptor))
+                        export.labelme(os.path.basename(path), labels, instance, descriptor,
+                                       stuff))
     rows.append({"name": name, "uncertainty": export.uncertainty(
         probs, config.predict.get("uncertainty", "entropy")),
                  "height": labels.shape[0], "width": labels.shape[1]})

@@ -22,7 +22,7 @@ def test_png_and_coco_exports_read_back_through_the_folder_dataset(tmp_path):
   for fmt in ("png", "coco"):
     root = tmp_path / fmt
     split = root / "train"
-    coco = export.CocoWriter(DESCRIPTOR)
+    coco = export.CocoWriter(DESCRIPTOR, stuff=True)  # every class, to read the masks back
     truth = {}
     for name, image, semantic, instance in scenes():
       path = export.output_path(str(split), "images", name, ".png")

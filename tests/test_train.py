@@ -342,7 +342,13 @@ def test_panoptic_prelabels_carry_instance_scores_and_pictures_are_panoptic(stra
   assert len(things) == len(expected["ids"]) > 0
   np.testing.assert_allclose(sorted(a["score"] for a in things), sorted(expected["scores"]),
                              rtol=1e-5)
-  assert all("score" not in a for a in coco["annotations"] if a["category_id"] in (0, 1))
+  # Instance pre-labels of a dataset with things: no stuff regions unless asked.
+  assert {a["category_id"] for a in coco["annotations"]} <= {2, 3, 4}
+  predictor.config.predict.export_stuff = True
+  predict.predict_files(predictor, [path], out, "coco", progress=False)
+  coco = json.load(open(os.path.join(out, "annotations.json")))
+  stuff = [a for a in coco["annotations"] if a["category_id"] in (0, 1)]
+  assert stuff and all("score" not in a for a in stuff)
   assert os.path.exists(os.path.join(out, "panoptic", "scene.png"))
   # Pictures of a split: the ground-truth panel is the panoptic drawing.
   predictor.config.predict.num_images = 1
