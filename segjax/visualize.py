@@ -40,11 +40,24 @@ def _text(canvas: np.ndarray, text: str, origin, scale: float = 0.45) -> None:
   cv2.putText(canvas, text, origin, FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
 
 
-def _panel(picture: np.ndarray, title: str, height: int) -> np.ndarray:
+OUTLINE = (40, 40, 40)
+
+
+def _panel(picture: np.ndarray, title: str, height: int,
+           labels: np.ndarray | None = None) -> np.ndarray:
   """``picture`` scaled (nearest neighbour, whole pixels visible) to ``height`` rows, with
-  ``title`` above it on white."""
+  ``title`` above it on white; with ``labels`` (the map ``picture`` draws), the boundaries between
+  regions outlined in dark grey on the last row/column of the scaled pixels before each change."""
   factor = max(1, height // picture.shape[0])
   picture = np.repeat(np.repeat(picture, factor, 0), factor, 1)
+  if labels is not None and factor > 1:
+    big = np.repeat(np.repeat(labels, factor, 0), factor, 1)
+    edge = np.zeros(big.shape, bool)
+    edge[:, :-1] |= (big[:, :-1] != big[:, 1:]) & (np.arange(big.shape[1] - 1) % factor
+                                                   == factor - 1)
+    edge[:-1] |= (big[:-1] != big[1:]) & (np.arange(big.shape[0] - 1) % factor
+                                          == factor - 1)[:, None]
+    picture = np.where(edge[..., None], np.array(OUTLINE, np.uint8), picture)
   canvas = np.full((TITLE_HEIGHT + picture.shape[0], picture.shape[1], 3), 255, np.uint8)
   canvas[TITLE_HEIGHT:] = picture
   _text(canvas, title, (4, TITLE_HEIGHT - 7))
@@ -78,25 +91,26 @@ def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetD
                  label: np.ndarray | None = None, panoptic: bool = False,
                  height: int = 256) -> np.ndarray:
   """A figure of one prediction: titled panels "image", "ground truth" (if given), "prediction"
-  (each in the dataset's class colours; panoptic id maps with `panoptic`, each instance its own
-  shade) and, with a ground truth, "errors" (the image in grey, wrongly predicted pixels red),
+  (each in the dataset's class colours, regions outlined; panoptic id maps with `panoptic`, each
+  instance its own shade; the prediction titled with the image's mIoU) and, with a ground truth, "errors" (the image in grey, wrongly predicted pixels red),
   scaled by whole pixels to about ``height`` rows; below them a legend of the classes shown."""
   colorize = (lambda x: colorize_panoptic(x, descriptor)) if panoptic else descriptor.colorize
   divisor = descriptor.label_divisor if panoptic else 1
-  panels = [("image", image)]
+  panels = [("image", image, None)]
   if label is not None:
-    panels.append(("ground truth", colorize(label)))
+    panels.append(("ground truth", colorize(label), label))
   title = "prediction"
   if label is not None:
     score = image_miou(prediction // divisor, label // divisor, descriptor.num_classes,
                        descriptor.ignore_label // divisor if panoptic else descriptor.ignore_label)
     title = f"prediction (mIoU {score:.2f})" if score is not None else title
-  panels.append((title, colorize(prediction)))
+  panels.append((title, colorize(prediction), prediction))
   if label is not None:
     grey = np.repeat(np.mean(image, -1, keepdims=True), 3, -1) * 0.6 + 100
     wrong = (prediction // divisor != label // divisor) & (label != descriptor.ignore_label)
-    panels.append(("errors (red)", np.where(wrong[..., None], (230, 0, 0), grey).astype(np.uint8)))
-  panels = [_panel(p, title, height) for title, p in panels]
+    panels.append(("errors (red)", np.where(wrong[..., None], (230, 0, 0), grey).astype(np.uint8),
+                   None))
+  panels = [_panel(p, title, height, labels) for title, p, labels in panels]
   gap = np.full((panels[0].shape[0], 6, 3), 255, np.uint8)
   top = np.concatenate(sum(([p, gap] for p in panels), [])[:-1], axis=1)
   shown = [prediction // divisor] + ([label // divisor] if label is not None else [])

@@ -197,6 +197,16 @@ def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path
   row, column = visualize.panel_offsets(4, 32)[1]
   truth = source.descriptor.colorize(test_example["semantic"][..., 0])
   np.testing.assert_array_equal(picture[row:row + 256:8, column:column + 256:8], truth)
+  # Region boundaries are outlined on the last column of the scaled pixel before each change.
+  semantic = test_example["semantic"][..., 0]
+  ys, xs = np.nonzero(semantic[:, :-1] != semantic[:, 1:])
+  assert len(ys) > 0
+  for y, x in zip(ys[:5], xs[:5]):
+    assert tuple(picture[row + 8 * y + 3, column + 8 * x + 7]) == visualize.OUTLINE
+  same = np.nonzero(semantic[:, :-1] == semantic[:, 1:])
+  y, x = same[0][0], same[1][0]
+  if y < 31 and semantic[y, x] == semantic[y + 1, x]:
+    assert tuple(picture[row + 8 * y + 3, column + 8 * x + 7]) != visualize.OUTLINE
   # All three, one under the other 8 rows apart, in the contact sheet.
   sheet = cv2.cvtColor(cv2.imread(str(tmp_path / "pictures" / "contact_sheet.png")),
                        cv2.COLOR_BGR2RGB)
