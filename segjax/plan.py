@@ -363,6 +363,10 @@ def markdown_row(result: dict) -> str:
   memory = t.get("memory_gib", {})
   number = lambda value, fmt: format(value, fmt) if value is not None else "—"
   gib = f"{memory['total']:.1f} / {memory['hbm']:.0f}" if memory else "—"
+  needed = re.search(r"temporaries \(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)",
+                     t.get("compiler_error", ""))
+  if needed:  # the compiler's own figure for what did not fit
+    gib = f"temporaries {float(needed.group(1)):.1f} > {float(needed.group(2)):.1f}"
   schedule = result.get("schedule") or {}
   evaluation = (f"{e['memory_gib']['total']:.1f} GiB, {1e3 * e['step_seconds']:.0f} ms"
                 if e.get("memory_gib") and e.get("step_seconds") else
@@ -371,7 +375,7 @@ def markdown_row(result: dict) -> str:
           f"{result['batch_size']} | {gib} | {'yes' if t['fits'] else '**no**'} | "
           f"{number(t.get('step_seconds') and 1e3 * t['step_seconds'], '.0f')} | "
           f"{number(t.get('images_per_second'), ',.0f')} | "
-          f"{number(t.get('mfu') and 100 * t['mfu'], '.0f')}% | "
+          f"{number(t.get('mfu') and 100 * t['mfu'], '.0f')}{'%' if t.get('mfu') else ''} | "
           f"{number(schedule.get('hours'), '.2g')} | {number(schedule.get('chip_hours'), ',.0f')} | "
           f"{evaluation} | {result.get('reference', '')} |")
 

@@ -2,6 +2,7 @@
 FLOPs, the fits / does-not-fit verdict, FSDP's memory saving, multi-host slices."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -57,7 +58,11 @@ def test_a_batch_that_cannot_fit_is_reported_not_raised():
   result = plan.plan(config, "v5e:2x2", batch_size=4 * 2048, with_eval=False)
   assert result["train"]["fits"] is False
   assert "RESOURCE_EXHAUSTED" in result["train"]["compiler_error"]
-  assert "**no**" in plan.markdown_row(result)
+  row = plan.markdown_row(result)
+  assert "**no**" in row and "—%" not in row
+  # The compiler's figure for what did not fit, as the table shows it.
+  needed = re.search(r"temporaries \(([\d.]+)G\)", result["train"]["compiler_error"])
+  assert needed and f"temporaries {float(needed.group(1)):.1f} > " in row
 
 
 def test_bad_topologies_and_batches_are_named():
