@@ -92,7 +92,8 @@ def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetD
                  height: int = 256) -> np.ndarray:
   """A figure of one prediction: titled panels "image", "ground truth" (if given), "prediction"
   (each in the dataset's class colours, regions outlined; panoptic id maps with `panoptic`, each
-  instance its own shade; the prediction titled with the image's mIoU) and, with a ground truth, "errors" (the image in grey, wrongly predicted pixels red),
+  instance its own shade; the prediction titled with the image's mIoU) and, with a ground truth,
+  "errors" (the image in grey, wrongly predicted pixels red),
   scaled by whole pixels to about ``height`` rows; below them a legend of the classes shown."""
   colorize = (lambda x: colorize_panoptic(x, descriptor)) if panoptic else descriptor.colorize
   divisor = descriptor.label_divisor if panoptic else 1
@@ -121,18 +122,11 @@ def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetD
 def image_miou(prediction: np.ndarray, label: np.ndarray, num_classes: int,
                ignore_label: int) -> float | None:
   """The mean IoU of one image over the classes in its ground truth or its prediction (labelled
-  pixels only); None without labelled pixels."""
-  valid = (label != ignore_label) & (label >= 0) & (label < num_classes)
-  if not valid.any():
-    return None
-  p, t = prediction[valid].astype(np.int64), label[valid].astype(np.int64)
-  p = np.where((p >= 0) & (p < num_classes), p, num_classes)  # out-of-range predictions: wrong
-  confusion = np.bincount(t * (num_classes + 1) + p, minlength=(num_classes + 1) ** 2)
-  confusion = confusion.reshape(num_classes + 1, num_classes + 1)[:num_classes]
-  inter = np.diag(confusion[:, :num_classes])
-  union = confusion.sum(1) + confusion[:, :num_classes].sum(0) - inter
-  present = union > 0
-  return float(np.mean(inter[present] / union[present]))
+  pixels only; `segjax.metrics`); None without labelled pixels."""
+  from segjax import metrics  # pylint: disable=import-outside-toplevel
+  cm = metrics.confusion_matrix(prediction, label, num_classes, ignore_label=ignore_label)
+  score = metrics.mean_iou(np.asarray(cm))
+  return None if np.isnan(score) else score
 
 
 def contact_sheet(pictures: list[np.ndarray], gap: int = 8) -> np.ndarray:
