@@ -26,8 +26,7 @@ flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config, --distr
 
 def main(argv):
   del argv
-  if not cli.start(_CONFIG.value, distributed=True):
-    return
+  cli.start_distributed()
   # pylint: disable=import-outside-toplevel
   import jax
   from segjax import evaluation

@@ -6,14 +6,9 @@ a stand-in for the user's own high-resolution data, e.g. to try patch training.
 """
 import os
 
-from absl import app
 from absl import flags
-import cv2
-import numpy as np
 
-from segjax import export
-from segjax import files
-from segjax.data import shapes
+from segjax import cli
 
 _OUTPUT = flags.DEFINE_string("output", None, "Folder dataset root to write.")
 _SIZE = flags.DEFINE_integer("image_size", 1024, "Side of each square image.")
@@ -22,11 +17,17 @@ _VAL = flags.DEFINE_integer("num_validation", 2, "Validation images.")
 _THINGS = flags.DEFINE_integer("max_things", 60, "Most shapes per image.")
 _SEED = flags.DEFINE_integer("seed", 0, "Scene seed.")
 flags.mark_flag_as_required("output")
+flags.adopt_module_key_flags(cli)  # --verbose, --show_config in --help
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv
+  # pylint: disable=import-outside-toplevel
+  import cv2
+  import numpy as np
+  from segjax import export
+  from segjax import files
+  from segjax.data import shapes
   d = shapes.DESCRIPTOR
   os.makedirs(_OUTPUT.value, exist_ok=True)
   files.write_json(os.path.join(_OUTPUT.value, "classes.json"), export.classes_json(d))
@@ -44,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

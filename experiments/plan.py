@@ -48,8 +48,6 @@ def main(argv):
     return
   if _CONFIG.value is None:
     raise flags.ValidationError("--config is required.")
-  if cli.show_config(_CONFIG.value):
-    return
   name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
   try:
     if _SWEEP.value:

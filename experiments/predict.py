@@ -36,8 +36,6 @@ flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config in --hel
 
 def main(argv):
   del argv
-  if cli.show_config(_CONFIG.value):
-    return
   if not (_OUTPUT.value or _WORKDIR.value):
     raise app.UsageError("--output is needed with --model.")
   # pylint: disable=import-outside-toplevel

@@ -19,12 +19,11 @@ flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config in --hel
 
 def main(argv):
   del argv
-  if cli.show_config(_CONFIG.value):
-    return
   # pylint: disable=import-outside-toplevel
   from segjax import predict
   from segjax import runs
   from segjax import train
+  from segjax import visualize
   from segjax.data import pipeline
   config, workdir = _CONFIG.value, _WORKDIR.value
   if train.train_and_evaluate(config, workdir).preempted:
@@ -32,7 +31,9 @@ def main(argv):
   predictor = predict.Predictor(runs.load(workdir))
   output = os.path.join(os.path.abspath(workdir), "predictions")
   paths = predict.draw_split(predictor, pipeline.get_source(predictor.config.data), output)
-  print(f"Wrote {len(paths)} pictures to {output}")
+  curves = os.path.join(os.path.abspath(workdir), "training_curves.png")
+  visualize.write_png(curves, visualize.training_curves(os.path.join(workdir, "metrics.jsonl")))
+  print(f"Wrote {len(paths)} pictures to {output} and the training curves to {curves}")
 
 
 if __name__ == "__main__":

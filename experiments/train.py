@@ -22,8 +22,7 @@ flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config, --distr
 
 def main(argv):
   del argv
-  if not cli.start(_CONFIG.value, distributed=True):
-    return
+  cli.start_distributed()
   from segjax import train  # pylint: disable=import-outside-toplevel
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

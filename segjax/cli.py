@@ -5,7 +5,7 @@ inside ``main``; this module imports only absl).
   from segjax import cli
   _CONFIG = cli.config_flag()
   def main(argv):
-    config = cli.config_or_exit(_CONFIG)   # --show_config prints it and exits
+    config = _CONFIG.value     # --show_config prints the flags and config instead of running
     ...
   if __name__ == "__main__":
     cli.run(main)
@@ -27,8 +27,8 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Full tracebacks and the libraries' INFO logs.")
-_SHOW_CONFIG = flags.DEFINE_bool("show_config", False, "Print the config (every key, after the "
-                                 "--config.<key>=... overrides) and exit.")
+_SHOW_CONFIG = flags.DEFINE_bool("show_config", False, "Print this command's flags and its config "
+                                 "(every key, after the --config.<key>=... overrides), and exit.")
 
 CONFIG_HELP = ("Path to a config file (configs/*.py). Any key can be overridden with "
                "--config.<key>=<value>; --show_config lists every key and its value.")
@@ -43,12 +43,20 @@ def config_flag(name: str = "config", help_text: str = CONFIG_HELP, required: bo
   return holder
 
 
-def show_config(config) -> bool:
-  """With ``--show_config``: prints ``config`` and returns True (the caller then returns)."""
-  if _SHOW_CONFIG.value and config is not None:
-    print(config)
-    return True
-  return False
+def show_config() -> None:
+  """What ``--show_config`` prints: the main's own flags (``--name=value``), then each config flag's
+  config after its overrides. Every main has it: it checks a command line without running it."""
+  main_flags = flags.FLAGS.get_key_flags_for_module(sys.argv[0])
+  configs = []
+  for flag in sorted(main_flags, key=lambda f: f.name):
+    if flag.name in ("show_config", "verbose"):
+      continue
+    if hasattr(flag.value, "to_dict"):  # a config file flag: its ConfigDict
+      configs.append(flag)
+    else:
+      print(f"--{flag.name}={'' if flag.value is None else flag.value}")
+  for flag in configs:
+    print(f"--{flag.name}:\n{flag.value}")
 
 
 def define_distributed_flags() -> None:
@@ -59,16 +67,11 @@ def define_distributed_flags() -> None:
   flags.adopt_module_key_flags(runtime)
 
 
-def start(config, distributed: bool = False) -> bool:
-  """False when ``--show_config`` printed the config (the main then returns); else, with
-  ``distributed``, starts the JAX distributed runtime from `segjax.distributed`'s flags (before
-  anything touches a device) and returns True."""
-  if show_config(config):
-    return False
-  if distributed:
-    from segjax import distributed as runtime  # pylint: disable=import-outside-toplevel
-    runtime.initialize_from_flags()
-  return True
+def start_distributed() -> None:
+  """Starts the JAX distributed runtime from `segjax.distributed`'s flags (before anything touches
+  a device)."""
+  from segjax import distributed as runtime  # pylint: disable=import-outside-toplevel
+  runtime.initialize_from_flags()
 
 
 def one_line(error: BaseException) -> str:
@@ -93,6 +96,8 @@ def run(main) -> None:
   def quiet_main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _SHOW_CONFIG.value:
+      return show_config()
     if not verbose:
       logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
     return main(argv)

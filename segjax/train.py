@@ -205,14 +205,19 @@ class Trainer:
                                 runs.input_shape(self.config), panoptic_labels=panoptic_labels)
 
 
-def setup(config, mesh=None, data: bool = True) -> Trainer:
-  """Mesh, data source, model, optimizer, objective and initial state of ``config`` (``data=False``:
-  no source, the descriptor from the config alone, for benchmarks on random data)."""
-  # The config is checked before anything is built: loss names, data sizes and ops, the
-  # post-processing chain.
+def check_config(config) -> list:
+  """Checks ``config`` before anything is built (loss names and terms, data sizes and ops, the
+  post-processing chain), naming the key and value at fault; returns the loss terms."""
   terms = losses.make_terms(config.get("loss"), config.get("losses"))
   pipeline.check_config(config.data)
   postprocess.validate(config.get("postprocess", "argmax"))
+  return terms
+
+
+def setup(config, mesh=None, data: bool = True) -> Trainer:
+  """Mesh, data source, model, optimizer, objective and initial state of ``config`` (``data=False``:
+  no source, the descriptor from the config alone, for benchmarks on random data)."""
+  terms = check_config(config)
   options = config.get("sharding") or {}
   if mesh is None:
     mesh = sharding.make_mesh(config.get("num_devices"), fsdp=options.get("fsdp", 1))

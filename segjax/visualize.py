@@ -1,6 +1,7 @@
-"""Pictures of images, labels and predictions."""
+"""Pictures of images, labels and predictions, and a run's training curves."""
 from __future__ import annotations
 
+import json
 
 import cv2
 import numpy as np
@@ -154,3 +155,75 @@ def write_png(path: str, rgb: np.ndarray) -> None:
     if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
       raise OSError(f"Could not write {path}.")
   files.write_atomic(path, write)
+
+
+def read_curves(metrics_jsonl: str, keys) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """``{key: (steps, values)}`` of each of ``keys`` (e.g. ``"train/loss"``,
+  ``"validation/mean_iou"``) in a run's ``metrics.jsonl``; non-finite values are left out."""
+  curves = {key: ([], []) for key in keys}
+  with open(metrics_jsonl) as f:
+    for line in f:
+      row = json.loads(line)
+      for key in keys:
+        value = row.get(key)
+        if value is not None and np.isfinite(value):
+          curves[key][0].append(row["step"])
+          curves[key][1].append(value)
+  return {k: (np.asarray(s), np.asarray(v, np.float64)) for k, (s, v) in curves.items()}
+
+
+CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> np.ndarray:
+  raw = (high - low) / max(count - 1, 1) or 1.0
+  step = min((m * 10 ** np.floor(np.log10(raw)) for m in (1, 2, 2.5, 5, 10)
+              if m * 10 ** np.floor(np.log10(raw)) >= raw))
+  return np.arange(np.ceil(low / step) * step, high + step * 1e-6, step)
+
+
+def line_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str,
+              size=(300, 460), y_range=None) -> np.ndarray:
+  """One plot of ``curves`` (``{label: (x, y)}``) against steps: axes with ticks, a legend, a
+  title; RGB, ``size`` = (height, width). Points of a curve with one value are drawn as dots."""
+  height, width = size
+  left, right, top, bottom = 52, 12, TITLE_HEIGHT + 6, 34
+  canvas = np.full((height, width, 3), 255, np.uint8)
+  xs = np.concatenate([x for x, _ in curves.values() if len(x)] or [np.zeros(1)])
+  ys = np.concatenate([y for _, y in curves.values() if len(y)] or [np.zeros(1)])
+  x0, x1 = 0.0, float(max(xs.max(), 1))
+  y0, y1 = y_range or (float(min(ys.min(), 0.0)), float(ys.max()) * 1.05 or 1.0)
+  to_px = lambda x, y: (int(round(left + (x - x0) / (x1 - x0) * (width - left - right))),
+                        int(round(height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom))))
+  for y in _nice_ticks(y0, y1):
+    px, py = to_px(x0, y)
+    cv2.line(canvas, (left, py), (width - right, py), (230, 230, 230), 1)
+    _text(canvas, f"{y:g}", (4, py + 4), 0.38)
+  for x in _nice_ticks(x0, x1):
+    px, py = to_px(x, y0)
+    cv2.line(canvas, (px, height - bottom), (px, height - bottom + 4), (0, 0, 0), 1)
+    _text(canvas, f"{x:g}", (px - 10, height - bottom + 17), 0.38)
+  cv2.rectangle(canvas, (left, top), (width - right, height - bottom), (0, 0, 0), 1)
+  _text(canvas, "step", (width // 2 - 12, height - 4), 0.4)
+  _text(canvas, title, (4, TITLE_HEIGHT - 7))
+  for i, (label, (x, y)) in enumerate(curves.items()):
+    colour = CURVE_COLOURS[i % len(CURVE_COLOURS)]
+    points = np.array([to_px(a, b) for a, b in zip(x, y)], np.int32)
+    if len(points) > 1:
+      cv2.polylines(canvas, [points], False, colour, 2, cv2.LINE_AA)
+    for point in points if len(points) <= 20 else ():
+      cv2.circle(canvas, tuple(int(v) for v in point), 3, colour, -1, cv2.LINE_AA)
+    cv2.line(canvas, (left + 10, top + 14 + 16 * i), (left + 30, top + 14 + 16 * i), colour, 2)
+    _text(canvas, label, (left + 36, top + 18 + 16 * i), 0.4)
+  return canvas
+
+
+def training_curves(metrics_jsonl: str, split: str = "validation") -> np.ndarray:
+  """A run's training curve: the training loss, and the mIoU of the training batches and of
+  ``split`` (wherever the run evaluated it), side by side; RGB."""
+  curves = read_curves(metrics_jsonl, ("train/loss", "train/mean_iou", f"{split}/mean_iou"))
+  loss = line_plot({"training loss": curves["train/loss"]}, "loss")
+  miou = line_plot({"training batches": curves["train/mean_iou"],
+                    split: curves[f"{split}/mean_iou"]}, "mIoU", y_range=(0.0, 1.0))
+  gap = np.full((loss.shape[0], 8, 3), 255, np.uint8)
+  return np.concatenate([loss, gap, miou], axis=1)

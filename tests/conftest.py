@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The longest tests start first, so that the two xdist workers finish together.
-SLOW_FIRST = ("test_recipes.py", "test_multihost.py::test_two_processes", "test_cli.py::test_16bit")
+SLOW_FIRST = ("test_recipes.py", "test_multihost.py::test_two_processes")
 
 
 def pytest_collection_modifyitems(items):
@@ -72,3 +72,32 @@ def straight_run(data_dir, tmp_path_factory):
   config = tiny_config(data_dir)
   workdir = str(tmp_path_factory.mktemp("straight") / "run")
   return config, workdir, train.train_and_evaluate(config, workdir).metrics
+
+
+DOCS = [os.path.join(ROOT, "README.md")] + sorted(
+    os.path.join(ROOT, "docs", name) for name in os.listdir(os.path.join(ROOT, "docs"))
+    if name.endswith(".md"))
+
+
+def documented_commands(path: str) -> list[list[str]]:
+  """Every ``experiments/<main>.py`` command line with arguments in the Markdown file ``path``, as
+  argument lists (the script's path first): the lines of its code blocks (``\\`` continuations
+  joined) and its inline code, ``[optional]`` parts and ``# comments`` dropped."""
+  import re  # pylint: disable=import-outside-toplevel
+  import shlex  # pylint: disable=import-outside-toplevel
+  with open(path) as f:
+    text = f.read()
+  lines = []
+  for lang, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M):
+    if lang != "python":
+      lines += re.sub(r"\\\n\s*", " ", body).splitlines()
+  lines += re.findall(r"`([^`\n]*experiments/\w+\.py[^`\n]*)`",
+                      re.sub(r"^```.*?^```", "", text, flags=re.S | re.M))
+  commands = []
+  for line in lines:
+    match = re.search(r"experiments/\w+\.py[^#\"]*", line)
+    if match:
+      words = shlex.split(re.sub(r"\[[^\]]*\]", "", match.group(0)))
+      if len(words) > 1:
+        commands.append(words)
+  return commands

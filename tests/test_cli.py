@@ -1,13 +1,10 @@
 """The experiments/ mains as a user runs them: --help without loading JAX, --show_config, errors in
-one line naming the bad value, and a folder of 16-bit grey TIFFs trained through
-configs/unet_folder.py."""
-import json
+one line naming the bad value (folder datasets of every pixel format train in
+test_folder_training.py)."""
 import os
 import subprocess
 import sys
 
-import cv2
-import numpy as np
 import pytest
 
 from segjax import cli
@@ -61,42 +58,6 @@ def test_unknown_config_key_is_one_line_naming_it(tmp_path):
 ])
 def test_one_line(error, expected):
   assert cli.one_line(error) == expected
-
-
-def _write_grey16_folder(root):
-  rng = np.random.default_rng(1)
-  for split, count in (("train", 3), ("val", 1)):
-    os.makedirs(os.path.join(root, split, "images"))
-    os.makedirs(os.path.join(root, split, "masks"))
-    for i in range(count):
-      mask = np.zeros((40, 48), np.uint8)
-      cv2.circle(mask, (int(rng.integers(10, 38)), int(rng.integers(10, 30))), 8, 1, -1)
-      image = (1000 + 20000.0 * mask + rng.normal(0, 300, mask.shape)).clip(0, 65535)
-      cv2.imwrite(os.path.join(root, split, "images", f"f{i}.tif"), image.astype(np.uint16))
-      cv2.imwrite(os.path.join(root, split, "masks", f"f{i}.png"), mask)
-
-
-def test_16bit_grey_folder_trains_through_the_folder_config(tmp_path):
-  # The default 3-channel model; 1-channel models train on 16-bit frames in test_recipes.py
-  # (configs/unet_microscopy.py).
-  channels = 3
-  root = tmp_path / "frames"
-  _write_grey16_folder(str(root))
-  workdir = tmp_path / "nested" / "run"  # parents created
-  overrides = [f"--config.data.root={root}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-               "--config.num_train_steps=2", "--config.batch_size=2", "--config.eval_batch_size=1",
-               "--config.num_devices=1", "--config.model.features=4", "--config.model.depth=2",
-               "--config.data.patch_size=(32, 32)", "--config.data.patch_stride=(16, 16)",
-               "--config.data.crop_size=(32, 32)", "--config.data.train_pp=flip_lr",
-               "--config.data.normalization=percentile", f"--config.data.channels={channels}"]
-  result = _run(TRAIN, f"--config={ROOT}/configs/unet_folder.py", f"--workdir={workdir}",
-                *overrides)
-  assert result.returncode == 0, result.stderr[-3000:]
-  metrics = json.load(open(workdir / "final_metrics.json"))
-  summary = next(iter(metrics.values()))
-  assert sum(map(sum, summary["confusion_matrix"])) == 40 * 48  # the whole validation frame
-  recorded = json.load(open(workdir / "config.json"))
-  assert recorded["data"]["channels"] == channels
 
 
 @pytest.mark.parametrize("key, value, message", [

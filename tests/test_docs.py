@@ -1,16 +1,17 @@
 """The README and docs/ keep their promises: the README is short, its Python tour runs, every script,
 config and config key they name exists, and the calls they show are real."""
+import ast
 import glob
 import os
 import re
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, load_config
-
-DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+from conftest import DOCS, ROOT, documented_commands, load_config
 
 
 def _text(path):
@@ -79,6 +80,51 @@ def test_readme_tour_runs(straight_run, tmp_path, monkeypatch):
   assert sorted(os.listdir(tmp_path / "labels" / "masks")) == ["0.png", "1.png"]
   assert len(namespace["rows"]) == 2
   assert namespace["model"].num_classes == 19
+
+
+def test_every_documented_command_line_parses():
+  """Each ``experiments/`` command line of the docs, as written (``--config=...`` stands for a
+  config file), with ``--show_config``: its flags exist, its config loads and takes its overrides.
+  The quickstart chain's commands also run, at tiny sizes, in test_experiments.py."""
+  commands = [(os.path.basename(doc), words) for doc in DOCS for words in documented_commands(doc)]
+  assert len(commands) >= 20 and {w[0] for _, w in commands} >= {
+      f"experiments/{m}.py" for m in ("train", "evaluate", "predict", "export", "plan",
+                                      "benchmark", "make_shapes_folder")}
+  for doc, words in commands:
+    args = [("--config=configs/unet_shapes.py" if a == "--config=..." else a) for a in words[1:]]
+    result = subprocess.run([sys.executable, os.path.join(ROOT, words[0]), *args, "--show_config"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, (doc, words, result.stderr[-1500:])
+    for arg in args:
+      name, _, value = arg[2:].partition("=")
+      if name.startswith("config."):  # an override: the key holds the value in the config shown
+        try:
+          value = str(ast.literal_eval(value))  # 1e-3 is shown as 0.001
+        except (ValueError, SyntaxError):
+          pass
+        assert re.search(rf"^ *{name.split('.')[-1]}: '?{re.escape(value)}'?$", result.stdout,
+                         re.M), (doc, arg)
+      elif name not in ("config", "show_config", "verbose") and "," not in value:
+        assert f"--{name}=" in result.stdout, (doc, arg)
+
+
+def test_every_config_block_of_the_docs_is_a_valid_config():
+  """The ``config.… = …`` Python blocks, applied to a shapes config: the checks the trainer makes
+  before building anything pass, and the model they describe builds."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from segjax import models, train  # pylint: disable=import-outside-toplevel
+  blocks = [(os.path.basename(doc), block) for doc in DOCS
+            for block in re.findall(r"```python\n(config\..*?)```", _text(doc), re.S)]
+  assert len(blocks) >= 4
+  for doc, block in blocks:
+    config = load_config("panoptic_deeplab_shapes" if "center" in block else "deeplabv3_shapes")
+    exec(compile(block, doc, "exec"), {"config": config})  # pylint: disable=exec-used
+    train.check_config(config)
+    model = models.from_config(config.model, 5)
+    variables = jax.eval_shape(lambda m=model: m.init(jax.random.key(0), jax.numpy.zeros(
+        (1, 64, 64, 3)), train=False))
+    assert models.count_params(variables["params"]) > 0, doc
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=os.path.basename)

@@ -1,7 +1,7 @@
 """Every experiments/ main as a user runs it, in its own process, on the tiny config (the ones
 other tests launch: train.py in test_multihost, plan.py in test_plan, --help and config errors in
 test_cli): quickstart -> evaluate -> export -> predict (pictures and pre-labels from the exported
-file), make_shapes_folder, benchmark."""
+file), with the command lines of docs/training.md; readme_pictures; make_shapes_folder, benchmark."""
 import csv
 import json
 import os
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, documented_commands
 
 
 def _main(script, *args, cwd=None):
@@ -20,6 +20,20 @@ def _main(script, *args, cwd=None):
                           env={**os.environ, "PYTHONPATH": ROOT})
   assert result.returncode == 0, f"{script} {args}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
   return result.stdout + result.stderr
+
+
+def _documented(script, *, replace, extra=()):
+  """The arguments of the command line of docs/training.md that runs experiments/``script`` with
+  ``--workdir=W`` or ``--model=...``, its placeholders replaced."""
+  for words in documented_commands(os.path.join(ROOT, "docs", "training.md")):
+    if words[0] == f"experiments/{script}" and any(a in ("--workdir=W", "--model=model.safetensors")
+                                                   for a in words):
+      args = []
+      for arg in words[1:]:
+        name, _, value = arg.partition("=")
+        args.append(f"{name}={replace.get(value, value)}")
+      return [*args, *extra]
+  raise AssertionError(f"docs/training.md has no {script} command with --workdir=W")
 
 
 def _config_file(tmp_path, data_dir):
@@ -37,20 +51,27 @@ def test_quickstart_evaluate_export_predict(data_dir, tmp_path):
   pictures = sorted(os.listdir(os.path.join(workdir, "predictions")))
   assert "contact_sheet.png" in pictures and len(pictures) >= 3
   assert f"Wrote {len(pictures) - 1} pictures" in out
+  assert os.path.exists(os.path.join(workdir, "training_curves.png"))
+  # The README's two pictures, from this run.
+  _main("readme_pictures.py", f"--workdir={workdir}", f"--output={tmp_path / 'images'}")
+  first = sorted(p for p in pictures if p != "contact_sheet.png")[0]
+  assert (tmp_path / "images" / "quickstart.png").read_bytes() == open(
+      os.path.join(workdir, "predictions", first), "rb").read()
+  assert np.asarray(Image.open(tmp_path / "images" / "training_curves.png")).shape[1] > 800
   # evaluate.py re-scores the checkpoint: the same confusion matrix as the run's own evaluation.
-  out = _main("evaluate.py", f"--workdir={workdir}")
+  images, output = tmp_path / "to_label", tmp_path / "prelabels"
+  replace = {"W": workdir, "model.safetensors": str(tmp_path / "tiny.safetensors"),
+             "photos/": str(images), "labels": str(output)}
+  out = _main("evaluate.py", *_documented("evaluate.py", replace=replace))
   again = json.load(open(os.path.join(workdir, "eval_metrics.json")))["validation"]
   assert again["confusion_matrix"] == final["confusion_matrix"] and "mIoU" in out
-  model = str(tmp_path / "tiny.safetensors")
-  _main("export.py", f"--workdir={workdir}", f"--output={model}")
-  images = tmp_path / "to_label"
+  _main("export.py", *_documented("export.py", replace=replace))
+  assert os.path.getsize(replace["model.safetensors"]) > 0
   images.mkdir()
   rng = np.random.default_rng(0)
   for i in range(2):
     Image.fromarray(rng.integers(0, 255, (40, 56, 3), np.uint8)).save(images / f"img{i}.png")
-  output = tmp_path / "prelabels"
-  out = _main("predict.py", f"--model={model}", f"--input={images}", "--format=coco",
-              f"--output={output}")
+  out = _main("predict.py", *_documented("predict.py", replace=replace, extra=["--format=coco"]))
   assert "Pre-labelled 2 images" in out
   coco = json.load(open(output / "annotations.json"))
   assert sorted(i["file_name"] for i in coco["images"]) == ["img0.png", "img1.png"]

@@ -1,3 +1,5 @@
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,3 +88,27 @@ def test_per_image_miou_of_the_picture_titles_hand_computed():
   assert visualize.image_miou(prediction, label, 3, 255) == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
   assert visualize.image_miou(label, label, 3, 255) == 1.0
   assert visualize.image_miou(prediction, np.full_like(label, 255), 3, 255) is None
+
+
+def test_training_curves_read_the_run_log_and_draw_each_value_at_its_place(tmp_path):
+  from segjax import visualize  # pylint: disable=import-outside-toplevel
+  log = tmp_path / "metrics.jsonl"
+  rows = [{"step": 100, "train/loss": 1.5, "train/mean_iou": 0.25},
+          {"step": 200, "train/loss": float("nan"), "train/mean_iou": 0.5},
+          {"step": 200, "validation/mean_iou": 0.4},
+          {"step": 300, "train/loss": 0.5, "train/mean_iou": 0.75}]
+  log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  curves = visualize.read_curves(str(log), ("train/loss", "validation/mean_iou"))
+  np.testing.assert_array_equal(curves["train/loss"][0], [100, 300])  # the NaN is left out
+  np.testing.assert_array_equal(curves["train/loss"][1], [1.5, 0.5])
+  np.testing.assert_array_equal(curves["validation/mean_iou"][0], [200])
+  # A flat line at 0.5 on a 0..1 axis lies half-way between the plot's top and bottom edges.
+  steps = np.array([0, 100])
+  plot = visualize.line_plot({"flat": (steps, np.array([0.5, 0.5]))}, "t", size=(300, 400),
+                             y_range=(0.0, 1.0))
+  colour = np.all(plot == visualize.CURVE_COLOURS[0], axis=-1)
+  rows_drawn = np.nonzero(colour[:, 200])[0]  # the column in the middle of the plot
+  top, bottom = visualize.TITLE_HEIGHT + 6, 300 - 34
+  assert abs(rows_drawn.mean() - (top + bottom) / 2) <= 1.0
+  picture = visualize.training_curves(str(log))
+  assert picture.ndim == 3 and picture.shape[1] > 800

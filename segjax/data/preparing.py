@@ -7,7 +7,10 @@ import io
 
 def prepare_quietly(builder, what: str = ""):
   """``builder.download_and_prepare()`` with a line saying what is prepared and where; returns
-  the builder. tfds's own output is shown only if preparation fails."""
+  the builder (at once, and silently, when it is prepared already). tfds's own output is shown
+  only if preparation fails."""
+  if builder.is_prepared():
+    return builder
   from segjax import logging as run_logging  # pylint: disable=import-outside-toplevel
   run_logging.info("Preparing %s once in %s ...", what or builder.name, builder.data_dir)
   captured = io.StringIO()

@@ -1,0 +1,83 @@
+"""Folder datasets of every pixel format a user brings train, evaluate and predict: 8- and 16-bit,
+grey and colour, into 1- and 3-channel models, with each intensity normalisation (a few steps on
+files written here, through the trainer and the predictor users run)."""
+import itertools
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from segjax import predict
+from segjax import runs
+from segjax import train
+
+from conftest import load_config
+
+FORMATS = {"grey8": (np.uint8, 1), "rgb8": (np.uint8, 3), "grey16": (np.uint16, 1),
+           "rgb16": (np.uint16, 3)}
+NORMALISATIONS = ("mean_std", "minmax", "percentile")
+# Each format with each normalisation; the model's channels alternate so that every format and
+# every normalisation meets both 1- and 3-channel models.
+CASES = [(fmt, norm, (1, 3)[(i + j) % 2]) for (i, fmt), (j, norm) in
+         itertools.product(enumerate(FORMATS), enumerate(NORMALISATIONS))]
+SIZE = (40, 48)
+
+
+def _write_folder(root, fmt):
+  """Two training frames and one validation frame: a bright disc (class 1) on a dim background,
+  in ``fmt``'s dtype and channels, with masks and classes.json."""
+  dtype, channels = FORMATS[fmt]
+  top = np.iinfo(dtype).max
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 2), ("val", 1)):
+    for sub in ("images", "masks"):
+      os.makedirs(os.path.join(root, split, sub), exist_ok=True)
+    for i in range(count):
+      mask = np.zeros(SIZE, np.uint8)
+      cv2.circle(mask, (int(rng.integers(12, 36)), int(rng.integers(12, 28))), 9, 1, -1)
+      level = 0.1 + 0.6 * mask + rng.normal(0, 0.03, SIZE)
+      image = (level[..., None] * np.array([1.0, 0.8, 0.6][:channels]) * top).clip(0, top)
+      image = image.astype(dtype).squeeze()
+      ext = "tif" if dtype == np.uint16 else "png"
+      assert cv2.imwrite(os.path.join(root, split, "images", f"{split}{i}.{ext}"), image)
+      assert cv2.imwrite(os.path.join(root, split, "masks", f"{split}{i}.png"), mask)
+  with open(os.path.join(root, "classes.json"), "w") as f:
+    json.dump({"classes": [{"id": 0, "name": "background"}, {"id": 1, "name": "nucleus"}]}, f)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+  root = tmp_path_factory.mktemp("formats")
+  for fmt in FORMATS:
+    _write_folder(str(root / fmt), fmt)
+  return root
+
+
+@pytest.mark.parametrize("fmt,normalization,channels", CASES)
+def test_folder_trains_evaluates_and_predicts(folders, tmp_path, fmt, normalization, channels):
+  config = load_config("unet_folder")
+  config.data.update(dict(
+      root=str(folders / fmt), data_dir=str(folders / "tfds"), channels=channels,
+      normalization=normalization, mean=(0.5,) * channels, std=(0.25,) * channels,
+      patch_size=(32, 32), patch_stride=(16, 16), crop_size=(32, 32), shuffle_buffer=16))
+  config.model.update(dict(features=4, depth=2))
+  config.update(dict(num_devices=1, batch_size=2, eval_batch_size=1, num_train_steps=2,
+                     log_every_steps=1, checkpoint_every_steps=2))
+  config.predict.num_images = 0
+  workdir = str(tmp_path / "run")
+  result = train.train_and_evaluate(config, workdir)
+  summary = next(iter(result.metrics.values()))
+  assert sum(map(sum, summary["confusion_matrix"])) == SIZE[0] * SIZE[1]  # the validation frame
+  run = runs.load(workdir)
+  first = run.variables["params"]["down0"]["ConvNormAct_0"]["Conv_0"]["kernel"]
+  assert first.shape[2] == channels and np.all(np.isfinite(first))
+  assert run.config.data.normalization == normalization
+  predictor = predict.Predictor(run)
+  images = predict.list_inputs(str(folders / fmt / "val" / "images"))
+  rows = predict.predict_files(predictor, images, str(tmp_path / "labels"))
+  assert len(rows) == 1
+  mask = np.asarray(Image.open(tmp_path / "labels" / "masks" / "val0.png"))  # palette indices
+  assert mask.shape == SIZE and set(np.unique(mask)) <= {0, 1}
