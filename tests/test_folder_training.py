@@ -13,6 +13,7 @@ from PIL import Image
 from segjax import predict
 from segjax import runs
 from segjax import train
+from segjax.data import pipeline
 
 from conftest import load_config
 
@@ -67,6 +68,17 @@ def test_folder_trains_evaluates_and_predicts(folders, tmp_path, fmt, normalizat
   config.update(dict(num_devices=1, batch_size=2, eval_batch_size=1, num_train_steps=2,
                      log_every_steps=1, checkpoint_every_steps=2))
   config.predict.num_images = 0
+  # What the model sees: ``channels`` channels of the normalised frame (undoing mean/std): the
+  # dtype's range for mean_std (the disc is drawn at 0.7 of it), stretched to [0, 1] otherwise.
+  ds, _ = pipeline.eval_dataset(pipeline.get_source(config.data), config.data,
+                                config.eval_splits[0], local_batch_size=1)
+  unit = next(pipeline.as_numpy(ds))["image"][0] * 0.25 + 0.5
+  assert unit.shape == (*SIZE, channels)
+  low, high = float(unit.min()), float(unit.max())
+  if normalization == "mean_std":
+    assert 0.0 <= low < 0.2 and 0.6 < high < 0.85, (low, high)
+  else:
+    assert abs(low) < 1e-5 and abs(high - 1.0) < 1e-5, (low, high)
   workdir = str(tmp_path / "run")
   result = train.train_and_evaluate(config, workdir)
   summary = next(iter(result.metrics.values()))

@@ -373,18 +373,19 @@ def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: i
 
 def unit_image(example, data_config):
   """The image as float32 in [0, 1] with ``data.channels`` channels (grey images feed 3-channel
-  models by repetition; RGB(A) feeds 1-channel models as its mean), from ``data.normalization``:
-  ``"mean_std"`` divides by the dtype's maximum, ``"minmax"`` and ``"percentile"``
-  (``data.percentiles``) stretch each image (`ops.to_unit`)."""
+  models by repetition; RGB(A) feeds 1-channel models as its mean, taken first, so that a stretch
+  spans the grey image), from ``data.normalization``: ``"mean_std"`` divides by the dtype's
+  maximum, ``"minmax"`` and ``"percentile"`` (``data.percentiles``) stretch each image
+  (`ops.to_unit`)."""
   image = example["image"]
   scale = 65535.0 if image.dtype == tf.uint16 else 255.0
+  channels = data_config.get("channels", 3)
+  if channels == 1 and image.shape[-1] != 1:
+    image = tf.reduce_mean(tf.cast(image[..., :3], tf.float32), axis=-1, keepdims=True)
   image = ops.to_unit(image, scale=scale, mode=data_config.get("normalization", "mean_std"),
                       percentiles=tuple(data_config.get("percentiles", (1.0, 99.0))))
-  channels = data_config.get("channels", 3)
   if channels == 3 and image.shape[-1] == 1:
     image = tf.tile(image, [1, 1, 3])
-  elif channels == 1 and image.shape[-1] != 1:
-    image = tf.reduce_mean(image[..., :3], axis=-1, keepdims=True)
   return {**example, "image": image}
 
 
