@@ -386,6 +386,6 @@ def markdown_table(results) -> str:
   return "\n".join([MARKDOWN_HEADER] + [markdown_row(r) for r in rows])
 
 
-MARKDOWN_HEADER = ("| recipe | slice | batch | GiB per chip (of HBM) | fits | step ms | images/s | "
-                   "MFU | hours | chip-hours | eval step (per chip) | published |\n"
+MARKDOWN_HEADER = ("| recipe | slice | batch | GiB per device (of HBM) | fits | step ms | images/s | "
+                   "MFU | hours | chip-hours | eval step (per device) | published |\n"
                    "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|")
