@@ -147,3 +147,17 @@ def test_parameter_counts_in_the_docs_are_the_configs():
     params = jax.eval_shape(lambda m=model, s=size: m.init(
         jax.random.key(0), jax.numpy.zeros((1, *s, 3)), train=False))["params"]
     assert models.count_params(params) == int(count.replace(",", "")), name
+
+
+def test_plan_tables_are_the_plans_in_docs_plans():
+  """The recipe × slice tables of the README and docs/recipes.md are
+  ``experiments/plan.py --table=docs/plans``: the plan JSON files kept in the repository."""
+  import json  # pylint: disable=import-outside-toplevel
+  from segjax import plan  # pylint: disable=import-outside-toplevel
+  paths = sorted(glob.glob(os.path.join(ROOT, "docs", "plans", "plan_*.json")))
+  assert len(paths) >= 8
+  table = plan.markdown_table([json.load(open(p)) for p in paths])
+  for doc in ("README.md", os.path.join("docs", "recipes.md")):
+    block = re.search(r"<!-- plan table: [^>]*-->\n(.*?)\n<!-- /plan table -->",
+                      _text(os.path.join(ROOT, doc)), re.S).group(1)
+    assert block == table, doc
