@@ -185,7 +185,7 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> np.ndarray:
 def line_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str,
               size=(300, 460), y_range=None) -> np.ndarray:
   """One plot of ``curves`` (``{label: (x, y)}``) against steps: axes with ticks, a legend, a
-  title; RGB, ``size`` = (height, width). Points of a curve with one value are drawn as dots."""
+  title; RGB, ``size`` = (height, width). A curve of at most 20 points also marks each point."""
   height, width = size
   left, right, top, bottom = 52, 12, TITLE_HEIGHT + 6, 34
   canvas = np.full((height, width, 3), 255, np.uint8)
@@ -196,11 +196,11 @@ def line_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str,
   to_px = lambda x, y: (int(round(left + (x - x0) / (x1 - x0) * (width - left - right))),
                         int(round(height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom))))
   for y in _nice_ticks(y0, y1):
-    px, py = to_px(x0, y)
+    _, py = to_px(x0, y)
     cv2.line(canvas, (left, py), (width - right, py), (230, 230, 230), 1)
     _text(canvas, f"{y:g}", (4, py + 4), 0.38)
   for x in _nice_ticks(x0, x1):
-    px, py = to_px(x, y0)
+    px, _ = to_px(x, y0)
     cv2.line(canvas, (px, height - bottom), (px, height - bottom + 4), (0, 0, 0), 1)
     _text(canvas, f"{x:g}", (px - 10, height - bottom + 17), 0.38)
   cv2.rectangle(canvas, (left, top), (width - right, height - bottom), (0, 0, 0), 1)
