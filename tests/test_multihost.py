@@ -12,7 +12,7 @@ import pytest
 
 from segjax import distributed
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, tiny_config, xla_flags
 
 
 def _free_port() -> int:
@@ -38,7 +38,7 @@ def _start(tmp_path, data_dir, workdir, *flags, num_processes: int = 2, override
       "from test_multihost import _config\n\n"
       f"def get_config():\n  c = _config({data_dir!r})\n  {overrides}\n  return c\n")
   address = f"localhost:{_free_port()}"
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+  env = {**os.environ, "XLA_FLAGS": xla_flags(2),
          "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
   return [subprocess.Popen(
       [sys.executable, os.path.join(ROOT, "experiments", "train.py"), f"--config={config_file}",

@@ -23,7 +23,7 @@ from segjax import train
 from segjax.data import pipeline
 from segjax.data import shapes
 
-from conftest import load_config
+from conftest import load_config, xla_flags
 
 # Narrower models: the architecture, crop and pipeline stay the recipe's.
 NARROW = {
@@ -152,7 +152,7 @@ assert sorted(sum(GROUPS, ())) == sorted(RECIPES)
 
 @pytest.mark.parametrize("names", GROUPS, ids=["deeplab", "hmsa+panoptic+unet"])
 def test_recipe_trains_and_evaluates_at_its_crop_size(names, tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1))
   result = subprocess.run([sys.executable, __file__, str(tmp_path), *names], env=env,
                           capture_output=True, text=True, timeout=2400)
   assert result.returncode == 0, result.stderr[-3000:]
