@@ -34,11 +34,16 @@ CONFIG_HELP = ("Path to a config file (configs/*.py). Any key can be overridden 
                "--config.<key>=<value>; --show_config lists every key and its value.")
 
 
-def config_flag(name: str = "config", help_text: str = CONFIG_HELP, required: bool = True):
-  """``--config``: a config file (locked, so that an override of an unknown key is an error)."""
+def config_flag(name: str = "config", help_text: str = CONFIG_HELP, required: bool = True,
+                default: str | None = None):
+  """``--config``: a config file (locked, so that an override of an unknown key is an error);
+  ``path:argument`` passes the argument to its ``get_config``. With a ``default`` (a path
+  relative to the repository, e.g. ``configs/unet_microscopy.py:cpu``) the flag is optional."""
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  holder = config_flags.DEFINE_config_file(name, None, help_text, lock_config=True)
-  if required:
+  if default is not None:
+    default = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), default)
+  holder = config_flags.DEFINE_config_file(name, default, help_text, lock_config=True)
+  if required and default is None:
     flags.mark_flag_as_required(name)
   return holder
 

@@ -56,6 +56,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 0  # > 0: also evaluate during training
   config.eval_splits = ("validation",)
   config.eval_batch_size = 8
+  # Test-time augmentation of evaluation (semantic chains): "" (none), "flip" (left-right) or
+  # "d4" (quarter turns x flips, 8 passes); probabilities are averaged (segjax/inference.py).
+  config.eval_tta = ""
   # From outputs to predictions, in evaluation, prediction and export (segjax/postprocess).
   config.postprocess = "argmax"
   # Prediction: pictures of a split, and pre-labels of any images (experiments/predict.py --input).
@@ -75,7 +78,8 @@ def shapes_config() -> ml_collections.ConfigDict:
   config = base_config()
   config.data.update(dict(
       name="shapes", image_size=64, num_train=3000, num_validation=200, num_test=200,
-      dataset_seed=0, max_things=8, shuffle_buffer=3000, cache=True, crop_size=(64, 64),
+      dataset_seed=0, max_things=8, radii=(0.09, 0.28), thin=0.0,  # (docs/data.md)
+      shuffle_buffer=3000, cache=True, crop_size=(64, 64),
       train_pp="flip_lr"))
   config.model = ml_collections.ConfigDict(dict(name="unet", features=8, depth=4, dtype="float32",
                                                 pretrained=""))

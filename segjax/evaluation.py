@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax import inference
 from segjax import metrics
 from segjax import postprocess
 from segjax import sharding
@@ -56,9 +57,19 @@ class Evaluator:
     self.instances = "instances" in produced
     host_reads = set(METRIC_ENTRIES) | {r for step in self.chain.host for r in step.reads}
     replicated, rows = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    tta = config.get("eval_tta", "")
+    if tta not in inference.EVAL_TTA:
+      raise ValueError(f"config.eval_tta={tta!r}; use one of {sorted(inference.EVAL_TTA)}")
+    if tta and self.chain.reads() != {"logits"}:
+      raise ValueError(f"config.eval_tta={tta!r} averages class probabilities; the chain "
+                       f"{self.chain.spec!r} also reads {sorted(self.chain.reads() - {'logits'})}")
 
     def predict(variables, images):
-      predictions = self.chain.apply_compiled(model.apply(variables, images, train=False))
+      apply = lambda x: model.apply(variables, x, train=False)
+      # with TTA the chain reads only the logits: those of the averaged passes
+      outputs = ({"logits": inference.dihedral_tta(lambda x: apply(x)["logits"], images, tta)}
+                 if tta else apply(images))
+      predictions = self.chain.apply_compiled(outputs)
       return {k: v for k, v in predictions.items() if k in host_reads}
 
     def add_metrics(sums, predictions, batch):

@@ -10,6 +10,7 @@ import functools
 
 import cv2
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from segjax import files
@@ -214,3 +215,39 @@ def tta_predict(apply_fn, image, *, scales=(1.0,), flip=False, window=None, **wi
       total = probs if total is None else total + probs
       passes += 1
   return total / passes
+
+
+# ================================================================================================
+# Test-time augmentation inside a compiled step (evaluation)
+# ================================================================================================
+# (quarter turns, horizontal flip) of each pass: "flip" is MMSegmentation's flip test, "d4" the
+# eight symmetries of the square (for data without a preferred orientation: cells, aerial images).
+EVAL_TTA = {"": ((0, False),), "flip": ((0, False), (0, True)),
+            "d4": tuple((turns, flip) for turns in range(4) for flip in (False, True))}
+
+
+def dihedral_tta(logits_fn, images, mode: str):
+  """``log`` of the class probabilities ``[B,H,W,K]`` of ``logits_fn(images)`` averaged over the
+  passes of ``EVAL_TTA[mode]``: each pass rotates the images by quarter turns and/or flips them
+  left-right, and the probabilities back (``jnp``, to call inside ``jax.jit``). The passes that
+  give images of one shape run as one batch (all of them for square images): one forward pass
+  of ``len(passes) × B`` images to compile, not one per pass. ``mode=""`` is
+  ``logits_fn(images)`` itself."""
+  if mode not in EVAL_TTA:
+    raise ValueError(f"config.eval_tta={mode!r}; use one of {sorted(EVAL_TTA)}")
+  if mode == "":
+    return logits_fn(images)
+  passes = EVAL_TTA[mode]
+  square = images.shape[1] == images.shape[2]
+  groups = [passes] if square else [[p for p in passes if p[0] % 2 == odd] for odd in (0, 1)]
+  total = 0.0
+  for group in filter(None, groups):
+    views = []
+    for turns, flip in group:
+      x = jnp.rot90(images, turns, axes=(1, 2))
+      views.append(x[:, :, ::-1] if flip else x)
+    probs = jax.nn.softmax(logits_fn(jnp.concatenate(views)).astype(jnp.float32), axis=-1)
+    for (turns, flip), p in zip(group, jnp.split(probs, len(group))):
+      p = p[:, :, ::-1] if flip else p
+      total = total + jnp.rot90(p, -turns, axes=(1, 2))
+  return jnp.log(jnp.maximum(total / len(passes), jnp.finfo(jnp.float32).tiny))

@@ -44,7 +44,7 @@ def _text(canvas: np.ndarray, text: str, origin, scale: float = 0.45) -> None:
 OUTLINE = (40, 40, 40)
 
 
-def _panel(picture: np.ndarray, title: str, height: int,
+def panel(picture: np.ndarray, title: str, height: int,
            labels: np.ndarray | None = None) -> np.ndarray:
   """``picture`` scaled (nearest neighbour, whole pixels visible) to ``height`` rows, with
   ``title`` above it on white; with ``labels`` (the map ``picture`` draws), the boundaries between
@@ -112,7 +112,7 @@ def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetD
     wrong = (prediction // divisor != label // divisor) & (label != descriptor.ignore_label)
     panels.append(("errors (red)", np.where(wrong[..., None], (230, 0, 0), grey).astype(np.uint8),
                    None))
-  panels = [_panel(p, title, height, labels) for title, p, labels in panels]
+  panels = [panel(p, title, height, labels) for title, p, labels in panels]
   gap = np.full((panels[0].shape[0], 6, 3), 255, np.uint8)
   top = np.concatenate(sum(([p, gap] for p in panels), [])[:-1], axis=1)
   shown = [prediction // divisor] + ([label // divisor] if label is not None else [])

@@ -39,11 +39,12 @@ def pytest_collection_modifyitems(items):
 
 
 def load_config(name: str):
-  """``get_config()`` of ``configs/<name>.py``."""
+  """``get_config()`` of ``configs/<name>.py``; ``name:argument`` calls ``get_config(argument)``."""
+  name, _, argument = name.partition(":")
   spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(argument) if argument else module.get_config()
 
 
 def tiny_config(data_dir: str):
@@ -53,6 +54,7 @@ def tiny_config(data_dir: str):
                           num_test=6, shuffle_buffer=24, crop_size=(32, 32), max_things=3,
                           train_pp="random_scale(0.75, 1.25)|random_crop(32)|flip_lr"))
   config.model.update(dict(features=4, depth=2))
+  config.eval_tta = ""  # the tests compare evaluation with single forward passes
   config.optimizer.warmup_steps = 1
   config.batch_size = 4
   config.eval_batch_size = 4

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -27,6 +28,35 @@ def test_scenes_are_deterministic_and_labels_agree_with_each_other():
     for i in ids:
       assert len(np.unique(semantic[instance == i])) == 1
     assert semantic.max() < shapes.DESCRIPTOR.num_classes
+
+
+def test_multiscale_variant_sizes_thin_things_and_names():
+  # Radii set the things' areas; thin things are long and narrow; the default scenes and names
+  # stay those of the quickstart's prepared dataset.
+  tiny_areas, thin_ratios = [], []
+  for seed in range(6):
+    _, semantic, instance = shapes.render_scene(np.random.default_rng(seed), 192, 8,
+                                                radii=(0.02, 0.02))
+    tiny_areas += [int(np.sum(instance == i)) for i in range(1, instance.max() + 1)]
+    _, _, instance = shapes.render_scene(np.random.default_rng(seed), 192, 8, radii=(0.1, 0.1),
+                                         thin=1.0)
+    for i in range(1, instance.max() + 1):
+      ys, xs = np.nonzero(instance == i)
+      if len(ys) > 100 and 0 < ys.min() and ys.max() < 191 and 0 < xs.min() and xs.max() < 191:
+        (_, _), (w, h), _ = cv2.minAreaRect(np.stack([xs, ys], -1).astype(np.float32))
+        thin_ratios.append(max(w, h) / max(min(w, h), 1.0))
+  # radius 3.84 px: a disc of ~46 px, a square of side 1.1 * 3.84 * sqrt(2) (~36 px), a triangle
+  # of radius 4.8 (~30 px); occlusion and the frame only remove pixels
+  assert tiny_areas and max(tiny_areas) <= 60
+  assert thin_ratios and min(thin_ratios) >= 2.5  # stretched 3-10x along, squeezed as much across
+  assert shapes.ShapesConfig(image_size=64, num_train=3000, max_things=8).name == (
+      "s64_n3000-200-200_t8_seed0")
+  assert shapes.ShapesConfig(image_size=192, radii=(0.01, 0.5), thin=0.25).name == (
+      "s192_n2000-200-200_t6_r0.01-0.5_thin0.25_seed0")
+  with pytest.raises(ValueError, match=r"config.data.radii=\(0.5, 0.1\)"):
+    shapes.ShapesConfig(radii=(0.5, 0.1))
+  with pytest.raises(ValueError, match=r"config.data.thin=2"):
+    shapes.ShapesConfig(thin=2)
 
 
 def test_prepared_dataset_matches_renderer_and_has_panoptic(config):

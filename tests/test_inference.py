@@ -90,6 +90,34 @@ def test_tta_flip_of_a_flip_symmetric_input_is_unchanged_and_scales_average():
   np.testing.assert_allclose(multi.sum(-1), 1.0, rtol=1e-5)
 
 
+def test_dihedral_tta_of_an_equivariant_model_is_its_softmax_and_of_a_positional_one_the_mean():
+  images = RNG.normal(size=(2, 6, 6, 3)).astype(np.float32)
+  per_pixel = lambda x: jnp.einsum("bhwc,ck->bhwk", x, jnp.asarray(KERNEL_1x1[0, 0]))
+  want = np.log(np.asarray(jax.nn.softmax(per_pixel(images), -1)))
+  for mode in ("flip", "d4"):  # any symmetry commutes with a per-pixel map: TTA changes nothing
+    got = jax.jit(lambda x, m=mode: inference.dihedral_tta(per_pixel, x, m))(images)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  wide = RNG.normal(size=(2, 6, 8, 3)).astype(np.float32)  # odd turns make 8x6 images: 2 batches
+  np.testing.assert_allclose(inference.dihedral_tta(per_pixel, wide, "d4"),
+                             np.log(np.asarray(jax.nn.softmax(per_pixel(wide), -1))),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(inference.dihedral_tta(per_pixel, images, ""), per_pixel(images))
+  # A model that sees the column: logit k = x-coordinate * (k - 1); flips average it away.
+  ramp = lambda x: jnp.arange(x.shape[2], dtype=jnp.float32)[None, None, :, None] * (
+      jnp.arange(3.0) - 1)[None, None, None, :] + 0 * x[..., :1]
+  probs = lambda cols: np.exp(cols[..., None] * (np.arange(3.0) - 1)) / np.exp(
+      cols[..., None] * (np.arange(3.0) - 1)).sum(-1, keepdims=True)
+  cols = np.broadcast_to(np.arange(6.0), (6, 6))
+  flip = np.exp(np.asarray(inference.dihedral_tta(ramp, images, "flip")))[0]
+  np.testing.assert_allclose(flip, (probs(cols) + probs(5 - cols)) / 2, rtol=1e-5)
+  d4 = np.exp(np.asarray(inference.dihedral_tta(ramp, images, "d4")))[0]
+  rows = cols.T
+  np.testing.assert_allclose(d4, (probs(cols) + probs(5 - cols) + probs(rows) + probs(5 - rows))
+                             / 4, rtol=1e-5)
+  with pytest.raises(ValueError, match=r"config.eval_tta='d8'"):
+    inference.dihedral_tta(per_pixel, images, "d8")
+
+
 def test_bad_arguments():
   with pytest.raises(ValueError, match="pad_mode"):
     inference.sliding_window_predict(conv(KERNEL_1x1), np.zeros((8, 8, 3)), window=(4, 4),

@@ -174,6 +174,14 @@ def test_hmsa_two_scale_combination_matches_the_paper():
   p1 = 0.9 * 1 + 0.1 * 5.0
   np.testing.assert_allclose(combine_scales({0.5: low, 1.0: high, 2.0: top}, (2, 2)),
                              0.75 + 0.75 * p1, rtol=1e-6)
+  # The weight of each scale: a_0.5 = 0.25, then (1 - 0.25) * a_1 = 0.675, the rest 0.075 for 2.0.
+  from segjax.models.hmsa import scale_weights
+  weights = scale_weights({"0.5": 0.25, "1.0": 0.9, "2.0": 1.0})
+  assert weights == pytest.approx({"0.5": 0.25, "1.0": 0.675, "2.0": 0.075})
+  same_size = {s: (jnp.full((1, 2, 2, 1), v), jnp.full((1, 2, 2, 1), a))
+               for s, v, a in ((0.5, 3.0, 0.25), (1.0, 1.0, 0.9), (2.0, 5.0, 0.3))}
+  np.testing.assert_allclose(combine_scales(same_size, (2, 2)),
+                             0.25 * 3.0 + 0.675 * 1.0 + 0.075 * 5.0, rtol=1e-6)
   # And through the module: its output is combine_scales of the trunk's and the attention
   # head's outputs at each scale, recomputed here from the same weights.
   from segjax.models.common import resize

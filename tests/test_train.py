@@ -446,3 +446,48 @@ def test_a_tiny_unet_learns_the_shapes(data_dir, tmp_path):
   assert summary["mean_iou"] > 1.5 * majority_share / len(confusion), summary["mean_iou"]
   assert summary["pixel_accuracy"] > majority_share + 0.07, (summary["pixel_accuracy"],
                                                               majority_share)
+
+
+def test_evaluation_tta_averages_the_eight_symmetries_of_the_square(straight_run):
+  # config.eval_tta="d4" on 4 devices == argmax of the numpy mean of the softmax of the model on
+  # each rotated/flipped batch, turned back; "flip" and a panoptic chain are refused by name.
+  config, workdir, _ = straight_run
+  run = runs.load(workdir)
+  config = run.config.copy_and_resolve_references()
+  config.eval_tta = "d4"
+  source = pipeline.get_source(config.data)
+  evaluator = evaluation.Evaluator(run.model, config, source.descriptor, sharding.make_mesh(),
+                                   (32, 32, 3))
+  summary = evaluator.evaluate(run.variables, source, "validation")
+  ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=10)
+  batch = next(pipeline.as_numpy(ds))
+  logits = lambda x: np.asarray(run.model.apply(run.variables, np.ascontiguousarray(x),
+                                                train=False)["logits"], np.float64)
+  softmax = lambda z: np.exp(z - z.max(-1, keepdims=True)) / np.exp(
+      z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
+  total = 0
+  for turns in range(4):
+    for flip in (False, True):
+      x = np.rot90(batch["image"], turns, axes=(1, 2))
+      x = x[:, :, ::-1] if flip else x
+      p = softmax(logits(x))
+      total = total + np.rot90(p[:, :, ::-1] if flip else p, -turns, axes=(1, 2))
+  cm = metrics.confusion_matrix(total.argmax(-1), batch["semantic"], 5)
+  np.testing.assert_array_equal(summary["confusion_matrix"], np.asarray(cm))
+  plain = metrics.confusion_matrix(logits(batch["image"]).argmax(-1), batch["semantic"], 5)
+  assert not np.array_equal(np.asarray(plain), np.asarray(cm))  # the passes changed pixels
+  config.eval_tta = "rot"
+  with pytest.raises(ValueError, match=r"config.eval_tta='rot'; use one of \['', 'd4', 'flip'\]"):
+    evaluation.Evaluator(run.model, config, source.descriptor, sharding.make_mesh(), (32, 32, 3))
+
+
+  class CentreOffset(nn.Module):  # a model whose chain reads more than the logits
+    @nn.compact
+    def __call__(self, x, train=False):
+      logits = nn.Conv(5, (1, 1))(x)
+      return {"logits": logits, "center": logits[..., :1], "offset": logits[..., :2]}
+  config.eval_tta, config.postprocess = "flip", "argmax|panoptic_deeplab"
+  with pytest.raises(ValueError, match=r"averages class probabilities; the chain .* also reads "
+                                       r"\['center', 'offset'\]"):
+    evaluation.Evaluator(CentreOffset(), config, source.descriptor, sharding.make_mesh(),
+                         (32, 32, 3))

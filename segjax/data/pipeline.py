@@ -111,7 +111,9 @@ def get_source(data_config: ml_collections.ConfigDict) -> Source:
         data_dir=data_config.get("data_dir"), image_size=data_config.image_size,
         num_train=data_config.num_train, num_validation=data_config.num_validation,
         num_test=data_config.num_test, seed=data_config.dataset_seed,
-        max_things=data_config.get("max_things", 6)))
+        max_things=data_config.get("max_things", 6),
+        radii=tuple(data_config.get("radii", shapes.DEFAULT_RADII)),
+        thin=data_config.get("thin", 0.0)))
 
   return Source(prepare_once(make_and_prepare), shapes.DESCRIPTOR)
 

@@ -69,18 +69,35 @@ def _speckle(rng, size):
   return blots[..., None] * light + (1 - blots[..., None]) * dark
 
 
-def _shape_polygon(kind, centre, radius, angle):
+def _shape_polygon(kind, centre, radius, angle, stretch=None):
   if kind == "triangle":
     corners, radius = 3, radius * 1.25  # similar area to the disc and square
-  else:
+  elif kind == "square":
     corners, radius = 4, radius * 1.1
+  else:
+    corners = 64  # a disc, as a polygon (only when stretched into an ellipse)
   angles = angle + 2 * np.pi * np.arange(corners) / corners
-  points = np.stack([centre[0] + radius * np.cos(angles), centre[1] + radius * np.sin(angles)], -1)
-  return np.round(points * 16).astype(np.int32)  # 4 fractional bits
+  offsets = np.stack([radius * np.cos(angles), radius * np.sin(angles)], -1)
+  if stretch is not None:  # (factor, direction): longer by factor along it, shorter across
+    factor, direction = stretch
+    axis = np.array([np.cos(direction), np.sin(direction)])
+    along = offsets @ axis
+    offsets = offsets + np.outer(along * (factor - 1.0), axis)
+    across = offsets - np.outer(offsets @ axis, axis)
+    offsets = offsets - across * (1.0 - 1.0 / factor)
+  return np.round((np.asarray(centre) + offsets) * 16).astype(np.int32)  # 4 fractional bits
 
 
-def render_scene(rng: np.random.Generator, size: int, max_things: int = 6):
-  """Draws one scene. Returns ``image`` uint8 ``[S,S,3]``, ``semantic`` uint8, ``instance`` uint16."""
+DEFAULT_RADII = (0.09, 0.28)
+
+
+def render_scene(rng: np.random.Generator, size: int, max_things: int = 6,
+                 radii: tuple[float, float] = DEFAULT_RADII, thin: float = 0.0):
+  """Draws one scene. Returns ``image`` uint8 ``[S,S,3]``, ``semantic`` uint8, ``instance`` uint16.
+
+  Thing radii are log-uniform over ``radii`` (fractions of ``size``); with ``thin`` > 0, that
+  share of the things is stretched 3-10x along a random direction and squeezed as much across
+  it (same area): bars, needles and slivers of each class."""
   region = _smooth_field(rng, size, cells=3) > rng.uniform(0.35, 0.65)
   semantic = region.astype(np.uint8)  # 0 = stripes, 1 = speckle
   image = np.where(region[..., None], _speckle(rng, size), _stripes(rng, size))
@@ -89,10 +106,16 @@ def render_scene(rng: np.random.Generator, size: int, max_things: int = 6):
   for index in range(1, num_things + 1):
     class_id = int(rng.integers(len(THINGS)))
     # Log-uniform radius: many small shapes, some large ones.
-    radius = size * np.exp(rng.uniform(np.log(0.09), np.log(0.28)))
+    radius = size * np.exp(rng.uniform(np.log(radii[0]), np.log(radii[1])))
     centre = rng.uniform(-0.05, 1.05, size=2) * size
+    stretch = None
+    if thin > 0 and rng.random() < thin:  # (no draw at all for thin = 0: the same scenes)
+      stretch = (rng.uniform(3.0, 10.0), rng.uniform(0, np.pi))
     mask = np.zeros((size, size), np.uint8)
-    if THINGS[class_id] == "disc":
+    if stretch is not None:
+      polygon = _shape_polygon(THINGS[class_id], centre, radius, rng.uniform(0, 2 * np.pi), stretch)
+      cv2.fillPoly(mask, [polygon], 1, lineType=cv2.LINE_8, shift=4)
+    elif THINGS[class_id] == "disc":
       cv2.circle(mask, tuple(np.round(centre * 16).astype(int)), int(round(radius * 16)), 1, -1,
                  lineType=cv2.LINE_8, shift=4)
     else:
@@ -120,9 +143,18 @@ class ShapesConfig(tfds.core.BuilderConfig):
   """Size and example counts of a ``shapes`` variant; a new combination is a new prepared dataset."""
 
   def __init__(self, *, image_size=96, num_train=2000, num_validation=200, num_test=200, seed=0,
-               max_things=6, name=None, **kwargs):
-    name = name or f"s{image_size}_n{num_train}-{num_validation}-{num_test}_t{max_things}_seed{seed}"
+               max_things=6, radii=DEFAULT_RADII, thin=0.0, name=None, **kwargs):
+    radii = tuple(float(r) for r in radii)
+    if not (len(radii) == 2 and 0 < radii[0] <= radii[1]):
+      raise ValueError(f"config.data.radii={radii}: two fractions of the image size, 0 < min <= max")
+    if not 0.0 <= thin <= 1.0:
+      raise ValueError(f"config.data.thin={thin}: a share of the things, in [0, 1]")
+    variant = ("" if radii == DEFAULT_RADII else f"_r{radii[0]:g}-{radii[1]:g}") + (
+        f"_thin{thin:g}" if thin else "")
+    name = name or (f"s{image_size}_n{num_train}-{num_validation}-{num_test}_t{max_things}"
+                    f"{variant}_seed{seed}")
     super().__init__(name=name, **kwargs)
+    self.radii, self.thin = radii, float(thin)
     self.image_size = image_size
     self.splits = {"train": num_train, "validation": num_validation, "test": num_test}
     self.seed = seed
@@ -155,7 +187,8 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
     split_key = int(hashlib.sha256(split.encode()).hexdigest()[:8], 16)
     for index in range(count):
       rng = np.random.default_rng([config.seed, split_key, index])
-      image, semantic, instance = render_scene(rng, config.image_size, config.max_things)
+      image, semantic, instance = render_scene(rng, config.image_size, config.max_things,
+                                               config.radii, config.thin)
       name = f"{split}_{index:06d}"
       yield name, {"image": image, "semantic": semantic[..., None], "instance": instance[..., None],
                    "name": name}

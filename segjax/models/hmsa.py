@@ -55,6 +55,21 @@ def combine_scales(per_scale: dict[float, tuple[Any, Any]], size) -> Any:
   return resize(pred, size)
 
 
+def scale_weights(attention: dict[str, Any]) -> dict[str, Any]:
+  """The weight each scale's logits get in `combine_scales`, per pixel, from the ``attention``
+  output (``{"0.5": [B,H,W,1], ...}`` at one resolution): going down from the largest scale, a
+  scale takes its attention ``a`` and leaves ``1 - a`` to what the larger scales made, so the
+  weights are ``a_s * prod(1 - a_t for smaller t)`` (the smallest scale keeps ``a``; the largest
+  scale's own attention is unused) and sum to 1."""
+  scales = sorted(attention, key=float)
+  weights, rest = {}, 1.0
+  for i, scale in enumerate(scales):
+    own = attention[scale] if i < len(scales) - 1 else 1.0
+    weights[scale] = rest * own
+    rest = rest * (1 - own) if i < len(scales) - 1 else rest
+  return weights
+
+
 class HMSA(nn.Module):
   """Hierarchical multi-scale attention around ``trunk``.
 
