@@ -21,9 +21,10 @@ watershed for PQ.
 ``configs/unet_microscopy.py:cpu`` is the same recipe sized for a 2-core CPU, which
 experiments/microscopy.py measures on real nuclei against Otsu thresholding: width 8 instead of
 64, 128x128 crops from 192x192 patches, batch 8 for 1,500 steps, AdamW 3e-3 with cosine decay
-(SGD at momentum 0.99 needs the paper's 20,000 steps), scale 0.75-1.33, and a Tversky term
-(alpha 0.3 on false positives, beta 0.7 on false negatives: a missed nucleus rim costs more than
-a wider one) beside the separation-border cross-entropy; whole held-out frames are evaluated.
+instead of the paper's 20,000 SGD steps, scale 0.75-1.33, and a Tversky term (alpha 0.3 on
+false positives, beta 0.7 on false negatives) beside the separation-border cross-entropy; whole
+held-out frames are evaluated. Measured (docs/recipes.md): nucleus IoU 0.876 and PQ 0.781 on
+the held-out half of a Data Science Bowl frame, against 0.789 / 0.584 for Otsu thresholding.
 """
 from segjax.config_defaults import recipe_config
 

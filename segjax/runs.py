@@ -149,8 +149,8 @@ def abstract_variables(model, config, sharding=None) -> dict:
 
 # What a user's config may set for evaluating or predicting with a trained model; the model, the
 # classes and the normalisation always come from the run.
-SETTINGS_KEYS = ("predict", "postprocess", "eval_splits", "eval_batch_size", "eval_mask_ap",
-                 "num_devices")
+SETTINGS_KEYS = ("predict", "postprocess", "eval_splits", "eval_batch_size", "eval_tta",
+                 "eval_mask_ap", "num_devices")
 DATA_LOCATION_KEYS = ("root", "data_dir", "skip_bad", "eval_pp", "eval_pad_to")
 
 

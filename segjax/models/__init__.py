@@ -11,6 +11,7 @@ Every model takes a computation ``dtype`` (e.g. ``bfloat16``) and keeps float32 
 | ``segnet``      | `segjax.models.segnet.SegNet`  |
 | ``deeplabv3``   | `segjax.models.deeplab.DeepLabV3` |
 | ``deeplabv3plus`` | `segjax.models.deeplab.DeepLabV3Plus` |
+| ``segformer``   | `segjax.models.segformer.SegFormer` (MiT-B0..B5 encoder, all-MLP decoder) |
 | ``hmsa``        | `segjax.models.hmsa.HMSA` around any of the others (``trunk=...``) |
 | ``panoptic_deeplab`` | `segjax.models.panoptic.PanopticDeepLabResNet` (shared ResNet, dual decoder) or `PanopticDeepLab` heads on any ``trunk`` |
 | ``resnet18``..``resnet101`` | `segjax.models.backbones.ResNet` backbones (features by stride) |
@@ -25,6 +26,7 @@ from segjax.models.common import count_params
 from segjax.models.deeplab import DeepLabV3, DeepLabV3Plus
 from segjax.models.hmsa import HMSA
 from segjax.models.panoptic import PanopticDeepLab, PanopticDeepLabResNet
+from segjax.models.segformer import SegFormer
 from segjax.models.backbones import DEPTHS, ResNet
 from segjax.models.segnet import SegNet
 from segjax.models.unet import UNet
@@ -33,6 +35,7 @@ registry.register("model", "unet")(UNet)
 registry.register("model", "segnet")(SegNet)
 registry.register("model", "deeplabv3")(DeepLabV3)
 registry.register("model", "deeplabv3plus")(DeepLabV3Plus)
+registry.register("model", "segformer")(SegFormer)
 for _depth in DEPTHS:
   registry.register("model", _depth)(
       lambda depth=_depth, num_classes=None, **kwargs: ResNet(depth=depth, **kwargs))
@@ -82,7 +85,8 @@ def from_config(model_config, num_classes: int) -> nn.Module:
                      f"{model_config['name']!r}: {e}") from e
 
 
-from segjax.models.pretrained import from_torchvision  # noqa: E402  (after the registrations)
+from segjax.models.pretrained import from_torchvision, from_transformers  # noqa: E402
 
-__all__ = ["create", "count_params", "from_config", "from_torchvision", "DeepLabV3", "DeepLabV3Plus", "HMSA", "PanopticDeepLab", "PanopticDeepLabResNet",
-           "ResNet", "SegNet", "UNet"]
+__all__ = ["create", "count_params", "from_config", "from_torchvision", "from_transformers",
+           "DeepLabV3", "DeepLabV3Plus", "HMSA", "PanopticDeepLab", "PanopticDeepLabResNet",
+           "ResNet", "SegFormer", "SegNet", "UNet"]

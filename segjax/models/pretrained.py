@@ -1,4 +1,5 @@
-"""Pretrained weights from torchvision: ResNet backbones and DeepLabV3.
+"""Pretrained weights from torchvision (ResNet backbones, DeepLabV3) and Hugging Face transformers
+(SegFormer).
 
 segjax's ResNet and DeepLabV3 carry torchvision's module names, so a state dict maps onto the
 variables by name: a Flax path ``("layer1", "0", "conv1", "kernel")`` is the key
@@ -89,10 +90,17 @@ def to_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
   return out
 
 
+def _to_flax_layout(tensor: np.ndarray) -> np.ndarray:
+  """A PyTorch weight in Flax's layout: OIHW convolutions to HWIO, ``[out, in]`` Linear to
+  ``[in, out]``."""
+  return tensor.transpose(2, 3, 1, 0) if tensor.ndim == 4 else tensor.T if tensor.ndim == 2 else tensor
+
+
 def load_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], *, prefix: str = "",
-                    ignore: tuple[str, ...] = ()) -> dict:
+                    ignore: tuple[str, ...] = (), key=torch_key) -> dict:
   """``variables`` (``{"params": ..., "batch_stats": ...}``) with every leaf replaced by the
-  tensor of its torchvision key (``prefix`` + key) from ``state_dict``.
+  tensor of its PyTorch key (``prefix`` + ``key(path)``: torchvision's names by default) from
+  ``state_dict``.
 
   Raises ``ValueError`` listing missing keys, shape mismatches, and keys of ``state_dict`` under
   ``prefix`` left unused (unless they contain one of ``ignore``).
@@ -100,14 +108,14 @@ def load_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], *,
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
   out, missing, wrong, used = {}, [], [], set()
   for path, value in flat.items():
-    keys = [prefix + torch_key(p) for p in _unstacked_paths(path, value.shape)]
+    keys = [prefix + key(p) for p in _unstacked_paths(path, value.shape)]
     absent = [k for k in keys if k not in state_dict]
     if absent:
       missing.extend(absent)
       continue
     tensors = [np.asarray(state_dict[k]) for k in keys]
     if path[-1] == "kernel":
-      tensors = [t.transpose(2, 3, 1, 0) for t in tensors]  # OIHW -> HWIO
+      tensors = [_to_flax_layout(t) for t in tensors]
     tensor = np.stack(tensors) if len(keys) > 1 or "blocks" in path else tensors[0]
     used.update(keys)
     if tuple(tensor.shape) != tuple(value.shape):
@@ -157,6 +165,44 @@ def from_torchvision(name: str, weights, **kwargs):
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
                                                train=False))
   variables = load_state_dict(abstract, state, ignore=ignore)
+  return model, jax.tree.map(jnp.asarray, variables)
+
+
+def from_transformers(name: str, path, **kwargs):
+  """``(model, variables)`` of a Hugging Face transformers checkpoint: ``name`` is the
+  architecture (``"segformer"`` or ``"SegformerForSemanticSegmentation"``), ``path`` its
+  ``.safetensors`` file or a directory holding ``model.safetensors`` (and ``config.json``), or a
+  state dict of arrays. Sizes (widths, depths, reduction ratios, decoder width, classes) are read
+  from the tensors' shapes, attention heads from ``config.json`` (default MiT's 1, 2, 5, 8); every
+  tensor is mapped by name and checked by shape (`load_state_dict`: missing, misshapen and left
+  over keys are listed). ``kwargs`` go to `segjax.models.create` and win over what was read
+  (``dtype``, ``num_heads`` for a bare state dict, ...)."""
+  import json  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from segjax import models  # pylint: disable=import-outside-toplevel
+  from segjax.models import segformer  # pylint: disable=import-outside-toplevel
+
+  if name not in ("segformer", "SegformerForSemanticSegmentation"):
+    raise ValueError(f"no transformers conversion for {name!r}; known: segformer "
+                     "(SegformerForSemanticSegmentation)")
+  hf_config = {}
+  if isinstance(path, Mapping):
+    state = dict(path)
+  else:
+    path = os.fspath(path)
+    if os.path.isdir(path):
+      config_path = os.path.join(path, "config.json")
+      if os.path.exists(config_path):
+        with open(config_path, encoding="utf-8") as f:
+          hf_config = json.load(f)
+      path = os.path.join(path, "model.safetensors")
+    state = read_state_dict(path)
+  kwargs = {**segformer.sizes_from_state_dict(state, hf_config), **kwargs}
+  model = models.create("segformer", **kwargs)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
+                                               train=False))
+  variables = load_state_dict(abstract, state, key=segformer.hf_key)
   return model, jax.tree.map(jnp.asarray, variables)
 
 
