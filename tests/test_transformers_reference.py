@@ -69,9 +69,9 @@ def test_a_tiny_segformer_trains_with_the_trainers_step(config):
   from segjax import sharding
   from segjax import train
   from segjax.data import pipeline
-  config.model = dict(name="segformer", hidden_sizes=(8, 16, 24, 32), depths=(1, 1, 1, 1),
-                      num_heads=(1, 2, 3, 4), decoder_hidden_size=16, drop_path_rate=0.2,
-                      dtype="float32")
+  config.model = dict(name="segformer", hidden_sizes=(8, 16), depths=(1, 1), num_heads=(1, 2),
+                      sr_ratios=(2, 1), decoder_hidden_size=8, drop_path_rate=0.2,
+                      dtype="float32")  # two stages: the smallest program that has every part
   config.num_devices = 1
   trainer = train.setup(config)
   ds = pipeline.train_dataset(trainer.source, config.data, local_batch_size=4, seed=0)
