@@ -164,6 +164,54 @@ def panoptic_deeplab_recipe(dataset: str, *, crop_size: int | tuple[int, int], b
   return config
 
 
+def mask2former_recipe(dataset: str, *, crop_size: int | tuple[int, int], batch_size: int,
+                       num_train_steps: int, train_pp: str, eval_pp: str, target: str,
+                       reference: str, **optimizer) -> ml_collections.ConfigDict:
+  """The Mask2Former ResNet-50 recipe (Cheng et al. 2022; the paper's detectron2 configs): 100
+  queries, 6 deformable encoder layers, 9 decoder layers, 8 heads, 256 channels; the paper's
+  loss on the segments of ``target`` (``"panoptic"`` or ``"semantic"``) with 12,544 points and
+  deep supervision; AdamW 1e-4, weight decay 0.05, the backbone at 0.1× the rate, gradient
+  clipping at 0.01 over the model, poly 0.9 without warm-up (``optimizer`` overrides);
+  post-processing with the paper's thresholds; bfloat16 computation."""
+  crop = (crop_size,) * 2 if isinstance(crop_size, int) else tuple(crop_size)
+  config = recipe_config(dataset, crop_size=crop, batch_size=batch_size,
+                         num_train_steps=num_train_steps, train_pp=train_pp, eval_pp=eval_pp)
+  config.model = ml_collections.ConfigDict(dict(
+      name="mask2former", backbone="resnet50", num_queries=100, dtype="bfloat16", pretrained=""))
+  config.loss = ""
+  config.losses = ((("class_logits", target, "mask2former_loss(max_targets=100)", 1.0)),)
+  config.optimizer = ml_collections.ConfigDict({**dict(
+      name="adamw", learning_rate=1e-4, weight_decay=0.05, schedule="poly", power=0.9,
+      end_factor=0.0, warmup_steps=0, grad_clip_norm=0.01,
+      lr_multipliers=(("pixel_level_module/encoder/", 0.1),)), **optimizer})
+  config.postprocess = ("argmax|mask_panoptic|mask_instances" if target == "panoptic"
+                        else "argmax")
+  config.reference = reference
+  return config
+
+
+def segformer_recipe(dataset: str, *, variant: str, crop_size: int | tuple[int, int],
+                     batch_size: int, num_train_steps: int, train_pp: str, eval_pp: str,
+                     reference: str) -> ml_collections.ConfigDict:
+  """The SegFormer recipe (Xie et al. 2021; MMSegmentation's ``segformer_mit-*`` configs): AdamW
+  6e-5, weight decay 0.01, the decode head at 10× the rate, 1,500 steps of linear warm-up then
+  poly 1.0; stochastic depth 0.1; cross-entropy; bfloat16 computation. The encoder starts from
+  ImageNet weights (Hugging Face ``nvidia/mit-b0`` via `segjax.models.from_transformers`)."""
+  crop = (crop_size,) * 2 if isinstance(crop_size, int) else tuple(crop_size)
+  config = recipe_config(dataset, crop_size=crop, batch_size=batch_size,
+                         num_train_steps=num_train_steps, train_pp=train_pp, eval_pp=eval_pp)
+  config.model = ml_collections.ConfigDict(dict(name="segformer", variant=variant,
+                                                drop_path_rate=0.1, dtype="bfloat16",
+                                                pretrained=""))
+  config.loss = "cross_entropy"
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=6e-5, weight_decay=0.01, schedule="poly", power=1.0,
+      end_factor=0.0, warmup_steps=1500, grad_clip_norm=0.0,
+      lr_multipliers=(("decode_head/", 10.0),)))
+  config.reference = reference
+  return config
+
+
 def load_config(path: str) -> ml_collections.ConfigDict:
   """``get_config()`` of a config file (``configs/<name>.py``)."""
   import importlib.util  # pylint: disable=import-outside-toplevel

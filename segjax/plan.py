@@ -366,7 +366,9 @@ def markdown_row(result: dict) -> str:
   needed = re.search(r"temporaries \(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)",
                      t.get("compiler_error", ""))
   if needed:  # the compiler's own figure for what did not fit
-    gib = f"temporaries {float(needed.group(1)):.1f} > {float(needed.group(2)):.1f}"
+    want, have = float(needed.group(1)), float(needed.group(2))
+    digits = 1 if round(want, 1) > round(have, 1) else 2  # 15.78 > 15.75, not 15.8 > 15.8
+    gib = f"temporaries {want:.{digits}f} > {have:.{digits}f}"
   schedule = result.get("schedule") or {}
   evaluation = (f"{e['memory_gib']['total']:.1f} GiB, {1e3 * e['step_seconds']:.0f} ms"
                 if e.get("memory_gib") and e.get("step_seconds") else

@@ -103,9 +103,15 @@ def create_train_state(model, tx, image_shape, seed: int, mesh,
   return init(jax.random.key(seed, impl="rbg"))
 
 
-def load_pretrained(state: TrainState, tx, path: str) -> TrainState:
-  """``state`` with its ``backbone`` from a torchvision file (``config.model.pretrained``)."""
-  variables = pretrained.load_backbone(state.variables, path)
+def load_pretrained(state: TrainState, tx, path: str, model=None) -> TrainState:
+  """``state`` with the model's pretrained part from ``path`` (``config.model.pretrained``): a
+  torchvision ResNet file into its ``backbone`` (Mask2Former: its ``pretrained_subtree``), or,
+  for SegFormer, a transformers checkpoint into its MiT encoder."""
+  subtree = getattr(model, "pretrained_subtree", "backbone")
+  if getattr(model, "pretrained_format", "torchvision") == "transformers":
+    variables = pretrained.load_transformers_encoder(state.variables, path, subtree=subtree)
+  else:
+    variables = pretrained.load_backbone(state.variables, path, subtree=subtree)
   variables = jax.device_put(variables, sharding.shardings_of(state.variables))
   opt_state = jax.jit(tx.init, out_shardings=sharding.shardings_of(state.opt_state))(
       variables["params"])
@@ -140,7 +146,7 @@ def make_train_step(model, tx, objective, num_classes: int, ignore_label: int, m
       outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                      batch["image"], train=True, mutable=["batch_stats"],
                                      rngs={"dropout": dropout})
-      total, terms = objective(outputs, batch)
+      total, terms = objective(outputs, batch, rng=jax.random.fold_in(dropout, 1))
       return total, (terms, updates, outputs["logits"])
 
     (total, (terms, updates, logits)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
@@ -229,7 +235,7 @@ def setup(config, mesh=None, data: bool = True) -> Trainer:
   state = create_train_state(model, tx, runs.input_shape(config), config.seed, mesh,
                              min_shard_size=options.get("fsdp_min_size", 2**12))
   if config.model.get("pretrained"):
-    state = load_pretrained(state, tx, config.model.pretrained)
+    state = load_pretrained(state, tx, config.model.pretrained, model)
   return Trainer(config, mesh, descriptor, source, model, tx, objective, state)
 
 

@@ -112,11 +112,20 @@ def _boundary_extras(labels):
 BATCH_EXTRAS = {"boundary_weighted_cross_entropy": {"boundary_distance": _boundary_extras}}
 
 
-@pytest.mark.parametrize("name", registry.names("loss"))
+# Every per-pixel loss (mask-classification losses read per-query outputs and have their own tests:
+# tests/test_mask2former.py; check_loss refuses them with that message).
+@pytest.mark.parametrize("name", [n for n in registry.names("loss")
+                                  if losses.loss_kind(registry.lookup("loss", n))
+                                  != "mask_classification"])
 def test_every_registered_loss_passes_check_loss(name):
   fn = registry.lookup("loss", name)
   report = losses.check_loss(fn, batch_extras=BATCH_EXTRAS.get(name))
   assert set(report.values()) == {"ok"} and len(report) == 9
+
+
+def test_check_loss_refuses_mask_classification_losses():
+  with pytest.raises(ValueError, match="checks per-pixel losses"):
+    losses.check_loss(losses.mask2former_loss)
 
 
 def test_check_loss_checks_batch_losses():

@@ -25,6 +25,31 @@ def test_poly_and_constant_schedules():
   assert float(constant(3)) == 1.0
 
 
+def test_step_schedule_and_per_path_learning_rates():
+  step = optim.make_schedule(_opt(schedule="step", warmup_steps=0, boundaries=(0.5, 0.75),
+                                  gamma=0.1), total_steps=100)
+  np.testing.assert_allclose([step(49), step(50), step(74), step(75), step(99)],
+                             [1.0, 0.1, 0.1, 0.01, 0.01], rtol=1e-6)
+  with pytest.raises(ValueError, match=r"boundaries=\(1.5,\)"):
+    optim.make_schedule(_opt(schedule="step", boundaries=(1.5,)), total_steps=100)
+  # SGD without momentum at lr 1: the update is -grad, times the factor of the first match
+  tx = optim.make_optimizer(ml_collections.ConfigDict(dict(
+      name="sgd", learning_rate=1.0, momentum=0.0, schedule="constant",
+      lr_multipliers=(("encoder/", 0.1), ("head", 10.0)))), 10)
+  params = {"encoder": {"kernel": np.ones(2)}, "head": {"kernel": np.ones(2)},
+            "neck": {"kernel": np.ones(2)}}
+  updates, _ = tx.update(jax.tree.map(np.ones_like, params), tx.init(params), params)
+  np.testing.assert_allclose(updates["encoder"]["kernel"], [-0.1, -0.1], rtol=1e-6)
+  np.testing.assert_allclose(updates["head"]["kernel"], [-10.0, -10.0], rtol=1e-6)
+  np.testing.assert_allclose(updates["neck"]["kernel"], [-1.0, -1.0], rtol=1e-6)
+  with pytest.raises(ValueError, match=r"\['backbone/'\] match no parameter"):
+    optim.make_optimizer(ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=1.0, lr_multipliers=(("backbone/", 0.1),))), 10).init(params)
+  with pytest.raises(ValueError, match="expected \\(path pattern, factor\\)"):
+    optim.make_optimizer(ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=1.0, lr_multipliers=((0.1,),))), 10)
+
+
 def test_unknown_optimizer_and_schedule_are_named():
   with pytest.raises(KeyError, match="'cosinus'"):
     optim.make_schedule(_opt(schedule="cosinus"), 10)

@@ -68,6 +68,16 @@ def test_a_batch_that_cannot_fit_is_reported_not_raised():
   assert needed and f"temporaries {float(needed.group(1)):.1f} > " in row
 
 
+def test_a_near_miss_is_shown_with_two_decimals():
+  result = {"model": "m", "topology": "v5e:4x8", "batch_size": 32, "reference": "",
+            "train": {"fits": False, "compiler_error": "RESOURCE_EXHAUSTED: Ran out of memory on "
+                      "HBM, the total memory required for HLO temporaries (15.78G) exceeds "
+                      "available HBM (15.75G)."}}
+  assert "| temporaries 15.78 > 15.75 | **no** |" in plan.markdown_row(result)
+  result["train"]["compiler_error"] = result["train"]["compiler_error"].replace("15.78", "23.3")
+  assert "| temporaries 23.3 > 15.8 | **no** |" in plan.markdown_row(result)
+
+
 def test_bad_topologies_and_batches_are_named():
   with pytest.raises(plan.PlanError, match="Unknown topology 'v9:2x2'"):
     plan.plan(_small_config(), "v9:2x2")

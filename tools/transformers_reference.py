@@ -12,6 +12,14 @@ BatchNorm statistics random) and ``segformer_tiny_io.npz`` (``image`` NHWC and t
 ``logits`` NHWC in eval mode, computed in float64 from the float32 weights, and, as
 ``logits_torch_float32``, in float32), and ``segformer_sizes.json``: the parameter counts of
 transformers' MiT-B0 and MiT-B5 SegFormers at 150 classes (ADE20K).
+
+Writes ``mask2former_tiny/`` (a ``Mask2FormerForUniversalSegmentation`` on a small ResNet
+backbone, reduced widths, its weights random with unit gain, its BatchNorm statistics random) and
+``mask2former_tiny_io.npz``: ``image`` NHWC, ``class_logits`` ``[B,Q,K+1]`` and ``mask_logits``
+``[B,Q,H/4,W/4]`` of every decoder prediction stacked (the auxiliary ones first) in float64 from the
+float32 weights, and the last prediction in float32 (``*_torch_float32``); and
+``mask2former_sizes.json``: the parameter count of transformers' Mask2Former with a ResNet-50
+backbone at 133 classes (COCO panoptic).
 """
 import argparse
 import json
@@ -20,6 +28,7 @@ import os
 import numpy as np
 import torch
 import transformers
+from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 TINY = dict(num_channels=3, num_encoder_blocks=4, depths=[1, 2, 1, 1], sr_ratios=[8, 4, 2, 1],
@@ -30,11 +39,73 @@ VARIANTS = {"b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], dec
             "b5": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 6, 40, 3],
                        decoder_hidden_size=768)}
 
+# Mask2Former: ResNet (basic blocks, width 4, blocks 2/1/1/1), 32 pixel-decoder channels (the
+# GroupNorm minimum), 16 decoder channels (so the decoder's input projections exist), 2 deformable
+# encoder layers, 3 decoder layers, 4 heads, 6 queries, 5 classes.
+M2F_BACKBONE = dict(num_channels=3, embedding_size=4, hidden_sizes=[4, 8, 16, 32],
+                    depths=[2, 1, 1, 1], layer_type="basic",
+                    out_features=["stage1", "stage2", "stage3", "stage4"])
+M2F_TINY = dict(feature_size=32, mask_feature_size=16, hidden_dim=16, encoder_feedforward_dim=32,
+                dim_feedforward=32, encoder_layers=2, decoder_layers=4, num_attention_heads=4,
+                num_queries=6, num_labels=5, output_auxiliary_logits=True)
+
+
+def unit_gain_(model, small=()):
+  """Weights of unit gain (transformers' std 0.02 leaves outputs near 0), norm scales in [0.5, 1.5],
+  biases N(0, 0.1), BatchNorm statistics random; parameters named in ``small`` scaled by 0.2."""
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if p.dim() > 1:
+        p.normal_(0.0, float(p[0].numel()) ** -0.5)
+      elif name.endswith("weight"):
+        p.uniform_(0.5, 1.5)
+      else:
+        p.normal_(0.0, 0.1)
+      if any(s in name for s in small):
+        p.mul_(0.2)
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.running_mean.normal_(0.0, 0.2)
+        module.running_var.uniform_(0.5, 2.0)
+
+
+def mask2former(output):
+  torch.manual_seed(0)
+  config = Mask2FormerConfig(backbone_config=ResNetConfig(**M2F_BACKBONE), **M2F_TINY)
+  model = Mask2FormerForUniversalSegmentation(config).eval()
+  unit_gain_(model, small=("sampling_offsets",))
+  model.save_pretrained(os.path.join(output, "mask2former_tiny"), safe_serialization=True)
+  image = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+  with torch.no_grad():
+    out32 = model(pixel_values=image)
+    out64 = model.double()(pixel_values=image.double())
+  stack = lambda out, key: np.stack(
+      [a[key].numpy() for a in out.auxiliary_logits] + [getattr(out, key).numpy()])
+  np.savez_compressed(os.path.join(output, "mask2former_tiny_io.npz"),
+                      image=image.permute(0, 2, 3, 1).numpy().astype(np.float32),
+                      class_logits=stack(out64, "class_queries_logits").astype(np.float32),
+                      mask_logits=stack(out64, "masks_queries_logits").astype(np.float32),
+                      class_logits_torch_float32=out32.class_queries_logits.numpy(),
+                      mask_logits_torch_float32=out32.masks_queries_logits.numpy())
+  r50 = ResNetConfig(embedding_size=64, hidden_sizes=[256, 512, 1024, 2048], depths=[3, 4, 6, 3],
+                     layer_type="bottleneck",
+                     out_features=["stage1", "stage2", "stage3", "stage4"])
+  big = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(backbone_config=r50, num_labels=133))
+  sizes = {"transformers": transformers.__version__, "torch": torch.__version__,
+           "resnet50_coco": sum(p.numel() for p in big.parameters())}
+  with open(os.path.join(output, "mask2former_sizes.json"), "w", encoding="utf-8") as f:
+    json.dump(sizes, f, indent=2)
+
 
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--output", required=True)
+  parser.add_argument("--only", default="", help="segformer or mask2former (default: both)")
   args = parser.parse_args()
+  if args.only in ("", "mask2former"):
+    mask2former(args.output)
+  if args.only == "mask2former":
+    return
   torch.manual_seed(0)
   model = SegformerForSemanticSegmentation(SegformerConfig(**TINY)).eval()
   with torch.no_grad():  # weights of unit gain (transformers' std 0.02 leaves logits near 0)

@@ -48,6 +48,10 @@ def check_loss(fn, *, num_classes: int = 3, shape=(2, 8, 8), ignore_label: int =
   to the predictions at ignored pixels; invariant to the order of the batch.
   """
   kind = kind or functions.loss_kind(fn)
+  if kind == "mask_classification":
+    raise ValueError("check_loss checks per-pixel losses; a mask-classification loss reads "
+                     "per-query classes and masks and counts void pixels as background of every "
+                     "mask (Mask2Former), so it is tested on its own (tests/test_mask2former.py)")
   if kind not in ("multiclass", "binary", "regression"):
     raise ValueError(f"kind must be 'multiclass', 'binary' or 'regression', not {kind!r}")
   batch_loss = functions.takes_batch(fn)

@@ -30,8 +30,9 @@ def register_loss(fn=None, *, name: str | None = None, takes_batch: bool = False
 
   ``takes_batch=True`` marks a batch loss (see the module docstring); ``kind`` says what
   `check_loss` feeds it: ``"multiclass"`` (logits ``[B,H,W,C]`` and class labels), ``"binary"``
-  (logits ``[B,H,W,1]`` and 0/1 labels) or ``"regression"`` (a float prediction and a target of
-  its shape).
+  (logits ``[B,H,W,1]`` and 0/1 labels), ``"regression"`` (a float prediction and a target of
+  its shape) or ``"mask_classification"`` (per-query classes and masks, e.g.
+  ``mask2former_loss``; outside `check_loss`'s per-pixel contract).
   """
   if fn is None:
     return lambda f: register_loss(f, name=name, takes_batch=takes_batch, kind=kind)

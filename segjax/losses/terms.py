@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -172,12 +173,15 @@ class Objective:
     self.terms = list(terms)
     self.ignore_label = ignore_label
 
-  def __call__(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]):
+  def __call__(self, outputs: Mapping[str, Any], batch: Mapping[str, Any], rng=None):
+    """``rng`` (the trainer's key for this step) reaches batch losses with an ``rng`` argument
+    (those that sample, e.g. ``mask2former_loss``), folded with the term's index."""
     flat = flatten_outputs(outputs)
     values, total = {}, jnp.zeros((), jnp.float32)
-    for template in self.terms:
+    for index, template in enumerate(self.terms):
+      term_rng = None if rng is None else jax.random.fold_in(rng, index)
       for key, term in _expand(template, flat):
-        value = jnp.asarray(self._value(term, key, flat, batch), jnp.float32)
+        value = jnp.asarray(self._value(term, key, flat, batch, term_rng), jnp.float32)
         label, n = term.label, 1
         while label in values:  # the same loss twice with other arguments
           n += 1
@@ -186,7 +190,7 @@ class Objective:
         total = total + term.weight * value
     return total, values
 
-  def _value(self, term: LossTerm, key: str, flat, batch):
+  def _value(self, term: LossTerm, key: str, flat, batch, rng=None):
     for needed in (term.target, term.weight_key):
       if needed is not None and needed not in batch:
         raise KeyError(f"The loss term {term.label!r} reads batch[{needed!r}], which the input "
@@ -194,6 +198,8 @@ class Objective:
                        "preprocessing op that makes it to config.data.train_pp.")
     if functions.takes_batch(term.loss):
       extra = {"weight_key": term.weight_key} if term.weight_key else {}
+      if rng is not None and _takes_rng(term.loss):
+        extra["rng"] = rng
       return term.loss(flat, batch, output_key=key, target_key=term.target,
                        ignore_label=self.ignore_label, **extra)
     extra = {"pixel_weights": batch[term.weight_key]} if term.weight_key else {}
@@ -203,6 +209,13 @@ class Objective:
   def term_labels(self, outputs, batch) -> list[str]:
     """The labels of the values it returns, from abstract outputs and batch (no computation)."""
     return list(jax.eval_shape(lambda o, b: self(o, b)[1], outputs, batch))
+
+
+def _takes_rng(fn) -> bool:
+  try:
+    return "rng" in inspect.signature(fn).parameters
+  except (TypeError, ValueError):
+    return False
 
 
 def from_config(config, ignore_label: int | None = None) -> Objective:

@@ -12,6 +12,7 @@ Every model takes a computation ``dtype`` (e.g. ``bfloat16``) and keeps float32 
 | ``deeplabv3``   | `segjax.models.deeplab.DeepLabV3` |
 | ``deeplabv3plus`` | `segjax.models.deeplab.DeepLabV3Plus` |
 | ``segformer``   | `segjax.models.segformer.SegFormer` (MiT-B0..B5 encoder, all-MLP decoder) |
+| ``mask2former`` | `segjax.models.mask2former.Mask2Former` (ResNet trunk, deformable-attention pixel decoder, masked-attention decoder; class + mask per query) |
 | ``hmsa``        | `segjax.models.hmsa.HMSA` around any of the others (``trunk=...``) |
 | ``panoptic_deeplab`` | `segjax.models.panoptic.PanopticDeepLabResNet` (shared ResNet, dual decoder) or `PanopticDeepLab` heads on any ``trunk`` |
 | ``resnet18``..``resnet101`` | `segjax.models.backbones.ResNet` backbones (features by stride) |
@@ -25,6 +26,7 @@ from segjax import registry
 from segjax.models.common import count_params
 from segjax.models.deeplab import DeepLabV3, DeepLabV3Plus
 from segjax.models.hmsa import HMSA
+from segjax.models.mask2former import Mask2Former
 from segjax.models.panoptic import PanopticDeepLab, PanopticDeepLabResNet
 from segjax.models.segformer import SegFormer
 from segjax.models.backbones import DEPTHS, ResNet
@@ -36,6 +38,7 @@ registry.register("model", "segnet")(SegNet)
 registry.register("model", "deeplabv3")(DeepLabV3)
 registry.register("model", "deeplabv3plus")(DeepLabV3Plus)
 registry.register("model", "segformer")(SegFormer)
+registry.register("model", "mask2former")(Mask2Former)
 for _depth in DEPTHS:
   registry.register("model", _depth)(
       lambda depth=_depth, num_classes=None, **kwargs: ResNet(depth=depth, **kwargs))
@@ -88,5 +91,5 @@ def from_config(model_config, num_classes: int) -> nn.Module:
 from segjax.models.pretrained import from_torchvision, from_transformers  # noqa: E402
 
 __all__ = ["create", "count_params", "from_config", "from_torchvision", "from_transformers",
-           "DeepLabV3", "DeepLabV3Plus", "HMSA", "PanopticDeepLab", "PanopticDeepLabResNet",
+           "DeepLabV3", "DeepLabV3Plus", "HMSA", "Mask2Former", "PanopticDeepLab", "PanopticDeepLabResNet",
            "ResNet", "SegFormer", "SegNet", "UNet"]

@@ -136,12 +136,14 @@ class Layer(nn.Module):
 
 class ResNet(nn.Module):
   """A ResNet trunk returning ``{"stem", "layer1", ..., "layer4"}`` features (strides 4 to 32 or
-  less with dilation) — no classifier. ``width`` scales every stage (64 = the paper's)."""
+  less with dilation) — no classifier. ``width`` scales every stage (64 = the paper's);
+  ``blocks`` (four counts) replaces the depth's blocks per stage (small test models)."""
   depth: str = "resnet50"
   output_stride: int = 32
   multi_grid: Sequence[int] | None = None
   width: int = 64
   dtype: Dtype = jnp.float32
+  blocks: Sequence[int] | None = None
 
   @nn.compact
   def __call__(self, image, train: bool = False):
@@ -150,6 +152,10 @@ class ResNet(nn.Module):
     if self.output_stride not in (8, 16, 32):
       raise ValueError(f"output_stride must be 8, 16 or 32, not {self.output_stride}")
     kind, blocks = DEPTHS[self.depth]
+    if self.blocks is not None:
+      if len(self.blocks) != 4 or min(self.blocks) < 1:
+        raise ValueError(f"blocks must be four counts >= 1, not {self.blocks}")
+      blocks = tuple(self.blocks)
     expansion = 1 if kind == "basic" else 4
     dilate = {8: (False, True, True), 16: (False, False, True), 32: (False, False, False)}[
         self.output_stride]

@@ -1,5 +1,5 @@
 """Pretrained weights from torchvision (ResNet backbones, DeepLabV3) and Hugging Face transformers
-(SegFormer).
+(SegFormer, Mask2Former).
 
 segjax's ResNet and DeepLabV3 carry torchvision's module names, so a state dict maps onto the
 variables by name: a Flax path ``("layer1", "0", "conv1", "kernel")`` is the key
@@ -168,53 +168,102 @@ def from_torchvision(name: str, weights, **kwargs):
   return model, jax.tree.map(jnp.asarray, variables)
 
 
+def _read_transformers(path) -> tuple[dict, dict]:
+  """``(state dict, config.json)`` of a transformers checkpoint: a directory holding
+  ``model.safetensors`` (and ``config.json``), a ``.safetensors`` file, or a state dict."""
+  import json  # pylint: disable=import-outside-toplevel
+  if isinstance(path, Mapping):
+    return dict(path), {}
+  path, hf_config = os.fspath(path), {}
+  if os.path.isdir(path):
+    config_path = os.path.join(path, "config.json")
+    if os.path.exists(config_path):
+      with open(config_path, encoding="utf-8") as f:
+        hf_config = json.load(f)
+    path = os.path.join(path, "model.safetensors")
+  return read_state_dict(path), hf_config
+
+
+TRANSFORMERS_NAMES = {"segformer": "segformer", "SegformerForSemanticSegmentation": "segformer",
+                      "mask2former": "mask2former",
+                      "Mask2FormerForUniversalSegmentation": "mask2former"}
+
+
 def from_transformers(name: str, path, **kwargs):
   """``(model, variables)`` of a Hugging Face transformers checkpoint: ``name`` is the
-  architecture (``"segformer"`` or ``"SegformerForSemanticSegmentation"``), ``path`` its
-  ``.safetensors`` file or a directory holding ``model.safetensors`` (and ``config.json``), or a
-  state dict of arrays. Sizes (widths, depths, reduction ratios, decoder width, classes) are read
-  from the tensors' shapes, attention heads from ``config.json`` (default MiT's 1, 2, 5, 8); every
-  tensor is mapped by name and checked by shape (`load_state_dict`: missing, misshapen and left
-  over keys are listed). ``kwargs`` go to `segjax.models.create` and win over what was read
-  (``dtype``, ``num_heads`` for a bare state dict, ...)."""
-  import json  # pylint: disable=import-outside-toplevel
+  architecture (``"segformer"``/``"SegformerForSemanticSegmentation"`` or ``"mask2former"``/
+  ``"Mask2FormerForUniversalSegmentation"`` with a ResNet backbone), ``path`` its ``.safetensors``
+  file or a directory holding ``model.safetensors`` (and ``config.json``), or a state dict of
+  arrays. Sizes (widths, depths, layer counts, queries, classes) are read from the tensors' shapes,
+  attention heads from ``config.json`` (defaults: MiT's 1, 2, 5, 8; Mask2Former's 8); every tensor
+  is mapped by name and checked by shape (`load_state_dict`: missing, misshapen and left over keys
+  are listed). ``kwargs`` go to `segjax.models.create` and win over what was read (``dtype``,
+  ``num_heads`` for a bare state dict, ...)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from segjax import models  # pylint: disable=import-outside-toplevel
+  from segjax.models import mask2former  # pylint: disable=import-outside-toplevel
   from segjax.models import segformer  # pylint: disable=import-outside-toplevel
 
-  if name not in ("segformer", "SegformerForSemanticSegmentation"):
-    raise ValueError(f"no transformers conversion for {name!r}; known: segformer "
-                     "(SegformerForSemanticSegmentation)")
-  hf_config = {}
-  if isinstance(path, Mapping):
-    state = dict(path)
+  if name not in TRANSFORMERS_NAMES:
+    raise ValueError(f"no transformers conversion for {name!r}; known: "
+                     f"{', '.join(TRANSFORMERS_NAMES)}")
+  state, hf_config = _read_transformers(path)
+  if TRANSFORMERS_NAMES[name] == "segformer":
+    module, ignore = segformer, ()
   else:
-    path = os.fspath(path)
-    if os.path.isdir(path):
-      config_path = os.path.join(path, "config.json")
-      if os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as f:
-          hf_config = json.load(f)
-      path = os.path.join(path, "model.safetensors")
-    state = read_state_dict(path)
-  kwargs = {**segformer.sizes_from_state_dict(state, hf_config), **kwargs}
-  model = models.create("segformer", **kwargs)
+    module, ignore = mask2former, ("criterion.empty_weight",)
+    state = mask2former.split_in_proj(state)
+  kwargs = {**module.sizes_from_state_dict(state, hf_config), **kwargs}
+  model = models.create(TRANSFORMERS_NAMES[name], **kwargs)
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
                                                train=False))
-  variables = load_state_dict(abstract, state, key=segformer.hf_key)
+  variables = load_state_dict(abstract, state, key=module.hf_key, ignore=ignore)
   return model, jax.tree.map(jnp.asarray, variables)
 
 
+def load_transformers_encoder(variables: Mapping, path, *, subtree: str = "segformer") -> dict:
+  """``variables`` with SegFormer's ``segformer`` subtree (the MiT encoder) from a transformers
+  checkpoint (``nvidia/mit-b0`` … ``mit-b5``, ``SegformerForImageClassification``, or any
+  SegFormer checkpoint; its head is ignored); for ``config.model.pretrained``."""
+  from segjax.models import segformer  # pylint: disable=import-outside-toplevel
+  state, _ = _read_transformers(path)
+  variables = flax.core.unfreeze(variables)
+  part = {c: v[subtree] for c, v in variables.items() if subtree in v}
+  if not part:
+    raise ValueError(f"the model has no {subtree!r} to load {path} into")
+  loaded = load_state_dict(part, state, prefix=f"{subtree}.",
+                           key=lambda p: segformer.hf_key((p[0], subtree, *p[1:]))[
+                               len(subtree) + 1:])
+  for collection, tree in loaded.items():
+    variables[collection][subtree] = tree
+  return variables
+
+
 def load_backbone(variables: Mapping, path: str, *, subtree: str = "backbone") -> dict:
-  """``variables`` with its ``subtree`` (a torchvision ResNet) loaded from ``path``; for
+  """``variables`` with its ``subtree`` (a torchvision ResNet; a ``/`` path for a nested one,
+  e.g. Mask2Former's ``model/pixel_level_module/encoder``) loaded from ``path``; for
   ``config.model.pretrained``. The file's ``fc`` is ignored."""
   variables = flax.core.unfreeze(variables)
   state = read_state_dict(path)
   if any(k.startswith("backbone.") for k in state):  # a whole DeepLab file: take its backbone
     state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-  part = {c: v[subtree] for c, v in variables.items() if subtree in v}
+  keys = subtree.split("/")
+
+  def get(tree):
+    for key in keys:
+      if not isinstance(tree, Mapping) or key not in tree:
+        return None
+      tree = tree[key]
+    return tree
+
+  part = {c: get(v) for c, v in variables.items() if get(v) is not None}
+  if not part:
+    raise ValueError(f"the model has no {subtree!r} to load {path} into")
   loaded = load_state_dict(part, state, ignore=("fc.",))
   for collection, tree in loaded.items():
-    variables[collection][subtree] = tree
+    parent = variables[collection]
+    for key in keys[:-1]:
+      parent = parent[key]
+    parent[keys[-1]] = tree
   return variables

@@ -227,6 +227,9 @@ class SegFormer(nn.Module):
   sr_ratios: Sequence[int] = (8, 4, 2, 1)
   drop_path_rate: float = 0.1
   dtype: Dtype = jnp.float32
+  # config.model.pretrained: a transformers checkpoint (nvidia/mit-b0 ...) for the encoder
+  pretrained_subtree = "segformer"
+  pretrained_format = "transformers"
 
   @nn.compact
   def __call__(self, image, train: bool = False):

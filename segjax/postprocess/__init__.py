@@ -4,6 +4,7 @@ and shared by evaluation, prediction and export::
   config.postprocess = "argmax"                                        # semantic models
   config.postprocess = ("argmax|panoptic_deeplab(center_threshold=0.1, nms_kernel=7, top_k=200)"
                         "|scored_instances")                           # Panoptic-DeepLab
+  config.postprocess = "argmax|mask_panoptic|mask_instances"          # Mask2Former
   config.postprocess = "argmax|remove_small(30)|semantic_instances('watershed')|scored_instances"
 
 Each step is a registered factory: called with the settings of its spec, it returns
@@ -27,6 +28,8 @@ model: ``--config.postprocess="argmax|panoptic_deeplab(center_threshold=0.2)"``.
 | ``panoptic_deeplab(center_threshold, nms_kernel, top_k, stuff_area)`` | yes | ``panoptic`` | ``semantic``, ``center``, ``offset`` |
 | ``semantic_instances(method, min_area, min_distance)`` | no | ``instance``, ``panoptic`` | ``semantic`` |
 | ``scored_instances`` | no | ``instances`` | ``panoptic`` (+ ``logits``, ``center``) |
+| ``mask_panoptic(object_threshold, overlap_threshold)`` | yes | ``panoptic`` | ``class_logits``, ``mask_logits`` (Mask2Former) |
+| ``mask_instances(top_k)`` | no | ``instances`` | ``class_logits``, ``mask_logits`` (Mask2Former) |
 | ``opening``/``closing``/``erosion``/``dilation``, ``remove_small``, ``fill_holes`` | no | ``semantic`` | ``semantic`` |
 """
 from __future__ import annotations

@@ -96,3 +96,69 @@ def instance_predictions(panoptic, center, probs, *, label_divisor: int,
   scores = np.array([centre_score(m) * probs[..., c][m].mean() for m, c in zip(masks, classes)],
                     np.float32)
   return {"masks": masks, "classes": classes, "ids": np.array(ids, np.int64), "scores": scores}
+
+
+def mask_classification_panoptic(class_logits, mask_logits, *, size, thing_classes,
+                                 label_divisor: int, void_label: int,
+                                 object_threshold: float = 0.8, overlap_threshold: float = 0.8,
+                                 mask_threshold: float = 0.5):
+  """Panoptic ids ``[B,H,W]`` from per-query classes ``[B,Q,K+1]`` and mask logits ``[B,Q,h,w]``
+  (Mask2Former's ``panoptic_inference``, in ``jnp``): queries whose most probable class is not
+  "no object" and whose probability exceeds ``object_threshold`` compete for each pixel by
+  probability × mask probability (masks resized to ``size``); a query keeps the pixels it wins
+  where its mask probability is at least ``mask_threshold``, if those it wins are at least
+  ``overlap_threshold`` of its own mask. Stuff queries of one class merge into one segment (id
+  ``class * label_divisor``), thing queries become instances ``class * label_divisor + query +
+  1``; pixels no query keeps are ``void_label * label_divisor``."""
+  from segjax.models.mask2former import resize_bilinear  # pylint: disable=import-outside-toplevel
+  queries = class_logits.shape[1]
+  if queries >= label_divisor:
+    raise ValueError(f"mask_panoptic: {queries} queries need label_divisor > {queries}, not "
+                     f"{label_divisor}")
+  probs = jax.nn.softmax(class_logits.astype(jnp.float32), axis=-1)
+  scores, labels = probs.max(-1), probs.argmax(-1)
+  keep = (labels != probs.shape[-1] - 1) & (scores > object_threshold)  # [B, Q]
+  masks = jax.nn.sigmoid(resize_bilinear(mask_logits.astype(jnp.float32).transpose(0, 2, 3, 1),
+                                         size))  # [B, H, W, Q]
+  ranked = jnp.where(keep[:, None, None, :], scores[:, None, None, :] * masks, -1.0)
+  winner = jnp.argmax(ranked, axis=-1)  # [B, H, W]
+  wins = winner[..., None] == jnp.arange(queries)  # [B, H, W, Q]
+  inside = masks >= mask_threshold
+  won_area = wins.sum((1, 2))
+  own_area = inside.sum((1, 2))
+  kept_area = (wins & inside).sum((1, 2))
+  valid = (keep & (won_area > 0) & (own_area > 0) & (kept_area > 0)
+           & (won_area >= overlap_threshold * own_area))  # [B, Q]
+  is_thing = jnp.isin(labels, jnp.asarray(list(thing_classes) or [-1]))
+  ids = labels * label_divisor + jnp.where(is_thing, jnp.arange(1, queries + 1), 0)  # [B, Q]
+  pixel_valid = jnp.take_along_axis(valid, winner.reshape(winner.shape[0], -1), axis=1).reshape(
+      winner.shape) & jnp.take_along_axis(inside, winner[..., None], axis=-1)[..., 0]
+  pixel_ids = jnp.take_along_axis(ids, winner.reshape(winner.shape[0], -1), axis=1).reshape(
+      winner.shape)
+  return jnp.where(pixel_valid, pixel_ids, void_label * label_divisor).astype(jnp.int32)
+
+
+def mask_classification_instances(class_logits, mask_logits, *, size, thing_classes,
+                                  label_divisor: int, top_k: int = 100) -> dict:
+  """One image's scored instances from per-query classes ``[Q,K+1]`` and mask logits
+  ``[Q,h,w]`` (numpy; Mask2Former's ``instance_inference``): the ``top_k`` (query, class) pairs
+  of thing classes by class probability, each mask = its query's mask logits > 0 at ``size``,
+  score = class probability × the mean mask probability inside the mask. Keys as
+  `instance_predictions`; ``ids`` are ``class * label_divisor + rank + 1``."""
+  from segjax.models.mask2former import resize_bilinear  # pylint: disable=import-outside-toplevel
+  class_logits = np.asarray(class_logits, np.float32)
+  probs = np.exp(class_logits - class_logits.max(-1, keepdims=True))
+  probs = (probs / probs.sum(-1, keepdims=True))[:, :-1]  # [Q, K]
+  things = np.zeros(probs.shape[1], bool)
+  things[[c for c in thing_classes if c < probs.shape[1]]] = True
+  flat = np.where(things[None], probs, -1.0).reshape(-1)
+  order = np.argsort(-flat, kind="stable")[:min(top_k, int((flat >= 0).sum()))]
+  query, classes = order // probs.shape[1], order % probs.shape[1]
+  logits = np.asarray(resize_bilinear(jnp.asarray(mask_logits, jnp.float32).transpose(1, 2, 0),
+                                      size)).transpose(2, 0, 1)[query]  # [M, H, W]
+  masks = logits > 0
+  mask_probs = 1 / (1 + np.exp(-logits))
+  mask_score = (mask_probs * masks).sum((1, 2)) / (masks.sum((1, 2)) + 1e-6)
+  scores = (flat[order] * mask_score).astype(np.float32)
+  ids = classes.astype(np.int64) * label_divisor + np.arange(1, len(order) + 1)
+  return {"masks": masks, "classes": classes.astype(np.int64), "ids": ids, "scores": scores}

@@ -41,6 +41,37 @@ def panoptic_deeplab(center_threshold: float = 0.1, nms_kernel: int = 7, top_k: 
   return step
 
 
+@register_postprocessor(jit=True, reads=("class_logits", "mask_logits", "logits"),
+                        adds=("panoptic",))
+def mask_panoptic(object_threshold: float = 0.8, overlap_threshold: float = 0.8):
+  """``panoptic`` ids of a mask-classification model (Mask2Former) from its per-query
+  ``class_logits`` and ``mask_logits`` at the size of ``logits``
+  (`segjax.postprocess.panoptic.mask_classification_panoptic`); the thresholds are the paper's
+  (queries above 0.8 probability; a query keeps its pixels if they are 80% of its mask)."""
+  def step(predictions, descriptor):
+    return {"panoptic": panoptic.mask_classification_panoptic(
+        predictions["class_logits"], predictions["mask_logits"],
+        size=predictions["logits"].shape[1:3], thing_classes=descriptor.thing_classes,
+        label_divisor=descriptor.label_divisor, void_label=descriptor.ignore_label,
+        object_threshold=object_threshold, overlap_threshold=overlap_threshold)}
+  return step
+
+
+@register_postprocessor(reads=("class_logits", "mask_logits", "logits"), adds=("instances",))
+def mask_instances(top_k: int = 100):
+  """``instances`` of a mask-classification model: per image the ``top_k`` (query, thing class)
+  pairs scored by class × mask probability
+  (`segjax.postprocess.panoptic.mask_classification_instances`), for mask AP and pre-labels."""
+  def step(predictions, descriptor):
+    size = predictions["logits"].shape[1:3]
+    return {"instances": per_image(
+        lambda c, m: panoptic.mask_classification_instances(
+            c, m, size=size, thing_classes=descriptor.thing_classes,
+            label_divisor=descriptor.label_divisor, top_k=top_k),
+        predictions["class_logits"], predictions["mask_logits"])}
+  return step
+
+
 INSTANCE_METHODS = ("components", "watershed")
 
 

@@ -1,0 +1,306 @@
+"""Mask2Former's parts against direct references: bilinear sampling and multi-scale deformable
+attention against NumPy loops, the on-device assignment against SciPy, the targets, the loss and
+the post-processors on hand-made cases. (Equality of the whole model with transformers:
+tests/test_transformers_reference.py.)"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment as scipy_assignment
+
+from segjax.data.descriptor import DatasetDescriptor
+from segjax.losses import mask_classification as mc
+from segjax.models import mask2former
+from segjax.postprocess import Chain, panoptic
+
+
+def grid_sample_loop(value, points):
+  """PyTorch's grid_sample (bilinear, zeros, align_corners=False), one point at a time."""
+  batch, height, width, channels = value.shape
+  out = np.zeros((batch, points.shape[1], channels))
+  for b in range(batch):
+    for n, (x, y) in enumerate(points[b]):
+      px, py = x * width - 0.5, y * height - 0.5
+      x0, y0 = int(np.floor(px)), int(np.floor(py))
+      for yi in (y0, y0 + 1):
+        for xi in (x0, x0 + 1):
+          if 0 <= yi < height and 0 <= xi < width:
+            out[b, n] += (1 - abs(px - xi)) * (1 - abs(py - yi)) * value[b, yi, xi]
+  return out
+
+
+def test_bilinear_sample_equals_a_loop_inside_on_the_border_and_outside():
+  rng = np.random.default_rng(0)
+  value = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+  points = rng.uniform(-0.2, 1.2, size=(2, 40, 2)).astype(np.float32)
+  points[0, :4] = [[0, 0], [1, 1], [0.5 / 7, 0.5 / 5], [1.0, 0.3]]  # corners, a pixel centre
+  got = np.asarray(mask2former.bilinear_sample(jnp.asarray(value), jnp.asarray(points)))
+  np.testing.assert_allclose(got, grid_sample_loop(value, points), atol=1e-5)
+  np.testing.assert_allclose(got[0, 2], value[0, 0, 0], atol=1e-6)  # a centre: the pixel itself
+  np.testing.assert_allclose(got[0, 0], value[0, 0, 0] / 4, atol=1e-6)  # a corner: a quarter
+  grad = jax.grad(lambda v: mask2former.bilinear_sample(v, jnp.asarray(points)).sum())(value)
+  assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+
+
+def test_ms_deform_attn_equals_a_loop_over_heads_levels_and_points():
+  rng = np.random.default_rng(1)
+  shapes, heads, dim, queries, points = [(4, 6), (2, 3)], 2, 3, 5, 3
+  length = sum(h * w for h, w in shapes)
+  value = rng.normal(size=(1, length, heads, dim)).astype(np.float32)
+  where = rng.uniform(0, 1, size=(1, queries, heads, len(shapes), points, 2)).astype(np.float32)
+  weights = rng.uniform(size=(1, queries, heads, len(shapes), points)).astype(np.float32)
+  got = np.asarray(mask2former.ms_deform_attn(jnp.asarray(value), shapes, jnp.asarray(where),
+                                              jnp.asarray(weights)))
+  want = np.zeros((1, queries, heads, dim))
+  start = 0
+  for level, (h, w) in enumerate(shapes):
+    maps = value[0, start:start + h * w].reshape(h, w, heads, dim)
+    start += h * w
+    for q in range(queries):
+      for head in range(heads):
+        sampled = grid_sample_loop(maps[None, :, :, head], where[:, q, head, level])[0]
+        want[0, q, head] += (weights[0, q, head, level][:, None] * sampled).sum(0)
+  np.testing.assert_allclose(got, want.reshape(1, queries, heads * dim), atol=1e-5)
+
+
+def test_sine_position_embedding_and_reference_points_by_hand():
+  pos = mask2former.sine_position_embedding(2, 3, 4)
+  y = 1 / (2 + 1e-6) * 2 * np.pi  # row 0, normalised
+  x = 3 / (3 + 1e-6) * 2 * np.pi  # column 2
+  dim_t = 10000 ** (2 * np.floor(np.arange(4) / 2) / 4)
+  want_y = [np.sin(y / dim_t[0]), np.cos(y / dim_t[1]), np.sin(y / dim_t[2]), np.cos(y / dim_t[3])]
+  want_x = [np.sin(x / dim_t[0]), np.cos(x / dim_t[1]), np.sin(x / dim_t[2]), np.cos(x / dim_t[3])]
+  np.testing.assert_allclose(pos[0, 2], want_y + want_x, atol=1e-5)
+  ref = mask2former.reference_points([(2, 2), (1, 1)])
+  np.testing.assert_allclose(ref, [[.25, .25], [.75, .25], [.25, .75], [.75, .75], [.5, .5]])
+
+
+def test_resize_bilinear_shrinks_without_antialiasing():
+  x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+  # PyTorch's interpolate(scale 1/2, bilinear, align_corners=False) samples at the 2x2 centres
+  got = mask2former.resize_bilinear(x, (2, 2))[0, ..., 0]
+  np.testing.assert_allclose(got, [[2.5, 4.5], [10.5, 12.5]])
+
+
+def test_linear_sum_assignment_equals_scipy():
+  rng = np.random.default_rng(2)
+  solve = jax.jit(jax.vmap(mc.linear_sum_assignment))
+  for n, m in ((1, 4), (5, 5), (7, 12)):
+    cost = rng.normal(size=(20, n, m)).astype(np.float32)
+    got = np.asarray(solve(jnp.asarray(cost), jnp.ones((20, n), bool)))
+    for c, g in zip(cost, got):
+      np.testing.assert_array_equal(g, scipy_assignment(c)[1])
+  ties = rng.integers(0, 3, size=(30, 6, 8)).astype(np.float32)  # many optimal assignments
+  got = np.asarray(solve(jnp.asarray(ties), jnp.ones((30, 6), bool)))
+  for c, g in zip(ties, got):
+    assert len(set(g)) == 6 and c[np.arange(6), g].sum() == c[scipy_assignment(c)].sum()
+  valid = rng.random((20, 6)) < 0.5
+  cost = rng.normal(size=(20, 6, 9)).astype(np.float32)
+  got = np.asarray(solve(jnp.asarray(cost), jnp.asarray(valid)))
+  for c, v, g in zip(cost, valid, got):
+    np.testing.assert_array_equal(g[v], scipy_assignment(c[v])[1])
+    assert (g[~v] == -1).all()
+  with pytest.raises(ValueError, match="3 rows cannot take distinct columns of 2"):
+    mc.linear_sum_assignment(jnp.zeros((3, 2)))
+
+
+def test_segment_targets_one_per_id_classes_from_semantic_void_left_out():
+  ids = np.array([[5, 5, 1007], [2001, 1007, 255255]], np.int32)
+  semantic = np.array([[0, 0, 1], [2, 1, 255]], np.int32)
+  segment_ids, classes, valid = jax.jit(functools.partial(
+      mc.segment_targets, max_targets=4, ignore_label=255))(ids, semantic)
+  sample = jax.jit(mc.segment_point_values, static_argnums=4)
+  np.testing.assert_array_equal(valid, [True, True, True, False])
+  np.testing.assert_array_equal(segment_ids[:3], [5, 1007, 2001])
+  np.testing.assert_array_equal(classes[:3], [0, 1, 2])
+  # at the pixel centres the sampled masks are the binary masks; the void pixel is in none
+  centres = np.array([[(j + 0.5) / 3, (i + 0.5) / 2] for i in range(2) for j in range(3)],
+                     np.float32)
+  values = np.asarray(sample(ids, segment_ids, valid, centres, 255, semantic))
+  np.testing.assert_allclose(values.reshape(4, 2, 3)[1], [[0, 0, 1], [0, 1, 0]])
+  assert values[3].sum() == 0 and values.sum() == 5
+  # between pixels: bilinear, as grid_sample of the binary mask (and zero padding outside)
+  masks = (ids[None] == np.array([5, 1007, 2001])[:, None, None]).astype(np.float32)
+  points = np.random.default_rng(0).uniform(-0.1, 1.1, size=(30, 2)).astype(np.float32)
+  values = np.asarray(sample(ids, segment_ids, valid, points, 255, semantic))
+  want = grid_sample_loop(masks.transpose(1, 2, 0)[None], points[None])[0].T
+  np.testing.assert_allclose(values[:3], want, atol=1e-5)
+  # per-segment points ([T,P,2]) give the same values as shared ones
+  per = np.asarray(sample(ids, segment_ids, valid, np.broadcast_to(points, (4, 30, 2)), 255,
+                         semantic))
+  np.testing.assert_allclose(per, values, atol=1e-6)
+
+
+def test_match_equals_scipy_on_the_numpy_cost():
+  rng = np.random.default_rng(3)
+  queries, classes_n, targets = 6, 4, 3
+  class_logits = rng.normal(size=(queries, classes_n + 1)).astype(np.float32)
+  mask_logits = rng.normal(size=(queries, 4, 4)).astype(np.float32) * 3
+  masks = (rng.random((targets + 1, 8, 8)) < 0.4).astype(np.float32)
+  classes = np.array([1, 3, 0, 0])
+  valid = np.array([True, True, True, False])
+  points = rng.uniform(size=(50, 2)).astype(np.float32)
+  target = grid_sample_loop(masks.transpose(1, 2, 0)[None], points[None])[0].T  # [T, P]
+  got = jax.jit(functools.partial(mc.match, class_weight=2.0, mask_weight=5.0, dice_weight=5.0))(
+      class_logits, mask_logits, target.astype(np.float32), classes, valid, points)
+  pred = grid_sample_loop(mask_logits.transpose(1, 2, 0)[None], points[None])[0].T  # [Q, P]
+  target = target[:3]
+  probs = np.exp(class_logits) / np.exp(class_logits).sum(-1, keepdims=True)
+  sig = 1 / (1 + np.exp(-pred))
+  ce = -(np.log(sig) @ target.T + np.log(1 - sig) @ (1 - target).T) / 50
+  dice = 1 - (2 * sig @ target.T + 1) / (sig.sum(-1)[:, None] + target.sum(-1)[None] + 1)
+  cost = 5 * ce - 2 * probs[:, classes[:3]] + 5 * dice
+  np.testing.assert_array_equal(np.asarray(got)[:3], scipy_assignment(cost.T)[1])
+  assert int(got[3]) == -1
+
+
+def test_mask2former_loss_without_segments_is_the_no_object_cross_entropy():
+  rng = np.random.default_rng(4)
+  outputs = {"class_logits": rng.normal(size=(2, 5, 4)).astype(np.float32),
+             "mask_logits": rng.normal(size=(2, 5, 4, 4)).astype(np.float32),
+             "aux_class_logits": rng.normal(size=(2, 2, 5, 4)).astype(np.float32),
+             "aux_mask_logits": rng.normal(size=(2, 2, 5, 4, 4)).astype(np.float32)}
+  void = np.full((2, 8, 8), 255, np.int32)
+  batch = {"panoptic": void, "semantic": void}
+  loss = jax.jit(functools.partial(mc.mask2former_loss, max_targets=3, num_points=16))(
+      outputs, batch)
+  logits = np.concatenate([outputs["aux_class_logits"], outputs["class_logits"][None]])
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  want = sum(2.0 * -log_probs[i, ..., -1].mean() for i in range(3))  # class weight 2, 3 layers
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  shallow = jax.jit(functools.partial(mc.mask2former_loss, max_targets=3, num_points=16,
+                                      deep_supervision=False))(outputs, batch)
+  np.testing.assert_allclose(float(shallow), 2.0 * -log_probs[2, ..., -1].mean(), rtol=1e-5)
+  with pytest.raises(ValueError, match="max_targets=9 exceeds the model's 5 queries"):
+    mc.mask2former_loss(outputs, batch, max_targets=9)
+
+
+def test_mask2former_loss_is_invariant_to_the_order_of_the_queries():
+  # one image, two segments (classes 0 and 2), queries 0 and 1 predict them confidently
+  semantic = np.zeros((1, 8, 8), np.int32)
+  semantic[0, :, 4:] = 2
+  batch = {"panoptic": semantic * 1000, "semantic": semantic}
+  class_logits = np.full((1, 3, 4), -20.0, np.float32)
+  class_logits[0, 0, 0] = class_logits[0, 1, 2] = class_logits[0, 2, 3] = 20.0
+  mask_logits = np.full((1, 3, 8, 8), -30.0, np.float32)
+  mask_logits[0, 0, :, :4] = 30.0
+  mask_logits[0, 1, :, 4:] = 30.0
+  compiled = jax.jit(functools.partial(mc.mask2former_loss, max_targets=3, num_points=64))
+  loss = lambda c, m: float(compiled({"class_logits": c, "mask_logits": m}, batch,
+                                     rng=jax.random.key(0)))
+  right = loss(class_logits, mask_logits)
+  order = [2, 0, 1]  # the matching follows the queries wherever they are
+  np.testing.assert_allclose(loss(class_logits[:, order], mask_logits[:, order]), right,
+                             rtol=1e-5)
+  # the right masks with the classes swapped: each matched query pays -log p ≈ 40, class weight 2
+  wrong = loss(class_logits[:, [1, 0, 2]], mask_logits)
+  assert wrong - right > 2 * 40 * 0.9
+
+
+def _descriptor():
+  return DatasetDescriptor("toy", ("road", "car", "person"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)),
+                           thing_classes=(1, 2), stuff_classes=(0,))
+
+
+def test_mask_panoptic_by_hand():
+  big = 12.0
+  # 4 queries, 3 classes + no-object; masks 2x4
+  class_logits = np.full((1, 4, 4), -big, np.float32)
+  class_logits[0, 0, 0] = big  # road, left half
+  class_logits[0, 1, 1] = big  # car, right column
+  class_logits[0, 2, 0] = big  # road again (top right corner): merges into the road segment
+  class_logits[0, 3, 3] = big  # no object: ignored
+  mask = np.full((1, 4, 2, 4), -big, np.float32)
+  mask[0, 0, :, :2] = big
+  mask[0, 1, :, 3] = big
+  mask[0, 2, 0, 2] = big
+  mask[0, 3] = big
+  got = panoptic.mask_classification_panoptic(jnp.asarray(class_logits), jnp.asarray(mask),
+                                              size=(2, 4), thing_classes=(1, 2),
+                                              label_divisor=1000, void_label=255)
+  np.testing.assert_array_equal(got[0], [[0, 0, 0, 1002], [0, 0, 255000, 1002]])
+  # a low-confidence query is dropped (object threshold 0.8)
+  unsure = class_logits.copy()
+  unsure[0, 1] = [0.0, 0.5, 0.0, 0.0]
+  got = panoptic.mask_classification_panoptic(jnp.asarray(unsure), jnp.asarray(mask),
+                                              size=(2, 4), thing_classes=(1, 2),
+                                              label_divisor=1000, void_label=255)
+  np.testing.assert_array_equal(got[0, :, 3], [255000, 255000])
+
+
+def test_mask_instances_scores_and_the_chain():
+  class_logits = np.log(np.array([[0.6, 0.15, 0.05, 0.2],   # mostly road (stuff)
+                                  [0.05, 0.8, 0.1, 0.05]],  # car
+                                 np.float32))
+  mask = np.full((2, 2, 2), -8.0, np.float32)
+  mask[1, 0] = [2.0, 0.0]  # positive logit on one pixel only
+  out = panoptic.mask_classification_instances(class_logits, mask, size=(2, 2),
+                                               thing_classes=(1, 2), label_divisor=1000, top_k=3)
+  # thing (query, class) pairs by probability: (1, car) 0.8, (0, car) 0.15, (1, person) 0.1
+  np.testing.assert_array_equal(out["classes"], [1, 1, 2])
+  np.testing.assert_array_equal(out["masks"][0], [[True, False], [False, False]])
+  np.testing.assert_allclose(out["scores"][0], 0.8 / (1 + np.exp(-2.0)), rtol=1e-4)
+  assert out["ids"][0] == 1001 and len(out["scores"]) == 3
+  # the registered chain on a batch of model outputs
+  chain = Chain("argmax|mask_panoptic|mask_instances", _descriptor())
+  predictions = {"class_logits": class_logits[None], "mask_logits": mask[None],
+                 "logits": np.zeros((1, 2, 2, 3), np.float32)}
+  chain.check_outputs(predictions)
+  result = chain(predictions)
+  assert result["panoptic"].shape == (1, 2, 2) and len(result["instances"]) == 1
+  with pytest.raises(KeyError, match="reads \\['class_logits', 'mask_logits'\\]"):
+    chain.check_outputs({"logits": predictions["logits"]})
+
+
+def test_torchvision_resnet_weights_load_into_the_mask2former_trunk():
+  from conftest import ROOT  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  from segjax.models import Mask2Former, pretrained  # pylint: disable=import-outside-toplevel
+  model = Mask2Former(num_classes=3, backbone="resnet18", width=4, feature_size=32,
+                      mask_feature_size=8, hidden_dim=8, num_queries=4, num_heads=2,
+                      encoder_layers=1, decoder_layers=1)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+  path = os.path.join(ROOT, "tests", "fixtures", "resnet18_w4.npz")
+  loaded = pretrained.load_backbone(abstract, path, subtree=model.pretrained_subtree)
+  trunk = loaded["params"]["model"]["pixel_level_module"]["encoder"]
+  state = pretrained.read_state_dict(path)
+  np.testing.assert_array_equal(trunk["conv1"]["kernel"],
+                                state["conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(trunk["layer2"]["0"]["downsample"]["0"]["kernel"],
+                                state["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0))
+  assert loaded["params"]["class_predictor"] == abstract["params"]["class_predictor"]  # untouched
+  with pytest.raises(ValueError, match="has no 'backbone' to load"):
+    pretrained.load_backbone(abstract, path)
+
+
+@pytest.mark.parametrize("name", ["mask2former_coco", "segformer_cityscapes"])
+def test_transformer_recipes_trace_their_train_step_and_evaluation(name):
+  # A published recipe of each model at full size, traced without compiling (every recipe's plan
+  # in docs/plans compiles it for TPU): pipeline shapes, model, loss terms against its outputs,
+  # learning-rate groups against its parameters, the evaluation chain against its outputs.
+  from conftest import load_config  # pylint: disable=import-outside-toplevel
+  from segjax import evaluation, losses, models, optim, runs, sharding, train  # pylint: disable=import-outside-toplevel
+  from segjax.data import pipeline  # pylint: disable=import-outside-toplevel
+  config = load_config(name)
+  info = pipeline.dataset_info(config.data)
+  model = models.from_config(config.model, info.descriptor.num_classes)
+  tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  objective = losses.Objective(losses.make_terms(config.get("loss"), config.get("losses")),
+                               info.descriptor.ignore_label)
+  mesh = sharding.make_mesh(1)
+  state = train.abstract_train_state(model, tx, runs.input_shape(config), mesh, 2**12)
+  batch = pipeline.abstract_train_batch(config.data, info, 1)
+  names = ["loss", "loss/" + objective.terms[0].label]  # (train.term_names would trace again)
+  sums = jax.eval_shape(lambda: train.MetricSums.zeros(names, info.descriptor.num_classes))
+  step = train.make_train_step(model, tx, objective, info.descriptor.num_classes,
+                               info.descriptor.ignore_label, mesh)
+  new_state, _ = jax.eval_shape(step, state, sums, batch)
+  assert jax.tree.map(lambda a: a.shape, new_state.params) == jax.tree.map(lambda a: a.shape,
+                                                                           state.params)
+  if config.model.name == "mask2former":
+    evaluator = evaluation.Evaluator(model, config, info.descriptor, mesh,
+                                     runs.input_shape(config), panoptic_labels=info.instances)
+    assert evaluator.panoptic and evaluator.instances
+  assert config.reference and len(names) == 2
