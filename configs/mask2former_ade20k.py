@@ -14,9 +14,9 @@ torchvision's ImageNet ResNet-50 (``--config.model.pretrained=resnet50.safetenso
 from segjax.config_defaults import MMSEG_PHOTOMETRIC, mask2former_recipe
 
 
-def get_config():
+def get_config(loss: str = "points"):
   config = mask2former_recipe(
-      "tfds:scene_parse150", crop_size=512, batch_size=16, num_train_steps=160_000,
+      "tfds:scene_parse150", loss=loss, crop_size=512, batch_size=16, num_train_steps=160_000,
       train_pp=("resize_keep_ratio(short=512)|random_scale(0.5, 2.0)|random_crop(512)|flip_lr|"
                 + MMSEG_PHOTOMETRIC),
       eval_pp="resize_keep_ratio(long=512)|pad_to(512)", target="semantic",

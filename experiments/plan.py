@@ -6,6 +6,7 @@ step time, images/s, MFU and the hours and chip-hours of the recipe's schedule.
   python experiments/plan.py --config=configs/hmsa_cityscapes.py --topology=v4:2x2x4 --fsdp=4
   python experiments/plan.py --config=configs/unet_microscopy.py --topology=v5e:2x2 --sweep
   python experiments/plan.py --table=plans/   # the Markdown table of the plans written there
+  python experiments/plan.py --table=plans/ --topology=v5e:4x8   # ... of one slice
 
 Needs the TPU compiler (pip install -e '.[plan]'). Writes <output>/plan_<config>_<topology>.json.
 """
@@ -34,7 +35,8 @@ _SWEEP = flags.DEFINE_bool("sweep", False, "Try batch per device 1, 2, 4, ... an
 _OUTPUT = flags.DEFINE_string("output", ".", "Directory for the JSON.")
 flags.adopt_module_key_flags(cli)
 _TABLE = flags.DEFINE_string("table", None, "Instead of planning: print the Markdown table of the "
-                             "plan_*.json files in this directory.")
+                             "plan_*.json files in this directory (with --topology given: of that "
+                             "slice only).")
 
 
 def main(argv):
@@ -44,11 +46,14 @@ def main(argv):
   from segjax import plan
   if _TABLE.value:
     paths = sorted(glob.glob(os.path.join(_TABLE.value, "plan_*.json")))
-    print(plan.markdown_table([json.load(open(p)) for p in paths]))
+    topology = _TOPOLOGY.value if flags.FLAGS["topology"].present else None
+    print(plan.markdown_table([json.load(open(p)) for p in paths], topology=topology))
     return
   if _CONFIG.value is None:
     raise flags.ValidationError("--config is required.")
-  name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
+  # "configs/x.py:arg" (an argument of get_config) is the recipe "x:arg"
+  path, _, argument = config_flags.get_config_filename(flags.FLAGS["config"]).partition(".py:")
+  name = os.path.splitext(os.path.basename(path))[0] + (f":{argument}" if argument else "")
   try:
     if _SWEEP.value:
       result = plan.sweep(_CONFIG.value, _TOPOLOGY.value)
@@ -68,7 +73,7 @@ def main(argv):
   except plan.PlanError as e:
     raise SystemExit(f"error: {e}") from None
   os.makedirs(_OUTPUT.value, exist_ok=True)
-  path = os.path.join(_OUTPUT.value, f"plan_{name}_{_TOPOLOGY.value.replace(':', '_')}.json")
+  path = os.path.join(_OUTPUT.value, f"plan_{name}_{_TOPOLOGY.value}.json".replace(":", "_"))
   with open(path, "w") as f:
     json.dump(result, f, indent=1)
   print(f"Wrote {path}")

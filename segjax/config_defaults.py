@@ -166,20 +166,29 @@ def panoptic_deeplab_recipe(dataset: str, *, crop_size: int | tuple[int, int], b
 
 def mask2former_recipe(dataset: str, *, crop_size: int | tuple[int, int], batch_size: int,
                        num_train_steps: int, train_pp: str, eval_pp: str, target: str,
-                       reference: str, **optimizer) -> ml_collections.ConfigDict:
+                       reference: str, loss: str = "points",
+                       **optimizer) -> ml_collections.ConfigDict:
   """The Mask2Former ResNet-50 recipe (Cheng et al. 2022; the paper's detectron2 configs): 100
   queries, 6 deformable encoder layers, 9 decoder layers, 8 heads, 256 channels; the paper's
   loss on the segments of ``target`` (``"panoptic"`` or ``"semantic"``) with 12,544 points and
   deep supervision; AdamW 1e-4, weight decay 0.05, the backbone at 0.1× the rate, gradient
   clipping at 0.01 over the model, poly 0.9 without warm-up (``optimizer`` overrides);
-  post-processing with the paper's thresholds; bfloat16 computation."""
+  post-processing with the paper's thresholds; bfloat16 computation. ``loss="dense"`` (a config
+  file's argument, ``--config=configs/mask2former_coco.py:dense``): the mask losses and matching
+  costs on every pixel of the stride-4 masks instead of 12,544 sampled points (no gathers)."""
+  if loss not in ("points", "dense"):
+    raise ValueError(f"mask2former recipe: loss {loss!r} is not 'points' (the paper's 12,544 "
+                     "sampled points) or 'dense' (every mask pixel)")
+  points = 12544 if loss == "points" else 0
   crop = (crop_size,) * 2 if isinstance(crop_size, int) else tuple(crop_size)
   config = recipe_config(dataset, crop_size=crop, batch_size=batch_size,
                          num_train_steps=num_train_steps, train_pp=train_pp, eval_pp=eval_pp)
   config.model = ml_collections.ConfigDict(dict(
-      name="mask2former", backbone="resnet50", num_queries=100, dtype="bfloat16", pretrained=""))
+      name="mask2former", backbone="resnet50", num_queries=100, dtype="bfloat16", remat=False,
+      pretrained=""))
   config.loss = ""
-  config.losses = ((("class_logits", target, "mask2former_loss(max_targets=100)", 1.0)),)
+  config.losses = ((("class_logits", target,
+                     f"mask2former_loss(max_targets=100, num_points={points})", 1.0)),)
   config.optimizer = ml_collections.ConfigDict({**dict(
       name="adamw", learning_rate=1e-4, weight_decay=0.05, schedule="poly", power=0.9,
       end_factor=0.0, warmup_steps=0, grad_clip_norm=0.01,

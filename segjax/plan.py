@@ -375,16 +375,32 @@ def markdown_row(result: dict) -> str:
                 ("does not fit" if e and not e.get("fits") else "—"))
   return (f"| {result.get('config', result['model'])} | {result['topology']} | "
           f"{result['batch_size']} | {gib} | {'yes' if t['fits'] else '**no**'} | "
-          f"{number(t.get('step_seconds') and 1e3 * t['step_seconds'], '.0f')} | "
+          f"{number(t.get('step_seconds') and 1e3 * t['step_seconds'], ',.0f')} | "
           f"{number(t.get('images_per_second'), ',.0f')} | "
-          f"{number(t.get('mfu') and 100 * t['mfu'], '.0f')}{'%' if t.get('mfu') else ''} | "
-          f"{number(schedule.get('hours'), '.2g')} | {number(schedule.get('chip_hours'), ',.0f')} | "
+          f"{_percent(t.get('mfu'))} | "
+          f"{_hours(schedule.get('hours'))} | {number(schedule.get('chip_hours'), ',.0f')} | "
           f"{evaluation} | {result.get('reference', '')} |")
 
 
-def markdown_table(results) -> str:
-  """The recipe × slice table of several plans (as written by experiments/plan.py)."""
-  rows = sorted(results, key=lambda r: (r.get("config", r["model"]), r["topology"]))
+def _percent(fraction) -> str:
+  """MFU as a percentage: whole percents, two significant digits below 1% (``0.083%``)."""
+  if not fraction:
+    return "—"
+  return f"{100 * fraction:.0f}%" if fraction >= 0.01 else f"{100 * fraction:.2g}%"
+
+
+def _hours(hours) -> str:
+  """Two significant digits, whole hours from 100 on (``0.23``, ``4.7``, ``557``)."""
+  if hours is None:
+    return "—"
+  return f"{hours:,.0f}" if hours >= 100 else f"{hours:.2g}"
+
+
+def markdown_table(results, topology: str | None = None) -> str:
+  """The recipe × slice table of several plans (as written by experiments/plan.py); with
+  ``topology``, the rows of that slice only."""
+  rows = sorted((r for r in results if topology in (None, r["topology"])),
+                key=lambda r: (r.get("config", r["model"]), r["topology"]))
   return "\n".join([MARKDOWN_HEADER] + [markdown_row(r) for r in rows])
 
 

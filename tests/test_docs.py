@@ -150,14 +150,18 @@ def test_parameter_counts_in_the_docs_are_the_configs():
 
 
 def test_plan_tables_are_the_plans_in_docs_plans():
-  """The recipe × slice tables of the README and docs/recipes.md are
-  ``experiments/plan.py --table=docs/plans``: the plan JSON files kept in the repository."""
+  """The recipe × slice tables of the README (one slice) and docs/recipes.md (all) are the
+  output of the command their marker names, ``experiments/plan.py --table=docs/plans
+  [--topology=...]``: the plan JSON files kept in the repository."""
   import json  # pylint: disable=import-outside-toplevel
   from segjax import plan  # pylint: disable=import-outside-toplevel
   paths = sorted(glob.glob(os.path.join(ROOT, "docs", "plans", "plan_*.json")))
   assert len(paths) >= 8
-  table = plan.markdown_table([json.load(open(p)) for p in paths])
-  for doc in ("README.md", os.path.join("docs", "recipes.md")):
-    block = re.search(r"<!-- plan table: [^>]*-->\n(.*?)\n<!-- /plan table -->",
-                      _text(os.path.join(ROOT, doc)), re.S).group(1)
-    assert block == table, doc
+  results = [json.load(open(p)) for p in paths]
+  for doc, topology in (("README.md", "v5e:4x8"), (os.path.join("docs", "recipes.md"), None)):
+    marker = "experiments/plan.py --table=docs/plans" + (f" --topology={topology}" if topology
+                                                          else "")
+    block = re.search(r"<!-- plan table: ([^>]*) -->\n(.*?)\n<!-- /plan table -->",
+                      _text(os.path.join(ROOT, doc)), re.S)
+    assert block.group(1) == marker, doc
+    assert block.group(2) == plan.markdown_table(results, topology=topology), doc

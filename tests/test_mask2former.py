@@ -304,3 +304,103 @@ def test_transformer_recipes_trace_their_train_step_and_evaluation(name):
                                      runs.input_shape(config), panoptic_labels=info.instances)
     assert evaluator.panoptic and evaluator.instances
   assert config.reference and len(names) == 2
+
+
+def test_remat_recomputes_every_encoder_and_decoder_layer_and_keeps_the_parameters():
+  """``remat=True`` wraps each deformable encoder layer and each decoder layer in a checkpoint
+  (its activations recomputed in the backward pass); the parameter tree is unchanged. (Values
+  equal by construction of ``jax.checkpoint``; traced only, nothing compiled.)"""
+  sizes = dict(num_classes=3, backbone="resnet18", width=4, blocks=(1, 1, 1, 1), feature_size=32,
+               mask_feature_size=16, hidden_dim=16, num_queries=4, num_heads=4, encoder_layers=2,
+               encoder_ffn=16, decoder_layers=3, decoder_ffn=16)
+  image = jnp.zeros((1, 64, 64, 3))
+  plain, remat = mask2former.Mask2Former(**sizes), mask2former.Mask2Former(**sizes, remat=True)
+  variables = jax.eval_shape(plain.init, jax.random.PRNGKey(0), image)
+  assert (jax.tree.structure(jax.eval_shape(remat.init, jax.random.PRNGKey(0), image))
+          == jax.tree.structure(variables))
+  variables = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), variables)
+
+  def checkpoints(model):
+    loss = lambda p: jnp.sum(model.apply({**variables, "params": p}, image)["mask_logits"])
+    return str(jax.make_jaxpr(jax.grad(loss))(variables["params"])).count("remat2[")
+  assert checkpoints(plain) == 0
+  assert checkpoints(remat) == 2 + 3
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("feature_size", 48, "feature_size 48 must be a multiple of 32"),
+    ("num_heads", 5, "feature_size 32 is not a multiple of num_heads 5"),
+    ("common_stride", 2, "common_stride must be 4 or 8, not 2")])
+def test_mask2former_refuses_sizes_it_cannot_build(field, value, message):
+  sizes = dict(num_classes=3, backbone="resnet18", width=4, feature_size=32, hidden_dim=16,
+               num_heads=4)
+  model = mask2former.Mask2Former(**{**sizes, field: value})
+  with pytest.raises(ValueError, match=message):
+    jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_segment_grid_values_are_the_point_values_at_the_mask_pixel_centres(stride):
+  rng = np.random.default_rng(stride)
+  h, w = 3, 4
+  ids = rng.choice([7, 1003, 1004, 2000], size=(h * stride, w * stride)).astype(np.int32)
+  semantic = np.where(rng.random(ids.shape) < 0.1, 255, ids // 1000).astype(np.int32)
+  segment_ids, classes, valid = mc.segment_targets(jnp.asarray(ids), jnp.asarray(semantic),
+                                                   max_targets=5, ignore_label=255)
+  grid = mc.segment_grid_values(jnp.asarray(ids), segment_ids, valid, (h, w), 255,
+                                jnp.asarray(semantic))
+  centres = np.array([[(j + 0.5) / w, (i + 0.5) / h] for i in range(h) for j in range(w)],
+                     np.float32)
+  points = mc.segment_point_values(jnp.asarray(ids), segment_ids, valid, centres, 255,
+                                   jnp.asarray(semantic))
+  np.testing.assert_allclose(np.asarray(grid).reshape(5, -1), points, atol=1e-6)
+  assert float(np.asarray(grid).sum(0).max()) <= 1  # a pixel is in one segment or void
+  with pytest.raises(ValueError, match="labels 6x8 are not an integer multiple"):
+    mc.segment_grid_values(jnp.zeros((6, 8), jnp.int32), segment_ids, valid, (4, 4), 255,
+                           jnp.zeros((6, 8), jnp.int32))
+
+
+def test_dense_mask2former_loss_by_hand():
+  """``num_points=0``: matching and mask losses on every mask pixel, recomputed in NumPy."""
+  rng = np.random.default_rng(5)
+  semantic = np.zeros((1, 8, 8), np.int32)
+  semantic[0, :, 5:] = 2
+  semantic[0, 0, 0] = 255  # void: in no segment
+  ids = np.where(semantic == 2, 2000, 0).astype(np.int32)
+  class_logits = rng.normal(size=(1, 4, 4)).astype(np.float32)
+  mask_logits = rng.normal(size=(1, 4, 4, 4)).astype(np.float32) * 2
+  loss = jax.jit(functools.partial(mc.mask2former_loss, max_targets=3, num_points=0))(
+      {"class_logits": class_logits, "mask_logits": mask_logits},
+      {"panoptic": ids, "semantic": semantic})
+  # targets at the 4x4 mask pixels: the mean of each 2x2 block's membership
+  targets = np.stack([(ids[0] == i) & (semantic[0] != 255) for i in (0, 2000)]).astype(float)
+  targets = targets.reshape(2, 4, 2, 4, 2).mean((2, 4)).reshape(2, 16)
+  pred = mask_logits[0].reshape(4, 16).astype(np.float64)
+  sig = 1 / (1 + np.exp(-pred))
+  probs = np.exp(class_logits[0]) / np.exp(class_logits[0]).sum(-1, keepdims=True)
+  ce = -(np.log(sig) @ targets.T + np.log(1 - sig) @ (1 - targets).T) / 16
+  dice = 1 - (2 * sig @ targets.T + 1) / (sig.sum(-1)[:, None] + targets.sum(-1)[None] + 1)
+  cost = 5 * ce - 2 * probs[:, [0, 2]] + 5 * dice  # [Q, T]
+  query = scipy_assignment(cost.T)[1]
+  target_class = np.full(4, 3)
+  target_class[query] = [0, 2]
+  log_probs = np.log(probs)
+  weight = np.where(target_class == 3, 0.1, 1.0)
+  class_loss = -(weight * log_probs[np.arange(4), target_class]).sum() / weight.sum()
+  want = 2 * class_loss + 5 * ce[query, [0, 1]].sum() / 2 + 5 * dice[query, [0, 1]].sum() / 2
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  with pytest.raises(ValueError, match="num_points=-1"):
+    mc.mask2former_loss({"class_logits": class_logits, "mask_logits": mask_logits},
+                        {"panoptic": ids, "semantic": semantic}, num_points=-1)
+
+
+def test_mask2former_recipes_take_the_dense_loss_as_their_argument():
+  from conftest import load_config  # pylint: disable=import-outside-toplevel
+  from segjax import config_defaults  # pylint: disable=import-outside-toplevel
+  for name in ("mask2former_ade20k", "mask2former_cityscapes", "mask2former_coco"):
+    assert "num_points=12544" in load_config(name).losses[0][2]
+    assert "num_points=0" in load_config(name + ":dense").losses[0][2]
+  with pytest.raises(ValueError, match="loss 'sparse' is not 'points'"):
+    config_defaults.mask2former_recipe("tfds:coco_panoptic", crop_size=64, batch_size=1,
+                                       num_train_steps=1, train_pp="", eval_pp="",
+                                       target="panoptic", reference="", loss="sparse")

@@ -76,6 +76,10 @@ def test_a_near_miss_is_shown_with_two_decimals():
   assert "| temporaries 15.78 > 15.75 | **no** |" in plan.markdown_row(result)
   result["train"]["compiler_error"] = result["train"]["compiler_error"].replace("15.78", "23.3")
   assert "| temporaries 23.3 > 15.8 | **no** |" in plan.markdown_row(result)
+  other = dict(result, topology="v4:2x2x4")
+  assert len(plan.markdown_table([other, result]).splitlines()) == 2 + 2  # header, rule, 2 rows
+  table = plan.markdown_table([other, result], topology="v5e:4x8").splitlines()
+  assert len(table) == 3 and "| m | v5e:4x8 |" in table[2]
 
 
 def test_bad_topologies_and_batches_are_named():

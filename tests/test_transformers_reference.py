@@ -76,6 +76,9 @@ def test_a_transformers_checkpoint_initialises_the_segformer_encoder():
       state["segformer.encoder.block.1.1.attention.self.query.weight"].T)
   assert loaded["params"]["decode_head"] == abstract["params"]["decode_head"]  # untouched
   assert model.pretrained_format == "transformers"
+  unet = {"params": {"encoder": {"kernel": jnp.zeros((3, 3))}}}
+  with pytest.raises(ValueError, match="the model has no 'segformer' to load .*segformer_tiny"):
+    pretrained.load_transformers_encoder(unet, TINY)
 
 
 def train_on_one_batch(config, steps: int = 4):
@@ -136,6 +139,18 @@ def test_mask2former_parameter_count_equals_transformers():
   model = models.create("mask2former", num_classes=133)  # ResNet-50, the paper's sizes
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
   assert models.count_params(shapes["params"]) == sizes["resnet50_coco"] == 44_036_998
+  # Its variables written under their transformers names and in PyTorch's layouts (zeros) load
+  # back through from_transformers: every tensor found by name and shape (the bottleneck
+  # ResNet-50's stacked blocks included), the sizes read from the shapes.
+  from segjax.models import mask2former  # pylint: disable=import-outside-toplevel
+  from segjax.models import pretrained  # pylint: disable=import-outside-toplevel
+  zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+  state = pretrained.to_state_dict(zeros, key=mask2former.hf_key)
+  loaded, variables = models.from_transformers("mask2former", state)
+  assert (loaded.backbone, loaded.blocks, loaded.num_queries, loaded.num_classes,
+          loaded.encoder_layers, loaded.decoder_layers, loaded.num_heads) == (
+              "resnet50", (3, 4, 6, 3), 100, 133, 6, 9, 8)
+  assert jax.tree.map(np.shape, variables) == jax.tree.map(np.shape, zeros)
 
 
 def test_mask2former_from_transformers_errors():

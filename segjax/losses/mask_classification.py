@@ -18,6 +18,8 @@ classes come from ``batch["semantic"]``; pixels of ``ignore_label`` belong to no
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -127,6 +129,26 @@ def segment_point_values(ids: jax.Array, segment_ids: jax.Array, valid: jax.Arra
   return jnp.sum(jnp.where(hits, weight, 0.0), axis=-1)
 
 
+def segment_grid_values(ids: jax.Array, segment_ids: jax.Array, valid: jax.Array,
+                        size: tuple[int, int], ignore_label: int,
+                        semantic: jax.Array) -> jax.Array:
+  """`segment_point_values` at the pixel centres of a ``size`` = (h, w) grid whose pixels cover
+  ``s × s`` pixels of the ``[H,W]`` id map (H = s·h, W = s·w) → ``[T,h,w]``: the same bilinear
+  values (a 2×2 mean for even ``s``, one pixel for odd), read with strided slices, no gathers."""
+  height, width = ids.shape
+  h, w = size
+  if height % h or width % w or height // h != width // w:
+    raise ValueError(f"mask2former_loss(num_points=0): labels {height}x{width} are not an integer "
+                     f"multiple (the same in both axes) of the {h}x{w} masks")
+  stride = height // h
+  ids = jnp.where(semantic == ignore_label, _NO_ID, ids.astype(jnp.int32))
+  starts = (stride // 2 - 1, stride // 2) if stride % 2 == 0 else (stride // 2,)
+  taps = [ids[y::stride, x::stride] for y in starts for x in starts]
+  hits = sum(((tap[None] == segment_ids[:, None, None]) & valid[:, None, None]).astype(
+      jnp.float32) for tap in taps)
+  return hits / len(taps)
+
+
 def _point_values(maps: jax.Array, points: jax.Array) -> jax.Array:
   """``maps`` ``[N,H,W]`` at ``points`` ``[P,2]`` (shared) or ``[N,P,2]`` → ``[N,P]``."""
   if points.ndim == 2:
@@ -140,10 +162,17 @@ def match(class_logits, mask_logits, target, classes, valid, points, *, class_we
   query minimising ``class_weight · (−p(class)) + mask_weight · sigmoid-CE + dice_weight · Dice``,
   the mask costs on the shared random ``points`` ``[P,2]``, where the targets' masks take the
   values ``target`` ``[T,P]``. Returns the query of each target ``[T]`` (-1 for padding)."""
+  pred = _point_values(mask_logits.astype(jnp.float32), points)  # [Q, P]
+  return _assign(class_logits, pred, target, classes, valid, class_weight=class_weight,
+                 mask_weight=mask_weight, dice_weight=dice_weight)
+
+
+def _assign(class_logits, pred, target, classes, valid, *, class_weight, mask_weight,
+            dice_weight):
+  """`match` on mask values already read: ``pred`` ``[Q,P]`` logits, ``target`` ``[T,P]``."""
   probs = jax.nn.softmax(class_logits.astype(jnp.float32), axis=-1)  # [Q, K+1]
   cost_class = -probs[:, classes]  # [Q, T]
-  pred = _point_values(mask_logits.astype(jnp.float32), points)  # [Q, P]
-  num_points = points.shape[0]
+  num_points = pred.shape[-1]
   cost_ce = (jax.nn.softplus(-pred) @ target.T + jax.nn.softplus(pred) @ (1 - target).T) / num_points
   sig = jax.nn.sigmoid(pred)
   cost_dice = 1 - (2 * sig @ target.T + 1) / (sig.sum(-1)[:, None] + target.sum(-1)[None] + 1)
@@ -174,19 +203,28 @@ def prediction_loss(class_logits, mask_logits, segments, key, *, num_masks, igno
   """The loss of one decoder prediction over the batch: ``class_weight`` × the cross-entropy of
   every query's class (matched: its target's, else "no object" with weight
   ``no_object_weight``; PyTorch's weighted mean) + ``mask_weight`` × sigmoid-CE + ``dice_weight``
-  × Dice of the matched masks on uncertainty-sampled points, summed over targets / ``num_masks``.
+  × Dice of the matched masks on uncertainty-sampled points (every pixel with ``num_points=0``),
+  summed over targets / ``num_masks``.
   ``segments`` = ``(ids, semantic, segment_ids, classes, valid)`` of the batch."""
   ids, semantic, segment_ids, classes, valid = segments
   batch, queries, num_labels = class_logits.shape
   match_key, point_key = jax.random.split(key)
-  match_points = jax.random.uniform(match_key, (batch, num_points, 2))
-  target_values = lambda points: jax.vmap(
-      lambda i, s, g, v, p: segment_point_values(i, g, v, p, ignore_label, s))(
-          ids, semantic, segment_ids, valid, points)
-  assigned = jax.vmap(lambda c, m, t, k, v, p: match(
-      c, m, t, k, v, p, class_weight=class_weight, mask_weight=mask_weight,
-      dice_weight=dice_weight))(class_logits, mask_logits, target_values(match_points), classes,
-                                valid, match_points)
+  assign = functools.partial(_assign, class_weight=class_weight, mask_weight=mask_weight,
+                             dice_weight=dice_weight)
+  if num_points == 0:  # dense: every pixel of the masks, no sampling (no gathers)
+    dense_targets = jax.vmap(lambda i, s, g, v: segment_grid_values(
+        i, g, v, mask_logits.shape[2:], ignore_label, s))(ids, semantic, segment_ids, valid)
+    dense_targets = dense_targets.reshape(batch, segment_ids.shape[1], -1)  # [B, T, h·w]
+    pred = mask_logits.reshape(batch, queries, -1).astype(jnp.float32)
+    assigned = jax.vmap(assign)(class_logits, pred, dense_targets, classes, valid)
+  else:
+    match_points = jax.random.uniform(match_key, (batch, num_points, 2))
+    target_values = lambda points: jax.vmap(
+        lambda i, s, g, v, p: segment_point_values(i, g, v, p, ignore_label, s))(
+            ids, semantic, segment_ids, valid, points)
+    assigned = jax.vmap(lambda c, m, t, k, v, p: assign(
+        c, _point_values(m.astype(jnp.float32), p), t, k, v))(
+            class_logits, mask_logits, target_values(match_points), classes, valid, match_points)
   query = jnp.where(valid, assigned, queries)  # padding points past the queries
   no_object = num_labels - 1
   target_class = jnp.full((batch, queries + 1), no_object, jnp.int32)
@@ -199,10 +237,13 @@ def prediction_loss(class_logits, mask_logits, segments, key, *, num_masks, igno
   matched = jnp.take_along_axis(mask_logits, jnp.clip(query, 0, queries - 1)[..., None, None],
                                 axis=1).astype(jnp.float32)  # [B, T, h, w]
   flat = matched.reshape(-1, *matched.shape[2:])
-  points = uncertain_points(jax.lax.stop_gradient(flat), point_key, num_points,
-                            oversample_ratio, importance_sample_ratio)
-  logits = _point_values(flat, points)  # [B·T, P]
-  labels = target_values(points.reshape(batch, -1, *points.shape[1:])).reshape(logits.shape)
+  if num_points == 0:
+    logits, labels = flat.reshape(flat.shape[0], -1), dense_targets.reshape(flat.shape[0], -1)
+  else:
+    points = uncertain_points(jax.lax.stop_gradient(flat), point_key, num_points,
+                              oversample_ratio, importance_sample_ratio)
+    logits = _point_values(flat, points)  # [B·T, P]
+    labels = target_values(points.reshape(batch, -1, *points.shape[1:])).reshape(logits.shape)
   ce = jnp.mean(jax.nn.softplus(logits) - logits * labels, axis=-1)
   probs = jax.nn.sigmoid(logits)
   dice = 1 - (2 * (probs * labels).sum(-1) + 1) / (probs.sum(-1) + labels.sum(-1) + 1)
@@ -223,7 +264,10 @@ def mask2former_loss(outputs, batch, *, output_key: str = "class_logits",
   points, oversampling 3, importance 0.75) on ``outputs[output_key]`` and the ``mask_logits``
   beside it (``aux_class_logits``/``aux_mask_logits`` too with ``deep_supervision``), against
   the segments of ``batch[target_key]`` (`segment_targets`; classes from ``batch["semantic"]``).
-  ``rng`` draws the sampled points (the trainer passes a key per step)."""
+  ``rng`` draws the sampled points (the trainer passes a key per step). ``num_points=0``: the
+  matching costs and mask losses on every pixel of the masks instead of sampled points
+  (MaskFormer's dense loss; the targets read by strided slices, `segment_grid_values`) — no
+  gathers, which TPUs serve a tile at a time."""
   prefix = output_key[:-len("class_logits")] if output_key.endswith("class_logits") else ""
   if target_key not in batch or "semantic" not in batch:
     raise KeyError(f"mask2former_loss reads batch[{target_key!r}] and batch['semantic']; the "
@@ -233,6 +277,8 @@ def mask2former_loss(outputs, batch, *, output_key: str = "class_logits",
       raise KeyError(f"mask2former_loss reads the model output {prefix + key!r}, which this "
                      f"model does not return (it returns {sorted(outputs)})")
   queries = outputs[prefix + "class_logits"].shape[1]
+  if num_points < 0:
+    raise ValueError(f"mask2former_loss: num_points={num_points} (0: every pixel of the masks)")
   if max_targets > queries:
     raise ValueError(f"mask2former_loss: max_targets={max_targets} exceeds the model's "
                      f"{queries} queries (each target needs its own query)")

@@ -234,6 +234,7 @@ class PixelDecoder(nn.Module):
   ffn: int = 1024
   common_stride: int = 4
   dropout: float = 0.0
+  remat: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -241,7 +242,7 @@ class PixelDecoder(nn.Module):
     deepest = list(features[::-1][:LEVELS])  # strides 32, 16, 8
     level_embed = self.param("level_embed", nn.initializers.normal(1.0),
                              (LEVELS, self.feature_size))
-    shapes = [tuple(x.shape[1:3]) for x in deepest]
+    shapes = tuple(tuple(x.shape[1:3]) for x in deepest)
     embeds, positions = [], []
     for i, x in enumerate(deepest):
       x = nn.Conv(self.feature_size, (1, 1), dtype=self.dtype,
@@ -257,8 +258,10 @@ class PixelDecoder(nn.Module):
     reference = jnp.asarray(reference_points(shapes))
     reference = jnp.broadcast_to(reference[None, :, None, :],
                                  (x.shape[0], reference.shape[0], LEVELS, 2))
+    layer = (nn.remat(PixelDecoderLayer, static_argnums=(4, 5)) if self.remat
+             else PixelDecoderLayer)
     for i in range(self.layers):
-      x = PixelDecoderLayer(self.feature_size, self.heads, self.ffn, self.dropout, self.dtype,
+      x = layer(self.feature_size, self.heads, self.ffn, self.dropout, self.dtype,
                             name=f"encoder_layers_{i}")(x, pos, reference, shapes, train)
     outputs, start = [], 0
     for height, width in shapes:
@@ -346,6 +349,7 @@ class TransformerModule(nn.Module):
   layers: int = 9
   ffn: int = 2048
   dropout: float = 0.0
+  remat: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -384,9 +388,10 @@ class TransformerModule(nn.Module):
       return allowed | ~allowed.any(-1, keepdims=True)
 
     allowed = predict(x, sizes[0])
+    layer = nn.remat(DecoderLayer, static_argnums=(6,)) if self.remat else DecoderLayer
     for i in range(self.layers):
       level = i % LEVELS
-      x = DecoderLayer(self.hidden_dim, self.heads, self.ffn, self.dropout, self.dtype,
+      x = layer(self.hidden_dim, self.heads, self.ffn, self.dropout, self.dtype,
                        name=f"layers_{i}")(x, query_pos, memories[level], memory_pos[level],
                                            allowed, train)
       allowed = predict(x, sizes[(i + 1) % LEVELS])
@@ -437,6 +442,7 @@ class Mask2Former(nn.Module):
   decoder_ffn: int = 2048
   common_stride: int = 4
   dropout: float = 0.0
+  remat: bool = False  # recompute each encoder/decoder layer's activations in the backward pass
   dtype: Dtype = jnp.float32
   # where config.model.pretrained (torchvision ResNet weights) goes
   pretrained_subtree = "model/pixel_level_module/encoder"
@@ -456,11 +462,12 @@ class Mask2Former(nn.Module):
                  blocks=tuple(self.blocks) if self.blocks else None)
     decoder = dict(feature_size=self.feature_size, mask_feature_size=self.mask_feature_size,
                    heads=self.num_heads, layers=self.encoder_layers, ffn=self.encoder_ffn,
-                   common_stride=self.common_stride, dropout=self.dropout, dtype=self.dtype)
+                   common_stride=self.common_stride, dropout=self.dropout, remat=self.remat,
+                   dtype=self.dtype)
     transformer = dict(hidden_dim=self.hidden_dim, mask_feature_size=self.mask_feature_size,
                        num_queries=self.num_queries, heads=self.num_heads,
                        layers=self.decoder_layers, ffn=self.decoder_ffn, dropout=self.dropout,
-                       dtype=self.dtype)
+                       remat=self.remat, dtype=self.dtype)
     mask_features, states, masks = _Model(trunk, decoder, transformer, name="model")(
         image.astype(self.dtype), train)
     classifier = nn.Dense(self.num_classes + 1, dtype=self.dtype, name="class_predictor")

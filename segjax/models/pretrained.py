@@ -77,16 +77,17 @@ def _unstacked_paths(path: tuple[str, ...], shape) -> list[tuple[str, ...]]:
   return [path[:i] + (str(n),) + path[i + 2:] for n in range(1, shape[0] + 1)]
 
 
-def to_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
-  """The inverse of `load_state_dict`: torchvision keys and layouts (OIHW kernels, one tensor per
-  block) of ``variables``."""
+def to_state_dict(variables: Mapping, *, key=torch_key) -> dict[str, np.ndarray]:
+  """The inverse of `load_state_dict`: the PyTorch keys (``key(path)``: torchvision's names by
+  default) and layouts (OIHW convolutions, ``[out, in]`` Linear weights, one tensor per block) of
+  ``variables``."""
   out = {}
   for path, value in flax.traverse_util.flatten_dict(flax.core.unfreeze(variables)).items():
     value = np.asarray(value)
     stacked = "blocks" in path
     for n, unstacked in enumerate(_unstacked_paths(path, value.shape)):
       tensor = value[n] if stacked else value
-      out[torch_key(unstacked)] = tensor.transpose(3, 2, 0, 1) if tensor.ndim == 4 else tensor
+      out[key(unstacked)] = _to_torch_layout(tensor) if path[-1] == "kernel" else tensor
   return out
 
 
@@ -94,6 +95,11 @@ def _to_flax_layout(tensor: np.ndarray) -> np.ndarray:
   """A PyTorch weight in Flax's layout: OIHW convolutions to HWIO, ``[out, in]`` Linear to
   ``[in, out]``."""
   return tensor.transpose(2, 3, 1, 0) if tensor.ndim == 4 else tensor.T if tensor.ndim == 2 else tensor
+
+
+def _to_torch_layout(tensor: np.ndarray) -> np.ndarray:
+  """The inverse of `_to_flax_layout`."""
+  return tensor.transpose(3, 2, 0, 1) if tensor.ndim == 4 else tensor.T if tensor.ndim == 2 else tensor
 
 
 def load_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], *, prefix: str = "",
