@@ -262,7 +262,7 @@ class PixelDecoder(nn.Module):
              else PixelDecoderLayer)
     for i in range(self.layers):
       x = layer(self.feature_size, self.heads, self.ffn, self.dropout, self.dtype,
-                            name=f"encoder_layers_{i}")(x, pos, reference, shapes, train)
+                name=f"encoder_layers_{i}")(x, pos, reference, shapes, train)
     outputs, start = [], 0
     for height, width in shapes:
       outputs.append(x[:, start:start + height * width].reshape(
@@ -392,8 +392,8 @@ class TransformerModule(nn.Module):
     for i in range(self.layers):
       level = i % LEVELS
       x = layer(self.hidden_dim, self.heads, self.ffn, self.dropout, self.dtype,
-                       name=f"layers_{i}")(x, query_pos, memories[level], memory_pos[level],
-                                           allowed, train)
+                name=f"layers_{i}")(x, query_pos, memories[level], memory_pos[level], allowed,
+                                    train)
       allowed = predict(x, sizes[(i + 1) % LEVELS])
     return states, masks
 
