@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _xla_cpu.prefer_eigen_convolutions()
 
 _SUBMODULES = ("checkpointing", "config_defaults", "data", "distributed", "evaluation", "export",
-               "inference", "losses", "metrics", "models", "optim", "plan", "postprocess",
+               "inference", "labelstudio", "losses", "metrics", "models", "optim", "plan", "postprocess",
                "predict", "registry", "runs", "sharding", "train", "train_state", "visualize")
 
 

@@ -94,12 +94,15 @@ def one_line(error: BaseException) -> str:
   return message
 
 
-def run(main) -> None:
-  """``absl.app.run(main)``, with one-line errors (the traceback under ``--verbose``)."""
+def run(main, commands: tuple[str, ...] = ()) -> None:
+  """``absl.app.run(main)``, with one-line errors (the traceback under ``--verbose``). With
+  ``commands``, the one positional argument must be one of them (``main`` gets it as argv[1])."""
   verbose = any(arg in ("--verbose", "--verbose=true", "--verbose=True") for arg in sys.argv)
 
   def quiet_main(argv):
-    if len(argv) > 1:
+    if commands and (len(argv) != 2 or argv[1] not in commands) and not _SHOW_CONFIG.value:
+      raise app.UsageError(f"Expected one command of {', '.join(commands)}; got {argv[1:]}")
+    if len(argv) > 1 + bool(commands):
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if _SHOW_CONFIG.value:
       return show_config()

@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
       mean=IMAGENET_MEAN, std=IMAGENET_STD, ignore_label=255,
       process_data="split"))  # or "stream": batches independent of the process count
   config.model = ml_collections.ConfigDict(dict(name="", dtype="float32", pretrained=""))
+  # Fine-tuning: every model variable from this trained run directory (or exported .safetensors);
+  # a fresh optimizer, step 0.
+  config.init_from = ""
   # The objective: config.loss on (logits, semantic), plus the terms of config.losses, each
   # (output, target, loss, weight[, weight_key]) (segjax/losses/terms.py).
   # Any type: a string, a function, or a list of (loss, weight[, kwargs]) (the command line sets

@@ -45,6 +45,14 @@ def write_json(path: str, payload) -> str:
   return write_atomic(path, write)
 
 
+def write_bytes(path: str, data: bytes) -> str:
+  """``data`` to ``path``, atomically."""
+  def write(tmp):
+    with open(tmp, "wb") as f:
+      f.write(data)
+  return write_atomic(path, write)
+
+
 def write_text(path: str, text: str) -> str:
   """``text`` to ``path``, atomically."""
   def write(tmp):

@@ -135,14 +135,24 @@ def list_inputs(pattern: str) -> list[str]:
   return paths
 
 
+def predict_file(predictor: Predictor, path: str) -> tuple[dict, np.ndarray]:
+  """``(predictions, class probabilities [H,W,C])`` of one image file (its alpha channel
+  dropped), normalised as the run's training images were."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from segjax.data import folder  # pylint: disable=import-outside-toplevel
+  raw = folder.read_image(path)
+  image = raw[..., :3] if raw.shape[-1] == 4 else raw
+  normalised = pipeline.prepare_image({"image": tf.constant(image)},
+                                      predictor.config.data)["image"].numpy()
+  return predictor.predict_image(normalised)
+
+
 def predict_files(predictor: Predictor, inputs, output: str, fmt: str = "png",
                   progress: bool = True) -> list[dict]:
   """Predicts every file of ``inputs`` and writes pre-labels in ``fmt`` (``png``, ``coco`` or
   ``labelme``) to ``output`` (see `segjax.export`); returns the review rows, least confident
   first."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   import tqdm  # pylint: disable=import-outside-toplevel
-  from segjax.data import folder  # pylint: disable=import-outside-toplevel
 
   if fmt not in ("png", "coco", "labelme"):
     raise ValueError(f"--format must be png, coco or labelme, not {fmt!r}")
@@ -154,10 +164,7 @@ def predict_files(predictor: Predictor, inputs, output: str, fmt: str = "png",
   paths = [inputs] if isinstance(inputs, str) else list(inputs)
   for path in tqdm.tqdm(paths, desc="predict", unit="image", disable=not progress):
     name = export.safe_name(os.path.splitext(os.path.basename(path))[0])
-    raw = folder.read_image(path)
-    image = raw[..., :3] if raw.shape[-1] == 4 else raw
-    normalised = pipeline.prepare_image({"image": tf.constant(image)}, config.data)["image"].numpy()
-    predictions, probs = predictor.predict_image(normalised)
+    predictions, probs = predict_file(predictor, path)
     labels = np.asarray(predictions["semantic"][0], np.int32)
     instance, scores = instance_map(predictions, 0, descriptor)
     if "panoptic" in predictions:

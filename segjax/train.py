@@ -103,6 +103,16 @@ def create_train_state(model, tx, image_shape, seed: int, mesh,
   return init(jax.random.key(seed, impl="rbg"))
 
 
+def with_variables(state: TrainState, tx, variables: dict) -> TrainState:
+  """``state`` with the model ``variables`` (params, batch_stats) put in its shardings and a
+  fresh optimizer state for them."""
+  variables = jax.device_put(variables, sharding.shardings_of(state.variables))
+  opt_state = jax.jit(tx.init, out_shardings=sharding.shardings_of(state.opt_state))(
+      variables["params"])
+  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
+                       opt_state=opt_state)
+
+
 def load_pretrained(state: TrainState, tx, path: str, model=None) -> TrainState:
   """``state`` with the model's pretrained part from ``path`` (``config.model.pretrained``): a
   torchvision ResNet file into its ``backbone`` (Mask2Former: its ``pretrained_subtree``), or,
@@ -112,11 +122,19 @@ def load_pretrained(state: TrainState, tx, path: str, model=None) -> TrainState:
     variables = pretrained.load_transformers_encoder(state.variables, path, subtree=subtree)
   else:
     variables = pretrained.load_backbone(state.variables, path, subtree=subtree)
-  variables = jax.device_put(variables, sharding.shardings_of(state.variables))
-  opt_state = jax.jit(tx.init, out_shardings=sharding.shardings_of(state.opt_state))(
-      variables["params"])
-  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
-                       opt_state=opt_state)
+  return with_variables(state, tx, variables)
+
+
+def init_from_run(state: TrainState, tx, path: str) -> TrainState:
+  """``state`` with every model variable of the trained run (or exported model) at ``path``
+  (``config.init_from``: fine-tuning), its optimizer state fresh and its step 0."""
+  trained = runs.load(path)
+  expected = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), state.variables)
+  found = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), trained.variables)
+  if expected != found:
+    raise ValueError(f"config.init_from={path}: its model's variables differ from this config's "
+                     f"model ({trained.config.model.to_dict()} vs. this config's config.model).")
+  return with_variables(state, tx, trained.variables)
 
 
 # ================================================================================================
@@ -236,6 +254,8 @@ def setup(config, mesh=None, data: bool = True) -> Trainer:
                              min_shard_size=options.get("fsdp_min_size", 2**12))
   if config.model.get("pretrained"):
     state = load_pretrained(state, tx, config.model.pretrained, model)
+  if config.get("init_from"):
+    state = init_from_run(state, tx, config.init_from)
   return Trainer(config, mesh, descriptor, source, model, tx, objective, state)
 
 

@@ -31,7 +31,8 @@ import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The longest tests start first, so that the two xdist workers finish together.
-SLOW_FIRST = ("test_recipes.py", "test_multihost.py::test_two_processes")
+SLOW_FIRST = ("test_recipes.py", "test_multihost.py::test_two_processes",
+              "test_labelstudio.py::test_labelling_loop")
 
 
 def pytest_collection_modifyitems(items):

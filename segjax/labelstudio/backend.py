@@ -1,0 +1,320 @@
+"""segjax as a Label Studio ML backend: pre-labels on demand, every correction kept, and the next
+model trained on the corrections while the current one keeps answering.
+
+The protocol is HTTP + JSON (``experiments/label_studio_backend.py`` serves it):
+
+  GET  /health    {"status": "UP", "model_version": ...}
+  POST /setup     Label Studio's project, labelling config, hostname and access token
+                  -> {"model_version": ...}
+  POST /predict   {"tasks": [...]} -> {"results": [{"result", "score", "model_version"}, ...]}, one
+                  per task; ``score`` = the image's confidence (1 - mean per-pixel entropy / log C),
+                  so sorting the Data Manager by prediction score puts the least certain first
+  POST /webhook   ANNOTATION_CREATED / ANNOTATION_UPDATED (stored before the answer),
+                  ANNOTATIONS_DELETED, START_TRAINING (fine-tunes in a separate process)
+  GET  /versions  the model versions and their state
+
+Everything lives under ``RUN/labelstudio/``::
+
+  annotations/TASK-ANNOTATION.json   each received annotation with its task, written atomically
+                                     before /webhook answers
+  versions/vN/                       model version N: a segjax run directory (config.json,
+                                     descriptor.json, checkpoints/, metrics.jsonl) fine-tuned from
+                                     version N-1 on data/ (its training set: a folder dataset of
+                                     the corrected images), with finetune.json (its config),
+                                     train.log and version.json (state, images, times)
+  current.json                       the version /predict serves ({"version": N}); version 0 is
+                                     the run itself
+  connection.json                    Label Studio's address and access token (mode 0600), to
+                                     fetch task images after a restart
+  images/                            task images fetched from Label Studio
+"""
+from __future__ import annotations
+
+import glob
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+from segjax import files
+from segjax.labelstudio import tasks as ls_tasks
+
+ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+
+
+def finetune_config(parent_config, data_root: str, *, init_from: str, steps: int,
+                    learning_rate: float | None = None):
+  """The config of a fine-tuning run: ``parent_config``'s model, loss, optimizer and input
+  normalisation, on the folder dataset at ``data_root`` (patches of the training crop, no
+  filtering), starting from the variables of the run at ``init_from``, for ``steps`` steps."""
+  from segjax import runs  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  config = runs.config_from_dict(runs.config_to_dict(parent_config))
+  crop = tuple(config.data.crop_size)
+  kept = {k: config.data[k] for k in (*runs.INPUT_KEYS, "train_pp", "ignore_label")
+          if k in config.data}
+  config.data = ml_collections.ConfigDict(dict(
+      name="folder", root=os.path.abspath(data_root), data_dir=os.path.join(
+          os.path.abspath(data_root), ".prepared"), skip_bad=False, train_split="train",
+      crop_size=crop, patch_size=crop, patch_stride=tuple(max(1, 3 * c // 4) for c in crop),
+      min_labelled_fraction=0.0, class_balanced=0.0, shuffle_buffer=1000, cache=True,
+      eval_pp="", process_data="split", **kept))
+  config.init_from = os.path.abspath(init_from)
+  config.model.pretrained = ""
+  config.num_train_steps = int(steps)
+  config.optimizer.warmup_steps = min(int(config.optimizer.get("warmup_steps", 0)), steps // 10)
+  if learning_rate:
+    config.optimizer.learning_rate = float(learning_rate)
+  config.eval_splits = ()
+  config.eval_every_steps = 0
+  config.checkpoint_every_steps = int(steps)
+  config.keep_checkpoints = 1
+  config.log_every_steps = max(1, min(int(config.log_every_steps), steps))
+  return config
+
+
+def task_image(task: dict) -> str:
+  """A task's image URL: its ``image`` data field, or its only field."""
+  data = task.get("data", {})
+  if ls_tasks.IMAGE in data:
+    return data[ls_tasks.IMAGE]
+  if len(data) == 1:
+    return next(iter(data.values()))
+  raise ValueError(f"task {task.get('id')} has no {ls_tasks.IMAGE!r} field (it has "
+                   f"{sorted(data)})")
+
+
+class Backend:
+  """The ML backend of the run at ``workdir``. ``data``: a folder holding the task images (read
+  directly instead of fetched from Label Studio); ``train_every``: fine-tune after this many new
+  annotations (0: only on START_TRAINING); ``steps``/``learning_rate``: of each fine-tuning."""
+
+  def __init__(self, workdir: str, data: str | None = None, *, train_every: int = 0,
+               steps: int = 200, learning_rate: float | None = None, log=print):
+    self.workdir = os.path.abspath(workdir)
+    self.root = os.path.join(self.workdir, "labelstudio")
+    self.data = os.path.abspath(data) if data else None
+    self.train_every, self.steps, self.learning_rate = train_every, steps, learning_rate
+    self.log = log
+    for sub in ("annotations", "versions", "images"):
+      os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+    self._lock = threading.Lock()  # the served (version, predictor) pair
+    self._predict_lock = threading.Lock()  # one prediction at a time
+    self._train_lock = threading.Lock()
+    self._training, self._pending, self._new_annotations = None, False, 0
+    connection = self._read_json("connection.json") or {}
+    self.images = ls_tasks.TaskImages(os.path.join(self.root, "images"), data=self.data,
+                                      hostname=connection.get("hostname"),
+                                      token=connection.get("access_token"))
+    version = (self._read_json("current.json") or {}).get("version", 0)
+    self.version, self.predictor = version, self._load(version)
+
+  # -------------------------------------------------------------------------------- versions
+  def version_dir(self, version: int) -> str:
+    return self.workdir if version == 0 else os.path.join(self.root, "versions", f"v{version}")
+
+  def model_version(self, version: int | None = None) -> str:
+    version = self.version if version is None else version
+    return f"{os.path.basename(self.workdir)}-v{version}"
+
+  def _load(self, version: int):
+    from segjax import predict  # pylint: disable=import-outside-toplevel
+    from segjax import runs  # pylint: disable=import-outside-toplevel
+    return predict.Predictor(runs.load(self.version_dir(version)))
+
+  def _read_json(self, name: str):
+    path = os.path.join(self.root, name)
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      return json.load(f)
+
+  def versions(self) -> list[dict]:
+    out = [{"version": 0, "model_version": self.model_version(0), "state": "trained",
+            "workdir": self.workdir}]
+    for path in sorted(glob.glob(os.path.join(self.root, "versions", "v*", "version.json")),
+                       key=lambda p: int(os.path.basename(os.path.dirname(p))[1:])):
+      with open(path) as f:
+        out.append(json.load(f))
+    return out
+
+  def served(self):
+    with self._lock:
+      return self.version, self.predictor
+
+  # -------------------------------------------------------------------------------- protocol
+  def setup(self, payload: dict) -> dict:
+    connection = {k: payload[k] for k in ("hostname", "access_token") if payload.get(k)}
+    if connection and (connection.get("hostname"), connection.get("access_token")) != (
+        self.images.hostname, self.images.token):
+      path = os.path.join(self.root, "connection.json")
+      files.write_json(path, connection)
+      os.chmod(path, 0o600)
+      self.images.hostname = connection.get("hostname")
+      self.images.token = connection.get("access_token")
+    return {"model_version": self.model_version()}
+
+  def predict(self, payload: dict) -> dict:
+    version, predictor = self.served()  # one version for the whole request
+    with self._predict_lock:
+      return {"results": [ls_tasks.predict_image(predictor, self.images.path(task_image(task)),
+                                                 self.model_version(version))
+                          for task in payload.get("tasks", [])],
+              "model_version": self.model_version(version)}
+
+  def store_annotation(self, task: dict, annotation: dict) -> str:
+    """Writes one annotation with its task (atomically) before anything answers."""
+    task = {k: v for k, v in task.items() if k not in ("annotations", "predictions")}
+    path = os.path.join(self.root, "annotations", f"{int(task['id'])}-{int(annotation['id'])}.json")
+    files.write_json(path, {"task": task, "annotation": annotation, "received": time.time()})
+    return path
+
+  def webhook(self, payload: dict) -> dict:
+    action = payload.get("action")
+    if action in ANNOTATION_ACTIONS:
+      self.store_annotation(payload["task"], payload["annotation"])
+      self._new_annotations += 1
+      if self.train_every and self._new_annotations >= self.train_every:
+        return {"action": action, "stored": True, "training": self.start_training()}
+      return {"action": action, "stored": True}
+    if action == "ANNOTATIONS_DELETED":
+      for annotation in payload.get("annotations", []):
+        for path in glob.glob(os.path.join(self.root, "annotations", f"*-{int(annotation['id'])}.json")):
+          os.remove(path)
+      return {"action": action}
+    if action == "START_TRAINING":
+      return {"action": action, "training": self.start_training()}
+    return {"action": action, "ignored": True}
+
+  # -------------------------------------------------------------------------------- training
+  def annotated_tasks(self) -> list[dict]:
+    """The stored annotations as exported tasks (task fields + ``annotations``), by task id."""
+    by_task = {}
+    for path in sorted(glob.glob(os.path.join(self.root, "annotations", "*.json"))):
+      with open(path) as f:
+        stored = json.load(f)
+      item = by_task.setdefault(stored["task"]["id"], dict(stored["task"], annotations=[]))
+      item["annotations"].append(stored["annotation"])
+    return [by_task[k] for k in sorted(by_task)]
+
+  def start_training(self) -> str:
+    """Starts a fine-tuning in the background (or queues one if one is running)."""
+    with self._train_lock:
+      self._new_annotations = 0
+      if self._training is not None:
+        self._pending = True
+        return "queued"
+      self._training = threading.Thread(target=self._train_loop, daemon=True)
+      self._training.start()
+      return "started"
+
+  def wait_for_training(self, timeout: float | None = None) -> None:
+    thread = self._training
+    if thread is not None:
+      thread.join(timeout)
+
+  def _train_loop(self):
+    while True:
+      try:
+        self.train_version()
+      except Exception:  # pylint: disable=broad-except  (serving goes on with the old version)
+        self.log(f"fine-tuning failed:\n{traceback.format_exc()}")
+      with self._train_lock:
+        if not self._pending:
+          self._training = None
+          return
+        self._pending = False
+
+  def train_version(self) -> int | None:
+    """Fine-tunes the served version on every stored correction into a new version, in a separate
+    process, then serves it; returns its number (None when there is nothing to train on)."""
+    items = self.annotated_tasks()
+    parent, predictor = self.served()
+    if not items:
+      self.log("no annotations to train on")
+      return None
+    version = max(v["version"] for v in self.versions()) + 1
+    directory = self.version_dir(version)
+    os.makedirs(directory, exist_ok=True)
+    info = {"version": version, "model_version": self.model_version(version), "parent": parent,
+            "state": "training", "started": time.time(), "workdir": directory}
+    files.write_json(os.path.join(directory, "version.json"), info)
+    written = ls_tasks.export_to_folder(items, os.path.join(directory, "data", "train"),
+                                        predictor.descriptor, self.images.path)
+    info["images"] = len(written)
+    config = finetune_config(predictor.run.config, os.path.join(directory, "data"),
+                             init_from=self.version_dir(parent), steps=self.steps,
+                             learning_rate=self.learning_rate)
+    from segjax import runs  # pylint: disable=import-outside-toplevel
+    files.write_json(os.path.join(directory, "finetune.json"), runs.config_to_dict(config))
+    self.log(f"training {info['model_version']} on {len(written)} corrected images")
+    with open(os.path.join(directory, "train.log"), "wb") as log:
+      code = subprocess.call([sys.executable, "-m", "segjax.labelstudio.finetune", directory],
+                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if code:
+      info.update(state="failed", finished=time.time(), error=f"exit status {code}, see train.log")
+      files.write_json(os.path.join(directory, "version.json"), info)
+      self.log(f"{info['model_version']} failed: {directory}/train.log")
+      return None
+    new_predictor = self._load(version)
+    first = sorted(glob.glob(os.path.join(directory, "data", "train", "images", "*")))[0]
+    ls_tasks.predict_image(new_predictor, first)  # compiled before it serves
+    info.update(state="trained", finished=time.time())
+    files.write_json(os.path.join(directory, "version.json"), info)
+    with self._lock:
+      files.write_json(os.path.join(self.root, "current.json"), {"version": version})
+      self.version, self.predictor = version, new_predictor
+    self.log(f"serving {info['model_version']}")
+    return version
+
+
+# ------------------------------------------------------------------------------------ HTTP server
+def make_server(backend: Backend, host: str = "127.0.0.1", port: int = 9090):
+  """A threading HTTP server that answers Label Studio's ML backend requests with ``backend``."""
+  routes = {("GET", "/health"): lambda _: {"status": "UP", "model_class": "segjax",
+                                           "model_version": backend.model_version()},
+            ("GET", "/versions"): lambda _: {"versions": backend.versions()},
+            ("POST", "/setup"): backend.setup,
+            ("POST", "/predict"): backend.predict,
+            ("POST", "/webhook"): backend.webhook,
+            ("POST", "/train"): lambda _: {"training": backend.start_training()}}
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self, method):
+      route = routes.get((method, self.path.split("?")[0].rstrip("/") or "/"))
+      status, answer = 200, None
+      try:
+        if route is None:
+          status, answer = 404, {"error": f"no {method} {self.path}"}
+        else:
+          length = int(self.headers.get("Content-Length") or 0)
+          payload = json.loads(self.rfile.read(length) or b"{}") if method == "POST" else {}
+          answer = route(payload)
+      except Exception as e:  # pylint: disable=broad-except
+        backend.log(f"{method} {self.path} failed:\n{traceback.format_exc()}")
+        status, answer = 500, {"error": f"{type(e).__name__}: {e}"}
+      body = json.dumps(answer).encode()
+      self.send_response(status)
+      self.send_header("Content-Type", "application/json")
+      self.send_header("Content-Length", str(len(body)))
+      self.end_headers()
+      self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802
+      self._answer("GET")
+
+    def do_POST(self):  # noqa: N802
+      self._answer("POST")
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+      pass
+
+  server = http.server.ThreadingHTTPServer((host, port), Handler)
+  server.daemon_threads = True
+  return server

@@ -1,0 +1,249 @@
+"""Label Studio's side of a run: its labelling config, pre-labels as prediction results, and
+annotations read back into a folder-dataset split.
+
+Regions travel as ``brushlabels`` results in brush RLE (`segjax.labelstudio.rle`): one region per
+class present (stuff, and things without instances) and one per thing instance. Annotators may
+also draw ``polygonlabels`` (offered for thing classes), whose points are percentages of the
+image's width and height. Reading an annotation paints its regions in order (a later region over an
+earlier one); pixels no region covers get the class named ``background`` if the run has one, else
+the ignore label (unlabelled, left out of training).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.parse
+import urllib.request
+from typing import Callable, Iterable, Sequence
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+
+from segjax import export
+from segjax import files
+from segjax.data import folder
+from segjax.data.descriptor import DatasetDescriptor
+from segjax.labelstudio import rle
+
+IMAGE = "image"  # the Image tag's name, and the task data key of the image URL
+BRUSH = "label"  # the BrushLabels tag
+POLYGON = "polygon"  # the PolygonLabels tag (thing classes)
+
+
+def _hex(colour: Sequence[int]) -> str:
+  return "#" + "".join(f"{int(v):02x}" for v in colour[:3])
+
+
+def labelled_classes(descriptor: DatasetDescriptor) -> list[int]:
+  """The class ids annotators paint: all but the class named ``background``."""
+  background = export.background_class(descriptor)
+  return [i for i in range(descriptor.num_classes) if i != background]
+
+
+def labelling_config(descriptor: DatasetDescriptor) -> str:
+  """The Label Studio labelling config (XML) for ``descriptor``'s classes: a brush label per
+  class in the class colour, and polygon labels for the thing classes (instances)."""
+  def labels(ids):
+    return "\n".join(f"    <Label value={quoteattr(descriptor.class_names[i])} "
+                     f"background={quoteattr(_hex(descriptor.colormap[i]))}/>" for i in ids)
+  parts = ["<View>",
+           f'  <Image name="{IMAGE}" value="${IMAGE}" zoom="true" zoomControl="true"/>',
+           f'  <BrushLabels name="{BRUSH}" toName="{IMAGE}">',
+           labels(labelled_classes(descriptor)), "  </BrushLabels>"]
+  things = [i for i in labelled_classes(descriptor) if i in descriptor.thing_classes]
+  if things:
+    parts += [f'  <PolygonLabels name="{POLYGON}" toName="{IMAGE}" strokeWidth="2" '
+              'pointSize="small" opacity="0.5">', labels(things), "  </PolygonLabels>"]
+  return "\n".join(parts + ["</View>", ""])
+
+
+# ------------------------------------------------------------------------ predictions
+def prediction_result(labels: np.ndarray, instance: np.ndarray | None,
+                      descriptor: DatasetDescriptor, probs: np.ndarray | None = None,
+                      scores: dict | None = None) -> list[dict]:
+  """Brush regions of one predicted image: one per class present (the ignore label and the
+  background class left out) and one per thing instance. A region's ``score`` is its instance's
+  score when ``scores`` has it (``{(class, instance): score}``), else the mean probability of
+  its class over its pixels when ``probs`` ``[H,W,C]`` is given."""
+  height, width = np.asarray(labels).shape
+  result = []
+  for class_id, instance_id, mask in export.regions(labels, instance, descriptor, stuff=True):
+    region = {"id": f"segjax-{len(result)}", "from_name": BRUSH, "to_name": IMAGE,
+              "type": "brushlabels", "original_width": width, "original_height": height,
+              "image_rotation": 0,
+              "value": {"format": "rle", "rle": rle.encode(mask),
+                        "brushlabels": [descriptor.class_names[class_id]]}}
+    if scores and (class_id, instance_id) in scores:
+      region["score"] = float(scores[(class_id, instance_id)])
+    elif probs is not None:
+      region["score"] = float(np.asarray(probs)[..., class_id][mask].mean())
+    result.append(region)
+  return result
+
+
+def predict_image(predictor, path: str, model_version: str = "") -> dict:
+  """A Label Studio prediction of the image file ``path`` by a `segjax.predict.Predictor`:
+  ``{"result": regions, "score": confidence, "model_version"}``, where confidence = 1 -
+  `segjax.export.uncertainty` (``config.predict.uncertainty``), so the least certain image has
+  the lowest score."""
+  from segjax import predict  # pylint: disable=import-outside-toplevel
+  predictions, probs = predict.predict_file(predictor, path)
+  instance, scores = predict.instance_map(predictions, 0, predictor.descriptor)
+  confidence = 1.0 - export.uncertainty(probs, predictor.settings.get("uncertainty", "entropy"))
+  return {"result": prediction_result(predictions["semantic"][0], instance, predictor.descriptor,
+                                      probs, scores),
+          "score": confidence, "model_version": model_version}
+
+
+def task(image_url: str, prediction: dict | None = None) -> dict:
+  """A task to import: the image URL and, if given, its prediction (`predict_image`)."""
+  out = {"data": {IMAGE: image_url}}
+  if prediction is not None:
+    out["predictions"] = [prediction]
+  return out
+
+
+def local_file_url(path: str, document_root: str) -> str:
+  """The URL Label Studio serves a file under its local-files document root at."""
+  relative = os.path.relpath(os.path.abspath(path), os.path.abspath(document_root))
+  if relative.startswith(".."):
+    raise ValueError(f"{path} is outside Label Studio's local files root {document_root}")
+  return "/data/local-files/?d=" + urllib.parse.quote(relative)
+
+
+class TaskImages:
+  """The local file of a task's image URL: a file of ``data`` with the URL's file name; a file
+  under Label Studio's local-files ``document_root`` (``/data/local-files/?d=PATH``); a local
+  path; or else fetched once from Label Studio (``hostname``, API ``token``) into ``cache_dir``."""
+
+  def __init__(self, cache_dir: str, data: str | None = None, document_root: str | None = None,
+               hostname: str | None = None, token: str | None = None):
+    self.cache_dir, self.data, self.document_root = cache_dir, data, document_root
+    self.hostname, self.token = hostname, token
+
+  def path(self, url: str) -> str:
+    parsed = urllib.parse.urlparse(url)
+    query = urllib.parse.parse_qs(parsed.query)
+    relative = urllib.parse.unquote(query["d"][0]) if "d" in query else ""
+    name = os.path.basename(relative or urllib.parse.unquote(parsed.path))
+    candidates = [os.path.join(self.data, name) if self.data and name else "",
+                  os.path.join(self.document_root, relative) if self.document_root and relative
+                  else "", url if not parsed.scheme else ""]
+    for candidate in candidates:
+      if candidate and os.path.isfile(candidate):
+        return candidate
+    ext = os.path.splitext(name)[1].lower() or ".png"
+    path = os.path.join(self.cache_dir, hashlib.sha256(url.encode()).hexdigest()[:20] + ext)
+    if os.path.exists(path):
+      return path
+    if not parsed.scheme and not self.hostname:
+      raise FileNotFoundError(f"task image {url} is not a local file, and Label Studio's address "
+                              "is unknown to fetch it from")
+    request = urllib.request.Request(urllib.parse.urljoin(self.hostname or url, url),
+                                     headers={"Authorization": f"Token {self.token or ''}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+      payload = response.read()
+    os.makedirs(self.cache_dir, exist_ok=True)
+    return files.write_bytes(path, payload)
+
+
+# ------------------------------------------------------------------------ annotations
+def chosen_annotation(item: dict, annotator: str | int | None = None) -> dict | None:
+  """The annotation of an exported task that counts: the latest updated (not cancelled) one, or
+  with ``annotator`` (a user id or e-mail) that annotator's latest; None when there is none."""
+  def by(annotation):
+    who = annotation.get("completed_by")
+    ids = {str(who)} if not isinstance(who, dict) else {str(who.get("id")), str(who.get("email"))}
+    return annotator is None or str(annotator) in ids
+  found = [a for a in item.get("annotations", []) if not a.get("was_cancelled") and by(a)]
+  if not found:
+    return None
+  return max(found, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
+                                   int(a.get("id") or 0)))
+
+
+def polygon_mask(points, height: int, width: int) -> np.ndarray:
+  """The pixels whose centres lie inside a polygon (even-odd rule) given as ``[[x, y], ...]`` in
+  percent of the image's width and height, as Label Studio stores polygons."""
+  xy = np.asarray(points, np.float64).reshape(-1, 2) * [width / 100.0, height / 100.0]
+  mask = np.zeros((height, width), bool)
+  if len(xy) < 3:
+    return mask
+  top, bottom = max(0, int(np.floor(xy[:, 1].min()))), min(height, int(np.ceil(xy[:, 1].max())))
+  left, right = max(0, int(np.floor(xy[:, 0].min()))), min(width, int(np.ceil(xy[:, 0].max())))
+  y, x = np.mgrid[top:bottom, left:right] + 0.5
+  inside = np.zeros(y.shape, bool)
+  for (x1, y1), (x2, y2) in zip(xy, np.roll(xy, -1, axis=0)):
+    if y1 == y2:
+      continue
+    crosses = (y1 > y) != (y2 > y)
+    inside ^= crosses & (x < x1 + (y - y1) * (x2 - x1) / (y2 - y1))
+  mask[top:bottom, left:right] = inside
+  return mask
+
+
+def annotation_labels(result: Iterable[dict], descriptor: DatasetDescriptor, height: int,
+                      width: int, where: str = "annotation") -> tuple[np.ndarray, np.ndarray]:
+  """``(semantic [H,W] int32, instance [H,W] int32)`` painted from an annotation's ``result``
+  (brush RLE and polygons; other result types are left alone); each region of a thing class is
+  an instance. ``where`` names the annotation in errors."""
+  background = export.background_class(descriptor)
+  semantic = np.full((height, width), descriptor.ignore_label if background is None else background,
+                     np.int32)
+  instance = np.zeros((height, width), np.int32)
+  names = {n: i for i, n in enumerate(descriptor.class_names)}
+  for region in result:
+    kind, value = region.get("type"), region.get("value", {})
+    if kind not in ("brushlabels", "polygonlabels"):
+      continue
+    size = (region.get("original_height", height), region.get("original_width", width))
+    if tuple(size) != (height, width):
+      raise ValueError(f"{where}: region {region.get('id')} is drawn on a {size[1]}x{size[0]} "
+                       f"image, but the image is {width}x{height}")
+    label = (value.get(kind) or [None])[0]
+    if label not in names:
+      raise ValueError(f"{where}: label {label!r} is not a class of the run "
+                       f"({', '.join(descriptor.class_names)})")
+    if kind == "brushlabels":
+      mask = rle.decode(value["rle"], height, width)
+    else:
+      mask = polygon_mask(value["points"], height, width)
+    semantic[mask] = names[label]
+    if names[label] in descriptor.thing_classes:
+      instance[mask] = instance.max() + 1
+    else:
+      instance[mask] = 0
+  return semantic, instance
+
+
+def export_to_folder(items: Sequence[dict], split_dir: str, descriptor: DatasetDescriptor,
+                     image_path: Callable[[str], str], annotator: str | int | None = None) -> dict:
+  """Writes the annotated tasks of a Label Studio JSON export (``items``) as a folder-dataset
+  split (``split_dir/images``, indexed ``masks/``, ``instances/`` where a thing is drawn) and
+  ``classes.json`` beside it at the dataset root, so ``folder_dataset(root, split)`` trains on it
+  as is. ``image_path(url)`` gives a task image's local file. Returns ``{name: task id}``."""
+  written = {}
+  for item in items:
+    annotation = chosen_annotation(item, annotator)
+    if annotation is None:
+      continue
+    url = item["data"][IMAGE]
+    source = image_path(url)
+    stem = os.path.splitext(os.path.basename(urllib.parse.unquote(url.split("?d=")[-1])))[0]
+    name = stem if stem not in written else f"{stem}-task{item['id']}"
+    height, width = folder.read_image(source).shape[:2]
+    semantic, instance = annotation_labels(
+        annotation.get("result", []), descriptor, height, width,
+        where=f"task {item.get('id')}, annotation {annotation.get('id')}")
+    shutil.copyfile(source, export.output_path(split_dir, "images", name,
+                                               os.path.splitext(source)[1].lower()))
+    export.write_indexed_png(export.output_path(split_dir, "masks", name, ".png"), semantic,
+                             descriptor.colormap)
+    if instance.any():
+      export.write_instance_png(export.output_path(split_dir, "instances", name, ".png"),
+                                instance)
+    written[name] = item.get("id")
+  files.write_json(os.path.join(os.path.dirname(os.path.abspath(split_dir)), "classes.json"),
+                   export.classes_json(descriptor))
+  return written

@@ -1,0 +1,330 @@
+"""Label Studio: brush RLE against label-studio-sdk, labelling configs, annotations painted by hand,
+exports that train as they are, and the whole labelling loop against a real Label Studio."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import cv2
+import numpy as np
+import pytest
+
+from segjax import export
+from segjax.data import folder
+from segjax.data.descriptor import DatasetDescriptor
+from segjax.data.shapes import DESCRIPTOR, render_scene
+from segjax.labelstudio import rle
+from segjax.labelstudio import server
+from segjax.labelstudio import tasks
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Two stuff classes (one of them background) and a thing class.
+CELLS = DatasetDescriptor(name="cells", class_names=("background", "membrane", 'cell "B"<1>'),
+                          colormap=((0, 0, 0), (255, 0, 0), (0, 128, 255)), stuff_classes=(0, 1),
+                          thing_classes=(2,), ignore_label=255, label_divisor=1000)
+
+
+@pytest.fixture(scope="session")
+def label_studio_python():
+  """Label Studio's own cached virtual environment (created on first use; ~1.5 min)."""
+  return server.ensure_installed()
+
+
+# ------------------------------------------------------------------------ brush RLE
+def rle_cases():
+  rng = np.random.default_rng(0)
+  holed = np.zeros((40, 50), bool)
+  holed[5:35, 5:45] = True
+  holed[15:25, 15:30] = False
+  single = np.zeros((9, 11), bool)
+  single[4, 6] = True
+  return {"random_half": rng.random((37, 53)) < 0.5, "random_sparse": rng.random((64, 64)) < 0.03,
+          "holed": holed, "single_pixel": single, "empty": np.zeros((5, 7), bool),
+          "full_long_runs": np.ones((300, 300), bool),  # one run of 360,000 > 2^16 values
+          "one_by_one": np.ones((1, 1), bool)}
+
+
+def test_rle_equals_label_studio_sdk_both_ways(label_studio_python, tmp_path):
+  cases = rle_cases()
+  mine = {name: rle.encode(mask) for name, mask in cases.items()}
+  np.savez(tmp_path / "in.npz", **{f"mask_{n}": m.astype(np.uint8) for n, m in cases.items()},
+           **{f"rle_{n}": np.asarray(r, np.uint8) for n, r in mine.items()})
+  subprocess.run([label_studio_python, os.path.join(ROOT, "tools", "label_studio_reference.py"),
+                  str(tmp_path / "in.npz"), str(tmp_path / "out.npz")], check=True)
+  sdk = np.load(tmp_path / "out.npz")
+  for name, mask in cases.items():
+    assert mine[name] == sdk[f"sdk_rle_{name}"].tolist(), name  # the same bytes as mask2rle
+    np.testing.assert_array_equal(rle.decode(sdk[f"sdk_rle_{name}"].tolist(), *mask.shape), mask)
+    np.testing.assert_array_equal(rle.decode_values(mine[name]), sdk[f"sdk_decoded_{name}"])
+
+
+def test_rle_hand_computed_and_errors():
+  # 1x1 inside pixel: 4 values of 255 = one repeated run of length 4 (field 0, 3 bits: 011).
+  bits = f"{4:032b}" + "00111" + "0010" "0011" "0111" "1111" + "1" "00" "011" + "11111111"
+  bits += "0" * (8 - len(bits) % 8)
+  assert rle.encode(np.ones((1, 1), bool)) == [int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)]
+  code = rle.encode(np.ones((3, 3), bool))
+  with pytest.raises(ValueError, match="not 2 x 5 x 4"):
+    rle.decode(code, 2, 5)
+  with pytest.raises(ValueError, match="truncated"):
+    rle.decode(code[:6], 3, 3)
+  with pytest.raises(ValueError, match="2-D"):
+    rle.encode(np.ones((2, 2, 2)))
+
+
+# ------------------------------------------------------------------------ config and regions
+def test_labelling_config_lists_the_classes_and_polygons_for_things():
+  view = ET.fromstring(tasks.labelling_config(CELLS))
+  brush, polygon = view.find("BrushLabels"), view.find("PolygonLabels")
+  assert brush.get("toName") == view.find("Image").get("name") == "image"
+  assert [(l.get("value"), l.get("background")) for l in brush] == [
+      ("membrane", "#ff0000"), ('cell "B"<1>', "#0080ff")]  # background is what is left unpainted
+  assert [l.get("value") for l in polygon] == ['cell "B"<1>']
+  assert ET.fromstring(tasks.labelling_config(DESCRIPTOR)).find("PolygonLabels") is not None
+  stuff_only = DatasetDescriptor(name="s", class_names=("a", "b"), colormap=((1, 2, 3), (4, 5, 6)),
+                                 stuff_classes=(0, 1), thing_classes=(), ignore_label=255,
+                                 label_divisor=1000)
+  assert ET.fromstring(tasks.labelling_config(stuff_only)).find("PolygonLabels") is None
+
+
+def test_prediction_regions_read_back_to_the_same_labels():
+  labels = np.zeros((12, 10), np.int32)
+  labels[:, 5:] = 1
+  labels[2:5, 1:4] = 2
+  labels[7:10, 6:9] = 2
+  instance = np.zeros_like(labels)
+  instance[2:5, 1:4], instance[7:10, 6:9] = 1, 2
+  probs = np.full((12, 10, 3), 0.1)
+  probs[..., 1] = np.where(labels == 1, 0.75, 0.1)
+  result = tasks.prediction_result(labels, instance, CELLS, probs, scores={(2, 2): 0.3})
+  assert [r["value"]["brushlabels"] for r in result] == [["membrane"], ['cell "B"<1>'],
+                                                         ['cell "B"<1>']]  # no background region
+  assert [r.get("score") for r in result] == [pytest.approx(0.75), pytest.approx(0.1), 0.3]
+  semantic, painted = tasks.annotation_labels(result, CELLS, 12, 10)
+  np.testing.assert_array_equal(semantic, labels)
+  np.testing.assert_array_equal(painted, instance)
+
+
+def test_annotation_painted_by_hand():
+  """Regions paint in order; a polygon covers the pixels whose centres it contains; unpainted
+  pixels are background (or, without a background class, the ignore label)."""
+  membrane = np.zeros((6, 8), bool)
+  membrane[:, :3] = True
+  polygon = {"type": "polygonlabels", "original_width": 8, "original_height": 6,
+             "value": {"points": [[25, 0], [75, 0], [75, 50], [25, 50]],
+                       "polygonlabels": ['cell "B"<1>']}}
+  brush = {"type": "brushlabels", "original_width": 8, "original_height": 6,
+           "value": {"format": "rle", "rle": rle.encode(membrane), "brushlabels": ["membrane"]}}
+  choice = {"type": "choices", "value": {"choices": ["blurry"]}}
+  semantic, instance = tasks.annotation_labels([brush, polygon, choice], CELLS, 6, 8)
+  expected = np.zeros((6, 8), np.int32)
+  expected[:, :3] = 1
+  expected[0:3, 2:6] = 2  # x 2..6 and y 0..3 in pixels: centres 2.5..5.5 and 0.5..2.5
+  np.testing.assert_array_equal(semantic, expected)
+  np.testing.assert_array_equal(instance, (expected == 2).astype(np.int32))
+  triangle = tasks.polygon_mask([[0, 0], [100, 0], [0, 100]], 4, 4)  # centres with x + y < 4
+  np.testing.assert_array_equal(triangle, np.add.outer(np.arange(4), np.arange(4)) <= 2)
+  semantic, _ = tasks.annotation_labels([polygon, brush], CELLS, 6, 8)  # the brush on top
+  np.testing.assert_array_equal(semantic[:3, 2], [1, 1, 1])
+  no_background = DESCRIPTOR  # shapes: every class is painted, the rest is unlabelled
+  semantic, _ = tasks.annotation_labels([], no_background, 2, 3)
+  np.testing.assert_array_equal(semantic, np.full((2, 3), 255))
+
+
+def test_annotation_errors_name_the_annotation():
+  brush = {"id": "r1", "type": "brushlabels", "original_width": 8, "original_height": 6,
+           "value": {"format": "rle", "rle": rle.encode(np.ones((6, 8))), "brushlabels": ["nuclei"]}}
+  with pytest.raises(ValueError, match=r"task 7, annotation 3: label 'nuclei' is not a class"):
+    tasks.annotation_labels([brush], CELLS, 6, 8, where="task 7, annotation 3")
+  with pytest.raises(ValueError, match="region r1 is drawn on a 8x6 image, but the image is 8x5"):
+    tasks.annotation_labels([brush], CELLS, 5, 8)
+
+
+def test_chosen_annotation_latest_or_by_annotator_never_cancelled():
+  item = {"annotations": [
+      {"id": 1, "completed_by": 1, "updated_at": "2026-12-01T10:00:00Z"},
+      {"id": 2, "completed_by": {"id": 2, "email": "b@x.org"}, "updated_at": "2026-12-01T12:00:00Z"},
+      {"id": 3, "completed_by": 1, "updated_at": "2026-12-01T11:00:00Z"},
+      {"id": 4, "completed_by": 1, "updated_at": "2026-12-01T13:00:00Z", "was_cancelled": True}]}
+  assert tasks.chosen_annotation(item)["id"] == 2
+  assert tasks.chosen_annotation(item, annotator=1)["id"] == 3
+  assert tasks.chosen_annotation(item, annotator="b@x.org")["id"] == 2
+  assert tasks.chosen_annotation(item, annotator=9) is None
+  assert tasks.chosen_annotation({"annotations": []}) is None
+
+
+def write_scenes(folder_path, count, size=32, seed=9):
+  """Shapes scenes as PNG files; returns {stem: (semantic, instance)}."""
+  os.makedirs(folder_path, exist_ok=True)
+  truth = {}
+  for i in range(count):
+    image, semantic, instance = render_scene(np.random.default_rng([seed, i]), size, 3)
+    cv2.imwrite(os.path.join(folder_path, f"scene_{i}.png"), image[..., ::-1])
+    truth[f"scene_{i}"] = (semantic, instance)
+  return truth
+
+
+def test_export_to_folder_reads_back_as_a_folder_dataset(tmp_path):
+  truth = write_scenes(tmp_path / "images", 3)
+  items = []
+  for number, (stem, (semantic, instance)) in enumerate(truth.items(), start=1):
+    stale = {"id": 1, "completed_by": 1, "updated_at": "2026-12-01T09:00:00Z",
+             "result": tasks.prediction_result(np.zeros_like(semantic), None, DESCRIPTOR)}
+    latest = {"id": 2, "completed_by": 1, "updated_at": "2026-12-01T10:00:00Z",
+              "result": tasks.prediction_result(semantic, instance, DESCRIPTOR)}
+    items.append({"id": number, "data": {"image": f"/data/local-files/?d=images/{stem}.png"},
+                  "annotations": [latest, stale]})
+  items.append({"id": 9, "data": {"image": "/data/local-files/?d=images/none.png"},
+                "annotations": []})  # not annotated: left out, never fetched
+  images = tasks.TaskImages(str(tmp_path / "cache"), document_root=str(tmp_path))
+  written = tasks.export_to_folder(items, str(tmp_path / "data" / "train"), DESCRIPTOR,
+                                   images.path)
+  assert written == {"scene_0": 1, "scene_1": 2, "scene_2": 3}
+  with open(tmp_path / "data" / "classes.json") as f:
+    assert [c["name"] for c in json.load(f)["classes"]] == list(DESCRIPTOR.class_names)
+  ds = folder.folder_dataset(str(tmp_path / "data"), "train", data_dir=str(tmp_path / "tfds"))
+  got = {ex["name"].decode(): ex for ex in ds.as_numpy_iterator()}
+  assert sorted(got) == sorted(truth)
+  for stem, (semantic, instance) in truth.items():
+    np.testing.assert_array_equal(got[stem]["semantic"][..., 0], semantic)
+    pairs = set(zip(instance[instance > 0].tolist(),
+                    got[stem]["instance"][..., 0][instance > 0].tolist()))
+    assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+
+
+def test_init_from_starts_from_the_runs_variables(straight_run, tmp_path):
+  import jax  # pylint: disable=import-outside-toplevel
+  from segjax import runs  # pylint: disable=import-outside-toplevel
+  from segjax import train  # pylint: disable=import-outside-toplevel
+  from segjax.labelstudio import backend  # pylint: disable=import-outside-toplevel
+  config, workdir, _ = straight_run
+  truth = write_scenes(tmp_path / "data" / "train" / "images", 2)
+  for stem, (semantic, _) in truth.items():
+    export.write_indexed_png(export.output_path(str(tmp_path / "data" / "train"), "masks", stem,
+                                                ".png"), semantic, DESCRIPTOR.colormap)
+  tuned = backend.finetune_config(runs.read_config(workdir), str(tmp_path / "data"),
+                                  init_from=workdir, steps=7)
+  assert (tuned.data.name, tuned.num_train_steps, tuned.eval_splits) == ("folder", 7, ())
+  assert tuned.data.patch_size == tuned.data.crop_size == config.data.crop_size
+  trainer = train.setup(tuned)
+  trained = runs.load(workdir).variables
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(trainer.state.variables),
+                         jax.device_get(trained))
+  assert int(trainer.state.step) == 0
+  other = runs.config_from_dict(runs.config_to_dict(tuned))
+  other.model.features = 8
+  with pytest.raises(ValueError, match="config.init_from=.*differ"):
+    train.setup(other)
+
+
+# ------------------------------------------------------------------------ the loop, live
+def _get(url):
+  with urllib.request.urlopen(url, timeout=30) as response:
+    return json.load(response)
+
+
+def start_backend(workdir, port, log_path):
+  log = open(log_path, "ab")  # pylint: disable=consider-using-with
+  process = subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "experiments", "label_studio_backend.py"),
+       f"--workdir={workdir}", f"--port={port}", "--steps=4"],
+      stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+  deadline = time.time() + 180
+  while time.time() < deadline:
+    assert process.poll() is None, open(log_path).read()[-2000:]
+    try:
+      return process, _get(f"http://127.0.0.1:{port}/health")
+    except OSError:
+      time.sleep(0.5)
+  process.kill()
+  raise TimeoutError(open(log_path).read()[-2000:])
+
+
+def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_run, tmp_path):
+  """Label Studio asks segjax for pre-labels, a person's correction reaches the backend (and
+  survives a SIGKILL right after), Start Training fine-tunes a new version, which then serves."""
+  from segjax import predict  # pylint: disable=import-outside-toplevel
+  from segjax import runs  # pylint: disable=import-outside-toplevel
+  del label_studio_python
+  _, trained_run, _ = straight_run
+  workdir = str(tmp_path / "run")
+  shutil.copytree(trained_run, workdir)
+  images = str(tmp_path / "served" / "images")
+  truth = write_scenes(images, 3)
+  port, backend_port = server.free_port(), server.free_port()
+  backend_url = f"http://127.0.0.1:{backend_port}"
+  studio = server.LabelStudio(str(tmp_path / "studio"), port=port,
+                              document_root=str(tmp_path / "served"))
+  backend, processes = None, []
+  try:
+    studio.start()
+    backend, health = start_backend(workdir, backend_port, tmp_path / "backend.log")
+    processes.append(backend)
+    assert health["model_version"] == "run-v0"
+    run = runs.load(workdir)
+    project = studio.create_project("cells", tasks.labelling_config(run.descriptor))
+    studio.add_local_storage(project, images)
+    studio.import_tasks(project, [tasks.task(tasks.local_file_url(
+        os.path.join(images, f"{stem}.png"), studio.document_root)) for stem in truth])
+    ml = studio.connect_backend(project, backend_url)
+    studio.retrieve_predictions(project)  # the backend fetches each image from Label Studio
+
+    predictor = predict.Predictor(run)
+    items = {os.path.basename(item["data"]["image"])[:-4]: item for item in studio.export(project)}
+    assert sorted(items) == sorted(truth)
+    for stem, item in items.items():
+      [prediction] = studio.api("GET", f"/api/predictions?task={item['id']}")
+      assert prediction["model_version"] == "run-v0"
+      expected, probs = predict.predict_file(predictor, os.path.join(images, f"{stem}.png"))
+      got, _ = tasks.annotation_labels(prediction["result"], run.descriptor, 32, 32)
+      np.testing.assert_array_equal(got, expected["semantic"][0])
+      assert prediction["score"] == pytest.approx(1 - export.uncertainty(probs), abs=1e-6)
+
+    # A person corrects the first image: its ground truth, drawn as brush regions.
+    stem = sorted(truth)[0]
+    correction = tasks.prediction_result(truth[stem][0], truth[stem][1], run.descriptor)
+    annotation = studio.annotate(items[stem]["id"], correction)  # returns after the webhook
+    backend.send_signal(signal.SIGKILL)
+    backend.wait()
+    stored = os.path.join(workdir, "labelstudio", "annotations",
+                          f"{items[stem]['id']}-{annotation['id']}.json")
+    with open(stored) as f:
+      kept = json.load(f)
+    semantic, _ = tasks.annotation_labels(kept["annotation"]["result"], run.descriptor, 32, 32)
+    np.testing.assert_array_equal(semantic, truth[stem][0])
+
+    backend, health = start_backend(workdir, backend_port, tmp_path / "backend.log")
+    processes.append(backend)
+    studio.train(ml)  # Start Training: a fine-tuning in a separate process
+    deadline = time.time() + 300
+    while _get(backend_url + "/health")["model_version"] == "run-v0":
+      assert time.time() < deadline, open(tmp_path / "backend.log").read()[-3000:]
+      time.sleep(1)
+    versions = _get(backend_url + "/versions")["versions"]
+    assert [(v["version"], v["state"]) for v in versions] == [(0, "trained"), (1, "trained")]
+    assert versions[1]["images"] == 1
+    version_dir = os.path.join(workdir, "labelstudio", "versions", "v1")
+    assert sorted(os.listdir(os.path.join(version_dir, "data", "train", "masks"))) == [f"{stem}.png"]
+    np.testing.assert_array_equal(
+        folder.read_mask(os.path.join(version_dir, "data", "train", "masks", f"{stem}.png")),
+        truth[stem][0])
+    studio.retrieve_predictions(project)
+    newest = studio.api("GET", f"/api/predictions?task={items[stem]['id']}")
+    assert sorted(p["model_version"] for p in newest) == ["run-v0", "run-v1"]
+    tuned = predict.Predictor(runs.load(version_dir))
+    expected, _ = predict.predict_file(tuned, os.path.join(images, f"{stem}.png"))
+    [v1] = [p for p in newest if p["model_version"] == "run-v1"]
+    got, _ = tasks.annotation_labels(v1["result"], run.descriptor, 32, 32)
+    np.testing.assert_array_equal(got, expected["semantic"][0])
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=30)
+    studio.stop()
+  assert studio.process.poll() is not None
