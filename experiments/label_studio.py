@@ -9,9 +9,6 @@ r"""Label Studio with a trained run, in one command each (docs/labelling.md):
   python experiments/label_studio.py export --workdir=RUN --input=export.json --output=DATA/train
       a JSON export (or --url and --project of a running Label Studio) as a folder-dataset split
 """
-import signal
-import threading
-
 from absl import flags
 
 from segjax import cli
@@ -43,12 +40,7 @@ def main(argv):
                          backend_port=_BACKEND_PORT.value, steps=_STEPS.value,
                          train_every=_TRAIN_EVERY.value) as labelling:
       print(session.welcome(labelling), flush=True)
-      stop = threading.Event()
-      signal.signal(signal.SIGTERM, lambda *_: stop.set())
-      try:
-        stop.wait()
-      except KeyboardInterrupt:
-        pass
+      labelling.wait()
     return
   if argv[1] == "import":
     count = session.import_prelabels(_WORKDIR.value, _IMAGES.value, _OUTPUT.value,

@@ -183,8 +183,8 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> np.ndarray:
 
 
 def line_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str,
-              size=(300, 460), y_range=None) -> np.ndarray:
-  """One plot of ``curves`` (``{label: (x, y)}``) against steps: axes with ticks, a legend, a
+              size=(300, 460), y_range=None, x_label: str = "step") -> np.ndarray:
+  """One plot of ``curves`` (``{label: (x, y)}``) against ``x_label``: axes with ticks, a legend, a
   title; RGB, ``size`` = (height, width). A curve of at most 20 points also marks each point."""
   height, width = size
   left, right, top, bottom = 52, 12, TITLE_HEIGHT + 6, 34
@@ -204,7 +204,7 @@ def line_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str,
     cv2.line(canvas, (px, height - bottom), (px, height - bottom + 4), (0, 0, 0), 1)
     _text(canvas, f"{x:g}", (px - 10, height - bottom + 17), 0.38)
   cv2.rectangle(canvas, (left, top), (width - right, height - bottom), (0, 0, 0), 1)
-  _text(canvas, "step", (width // 2 - 12, height - 4), 0.4)
+  _text(canvas, x_label, (width // 2 - 3 * len(x_label), height - 4), 0.4)
   _text(canvas, title, (4, TITLE_HEIGHT - 7))
   for i, (label, (x, y)) in enumerate(curves.items()):
     colour = CURVE_COLOURS[i % len(CURVE_COLOURS)]

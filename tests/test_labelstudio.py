@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 
@@ -222,6 +223,99 @@ def test_init_from_starts_from_the_runs_variables(straight_run, tmp_path):
     train.setup(other)
 
 
+def test_import_prelabels_then_export_annotations(straight_run, tmp_path):
+  """``label_studio.py import`` writes tasks whose predictions are the run's; the same regions,
+  exported as annotations, come back as a folder split of those masks."""
+  from segjax import predict  # pylint: disable=import-outside-toplevel
+  from segjax import runs  # pylint: disable=import-outside-toplevel
+  from segjax.labelstudio import session  # pylint: disable=import-outside-toplevel
+  _, workdir, _ = straight_run
+  truth = write_scenes(tmp_path / "served" / "images", 2)
+  count = session.import_prelabels(workdir, str(tmp_path / "served" / "images"),
+                                   str(tmp_path / "tasks.json"))
+  with open(tmp_path / "tasks.json") as f:
+    imported = json.load(f)
+  assert count == len(imported) == 2
+  predictor = predict.Predictor(runs.load(workdir))
+  for number, item in enumerate(imported, start=1):
+    assert item["data"]["image"].startswith("/data/local-files/?d=images/scene_")
+    [prediction] = item.pop("predictions")
+    stem = item["data"]["image"].rsplit("/", 1)[1][:-4]
+    expected, probs = predict.predict_file(predictor, str(tmp_path / "served" / "images" /
+                                                          f"{stem}.png"))
+    assert prediction["score"] == pytest.approx(1 - export.uncertainty(probs))
+    item.update(id=number, annotations=[{"id": number, "result": prediction["result"]}])
+    item["expected"] = expected["semantic"][0]
+  with open(tmp_path / "export.json", "w") as f:
+    json.dump([{k: v for k, v in item.items() if k != "expected"} for item in imported], f)
+  written = session.export_annotations(workdir, str(tmp_path / "DATA" / "train"),
+                                       path=str(tmp_path / "export.json"),
+                                       document_root=str(tmp_path / "served"))
+  assert sorted(written) == sorted(truth)
+  for item in imported:
+    stem = item["data"]["image"].rsplit("/", 1)[1][:-4]
+    np.testing.assert_array_equal(
+        folder.read_mask(str(tmp_path / "DATA" / "train" / "masks" / f"{stem}.png")),
+        item["expected"])
+  with pytest.raises(ValueError, match="either --input=export.json or --url"):
+    session.export_annotations(workdir, str(tmp_path / "x"))
+
+
+def _post(url, payload):
+  request = urllib.request.Request(url, data=payload if isinstance(payload, bytes) else
+                                   json.dumps(payload).encode(), method="POST")
+  try:
+    with urllib.request.urlopen(request, timeout=60) as response:
+      return response.status, json.load(response)
+  except urllib.error.HTTPError as e:
+    return e.code, json.load(e)
+
+
+def test_backend_protocol_in_process(straight_run, tmp_path):
+  import threading  # pylint: disable=import-outside-toplevel
+  from segjax import predict  # pylint: disable=import-outside-toplevel
+  from segjax.labelstudio import backend  # pylint: disable=import-outside-toplevel
+  _, trained_run, _ = straight_run
+  workdir = str(tmp_path / "cells")
+  shutil.copytree(trained_run, workdir)
+  truth = write_scenes(tmp_path / "images", 2)
+  served = backend.Backend(workdir, str(tmp_path / "images"), log=lambda _: None)
+  http = backend.make_server(served, "127.0.0.1", 0)
+  url = f"http://127.0.0.1:{http.server_address[1]}"
+  threading.Thread(target=http.serve_forever, daemon=True).start()
+  try:
+    assert _get(url + "/health") == {"status": "UP", "model_class": "segjax",
+                                     "model_version": "cells-v0"}
+    assert _post(url + "/setup", {"project": "1.1", "hostname": "http://127.0.0.1:1",
+                                  "access_token": "abc"}) == (200, {"model_version": "cells-v0"})
+    assert oct(os.stat(os.path.join(workdir, "labelstudio", "connection.json")).st_mode)[-3:] == "600"
+    assert _post(url + "/nothing", {})[0] == 404
+    status, answer = _post(url + "/webhook", b"{not json")
+    assert status == 400 and "not JSON" in answer["error"]
+    status, answer = _post(url + "/webhook", {"action": "ANNOTATION_CREATED"})
+    assert status == 400 and "without the 'task' and 'annotation'" in answer["error"]
+    tasks_ = [{"id": i, "data": {"image": f"/data/local-files/?d=images/{stem}.png"}}
+              for i, stem in enumerate(sorted(truth), start=1)]
+    status, answer = _post(url + "/predict", {"tasks": tasks_})
+    assert status == 200 and len(answer["results"]) == 2
+    predictor = predict.Predictor(served.served()[1].run)
+    for stem, result in zip(sorted(truth), answer["results"]):
+      expected, _ = predict.predict_file(predictor, str(tmp_path / "images" / f"{stem}.png"))
+      got, _ = tasks.annotation_labels(result["result"], DESCRIPTOR, 32, 32)
+      np.testing.assert_array_equal(got, expected["semantic"][0])
+      assert result["model_version"] == "cells-v0" and 0 <= result["score"] <= 1
+    annotation = {"id": 5, "result": tasks.prediction_result(*truth["scene_0"], DESCRIPTOR)}
+    assert _post(url + "/webhook", {"action": "ANNOTATION_CREATED", "task": tasks_[0],
+                                    "annotation": annotation})[1]["stored"]
+    [item] = served.annotated_tasks()
+    assert item["id"] == 1 and item["annotations"] == [annotation]
+    _post(url + "/webhook", {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 5}]})
+    assert served.annotated_tasks() == []
+  finally:
+    http.shutdown()
+    http.server_close()
+
+
 # ------------------------------------------------------------------------ the loop, live
 def _get(url):
   with urllib.request.urlopen(url, timeout=30) as response:
@@ -328,3 +422,24 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
         process.wait(timeout=30)
     studio.stop()
   assert studio.process.poll() is not None
+
+
+def test_campaign_tiles_and_pixels_to_reach(tmp_path):
+  from segjax.labelstudio import campaign  # pylint: disable=import-outside-toplevel
+  image = np.arange(8 * 16, dtype=np.uint16).reshape(8, 16)
+  instances = np.zeros((8, 16), np.uint16)
+  instances[0:2, 0:2], instances[5:7, 9:11] = 7, 9
+  tiles = campaign.write_tiles(str(tmp_path), image, instances, 4)
+  assert sorted(os.path.basename(p) for p in tiles["pool"]) == [
+      "tile_0000_0000.tif", "tile_0000_0004.tif", "tile_0004_0000.tif", "tile_0004_0004.tif"]
+  assert len(tiles["held_out"]) == 4  # the right half's columns 8..15
+  first = os.path.join(str(tmp_path), "pool", "tile_0000_0000.tif")
+  np.testing.assert_array_equal(folder.read_image(first)[..., 0], image[:4, :4])
+  assert tiles["pool"][first].max() == 1 and tiles["pool"][first][:2, :2].all()  # renumbered
+  held = tiles["held_out"][os.path.join(str(tmp_path), "held_out", "tile_0004_0008.tif")]
+  assert held.sum() == 4 and held[1:3, 1:3].all()
+  rows = [{"iou": 0.5, "pixels_corrected": 10}, {"iou": 0.72, "pixels_corrected": 25},
+          {"iou": 0.81, "pixels_corrected": 40}]
+  assert campaign.pixels_to_reach(rows, 0.7, "pixels_corrected") == 25
+  assert campaign.pixels_to_reach(rows, 0.8, "pixels_corrected") == 40
+  assert campaign.pixels_to_reach(rows, 0.9, "pixels_corrected") is None

@@ -77,6 +77,10 @@ def finetune_config(parent_config, data_root: str, *, init_from: str, steps: int
   return config
 
 
+class BadRequest(ValueError):
+  """A request the backend cannot read; answered with status 400 and this message."""
+
+
 def task_image(task: dict) -> str:
   """A task's image URL: its ``image`` data field, or its only field."""
   data = task.get("data", {})
@@ -84,7 +88,7 @@ def task_image(task: dict) -> str:
     return data[ls_tasks.IMAGE]
   if len(data) == 1:
     return next(iter(data.values()))
-  raise ValueError(f"task {task.get('id')} has no {ls_tasks.IMAGE!r} field (it has "
+  raise BadRequest(f"task {task.get('id')} has no {ls_tasks.IMAGE!r} field (it has "
                    f"{sorted(data)})")
 
 
@@ -176,9 +180,14 @@ class Backend:
   def webhook(self, payload: dict) -> dict:
     action = payload.get("action")
     if action in ANNOTATION_ACTIONS:
+      if not isinstance(payload.get("task"), dict) or not isinstance(payload.get("annotation"),
+                                                                     dict):
+        raise BadRequest(f"{action} without the 'task' and 'annotation' objects")
       self.store_annotation(payload["task"], payload["annotation"])
-      self._new_annotations += 1
-      if self.train_every and self._new_annotations >= self.train_every:
+      with self._train_lock:
+        self._new_annotations += 1
+        due = bool(self.train_every) and self._new_annotations >= self.train_every
+      if due:
         return {"action": action, "stored": True, "training": self.start_training()}
       return {"action": action, "stored": True}
     if action == "ANNOTATIONS_DELETED":
@@ -294,8 +303,14 @@ def make_server(backend: Backend, host: str = "127.0.0.1", port: int = 9090):
           status, answer = 404, {"error": f"no {method} {self.path}"}
         else:
           length = int(self.headers.get("Content-Length") or 0)
-          payload = json.loads(self.rfile.read(length) or b"{}") if method == "POST" else {}
+          body = self.rfile.read(length) if method == "POST" else b""
+          try:
+            payload = json.loads(body or b"{}")
+          except json.JSONDecodeError as e:
+            raise BadRequest(f"the request body is not JSON ({e})") from None
           answer = route(payload)
+      except BadRequest as e:
+        status, answer = 400, {"error": str(e)}
       except Exception as e:  # pylint: disable=broad-except
         backend.log(f"{method} {self.path} failed:\n{traceback.format_exc()}")
         status, answer = 500, {"error": f"{type(e).__name__}: {e}"}

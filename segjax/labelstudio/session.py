@@ -5,6 +5,7 @@ annotations back as a folder-dataset split (``export``)."""
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import threading
 
@@ -68,6 +69,17 @@ class Session:
   @property
   def project_url(self) -> str:
     return f"{self.studio.url}/projects/{self.project}/data"
+
+  def wait(self) -> None:
+    """Returns on Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+      stop.wait()
+    except KeyboardInterrupt:
+      pass
+    finally:
+      signal.signal(signal.SIGTERM, previous)
 
   def stop(self) -> None:
     self.studio.stop()

@@ -1,0 +1,47 @@
+r"""How many pixels the labelling loop saves: a simulated annotator corrects the tiles of a real
+frame that segjax's ML backend pre-labels, in the backend's order (least confident first), in a
+random order, or from scratch (segjax/labelstudio/campaign.py; docs/labelling.md):
+
+  pip download stardist==0.9.2 --no-deps -d /tmp/wheels     # ships a 2018 Data Science Bowl frame
+  python experiments/labelling_campaign.py --source=/tmp/wheels/stardist-0.9.2-*.whl \
+      --workdir=/tmp/segjax/campaign [--seeds=0,1,2 --rounds=5 --per_round=4]
+
+Writes WORKDIR/campaign.json, campaign.md (the tables) and campaign.png (IoU against pixels).
+"""
+from absl import flags
+
+from segjax import cli
+
+_CONFIG = cli.config_flag(default="configs/unet_microscopy.py:cpu")
+_SOURCE = flags.DEFINE_string("source", None, "The stardist wheel, or a folder with img2d.tif and "
+                              "mask2d.tif.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the tiles, runs and results.")
+_TILE = flags.DEFINE_integer("tile", 64, "Tile side in pixels.")
+_INITIAL = flags.DEFINE_integer("initial", 2, "Tiles labelled from scratch before the first model.")
+_PER_ROUND = flags.DEFINE_integer("per_round", 4, "Tiles corrected per round.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Rounds of correction and fine-tuning.")
+_INITIAL_STEPS = flags.DEFINE_integer("initial_steps", 300, "Training steps of the first model.")
+_STEPS = flags.DEFINE_integer("steps", 150, "Fine-tuning steps per round.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (initial tiles, random order, init).")
+flags.mark_flags_as_required(["source", "workdir"])
+flags.adopt_module_key_flags(cli)
+
+
+def main(argv):
+  del argv
+  # pylint: disable=import-outside-toplevel
+  import os
+  from segjax import microscopy
+  from segjax.labelstudio import campaign
+  image, instances = microscopy.read_frame(_SOURCE.value)
+  workdir = os.path.abspath(_WORKDIR.value)
+  campaign.run(_CONFIG.value, image, instances, workdir, tile=_TILE.value,
+               initial=_INITIAL.value, per_round=_PER_ROUND.value, rounds=_ROUNDS.value,
+               initial_steps=_INITIAL_STEPS.value, steps=_STEPS.value,
+               seeds=[int(s) for s in _SEEDS.value], log=lambda m: print(m, flush=True))
+  with open(os.path.join(workdir, "campaign.md"), encoding="utf-8") as f:
+    print(f.read())
+
+
+if __name__ == "__main__":
+  cli.run(main)
