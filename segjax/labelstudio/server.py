@@ -1,7 +1,7 @@
 """A local Label Studio: installed into its own cached virtual environment (its pins never touch
 segjax's), started unattended, driven through its REST API, and stopped.
 
-  python = ensure_installed()                       # once: ~1 GB, about a minute and a half
+  python = ensure_installed()                       # once: 0.8 GB, under a minute to a few
   with LabelStudio(state_dir, port=8080, document_root=images_parent) as studio:
     project = studio.create_project("cells", tasks.labelling_config(run.descriptor))
     ...
@@ -49,7 +49,7 @@ def ensure_installed(venv: str | None = None, quiet: bool = True) -> str:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if os.path.exists(stamp) and open(stamp).read() == VERSION:
       return python
-    print(f"Installing Label Studio {VERSION} into {venv} (once; about a minute and a half)",
+    print(f"Installing Label Studio {VERSION} into {venv} (once: 0.8 GB, a minute or two)",
           file=sys.stderr, flush=True)
     if not os.path.exists(python):
       subprocess.run([sys.executable, "-m", "venv", venv], check=True)
