@@ -4,9 +4,12 @@ A checkpoint holds two items: ``variables`` (the model's ``params`` and ``batch_
 ``training`` (``step`` and the optimizer state), so prediction, evaluation and export restore the
 model alone, without reading (or even knowing the shapes of) the optimizer state.
 
-Orbax writes each checkpoint into a temporary directory and renames it when complete, so a
-process killed at any moment (even ``SIGKILL`` mid-write) leaves only complete checkpoints behind,
-and ``latest_step`` never returns a half-written one. `PreemptionGuard` turns a preemption notice
+Saves are asynchronous by default: `Checkpointer.save` returns once the state is copied off the
+devices, and orbax writes it in a background thread while training goes on; the next save, `wait`
+and `close` wait for a write in flight. Orbax writes each checkpoint into a temporary directory
+and renames it when complete, so a process killed at any moment (even ``SIGKILL`` during an
+asynchronous write) leaves only complete checkpoints behind, and ``latest_step`` never returns a
+half-written one. `PreemptionGuard` turns a preemption notice
 (SIGTERM) into a question the training loop asks every step.
 """
 from __future__ import annotations
@@ -22,15 +25,17 @@ from segjax.train_state import TrainState
 
 
 class Checkpointer:
-  """Saves every ``every_steps`` steps, keeps the newest ``keep``, restores the latest."""
+  """Saves every ``every_steps`` steps (in the background when ``asynchronous``), keeps the
+  newest ``keep``, restores the latest."""
 
-  def __init__(self, directory: str, *, every_steps: int = 0, keep: int = 2):
+  def __init__(self, directory: str, *, every_steps: int = 0, keep: int = 2,
+               asynchronous: bool = True):
     self.directory = os.path.abspath(directory)
     self.every_steps = every_steps
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False))
+                                             enable_async_checkpointing=asynchronous))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -42,11 +47,15 @@ class Checkpointer:
     return self.every_steps > 0 and step % self.every_steps == 0
 
   def save(self, step: int, state: TrainState) -> None:
-    """Writes ``state`` as checkpoint ``step`` (blocking until it is complete on disk)."""
+    """Writes ``state`` as checkpoint ``step``. Asynchronous: returns when the arrays are copied
+    off the devices (so the caller may donate them), the write goes on in the background."""
     self._manager.save(step, args=ocp.args.Composite(
         variables=ocp.args.StandardSave(state.variables),
         training=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state})),
         force=True)
+
+  def wait(self) -> None:
+    """Returns when no write is in flight (every saved checkpoint is complete on disk)."""
     self._manager.wait_until_finished()
 
   def _step_or_latest(self, step: int | None) -> int:
@@ -78,6 +87,8 @@ class Checkpointer:
         variables=ocp.args.StandardRestore(_abstract(variables)))).variables
 
   def close(self):
+    """Waits for a write in flight, then releases orbax's resources."""
+    self._manager.wait_until_finished()
     self._manager.close()
 
 

@@ -57,6 +57,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 2
   config.eval_every_steps = 0  # > 0: also evaluate during training
+  config.device_prefetch = 2  # global batches sent to the devices ahead of the step
+  config.profile_steps = ()  # (first, last): a JAX profiler trace of those steps in WORKDIR/profile
   config.eval_splits = ("validation",)
   config.eval_batch_size = 8
   # Test-time augmentation of evaluation (semantic chains): "" (none), "flip" (left-right) or

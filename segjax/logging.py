@@ -24,6 +24,42 @@ def info(message: str, *args) -> None:
 
 
 
+def check_profile_steps(steps) -> tuple[int, ...]:
+  """``config.profile_steps``: ``()`` or ``(first, last)`` with 1 <= first <= last."""
+  steps = tuple(steps or ())
+  if steps and (len(steps) != 2 or not all(isinstance(s, int) for s in steps)
+                or not 1 <= steps[0] <= steps[1]):
+    raise ValueError(f"config.profile_steps={steps!r}: expected () or (first, last) steps with "
+                     "1 <= first <= last, e.g. (100, 110)")
+  return steps
+
+
+class Profiler:
+  """A JAX profiler trace of training steps ``first..last`` (``config.profile_steps``) in
+  ``<workdir>/profile``: open it with TensorBoard's profile plugin (``tensorboard --logdir
+  WORKDIR/profile``) or Perfetto (the ``.trace.json.gz`` beside the ``.xplane.pb``)."""
+
+  def __init__(self, workdir: str, steps=()):
+    self.steps, self.directory = check_profile_steps(steps), os.path.join(workdir, "profile")
+    self.active = False
+
+  def before(self, step: int) -> None:
+    if self.steps and step == self.steps[0]:
+      jax.profiler.start_trace(self.directory, create_perfetto_trace=True)
+      self.active = True
+
+  def after(self, step: int, outputs) -> None:
+    if self.active and step == self.steps[1]:
+      jax.block_until_ready(outputs)  # the traced steps' device work is inside the trace
+      self.stop()
+
+  def stop(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+      info("Wrote a profile of steps %d-%d to %s", *self.steps, self.directory)
+
+
 class MetricWriter:
   """Writes scalars to TensorBoard (``<workdir>/tensorboard``) and ``<workdir>/metrics.jsonl``."""
 

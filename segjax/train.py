@@ -9,6 +9,7 @@ model, a head or a dataset by name.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 from typing import Iterator
@@ -49,16 +50,17 @@ def prepare_workdir(workdir: str) -> str:
 # ================================================================================================
 # Input
 # ================================================================================================
-def device_batches(batches: Iterator[dict], mesh) -> Iterator[dict]:
-  """Global sharded batches, one transfer ahead of the step that consumes them."""
-  pending = None
+def device_batches(batches: Iterator[dict], mesh, prefetch: int = 2) -> Iterator[dict]:
+  """Global sharded batches, their transfers issued ``prefetch`` batches ahead of the step that
+  consumes them (``config.device_prefetch``): the host prepares and sends batch k + prefetch while
+  the devices compute step k."""
+  pending = collections.deque()
   for batch in batches:
-    ready = sharding.global_batch(batch, mesh)
-    if pending is not None:
-      yield pending
-    pending = ready
-  if pending is not None:
-    yield pending
+    pending.append(sharding.global_batch(batch, mesh))
+    if len(pending) > max(1, prefetch):
+      yield pending.popleft()
+  while pending:
+    yield pending.popleft()
 
 
 def abstract_batch(element_spec, global_batch_size: int) -> dict:
@@ -234,6 +236,7 @@ def check_config(config) -> list:
   post-processing chain), naming the key and value at fault; returns the loss terms."""
   terms = losses.make_terms(config.get("loss"), config.get("losses"))
   pipeline.check_config(config.data)
+  run_logging.check_profile_steps(config.get("profile_steps"))
   postprocess.validate(config.get("postprocess", "argmax"))
   return terms
 
@@ -320,6 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     nonlocal sums
     scalars, bad_step = _fetch_sums(sums, descriptor)
     if bad_step >= 0:
+      checkpointer.wait()  # the last good checkpoint may still be being written
       raise FloatingPointError(
           f"The training loss became NaN or infinite at step {bad_step} ({scalars}). Training "
           f"stopped; the last good checkpoint (step {last_saved}) in {checkpointer.directory} is "
@@ -336,10 +340,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       writer.write_scalars(step, summary, prefix=f"{split}/")
     return results
 
-  batches = device_batches(pipeline.as_numpy(train_ds, trainer.source), mesh)
+  batches = device_batches(pipeline.as_numpy(train_ds, trainer.source), mesh,
+                           config.get("device_prefetch", 2))
+  profiler = run_logging.Profiler(workdir, config.get("profile_steps") or ())
   with checkpointing.PreemptionGuard() as preemption:
     for step in range(start_step + 1, total_steps + 1):
+      profiler.before(step)
       state, sums = train_step(state, sums, next(batches))
+      profiler.after(step, sums)
       if step == start_step + 1 and step < total_steps:  # the ETA leaves compilation out
         jax.block_until_ready(sums)
         progress.restart(step)
@@ -351,14 +359,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         checkpointer.save(step, state)
         last_saved = step
       if (stopping or (saving and preemption.requested)) and step < total_steps:
+        checkpointer.close()  # waits for the write in flight
         run_logging.info("SIGTERM received: saved checkpoint %d in %s and stopped.", step,
                          checkpointer.directory)
-        checkpointer.close()
+        profiler.stop()
         writer.close()
         return TrainResult({}, preempted=True, step=step)
       if config.eval_every_steps and step % config.eval_every_steps == 0 and step < total_steps:
         evaluate_all(step)
 
+  profiler.stop()
   final = evaluate_all(total_steps)
   for split, summary in final.items():
     run_logging.info("%s: %s", split, evaluation.format_summary(summary))

@@ -88,6 +88,79 @@ def test_resumed_run_ends_with_the_same_parameters(straight_run, tmp_path, monke
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
 
 
+KILL_DURING_ASYNC_SAVE = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import conftest
+from segjax import checkpointing, train
+original_save = checkpointing.Checkpointer.save
+
+def save_then_die(self, step, state):
+  original_save(self, step, state)  # asynchronous: returns with the write in flight
+  if step == 3:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+checkpointing.Checkpointer.save = save_then_die
+train.train_and_evaluate(conftest.tiny_config({data_dir!r}), {workdir!r})
+"""
+
+
+def test_kill_during_an_asynchronous_save_then_resume(straight_run, data_dir, tmp_path):
+  """SIGKILL right after an asynchronous save was issued (its write in flight): the resumed run
+  ends with the uninterrupted run's parameters and final metrics."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  config, straight, final = straight_run
+  interrupted = str(tmp_path / "interrupted")
+  script = KILL_DURING_ASYNC_SAVE.format(tests=os.path.dirname(os.path.abspath(__file__)),
+                                         data_dir=data_dir, workdir=interrupted)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+  left = os.listdir(os.path.join(interrupted, "checkpoints"))
+  assert set(left) <= {"3"} or any("tmp" in name for name in left), left  # nothing else
+  resumed = train.train_and_evaluate(config, interrupted)
+  a, b = _params(straight), _params(interrupted)
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
+  np.testing.assert_allclose(resumed.metrics["validation"]["mean_iou"],
+                             final["validation"]["mean_iou"], rtol=1e-5)
+
+
+def test_device_prefetch_keeps_order_and_runs_ahead():
+  mesh = sharding.make_mesh(4)
+  drawn = []
+
+  def batches():
+    for i in range(5):
+      drawn.append(i)
+      yield {"image": np.full((4, 2), i, np.float32)}
+
+  for prefetch in (1, 2, 3):
+    drawn.clear()
+    stream = train.device_batches(batches(), mesh, prefetch)
+    first = next(stream)
+    assert len(drawn) == prefetch + 1  # batches 1..prefetch are on their way already
+    got = [first] + list(stream)
+    assert [int(b["image"][0, 0]) for b in got] == [0, 1, 2, 3, 4]
+
+
+def test_profile_window_and_deeper_prefetch_leave_the_run_unchanged(straight_run, tmp_path):
+  import glob  # pylint: disable=import-outside-toplevel
+  config, straight, _ = straight_run
+  config = runs.config_from_dict(runs.config_to_dict(config))
+  config.device_prefetch, config.profile_steps = 3, (2, 3)
+  workdir = str(tmp_path / "profiled")
+  train.train_and_evaluate(config, workdir)
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+                         _params(straight), _params(workdir))
+  assert glob.glob(os.path.join(workdir, "profile", "plugins", "profile", "*", "*.xplane.pb"))
+  assert glob.glob(os.path.join(workdir, "profile", "plugins", "profile", "*", "*.trace.json.gz"))
+  for bad in ((3, 2), (0, 2), (5,), ("a", 2)):
+    config.profile_steps = bad
+    with pytest.raises(ValueError, match=r"config.profile_steps=.*1 <= first <= last"):
+      train.check_config(config)
+
+
 def _step_losses(config, batches, num_devices, fsdp=1, dtype="float32"):
   """Losses of 3 train steps on ``batches`` on a (num_devices / fsdp, fsdp) mesh, and the state."""
   config.model.dtype = dtype
