@@ -228,11 +228,11 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_good_checkpoints(config, tm
   config.log_every_steps = 1
   device_batches = train.device_batches
 
-  def poisoned(batches, mesh):
+  def poisoned(batches, mesh, prefetch):
     def third_is_nan():
       for i, batch in enumerate(batches):
         yield {**batch, "image": np.full_like(batch["image"], np.nan)} if i == 2 else batch
-    return device_batches(third_is_nan(), mesh)
+    return device_batches(third_is_nan(), mesh, prefetch)
 
   monkeypatch.setattr(train, "device_batches", poisoned)
   workdir = str(tmp_path / "nan")
