@@ -56,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 2
+  config.checkpoint_async = True  # orbax writes in the background while training goes on
   config.eval_every_steps = 0  # > 0: also evaluate during training
   config.device_prefetch = 2  # global batches sent to the devices ahead of the step
   config.profile_steps = ()  # (first, last): a JAX profiler trace of those steps in WORKDIR/profile

@@ -309,7 +309,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   writer = run_logging.MetricWriter(workdir)
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                             every_steps=config.checkpoint_every_steps,
-                                            keep=config.keep_checkpoints)
+                                            keep=config.keep_checkpoints,
+                                            asynchronous=config.get("checkpoint_async", True))
   state = restore_or_keep(checkpointer, trainer.state)
   start_step, total_steps = int(jax.device_get(state.step)), config.num_train_steps
   train_ds = trainer.train_dataset(start_step)

@@ -128,6 +128,9 @@ def run_recipe(name, tmp_path):
     _write_microscopy_folder(config.data.root)
     data = contextlib.nullcontext()
   else:
+    # tfds.testing.mock_data swaps in a mock file system (process-wide) during every as_dataset
+    # call; an asynchronous checkpoint write still in flight would write into it.
+    config.checkpoint_async = False
     data = contextlib.ExitStack()
     data.enter_context(mock.patch.object(tfds.core.DatasetBuilder, "is_prepared",
                                          lambda self: True))
