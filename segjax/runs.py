@@ -184,7 +184,7 @@ def load(path: str, step: int | None = None) -> Run:
     return load_exported(path)
   config, descriptor = read_config(path), read_descriptor(path)
   model = models.from_config(config.model, descriptor.num_classes)
-  checkpointer = checkpointing.Checkpointer(os.path.join(path, "checkpoints"))
+  checkpointer = checkpointing.Checkpointer(os.path.join(path, "checkpoints"), asynchronous=False)
   try:
     variables = checkpointer.restore_variables(abstract_variables(model, config), step)
   except (ValueError, KeyError, TypeError) as e:
