@@ -33,6 +33,7 @@ def get_config():
   config.loss = ""
   config.losses = (("class_logits", "panoptic",
                     "mask2former_loss(max_targets=16, num_points=0)", 1.0),)
+  config.train_metrics = ("mask_confusion",)
   config.optimizer.update(dict(learning_rate=1e-3, weight_decay=0.05))
   config.postprocess = "argmax|mask_panoptic|mask_instances"
   config.num_train_steps = 2300

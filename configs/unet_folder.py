@@ -21,7 +21,7 @@ def get_config():
       channels=3, normalization="mean_std", percentiles=(1.0, 99.0),
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
       patch_size=(128, 128), patch_stride=(96, 96), min_labelled_fraction=0.5,
-      class_balanced=0.5, shuffle_buffer=2000, cache=True, crop_size=(128, 128),
+      class_balanced=0.5, crop_size=(128, 128),
       train_pp="flip_lr", eval_pp="", eval_pad_to=placeholder(tuple))
   config.model = dict(name="unet", features=8, depth=4, dtype="float32")
   config.batch_size = 8

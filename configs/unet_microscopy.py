@@ -41,7 +41,7 @@ def get_config(scale: str = "paper"):
       root="", skip_bad=False, classes=("background", "cell"), thing_classes=(1,),
       channels=1, normalization="percentile", percentiles=(1.0, 99.8), mean=(0.5,), std=(0.25,),
       patch_size=(768, 768), patch_stride=(512, 512), min_labelled_fraction=0.0,
-      class_balanced=0.0, shuffle_buffer=2000, cache=True))
+      class_balanced=0.0))
   config.model.update(dict(name="unet", features=64, depth=4, dtype="bfloat16"))
   config.loss = ""
   config.losses = (("logits", "semantic", "boundary_weighted_cross_entropy(w0=10.0, sigma=5.0)",

@@ -3,10 +3,11 @@ r"""Measures segjax's speed (segjax/benchmark.py); writes benchmark.json and ben
   python experiments/benchmark.py --sections=models --output=/tmp/segjax/bench
   python experiments/benchmark.py --sections=models --configs=deeplabv3_cityscapes --batch_size=2
   python experiments/benchmark.py --sections=metrics,pipeline,inference --large_image_side=10000
+  python experiments/benchmark.py --sections=resume --repeats=3
 
 models: the trainer's train step and the evaluator's forward pass of each config (default: every
 configs/*_shapes.py); scaling: --scaling_config over 1, 2, 4, ... devices; metrics, pipeline,
-inference: see segjax/benchmark.py.
+resume (--configs: unet_folder), inference: see segjax/benchmark.py.
 """
 import glob
 import json
@@ -17,7 +18,8 @@ from absl import flags
 
 from segjax import cli
 
-_SECTIONS = flags.DEFINE_list("sections", ["models"], "models, scaling, metrics, pipeline, inference")
+_SECTIONS = flags.DEFINE_list("sections", ["models"],
+                              "models, scaling, metrics, pipeline, resume, inference")
 _CONFIGS = flags.DEFINE_list("configs", None, "Configs of the models/pipeline sections: names in "
                              "configs/ or paths of config files (default: every "
                              "configs/*_shapes.py; pipeline: unet_shapes).")
@@ -48,6 +50,8 @@ def main(argv):
       "metrics": lambda: benchmark.metrics_section(timing),
       "pipeline": lambda: benchmark.pipeline_section(
           {n: load(n) for n in (_CONFIGS.value or ["unet_shapes"])}, timing),
+      "resume": lambda: benchmark.resume_section(
+          load((_CONFIGS.value or ["unet_folder"])[0]), timing),
       "inference": lambda: benchmark.inference_section(load("unet_shapes"), timing,
                                                        large_side=_LARGE.value)}
   unknown = sorted(set(_SECTIONS.value) - set(sections))

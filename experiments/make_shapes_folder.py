@@ -4,8 +4,6 @@ a stand-in for the user's own high-resolution data, e.g. to try patch training.
   python experiments/make_shapes_folder.py --output=/tmp/segjax/shapes_folder --image_size=1024 \
       --num_train=8 --num_validation=2 --max_things=60
 """
-import os
-
 from absl import flags
 
 from segjax import cli
@@ -22,25 +20,9 @@ flags.adopt_module_key_flags(cli)  # --verbose, --show_config in --help
 
 def main(argv):
   del argv
-  # pylint: disable=import-outside-toplevel
-  import cv2
-  import numpy as np
-  from segjax import export
-  from segjax import files
-  from segjax.data import shapes
-  d = shapes.DESCRIPTOR
-  os.makedirs(_OUTPUT.value, exist_ok=True)
-  files.write_json(os.path.join(_OUTPUT.value, "classes.json"), export.classes_json(d))
-  for split, count in (("train", _TRAIN.value), ("val", _VAL.value)):
-    for sub in ("images", "masks", "instances"):
-      os.makedirs(os.path.join(_OUTPUT.value, split, sub), exist_ok=True)
-    for index in range(count):
-      rng = np.random.default_rng([_SEED.value, 7 + (split == "val"), index])
-      image, semantic, instance = shapes.render_scene(rng, _SIZE.value, _THINGS.value)
-      name = f"{split}_{index:04d}.png"
-      cv2.imwrite(os.path.join(_OUTPUT.value, split, "images", name), image[..., ::-1])
-      cv2.imwrite(os.path.join(_OUTPUT.value, split, "masks", name), semantic)
-      cv2.imwrite(os.path.join(_OUTPUT.value, split, "instances", name), instance)
+  from segjax.data import shapes  # pylint: disable=import-outside-toplevel
+  shapes.write_folder(_OUTPUT.value, _SIZE.value, {"train": _TRAIN.value, "val": _VAL.value},
+                      max_things=_THINGS.value, seed=_SEED.value)
   print(f"Wrote {_TRAIN.value} + {_VAL.value} images of {_SIZE.value}^2 to {_OUTPUT.value}")
 
 

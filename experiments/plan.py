@@ -1,12 +1,14 @@
 r"""Plans a recipe for an accelerator slice: the trainer's train and evaluation steps compiled for
-the slice's devices (nothing runs), with memory per device against the HBM, FLOPs, an estimated
-step time, images/s, MFU and the hours and chip-hours of the recipe's schedule.
+the slice's devices (nothing runs), with memory per device against the HBM, FLOPs, the step's
+compute, HBM, interconnect and input times and the one that bounds it, images/s, MFU and the hours
+and chip-hours of the recipe's schedule.
 
   python experiments/plan.py --config=configs/deeplabv3_cityscapes.py --topology=v5e:4x8
   python experiments/plan.py --config=configs/hmsa_cityscapes.py --topology=v4:2x2x4 --fsdp=4
   python experiments/plan.py --config=configs/unet_microscopy.py --topology=v5e:2x2 --sweep
   python experiments/plan.py --table=plans/   # the Markdown table of the plans written there
   python experiments/plan.py --table=plans/ --topology=v5e:4x8   # ... of one slice
+  python experiments/plan.py --refresh=plans/   # interconnect and input again, no compilation
 
 Needs the TPU compiler (pip install -e '.[plan]'). Writes <output>/plan_<config>_<topology>.json.
 """
@@ -29,6 +31,8 @@ _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: the re
                               "a multiple of the device count).")
 _EVAL_SIZE = flags.DEFINE_list("eval_size", None, "Height,width of evaluation images when the "
                                "dataset's vary and data.eval_pp does not fix them.")
+_INPUT_SIZE = flags.DEFINE_list("input_size", None, "Height,width of the images the input plan "
+                                "decodes (default: the dataset's, or the training crop).")
 _NO_EVAL = flags.DEFINE_bool("no_eval", False, "Plan the train step only.")
 _SWEEP = flags.DEFINE_bool("sweep", False, "Try batch per device 1, 2, 4, ... and fsdp 1, 2, 4, 8; "
                            "report the largest that fits.")
@@ -37,13 +41,27 @@ flags.adopt_module_key_flags(cli)
 _TABLE = flags.DEFINE_string("table", None, "Instead of planning: print the Markdown table of the "
                              "plan_*.json files in this directory (with --topology given: of that "
                              "slice only).")
+_REFRESH = flags.DEFINE_string("refresh", None, "Instead of planning: make the communication and "
+                               "input parts of the plan_*.json files in this directory again "
+                               "(their recipes' configs/*.py, no compilation) and rewrite them.")
 
 
 def main(argv):
   del argv
   # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags
+  from segjax import config_defaults
+  from segjax import files
   from segjax import plan
+  if _REFRESH.value:
+    for path in sorted(glob.glob(os.path.join(_REFRESH.value, "plan_*.json"))):
+      result = json.load(open(path))
+      name, _, argument = result["config"].partition(":")
+      config_path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")
+      config = config_defaults.load_config(config_path, argument or None)
+      files.write_json(path, plan.refresh(result, config))
+      print(plan.markdown_row(result))
+    return
   if _TABLE.value:
     paths = sorted(glob.glob(os.path.join(_TABLE.value, "plan_*.json")))
     topology = _TOPOLOGY.value if flags.FLAGS["topology"].present else None
@@ -62,9 +80,10 @@ def main(argv):
                                      f"per device), fsdp {best['fsdp']}" if best else "none"))
     else:
       eval_size = tuple(int(v) for v in _EVAL_SIZE.value) if _EVAL_SIZE.value else None
+      input_size = tuple(int(v) for v in _INPUT_SIZE.value) if _INPUT_SIZE.value else None
       result = plan.plan(_CONFIG.value, _TOPOLOGY.value, fsdp=_FSDP.value,
                          batch_size=_BATCH.value, eval_size=eval_size,
-                         with_eval=not _NO_EVAL.value)
+                         with_eval=not _NO_EVAL.value, input_size=input_size)
       result["config"] = name
       print(plan.MARKDOWN_HEADER)
       print(plan.markdown_row(result))

@@ -41,7 +41,7 @@ def multiscale_data(config, num_train: int, data_dir: str | None):
   """``config.data`` set to the multi-scale shapes variant with scale augmentation."""
   config.data.update(dict(
       image_size=192, radii=(0.01, 0.5), thin=0.25, max_things=12, num_train=num_train,
-      num_validation=100, num_test=0, shuffle_buffer=num_train, crop_size=(128, 128),
+      num_validation=100, num_test=0, crop_size=(128, 128),
       train_pp="random_scale(0.5, 2.0)|random_crop(128)|flip_lr", eval_pp=""))
   if data_dir:
     config.data.data_dir = data_dir

@@ -10,6 +10,8 @@ Sections (each a function returning rows of a table):
 * ``scaling``: one config's train step on 1, 2, 4, ... devices at a fixed batch per device;
 * ``metrics``: the on-device metric accumulation against the evaluation forward pass;
 * ``pipeline``: tf.data examples/s against what the train step consumes;
+* ``resume``: seconds to the first training batch at step 0 and at step 50,000 (the stream is
+  indexed: nothing before the start is read);
 * ``inference``: the padded sliding window against the plain forward pass, and a large image
   written strip by strip (peak memory measured in a fresh process).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +40,7 @@ from segjax import runs
 from segjax import sharding
 from segjax import train
 from segjax.data import pipeline
-from segjax.train_state import MetricSums
+from segjax.data import shapes
 
 # Dense peak FLOP/s per chip by device_kind prefix: (bfloat16, float32). float32 matmuls on NVIDIA
 # tensor cores run as TF32 at JAX's default precision, so the TF32 peak is the float32 roof there.
@@ -115,8 +118,7 @@ def config_row(config, mesh, batch_per_device: int, timing: Timing) -> dict:
   trainer = train.setup(config, mesh=mesh, data=False)
   abstract = pipeline.abstract_train_batch(config.data, info, config.batch_size)
   batch = sharding.global_batch(random_batch(abstract, descriptor.num_classes), mesh)
-  names = trainer.term_names(abstract)
-  sums = jax.device_put(MetricSums.zeros(names, descriptor.num_classes), sharding.replicated(mesh))
+  sums = trainer.zero_sums(abstract)
   row = {"model": config.model.name, "dtype": config.model.get("dtype", "float32"),
          "params": models.count_params(trainer.state.params),
          "image": list(config.data.crop_size), "batch_per_device": batch_per_device,
@@ -218,9 +220,7 @@ def pipeline_section(configs: dict, timing: Timing, batches: int = 100) -> list[
       next(iterator)
     pipeline_rate = batches * config.batch_size / (time.perf_counter() - start)
     abstract = train.abstract_batch(train_ds.element_spec, config.batch_size)
-    sums = jax.device_put(MetricSums.zeros(trainer.term_names(abstract),
-                                           trainer.descriptor.num_classes),
-                          sharding.replicated(trainer.mesh))
+    sums = trainer.zero_sums(abstract)
     device_batch = sharding.global_batch(batch, trainer.mesh)
     step = trainer.train_step().lower(trainer.state, sums, device_batch).compile()
     seconds = statistics.median(timing.run(step, trainer.state, sums, device_batch,
@@ -230,6 +230,55 @@ def pipeline_section(configs: dict, timing: Timing, batches: int = 100) -> list[
                  "shape": f"batch {config.batch_size} of {tuple(config.data.crop_size)}",
                  "median_ms": 1e3 * seconds, "pipeline_examples_per_s": pipeline_rate,
                  "step_examples_per_s": step_rate, "pipeline_over_step": pipeline_rate / step_rate})
+  return rows
+
+
+def resume_section(config, timing: Timing, steps=(0, 50_000), num_images: int = 2000,
+                   side: int = 256) -> list[dict]:
+  """Seconds from building the training stream to its first batch, started at each of ``steps``,
+  on a folder dataset of ``num_images`` scenes of ``side``² (written and prepared first, untimed):
+  whole images, and ``config``'s patches (its grid, labelled-fraction filter and class-balanced
+  sampling). Also the stream's examples/s and what skipping the examples before the last step
+  at that rate would take."""
+  root = tempfile.mkdtemp(prefix="segjax-resume-")
+  try:
+    return _resume_rows(config, timing, root, steps, num_images, side)
+  finally:
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _resume_rows(config, timing, root, steps, num_images, side) -> list[dict]:
+  shapes.write_folder(root, side, {"train": num_images, "val": 2}, max_things=12)
+  data = config.data.copy_and_resolve_references()
+  data.update(dict(name="folder", root=root, data_dir=os.path.join(root, ".prepared")))
+  source = pipeline.get_source(data)
+  batch = config.batch_size
+  rows = []
+  variants = {"whole images": dict(patch_size=None, crop_size=(side, side),
+                                   train_pp=f"flip_lr|random_crop({side})"),
+              "patches, class-balanced": {}}
+  for variant, changes in variants.items():
+    variant_data = data.copy_and_resolve_references()
+    variant_data.update(changes)
+
+    def first_batch(step, data=variant_data):
+      start = time.perf_counter()
+      ds = pipeline.train_dataset(source, data, local_batch_size=batch, seed=0, start_step=step)
+      iterator = pipeline.as_numpy(ds, source)
+      next(iterator)
+      return time.perf_counter() - start, iterator
+    first_batch(steps[0])  # warm-up
+    runs_ = [[first_batch(step)[0] for step in steps] for _ in range(timing.repeats)]  # alternating
+    seconds = {step: statistics.median(r[i] for r in runs_) for i, step in enumerate(steps)}
+    _, iterator = first_batch(0)
+    start = time.perf_counter()
+    for _ in range(20):
+      next(iterator)
+    rate = 20 * batch / (time.perf_counter() - start)
+    rows.append({"section": "resume", "what": variant, "images": num_images,
+                 "shape": f"{side}×{side}, batch {batch}", "first_batch_s": seconds,
+                 "ratio": seconds[steps[-1]] / seconds[steps[0]], "examples_per_s": rate,
+                 "skip_s": steps[-1] * batch / rate})
   return rows
 
 
@@ -345,6 +394,15 @@ def markdown(rows: list[dict]) -> str:
     lines += [f"| {r['what']} | {r['shape']} | {r['pipeline_examples_per_s']:.0f} | "
               f"{r['step_examples_per_s']:.0f} | {r['pipeline_over_step']:.1f} |"
               for r in pipeline_rows]
+  resume_rows = [r for r in rows if r["section"] == "resume"]
+  if resume_rows:
+    first, last = list(resume_rows[0]["first_batch_s"])[::len(resume_rows[0]["first_batch_s"]) - 1]
+    lines += ["", f"| training stream of {resume_rows[0]['images']} images | images, batch | "
+              f"first batch at step {first:,} (s) | at step {last:,} (s) | ratio | examples/s | "
+              f"skipping {last:,} steps at that rate (s) |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['what']} | {r['shape']} | {r['first_batch_s'][first]:.2f} | "
+              f"{r['first_batch_s'][last]:.2f} | {r['ratio']:.2f} | {r['examples_per_s']:.0f} | "
+              f"{r['skip_s']:,.0f} |" for r in resume_rows]
   inference_rows = [r for r in rows if r["section"] == "inference"]
   if inference_rows:
     lines += ["", "| inference | image | seconds | megapixels/s | peak RSS |",

@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   # at least fsdp_min_size elements) over groups of fsdp devices (segjax/sharding.py).
   config.sharding = ml_collections.ConfigDict(dict(fsdp=1, fsdp_min_size=4096))
   config.data = ml_collections.ConfigDict(dict(
-      name="", data_dir=placeholder(str), train_split="train", shuffle_buffer=1000, cache=False,
+      name="", data_dir=placeholder(str), train_split="train",
       # Training examples: composable ops (segjax/data/ops.py), ending in crop_size images.
       crop_size=(512, 512), train_pp="", eval_pp="", channels=3, normalization="mean_std",
       mean=IMAGENET_MEAN, std=IMAGENET_STD, ignore_label=255,
@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 2
   config.checkpoint_async = True  # orbax writes in the background while training goes on
   config.eval_every_steps = 0  # > 0: also evaluate during training
+  # Training metrics, summed on the device between log steps: registered names or functions
+  # (outputs, batch, *, num_classes, ignore_label) -> sums (segjax/train_metrics.py).
+  config.train_metrics = ("confusion",)
   config.device_prefetch = 2  # global batches sent to the devices ahead of the step
   config.profile_steps = ()  # (first, last): a JAX profiler trace of those steps in WORKDIR/profile
   config.eval_splits = ("validation",)
@@ -85,7 +88,7 @@ def shapes_config() -> ml_collections.ConfigDict:
   config.data.update(dict(
       name="shapes", image_size=64, num_train=3000, num_validation=200, num_test=200,
       dataset_seed=0, max_things=8, radii=(0.09, 0.28), thin=0.0,  # (docs/data.md)
-      shuffle_buffer=3000, cache=True, crop_size=(64, 64),
+      crop_size=(64, 64),
       train_pp="flip_lr"))
   config.model = ml_collections.ConfigDict(dict(name="unet", features=8, depth=4, dtype="float32",
                                                 pretrained=""))
@@ -195,6 +198,7 @@ def mask2former_recipe(dataset: str, *, crop_size: int | tuple[int, int], batch_
   config.loss = ""
   config.losses = ((("class_logits", target,
                      f"mask2former_loss(max_targets=100, num_points={points})", 1.0)),)
+  config.train_metrics = ("mask_confusion",)  # at the masks' stride-4 resolution
   config.optimizer = ml_collections.ConfigDict({**dict(
       name="adamw", learning_rate=1e-4, weight_decay=0.05, schedule="poly", power=0.9,
       end_factor=0.0, warmup_steps=0, grad_clip_norm=0.01,
@@ -227,8 +231,9 @@ def segformer_recipe(dataset: str, *, variant: str, crop_size: int | tuple[int, 
   return config
 
 
-def load_config(path: str) -> ml_collections.ConfigDict:
-  """``get_config()`` of a config file (``configs/<name>.py``)."""
+def load_config(path: str, argument: str | None = None) -> ml_collections.ConfigDict:
+  """``get_config()`` of a config file (``configs/<name>.py``); with ``argument``,
+  ``get_config(argument)`` (what ``--config=configs/<name>.py:<argument>`` selects)."""
   import importlib.util  # pylint: disable=import-outside-toplevel
   import os  # pylint: disable=import-outside-toplevel
   if not os.path.exists(path):
@@ -236,4 +241,4 @@ def load_config(path: str) -> ml_collections.ConfigDict:
   spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(argument) if argument else module.get_config()

@@ -7,9 +7,17 @@ abstract inputs).compile()`` over a mesh of those devices gives the executable's
 and its FLOP count. Nothing runs and no data is read: the state, the batch and the metric sums are
 ``jax.ShapeDtypeStruct``s with the shardings training would give them.
 
-The step time is an estimate: the larger of FLOPs / peak FLOP/s and bytes accessed / HBM
-bandwidth per device (a roofline; XLA's own ``optimal_seconds`` is reported beside it when it is
-positive), without communication and input time. Peaks are the datasheet's dense bf16 numbers.
+The step time is an estimate, the largest of four times per step (the plan names the bound):
+* compute: FLOPs / peak FLOP/s per device (datasheet dense bf16);
+* HBM: bytes accessed / HBM bandwidth per device (XLA's own ``optimal_seconds`` is reported beside
+  this roofline when it is positive);
+* ICI: the bytes each device sends for the gradient all-reduce and, with ``fsdp`` > 1, the
+  parameter all-gathers (forward and backward) and gradient reduce-scatters, with ring algorithms
+  (an all-reduce of b bytes over n devices sends 2 (n - 1) / n x b), over the chip's all-reduce
+  bandwidth (`communication`);
+* input: the recipe's decoding and ``data.train_pp`` measured on this machine's CPU, one core,
+  on images of the dataset's size written as files (`input_rate`), scaled to the host's vCPUs.
+Chip figures (`CHIPS`) are datasheet numbers; docs/training.md lists them with their sources.
 """
 from __future__ import annotations
 
@@ -30,27 +38,33 @@ from segjax import runs
 from segjax import sharding
 from segjax import train
 from segjax.data import pipeline
-from segjax.train_state import MetricSums
 
 GiB = 2**30
 
 
 @dataclasses.dataclass(frozen=True)
 class Chip:
-  """One accelerator chip: HBM bytes, dense bf16 FLOP/s, HBM bytes/s (datasheets)."""
+  """One accelerator chip (datasheets): HBM bytes, dense bf16 FLOP/s, HBM bytes/s, all-reduce
+  bytes/s over the interconnect, and the host's vCPUs per chip."""
   name: str
   hbm: float
   peak_flops: float
   bandwidth: float
+  ici: float
+  host_vcpus: float
 
 
+# Sources (docs/training.md): cloud.google.com/tpu/docs/{v4,v5e,v5p,v6e} (all-reduce bandwidth
+# per Pod / chips per Pod, or half the bidirectional ICI bandwidth per chip; vCPUs of a 4-chip
+# VM / 4), NVIDIA's A100/H100 datasheets (NVLink, half the bidirectional figure) and the GCE
+# machine types a2-ultragpu-8g (96 vCPUs) and a3-highgpu-8g (208 vCPUs).
 CHIPS = {
-    "v4": Chip("TPU v4", 32 * GiB, 275e12, 1.2e12),
-    "v5e": Chip("TPU v5e", 16 * GiB, 197e12, 0.819e12),
-    "v5p": Chip("TPU v5p", 95 * GiB, 459e12, 2.765e12),
-    "v6e": Chip("TPU v6e", 32 * GiB, 918e12, 1.64e12),
-    "a100": Chip("NVIDIA A100 80GB SXM", 80 * GiB, 312e12, 2.039e12),
-    "h100": Chip("NVIDIA H100 80GB SXM", 80 * GiB, 989e12, 3.35e12),
+    "v4": Chip("TPU v4", 32 * GiB, 275e12, 1.2e12, 1.1e15 / 4096, 240 / 4),
+    "v5e": Chip("TPU v5e", 16 * GiB, 197e12, 0.819e12, 51.2e12 / 256, 112 / 4),
+    "v5p": Chip("TPU v5p", 95 * GiB, 459e12, 2.765e12, 1200e9 / 2, 208 / 4),
+    "v6e": Chip("TPU v6e", 32 * GiB, 918e12, 1.64e12, 102.4e12 / 256, 180 / 4),
+    "a100": Chip("NVIDIA A100 80GB SXM", 80 * GiB, 312e12, 2.039e12, 600e9 / 2, 96 / 8),
+    "h100": Chip("NVIDIA H100 80GB SXM", 80 * GiB, 989e12, 3.35e12, 900e9 / 2, 208 / 8),
 }
 
 # Device descriptions for compiling for NVIDIA GPUs without one (the CUDA plugin's target config).
@@ -232,9 +246,9 @@ def _program(lowered, compiled, seconds, error, target_: Target, images: int,
                                                                           "bytes accessed")}
   flops = float(cost.get("flops", 0.0))
   accessed = float(cost.get("bytes accessed", 0.0))
-  roofline = max(flops / target_.device_peak, accessed / target_.device_bandwidth)
+  compute, hbm = flops / target_.device_peak, accessed / target_.device_bandwidth
   xla_seconds = float(cost.get("optimal_seconds", -1.0))
-  step = roofline if roofline > 0 else None
+  step = max(compute, hbm) if max(compute, hbm) > 0 else None
   return {
       "fits": total <= target_.device_hbm,
       "compile_s": seconds,
@@ -246,16 +260,246 @@ def _program(lowered, compiled, seconds, error, target_: Target, images: int,
                      "total": total / GiB, "hbm": target_.device_hbm / GiB},
       "flops_per_device": flops,
       "bytes_accessed_per_device": accessed,
+      "peak_flops_per_device": target_.device_peak,
+      "compute_seconds": compute,
+      "hbm_seconds": hbm,
       "step_seconds": step,
+      "bound": ("compute" if compute >= hbm else "HBM") if step else None,
       "xla_optimal_seconds": xla_seconds if xla_seconds > 0 else None,
       "images_per_second": images / step if step else None,
       "mfu": flops / (step * target_.device_peak) if step else None,
   }
 
 
+def communication(state, mesh, target_: Target, compiled=None) -> dict:
+  """Bytes each device sends over the interconnect per train step, and their time over the chip's
+  all-reduce bandwidth (per device). Gradients are float32, like the parameters: a replicated
+  array of b bytes is all-reduced over all n devices (2 (n - 1) / n x b sent); an array split
+  over the ``fsdp`` axis (f devices; d = n / f data groups) is all-gathered in the forward and
+  again in the backward pass (2 (f - 1) / f x b), its gradient reduce-scattered ((f - 1) / f x b)
+  and its shard all-reduced over the data groups (2 (d - 1) / d x b / f). Batch-norm statistics
+  and the metric sums are left out (a few kB). With the ``compiled`` train step, the bytes are
+  its own collectives' (`compiled_collectives`), which this model of the ideal schedule gives
+  exactly for data parallelism (tests/test_plan.py)."""
+  n = mesh.devices.size
+  f = mesh.shape.get(sharding.FSDP_AXIS, 1)
+  d = n // f
+  allreduce = gather = scatter = 0.0
+  for x in jax.tree_util.tree_leaves(state.params):
+    size = math.prod(x.shape) * jnp.dtype(x.dtype).itemsize
+    split = x.sharding is not None and tuple(x.sharding.shard_shape(x.shape)) != tuple(x.shape)
+    if split:
+      gather += 2 * (f - 1) / f * size
+      scatter += (f - 1) / f * size
+      allreduce += 2 * (d - 1) / d * size / f
+    else:
+      allreduce += 2 * (n - 1) / n * size
+  bandwidth = target_.chip.ici / target_.devices_per_chip
+  out = {"model": {"gradient_allreduce": allreduce, "fsdp_allgather": gather,
+                   "fsdp_reduce_scatter": scatter}, "bandwidth_per_device": bandwidth}
+  if compiled is not None:
+    out["compiled"] = compiled_collectives(compiled.as_text(), n)
+  out["bytes_per_device"] = sum((out.get("compiled") or out["model"]).values())
+  out["seconds"] = out["bytes_per_device"] / bandwidth
+  return out
+
+
+_COLLECTIVE = re.compile(r"= (.*?) (all-reduce|all-gather|reduce-scatter|all-to-all|"
+                         r"collective-permute)(?:-start)?\((.*)")
+_ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16)\[([\d,]*)\]")
+
+
+def _group_size(attributes: str, devices: int) -> int:
+  """Devices per replica group of a collective: ``mesh[...] {'axis_0', ...}`` (the named axes'
+  sizes multiplied), ``{{0,1,2,3},...}`` or ``[groups,size]<=[n]``; all devices otherwise."""
+  named = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", attributes)
+  if named:
+    sizes = dict(re.findall(r"'(\w+)'=(\d+)", named.group(1)))
+    return math.prod(int(sizes[a]) for a in re.findall(r"'(\w+)'", named.group(2)))
+  listed = re.search(r"replica_groups=\{\{([\d,]*)\}", attributes)
+  if listed:
+    return len(listed.group(1).split(","))
+  iota = re.search(r"replica_groups=\[(\d+),(\d+)\]<=", attributes)
+  return int(iota.group(2)) if iota else devices
+
+
+def compiled_collectives(hlo_text: str, devices: int) -> dict:
+  """Bytes each device sends per step for the collectives of a compiled program (its HLO text),
+  by kind, with ring algorithms over each op's replica group of n devices: all-reduce
+  2 (n - 1) / n x its bytes, all-gather and all-to-all (n - 1) / n x the output, reduce-scatter
+  (n - 1) x the output (its input is n outputs), collective-permute its bytes."""
+  sent = {}
+  for match in _COLLECTIVE.finditer(hlo_text):
+    shape, kind, attributes = match.groups()
+    size = sum(_BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
+               for dtype, dims in _ARRAY.findall(shape))
+    n = _group_size(attributes, devices)
+    factor = {"all-reduce": 2 * (n - 1) / n, "all-gather": (n - 1) / n,
+              "all-to-all": (n - 1) / n, "reduce-scatter": n - 1,
+              "collective-permute": 1.0}[kind]
+    sent[kind] = sent.get(kind, 0.0) + factor * size
+  return sent
+
+
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
+          "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+
+
+def _mock_files(directory: str, info, size, count: int = 4) -> list[tuple[str, ...]]:
+  """``count`` scenes of ``size`` written as the dataset stores them: the image as PNG or JPEG
+  (16-bit PNG for 16-bit datasets; one channel for grey ones), labels (and instances) as PNG."""
+  import cv2  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from segjax.data import shapes  # pylint: disable=import-outside-toplevel
+  rows = []
+  for i in range(count):
+    image, semantic, instance = shapes.render_scene(np.random.default_rng(i), max(size),
+                                                    max_things=24)
+    image, semantic, instance = (a[:size[0], :size[1]] for a in (image, semantic, instance))
+    if info.channels == 1:
+      image = image.mean(axis=-1).astype(np.uint8)
+    if info.dtype == "uint16" or getattr(info.dtype, "name", "") == "uint16":
+      image = image.astype(np.uint16) * 257
+    suffix = ".jpg" if info.image_format == "jpeg" and image.dtype == np.uint8 else ".png"
+    paths = (os.path.join(directory, f"{i}{suffix}"), os.path.join(directory, f"{i}_labels.png"),
+             os.path.join(directory, f"{i}_instances.png"))
+    cv2.imwrite(paths[0], image)
+    cv2.imwrite(paths[1], semantic)
+    cv2.imwrite(paths[2], instance)
+    rows.append(paths)
+  return rows
+
+
+def input_rate(data_config, info, size, *, examples: int = 12) -> dict:
+  """Training examples per second on one CPU core of this machine: files of ``size`` (written
+  here, `_mock_files`) read and decoded, then the recipe's ``data.train_pp`` and normalisation
+  (`segjax.data.pipeline.train_preprocess`), in a tf.data pipeline limited to one thread."""
+  import tempfile  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  with tempfile.TemporaryDirectory(prefix="segjax-plan-input-") as directory:
+    paths = _mock_files(directory, info, size)
+    channels, dtype = info.channels, info.dtype
+
+    def read(image_path, label_path, instance_path):
+      image = tf.io.decode_image(tf.io.read_file(image_path), channels=channels, dtype=dtype,
+                                 expand_animations=False)
+      semantic = tf.cast(tf.io.decode_png(tf.io.read_file(label_path))[..., 0], tf.int32)
+      example = {"image": image, "semantic": semantic}
+      if info.instances:
+        example["instance"] = tf.cast(tf.io.decode_png(tf.io.read_file(instance_path),
+                                                       dtype=tf.uint16)[..., 0], tf.int32)
+        example["panoptic"] = semantic * info.descriptor.label_divisor + example["instance"]
+      return example
+
+    ds = tf.data.Dataset.from_tensor_slices(tuple(map(list, zip(*paths)))).repeat()
+    ds = ds.map(read).enumerate().map(
+        pipeline.train_preprocess(info.descriptor, data_config, seed=0))
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    options.autotune.enabled = False
+    iterator = iter(ds.with_options(options))
+    for _ in range(2):  # warm-up
+      next(iterator)
+    start = time.perf_counter()
+    for _ in range(examples):
+      next(iterator)
+    rate = examples / (time.perf_counter() - start)
+  import platform  # pylint: disable=import-outside-toplevel
+  return {"image_size": list(size), "format": info.image_format, "examples_per_s_per_core": rate,
+          "cpu": _cpu_name() or platform.machine()}
+
+
+def _cpu_name() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return ""
+
+
+def input_plan(rate: dict, target_: Target, batch_size: int, compute_seconds: float | None) -> dict:
+  """What the hosts' CPUs must do per step: each host decodes ``batch_size / hosts`` examples
+  with all its vCPUs at ``rate``'s examples/s per core; the cores a host needs to keep pace with
+  the devices' own (compute/HBM/ICI) step time."""
+  per_host = batch_size / target_.hosts
+  chips_per_host = len(target_.devices) / target_.devices_per_chip / target_.hosts
+  vcpus = target_.chip.host_vcpus * chips_per_host
+  per_core = rate["examples_per_s_per_core"]
+  out = dict(rate, examples_per_host=per_host, host_vcpus=vcpus,
+             seconds=per_host / (vcpus * per_core))
+  if compute_seconds:
+    out["cores_needed_per_host"] = per_host / compute_seconds / per_core
+  return out
+
+
+def add_communication_and_input(result: dict, config, state, mesh, target_: Target, info, *,
+                                compiled=None, input_size=None, with_input: bool = True) -> None:
+  """Adds ``result["ici"]`` (`communication`) and ``result["input"]`` (`input_rate`, `input_plan`)
+  to a plan and re-estimates its train step (`estimate_step`)."""
+  result["ici"] = communication(state, mesh, target_, compiled)
+  if with_input:
+    size = tuple(input_size or info.plan_size or tuple(config.data.crop_size))
+    devices_seconds = max(result["train"].get("step_seconds") or 0.0, result["ici"]["seconds"])
+    result["input"] = input_plan(input_rate(config.data, info, size), target_,
+                                 result["batch_size"], devices_seconds or None)
+  estimate_step(result)
+
+
+def refresh(result: dict, config, *, input_size=None) -> dict:
+  """``result`` (a plan as written by experiments/plan.py) with its communication and input parts
+  made again on this machine, the compiled figures kept: no compilation, so the interconnect is
+  the model's (exact for data parallelism; a plan with ``fsdp`` > 1 must be compiled again)."""
+  if result["fsdp"] > 1:
+    raise PlanError(f"{result.get('config')}: a plan with fsdp={result['fsdp']} takes its "
+                    "interconnect bytes from the compiled program: plan it again.")
+  target_ = target(result["topology"])
+  mesh = sharding.make_mesh(devices=target_.devices, fsdp=result["fsdp"])
+  info = pipeline.dataset_info(config.data)
+  model = models.from_config(config.model, info.descriptor.num_classes)
+  tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  min_size = config.get("sharding", {}).get("fsdp_min_size", 2**12)
+  state = train.abstract_train_state(model, tx, runs.input_shape(config), mesh, min_size)
+  train_ = result["train"]
+  if train_.get("flops_per_device"):
+    train_.update(peak_flops_per_device=target_.device_peak,
+                  compute_seconds=train_["flops_per_device"] / target_.device_peak,
+                  hbm_seconds=train_["bytes_accessed_per_device"] / target_.device_bandwidth)
+    train_["step_seconds"] = max(train_["compute_seconds"], train_["hbm_seconds"])
+    train_["mfu"] = train_["compute_seconds"] / train_["step_seconds"]
+  add_communication_and_input(result, config, state, mesh, target_, info, input_size=input_size)
+  return result
+
+
+def estimate_step(result: dict) -> None:
+  """Sets ``result["train"]``'s step time to the largest of its compute, HBM, ICI and input times,
+  names the bound, and updates images/s, MFU and the schedule's hours."""
+  train_ = result["train"]
+  if not train_.get("flops_per_device"):
+    return
+  times = {"compute": train_["compute_seconds"], "HBM": train_["hbm_seconds"],
+           "ICI": (result.get("ici") or {}).get("seconds", 0.0),
+           "input": (result.get("input") or {}).get("seconds", 0.0)}
+  bound = max(times, key=times.get)
+  step = times[bound]
+  train_.update(step_seconds=step, bound=bound, images_per_second=result["batch_size"] / step,
+                mfu=train_["flops_per_device"] / (step * train_["peak_flops_per_device"]))
+  if result.get("schedule"):
+    steps = result["schedule"]["steps"]
+    hours = steps * step / 3600
+    result["schedule"].update(hours=hours, chip_hours=hours * result["devices"]
+                              / result["devices_per_chip"])
+
+
 def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | None = None,
-         eval_batch_size: int | None = None, eval_size=None, with_eval: bool = True) -> dict:
-  """The plan of ``config`` on ``topology`` (see the module docstring), JSON-ready."""
+         eval_batch_size: int | None = None, eval_size=None, with_eval: bool = True,
+         input_size=None, with_input: bool = True) -> dict:
+  """The plan of ``config`` on ``topology`` (see the module docstring), JSON-ready; the input is
+  planned on images of ``input_size`` (default: the dataset's, `segjax.data.pipeline.DataInfo`
+  ``plan_size``, or the training crop)."""
   target_ = target(topology)
   fsdp = fsdp or config.get("sharding", {}).get("fsdp", 1)
   if len(target_.devices) % fsdp:
@@ -272,11 +516,11 @@ def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | No
   state = train.abstract_train_state(model, tx, runs.input_shape(config), mesh, min_size)
   batch_size, note = plan_batch_size(config, devices, batch_size)
   batch = pipeline.abstract_train_batch(config.data, info, batch_size)
-  names = train.term_names(model, objective, state.variables, batch)
-  sums = jax.eval_shape(lambda: MetricSums.zeros(names, descriptor.num_classes))
+  metric_terms = train.make_train_metrics(config, descriptor.num_classes, descriptor.ignore_label)
+  sums = jax.eval_shape(lambda: train.zero_sums(model, objective, metric_terms, state.variables,
+                                                batch))
   sums = _with_sharding(sums, jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), sums))
-  step = train.make_train_step(model, tx, objective, descriptor.num_classes,
-                               descriptor.ignore_label, mesh, config.seed,
+  step = train.make_train_step(model, tx, objective, metric_terms, mesh, config.seed,
                                state_sharding=sharding.shardings_of(state))
   state_bytes = shard_bytes(state)
   result = {
@@ -288,9 +532,9 @@ def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | No
       "batch_size": batch_size, "batch_per_device": batch_size // devices,
       "recipe_batch_size": config.batch_size, "note": note,
       "parameters": models.count_params(state.params),
-      "train": _program(*_compile(step, state, sums, _sharded_batch(batch, mesh)), target_,
-                        batch_size, state_bytes),
   }
+  compiled = _compile(step, state, sums, _sharded_batch(batch, mesh))
+  result["train"] = _program(*compiled, target_, batch_size, state_bytes)
   train_step = result["train"]
   if train_step.get("step_seconds"):
     # The recipe's schedule in images: steps x its batch, at the planned batch.
@@ -298,6 +542,8 @@ def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | No
     hours = steps * train_step["step_seconds"] / 3600
     result["schedule"] = {"steps": steps, "hours": hours,
                           "chip_hours": hours * devices / target_.devices_per_chip}
+  add_communication_and_input(result, config, state, mesh, target_, info, compiled=compiled[1],
+                              input_size=input_size, with_input=with_input)
   if with_eval:
     result["eval"] = _plan_eval(config, model, info, mesh, target_, state, eval_batch_size,
                                 eval_size)
@@ -336,7 +582,7 @@ def sweep(config, topology: str, *, fsdp_values=(1, 2, 4, 8), max_per_device: in
     per_device = 1
     while per_device <= max_per_device:
       result = plan(config, topology, fsdp=fsdp, batch_size=per_device * devices,
-                    with_eval=with_eval)
+                    with_eval=with_eval, with_input=False)
       tried.append(result)
       fits = result["train"]["fits"]
       log(f"fsdp {fsdp}, batch {per_device}/device: "
@@ -373,13 +619,25 @@ def markdown_row(result: dict) -> str:
   evaluation = (f"{e['memory_gib']['total']:.1f} GiB, {1e3 * e['step_seconds']:.0f} ms"
                 if e.get("memory_gib") and e.get("step_seconds") else
                 ("does not fit" if e and not e.get("fits") else "—"))
+  parts = [t.get("compute_seconds"), t.get("hbm_seconds"),
+           (result.get("ici") or {}).get("seconds"), (result.get("input") or {}).get("seconds")]
+  parts = (" / ".join(_ms(v) for v in parts) if t.get("flops_per_device") else "—")
   return (f"| {result.get('config', result['model'])} | {result['topology']} | "
-          f"{result['batch_size']} | {gib} | {'yes' if t['fits'] else '**no**'} | "
-          f"{number(t.get('step_seconds') and 1e3 * t['step_seconds'], ',.0f')} | "
+          f"{result['batch_size']} | {gib} | {'yes' if t['fits'] else '**no**'} | {parts} | "
+          f"{number(t.get('step_seconds') and 1e3 * t['step_seconds'], ',.0f')}"
+          f"{' (' + t['bound'] + ')' if t.get('bound') else ''} | "
           f"{number(t.get('images_per_second'), ',.0f')} | "
           f"{_percent(t.get('mfu'))} | "
           f"{_hours(schedule.get('hours'))} | {number(schedule.get('chip_hours'), ',.0f')} | "
           f"{evaluation} | {result.get('reference', '')} |")
+
+
+def _ms(seconds) -> str:
+  """Milliseconds, two significant digits below 10 (``0.41``, ``3.2``, ``1,243``)."""
+  if seconds is None:
+    return "—"
+  ms = 1e3 * seconds
+  return f"{ms:,.0f}" if ms >= 10 else f"{ms:.2g}"
 
 
 def _percent(fraction) -> str:
@@ -404,6 +662,7 @@ def markdown_table(results, topology: str | None = None) -> str:
   return "\n".join([MARKDOWN_HEADER] + [markdown_row(r) for r in rows])
 
 
-MARKDOWN_HEADER = ("| recipe | slice | batch | GiB per device (of HBM) | fits | step ms | images/s | "
-                   "MFU | hours | chip-hours | eval step (per device) | published |\n"
-                   "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|")
+MARKDOWN_HEADER = ("| recipe | slice | batch | GiB per device (of HBM) | fits | ms compute / HBM / "
+                   "ICI / input | step ms (bound) | images/s | MFU | hours | chip-hours | "
+                   "eval step (per device) | published |\n"
+                   "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|")

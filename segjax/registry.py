@@ -19,7 +19,8 @@ _REGISTRY: dict[tuple[str, str], Callable[..., Any]] = {}
 _IMPORTABLE = re.compile(r"^\s*([A-Za-z_][\w.]*):([A-Za-z_][\w.]*)\s*(\(.*\))?\s*$", re.S)
 # How each kind is called in error messages ("Unknown loss ... Registered losses: ...").
 _NAMES = {"loss": ("loss", "losses"), "pp": ("preprocessing op", "preprocessing ops"),
-          "postprocess": ("post-processor", "post-processors")}
+          "postprocess": ("post-processor", "post-processors"),
+          "train_metric": ("training metric", "training metrics")}
 
 
 def register(kind: str, name: str | None = None):

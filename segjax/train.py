@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import os
 from typing import Iterator
 
@@ -24,12 +25,12 @@ from segjax import evaluation
 from segjax import files
 from segjax import logging as run_logging
 from segjax import losses
-from segjax import metrics
 from segjax import models
 from segjax import optim
 from segjax import postprocess
 from segjax import runs
 from segjax import sharding
+from segjax import train_metrics as train_metrics_lib
 from segjax.data import pipeline
 from segjax.models import pretrained
 from segjax.train_state import MetricSums, TrainState
@@ -142,22 +143,26 @@ def init_from_run(state: TrainState, tx, path: str) -> TrainState:
 # ================================================================================================
 # Step
 # ================================================================================================
-def term_names(model, objective, variables, batch) -> list[str]:
-  """``loss`` and ``loss/<term>`` for each term of the objective, from shapes only (``batch``: a
-  dict of `jax.ShapeDtypeStruct`)."""
+def zero_sums(model, objective, train_metrics, variables, batch) -> MetricSums:
+  """Zero `MetricSums` for one run: ``loss`` and ``loss/<term>`` for each term of the objective,
+  and the sums of each training metric (`segjax.train_metrics`), their shapes traced from
+  ``batch`` (a dict of `jax.ShapeDtypeStruct`); wrap in `jax.eval_shape` for shapes only. The
+  trainer, the plan and the benchmark all build their sums here."""
   outputs = jax.eval_shape(
       lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"],
                                rngs={"dropout": jax.random.key(0)})[0], variables, batch["image"])
-  return ["loss"] + [f"loss/{k}" for k in objective.term_labels(outputs, batch)]
+  names = ["loss"] + [f"loss/{k}" for k in objective.term_labels(outputs, batch)]
+  return MetricSums.zeros(names, jax.eval_shape(train_metrics, outputs, batch))
 
 
-def make_train_step(model, tx, objective, num_classes: int, ignore_label: int, mesh,
-                    seed: int = 0, state_sharding=None):
+def make_train_step(model, tx, objective, train_metrics, mesh, seed: int = 0,
+                    state_sharding=None):
   """The compiled train step ``(state, sums, batch) -> (state, sums)``; state and sums donated.
 
-  ``objective(outputs, batch) -> (total, terms)`` (`segjax.losses.Objective`); dropout draws from
-  ``(seed, step)``. The new state keeps ``state_sharding`` (default: replicated). Nothing leaves
-  the device: the host reads the sums only when it logs."""
+  ``objective(outputs, batch) -> (total, terms)`` (`segjax.losses.Objective`); ``train_metrics
+  (outputs, batch) -> sums`` (`segjax.train_metrics.TrainMetrics`) are added to ``sums``; dropout
+  draws from ``(seed, step)``. The new state keeps ``state_sharding`` (default: replicated).
+  Nothing leaves the device: the host reads the sums only when it logs."""
 
   def step(state: TrainState, sums: MetricSums, batch):
     dropout = jax.random.fold_in(jax.random.key(seed, impl="rbg"), state.step)
@@ -167,9 +172,9 @@ def make_train_step(model, tx, objective, num_classes: int, ignore_label: int, m
                                      batch["image"], train=True, mutable=["batch_stats"],
                                      rngs={"dropout": dropout})
       total, terms = objective(outputs, batch, rng=jax.random.fold_in(dropout, 1))
-      return total, (terms, updates, outputs["logits"])
+      return total, (terms, updates, outputs)
 
-    (total, (terms, updates, logits)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+    (total, (terms, updates, outputs)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
         state.params)
     param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1,
@@ -182,9 +187,8 @@ def make_train_step(model, tx, objective, num_classes: int, ignore_label: int, m
     new_sums = MetricSums(
         loss_sums={k: sums.loss_sums[k] + terms[k] for k in sums.loss_sums},
         steps=sums.steps + 1,
-        confusion=sums.confusion + metrics.confusion_matrix(
-            metrics.argmax_prediction(logits), batch["semantic"], num_classes,
-            ignore_label=ignore_label),
+        metric_sums=jax.tree_util.tree_map(jnp.add, sums.metric_sums,
+                                           train_metrics(jax.lax.stop_gradient(outputs), batch)),
         first_nonfinite_step=jnp.where((sums.first_nonfinite_step < 0) & ~finite, state.step + 1,
                                        sums.first_nonfinite_step))
     return new_state, new_sums
@@ -207,6 +211,7 @@ class Trainer:
   model: object
   tx: optax.GradientTransformation
   objective: losses.Objective
+  train_metrics: train_metrics_lib.TrainMetrics
   state: TrainState
 
   def train_dataset(self, start_step: int = 0):
@@ -217,12 +222,13 @@ class Trainer:
         process_count=jax.process_count())
 
   def train_step(self):
-    return make_train_step(self.model, self.tx, self.objective, self.descriptor.num_classes,
-                           self.descriptor.ignore_label, self.mesh, self.config.seed,
-                           state_sharding=sharding.shardings_of(self.state))
+    return make_train_step(self.model, self.tx, self.objective, self.train_metrics, self.mesh,
+                           self.config.seed, state_sharding=sharding.shardings_of(self.state))
 
-  def term_names(self, batch) -> list[str]:
-    return term_names(self.model, self.objective, self.state.variables, batch)
+  def zero_sums(self, batch) -> MetricSums:
+    """Zero sums on the devices (replicated); ``batch``: shapes of a global batch."""
+    sums = zero_sums(self.model, self.objective, self.train_metrics, self.state.variables, batch)
+    return jax.device_put(sums, sharding.replicated(self.mesh))
 
   def evaluator(self, panoptic_labels: bool | None = None) -> evaluation.Evaluator:
     if panoptic_labels is None:
@@ -238,7 +244,14 @@ def check_config(config) -> list:
   pipeline.check_config(config.data)
   run_logging.check_profile_steps(config.get("profile_steps"))
   postprocess.validate(config.get("postprocess", "argmax"))
+  make_train_metrics(config, 1, 255)
   return terms
+
+
+def make_train_metrics(config, num_classes: int, ignore_label: int):
+  """The metrics of ``config.train_metrics`` (default: the confusion of ``logits``)."""
+  return train_metrics_lib.TrainMetrics(config.get("train_metrics", ("confusion",)), num_classes,
+                                        ignore_label)
 
 
 def setup(config, mesh=None, data: bool = True) -> Trainer:
@@ -251,6 +264,7 @@ def setup(config, mesh=None, data: bool = True) -> Trainer:
   source = pipeline.get_source(config.data) if data else None
   descriptor = source.descriptor if data else pipeline.dataset_info(config.data).descriptor
   objective = losses.Objective(terms, descriptor.ignore_label)
+  metric_terms = make_train_metrics(config, descriptor.num_classes, descriptor.ignore_label)
   model = models.from_config(config.model, descriptor.num_classes)
   tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
   state = create_train_state(model, tx, runs.input_shape(config), config.seed, mesh,
@@ -259,7 +273,7 @@ def setup(config, mesh=None, data: bool = True) -> Trainer:
     state = load_pretrained(state, tx, config.model.pretrained, model)
   if config.get("init_from"):
     state = init_from_run(state, tx, config.init_from)
-  return Trainer(config, mesh, descriptor, source, model, tx, objective, state)
+  return Trainer(config, mesh, descriptor, source, model, tx, objective, metric_terms, state)
 
 
 # ================================================================================================
@@ -274,13 +288,11 @@ class TrainResult:
   step: int
 
 
-def _fetch_sums(sums: MetricSums, descriptor) -> tuple[dict, int]:
+def _fetch_sums(sums: MetricSums, trainer: Trainer) -> tuple[dict, int]:
   host = jax.device_get(sums)
   steps = max(int(host.steps), 1)
   scalars = {k: float(v) / steps for k, v in host.loss_sums.items()}
-  train_metrics = metrics.summarize(host.confusion, descriptor.class_names)
-  for key in ("mean_iou", "pixel_accuracy"):
-    scalars[key] = float("nan") if train_metrics[key] is None else train_metrics[key]
+  scalars.update(trainer.train_metrics.summarize(host.metric_sums, steps, trainer.descriptor))
   return scalars, int(host.first_nonfinite_step)
 
 
@@ -315,14 +327,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   start_step, total_steps = int(jax.device_get(state.step)), config.num_train_steps
   train_ds = trainer.train_dataset(start_step)
   train_step, evaluator = trainer.train_step(), trainer.evaluator()
-  term_names = trainer.term_names(abstract_batch(train_ds.element_spec, config.batch_size))
-  new_sums = lambda: jax.device_put(MetricSums.zeros(term_names, descriptor.num_classes),
-                                    sharding.replicated(mesh))
+  new_sums = functools.partial(trainer.zero_sums,
+                               abstract_batch(train_ds.element_spec, config.batch_size))
   sums, progress, last_saved = new_sums(), run_logging.Progress(total_steps, start_step), None
 
   def log_and_check(step):
     nonlocal sums
-    scalars, bad_step = _fetch_sums(sums, descriptor)
+    scalars, bad_step = _fetch_sums(sums, trainer)
     if bad_step >= 0:
       checkpointer.wait()  # the last good checkpoint may still be being written
       raise FloatingPointError(

@@ -24,14 +24,17 @@ class TrainState:
 @flax.struct.dataclass
 class MetricSums:
   """On-device training metrics summed between two log steps (fetched only when logging)."""
-  loss_sums: dict  # term name -> sum over steps (includes "total")
+  loss_sums: dict  # term name -> sum over steps (includes "loss", the total)
   steps: jax.Array
-  confusion: jax.Array
+  metric_sums: dict  # training metric name -> its pytree of sums (segjax/train_metrics.py)
   first_nonfinite_step: jax.Array  # -1 while every loss was finite
 
   @classmethod
-  def zeros(cls, loss_names, num_classes: int) -> "MetricSums":
+  def zeros(cls, loss_names, metric_shapes: dict) -> "MetricSums":
+    """Zero sums for the loss terms ``loss_names`` and metrics of ``metric_shapes`` (a pytree of
+    `jax.ShapeDtypeStruct`, as `jax.eval_shape` of the metrics gives)."""
     return cls(loss_sums={name: jnp.zeros((), jnp.float32) for name in loss_names},
                steps=jnp.zeros((), jnp.int32),
-               confusion=jnp.zeros((num_classes, num_classes), jnp.int32),
+               metric_sums=jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                                  metric_shapes),
                first_nonfinite_step=jnp.full((), -1, jnp.int32))

@@ -20,6 +20,8 @@ import importlib.util  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 # Tests compile the same programs again (resumed runs, sub-processes): JAX's persistent compilation
 # cache, in a directory of this session's, serves the repeats.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
@@ -48,11 +50,62 @@ def load_config(name: str):
   return module.get_config(argument) if argument else module.get_config()
 
 
+def records_of_mock_data(builder, split):
+  """``segjax.data.stream.records`` for tfds.testing.mock_data: the (mocked) ``as_dataset`` of
+  ``split`` serialized into a TFRecord file (the features a mocked example leaves out: tfds's
+  random values), so the training stream reads the examples evaluation reads."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from segjax.data import stream  # pylint: disable=import-outside-toplevel
+  features = builder.info.features
+  fill = tfds.testing.mocking.RandomFakeGenerator(features, 1)[0]
+  directory = tempfile.mkdtemp(prefix="segjax-mock-records-")
+  atexit.register(shutil.rmtree, directory, True)
+  path = os.path.join(directory, "records.tfrecord")
+  with tf.io.TFRecordWriter(path) as writer:
+    for example in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
+      writer.write(features.serialize_example(_fit_shapes(_completed(example, fill), features)))
+  return stream.Records.of_files([path])
+
+
+def _completed(example, fill):
+  """``example`` with the keys it lacks taken from ``fill``; in nested dicts (sequences of
+  objects, one array per field) zeros for the example's number of objects (a zero box is
+  valid)."""
+  if not isinstance(example, dict) or not isinstance(fill, dict):
+    return example
+  lengths = [len(v) for v in example.values() if isinstance(v, np.ndarray) and v.ndim]
+  out = {}
+  for key, value in fill.items():
+    if key in example:
+      out[key] = _completed(example[key], value)
+    elif lengths and isinstance(value, np.ndarray) and value.ndim:
+      out[key] = np.zeros((lengths[0],) + value.shape[1:], value.dtype)
+    else:
+      out[key] = value
+  return {**example, **out}
+
+
+def _fit_shapes(example: dict, features) -> dict:
+  """Images of a mocked example resized (nearest) to the fixed shape its feature declares (a
+  small fake Cityscapes scene to 1024x2048), so that tfds serializes it."""
+  import cv2  # pylint: disable=import-outside-toplevel
+  out = dict(example)
+  for key, feature in features.items():
+    shape = getattr(feature, "shape", None)
+    value = out.get(key)
+    if (isinstance(value, np.ndarray) and shape and len(shape) == 3 and None not in shape
+        and value.shape != tuple(shape)):
+      resized = cv2.resize(value, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+      out[key] = resized.reshape(shape).astype(value.dtype)
+  return out
+
+
 def tiny_config(data_dir: str):
   """The quickstart config shrunk to seconds: 32x32 images, a 2-level UNet of width 4."""
   config = load_config("unet_shapes")
   config.data.update(dict(data_dir=data_dir, image_size=32, num_train=24, num_validation=10,
-                          num_test=6, shuffle_buffer=24, crop_size=(32, 32), max_things=3,
+                          num_test=6, crop_size=(32, 32), max_things=3,
                           train_pp="random_scale(0.75, 1.25)|random_crop(32)|flip_lr"))
   config.model.update(dict(features=4, depth=2))
   config.eval_tta = ""  # the tests compare evaluation with single forward passes

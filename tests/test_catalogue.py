@@ -132,11 +132,13 @@ def test_label_out_of_range_in_a_tfds_dataset_stops_with_the_value_and_the_datas
   training and evaluation pipelines both stop at the first such mask, naming value and dataset."""
   import re
   from unittest import mock
-  from segjax.data import pipeline
-  from conftest import load_config
+  from segjax.data import pipeline, stream
+  from conftest import load_config, records_of_mock_data
   data = load_config("deeplabv3_voc").data
-  data.update(dict(data_dir=str(tmp_path), shuffle_buffer=2))
+  data.update(dict(data_dir=str(tmp_path)))
   with mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True), \
+      mock.patch.object(stream, "ensure_index", lambda builder: builder), \
+      mock.patch.object(stream, "records", records_of_mock_data), \
       tfds.testing.mock_data(num_examples=2, max_value=40, policy=tfds.testing.MockPolicy.USE_CODE):
     source = pipeline.get_source(data)
     raw = next(iter(source.builder.as_dataset(split="train")))

@@ -167,6 +167,67 @@ def test_train_pp_must_end_in_the_crop_size(config):
     pipeline.train_dataset(source, config.data, local_batch_size=2, seed=0)
 
 
+@pytest.mark.parametrize("mode", ["split", "stream"])
+@pytest.mark.parametrize("units", ["images", "patches"])
+def test_resume_at_step_s_equals_the_uninterrupted_stream_without_reading_before_it(
+    config, mode, units):
+  """Process 1 of 2: the batches from step 30 on of a stream started at step 30 equal those of
+  the uninterrupted stream (every array, augmentation included), and starting there reads only
+  what it yields (the uninterrupted stream reads 30 x 3 records first). With patches: a 16x16 grid
+  of each 32x32 scene, a labelled-fraction filter and class-balanced sampling. One epoch of
+  whole images is a permutation of the process's examples."""
+  from unittest import mock
+  from segjax.data import stream
+  config.data.process_data = mode
+  if units == "patches":
+    config.data.update(dict(patch_size=(16, 16), patch_stride=(16, 16), crop_size=(16, 16),
+                            min_labelled_fraction=0.5, class_balanced=0.5,
+                            train_pp="random_crop(16)|flip_lr"))
+  source = pipeline.get_source(config.data)
+  reads = tf.Variable(0, dtype=tf.int64)  # records read, counted inside the pipeline
+  original = stream.read
+
+  def counted(records, ds):
+    def count(*element):
+      with tf.control_dependencies([reads.assign_add(1)]):
+        return tuple(tf.identity(x) for x in element)
+    return original(records, ds.map(count))
+
+  def batches(start_step, count):
+    ds = pipeline.train_dataset(source, config.data, local_batch_size=3, seed=4,
+                                start_step=start_step, process_index=1, process_count=2)
+    return [b for _, b in zip(range(count), pipeline.as_numpy(ds, source))]
+
+  straight = batches(0, 34)
+  with mock.patch.object(stream, "read", counted):
+    resumed = batches(30, 4)
+  assert 0 < int(reads.numpy()) < 30 * 3, int(reads.numpy())
+  for a, b in zip(straight[30:], resumed):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_each_epoch_of_the_stream_is_a_permutation_and_class_balance_draws_the_class():
+  from segjax.data import stream
+
+  def unit_of(ks, units, **kwargs):
+    ks = tf.data.Dataset.from_tensor_slices(tf.constant(ks, tf.int64))
+    return np.array(list(ks.map(lambda k: stream.unit_of(k, units, **kwargs)).as_numpy_iterator()))
+  units = stream.Units(np.arange(10, 20))
+  drawn = unit_of(range(30), units, seed=3)
+  epochs = drawn.reshape(3, 10)
+  assert all(sorted(e) == list(range(10)) for e in epochs)  # unit numbers 0..9, each once
+  assert len({tuple(e) for e in epochs}) == 3  # a new order every epoch
+  again = unit_of([25], units, seed=3)
+  assert again[0] == drawn[25]  # element k alone: the same unit
+  # Class-balanced: class 1 is in unit 7 only; half the draws pick a class (1 of 2) first.
+  units = stream.Units(np.arange(10), classes={0: np.arange(10), 1: np.array([7])})
+  drawn = unit_of(range(4000), units, seed=0, class_balanced=0.5)
+  share = np.mean(drawn == 7)  # 0.5 x 1/10 + 0.5 x (1/2 + 1/2 x 1/10) = 0.325
+  assert 0.30 < share < 0.35, share
+
+
 def test_eval_padding_marks_every_example_once(config):
   source = pipeline.get_source(config.data)
   names = []

@@ -63,7 +63,7 @@ def test_folder_trains_evaluates_and_predicts(folders, tmp_path, fmt, normalizat
   config.data.update(dict(
       root=str(folders / fmt), data_dir=str(folders / "tfds"), channels=channels,
       normalization=normalization, mean=(0.5,) * channels, std=(0.25,) * channels,
-      patch_size=(32, 32), patch_stride=(16, 16), crop_size=(32, 32), shuffle_buffer=16))
+      patch_size=(32, 32), patch_stride=(16, 16), crop_size=(32, 32)))
   config.model.update(dict(features=4, depth=2))
   config.update(dict(num_devices=1, batch_size=2, eval_batch_size=1, num_train_steps=2,
                      log_every_steps=1, checkpoint_every_steps=2))

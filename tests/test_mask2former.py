@@ -292,10 +292,11 @@ def test_transformer_recipes_trace_their_train_step_and_evaluation(name):
   mesh = sharding.make_mesh(1)
   state = train.abstract_train_state(model, tx, runs.input_shape(config), mesh, 2**12)
   batch = pipeline.abstract_train_batch(config.data, info, 1)
-  names = ["loss", "loss/" + objective.terms[0].label]  # (train.term_names would trace again)
-  sums = jax.eval_shape(lambda: train.MetricSums.zeros(names, info.descriptor.num_classes))
-  step = train.make_train_step(model, tx, objective, info.descriptor.num_classes,
-                               info.descriptor.ignore_label, mesh)
+  metric_terms = train.make_train_metrics(config, info.descriptor.num_classes,
+                                         info.descriptor.ignore_label)
+  sums = jax.eval_shape(lambda: train.zero_sums(model, objective, metric_terms, state.variables,
+                                                batch))
+  step = train.make_train_step(model, tx, objective, metric_terms, mesh)
   new_state, _ = jax.eval_shape(step, state, sums, batch)
   assert jax.tree.map(lambda a: a.shape, new_state.params) == jax.tree.map(lambda a: a.shape,
                                                                            state.params)
@@ -303,7 +304,7 @@ def test_transformer_recipes_trace_their_train_step_and_evaluation(name):
     evaluator = evaluation.Evaluator(model, config, info.descriptor, mesh,
                                      runs.input_shape(config), panoptic_labels=info.instances)
     assert evaluator.panoptic and evaluator.instances
-  assert config.reference and len(names) == 2
+  assert config.reference and set(sums.loss_sums) == {"loss", "loss/" + objective.terms[0].label}
 
 
 def test_remat_recomputes_every_encoder_and_decoder_layer_and_keeps_the_parameters():
@@ -404,3 +405,36 @@ def test_mask2former_recipes_take_the_dense_loss_as_their_argument():
     config_defaults.mask2former_recipe("tfds:coco_panoptic", crop_size=64, batch_size=1,
                                        num_train_steps=1, train_pp="", eval_pp="",
                                        target="panoptic", reference="", loss="sparse")
+
+
+def test_gather_lean_sampling_equals_the_gathers_in_values_and_gradients():
+  """The loss's gather-lean forms (docs/models.md) against the gather formulation they replace:
+  `separable_point_values` = `_point_values` (`bilinear_sample`: gathered taps) in values and
+  gradients, points inside, on the border and outside; the uncertainty-sampled points and the
+  target values at them = the gathers'."""
+  rng = np.random.default_rng(0)
+  maps = jnp.asarray(rng.normal(size=(5, 12, 20)), jnp.float32)
+  points = jnp.asarray(rng.uniform(-0.1, 1.1, size=(5, 40, 2)), jnp.float32)
+  points = points.at[:, 0].set(jnp.array([0.0, 1.0])).at[:, 1].set(jnp.array([1.0, 0.5]))
+  np.testing.assert_allclose(mc.separable_point_values(maps, points),
+                             mc._point_values(maps, points), rtol=0, atol=1e-5)
+  weights = jnp.asarray(rng.normal(size=(5, 40)), jnp.float32)
+  grad = lambda f: jax.grad(lambda m: jnp.sum(f(m, points) * weights))(maps)
+  np.testing.assert_allclose(grad(mc.separable_point_values), grad(mc._point_values), rtol=0,
+                             atol=1e-5)
+  # PointRend's sampling with the gathers it had: the same points from the same key.
+  key = jax.random.key(3)
+  got = mc.uncertain_points(maps, key, 10, 3.0, 0.75)
+  draw_key, random_key = jax.random.split(key)
+  candidates = jax.random.uniform(draw_key, (5, 30, 2))
+  _, top = jax.lax.top_k(-jnp.abs(mc._point_values(maps, candidates)), 7)
+  expected = jnp.concatenate([jnp.take_along_axis(candidates, top[..., None], axis=1),
+                              jax.random.uniform(random_key, (5, 3, 2))], axis=1)
+  np.testing.assert_array_equal(got, expected)
+  # Target values: each segment's binary mask at its points, from rows of the id map.
+  ids = jnp.asarray(rng.integers(0, 4, size=(12, 20)), jnp.int32)
+  segments, valid = jnp.arange(4, dtype=jnp.int32), jnp.array([True, True, True, False])
+  values = mc.segment_point_values(ids, segments, valid, points[:4], 255, ids)
+  masks = (ids[None] == segments[:, None, None]) & valid[:, None, None]
+  np.testing.assert_allclose(values, mc._point_values(masks.astype(jnp.float32), points[:4]),
+                             rtol=0, atol=1e-6)

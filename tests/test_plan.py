@@ -103,3 +103,65 @@ def test_plan_main_writes_json(tmp_path):
   assert "| small | v5e:2x2 | 8 |" in result.stdout
   written = json.load(open(tmp_path / "plan_small_v5e_2x2.json"))
   assert written["train"]["fits"] and "eval" not in written
+
+
+def test_collectives_are_read_from_the_compiled_program_and_the_model_matches_them():
+  hlo = ("%a = (f32[4]{0}, f32[2]{0}) all-reduce(%x, %y), replica_groups={{0,1,2,3},{4,5,6,7}}\n"
+         "%b = bf16[8,2]{1,0} all-gather(%z), replica_groups=[2,4]<=[8], dimensions={0}\n"
+         "%c = f32[3]{0} reduce-scatter(%w), replica_groups=mesh['axis_0'=2,'axis_1'=4] "
+         "{'axis_1'}, dimensions={0}\n")
+  # all-reduce: 2 x 3/4 x 24 bytes; all-gather: 3/4 x 32; reduce-scatter: (4 - 1) x 12 bytes.
+  assert plan.compiled_collectives(hlo, 8) == {"all-reduce": 36.0, "all-gather": 24.0,
+                                                "reduce-scatter": 36.0}
+  config = _small_config()
+  config.model.update(dict(features=8, depth=3))
+  result = plan.plan(config, "v5e:4x4", with_eval=False, with_input=False)
+  ici = result["ici"]
+  # Data parallelism: the gradient all-reduce of every float32 parameter over 16 devices, as
+  # the compiler emits it (plus batch-norm statistics and the metric sums: under 2%).
+  expected = 2 * 15 / 16 * 4 * result["parameters"]
+  assert ici["model"]["gradient_allreduce"] == pytest.approx(expected)
+  assert set(ici["compiled"]) == {"all-reduce"}
+  assert expected <= ici["compiled"]["all-reduce"] <= 1.02 * expected
+  assert ici["seconds"] == pytest.approx(ici["bytes_per_device"] / 200e9)  # v5e: 51.2 TB/s / 256
+  # Without compiling, refresh() gives the model's figure and the same compute and HBM times.
+  again = plan.refresh(json.loads(json.dumps(result)), config)
+  assert again["ici"]["bytes_per_device"] == pytest.approx(expected)
+  for key in ("compute_seconds", "hbm_seconds"):
+    assert again["train"][key] == pytest.approx(result["train"][key])
+  config.sharding.update(dict(fsdp=4, fsdp_min_size=0))
+  split = plan.plan(config, "v5e:4x4", with_eval=False, with_input=False)
+  assert split["ici"]["compiled"]["all-gather"] > 0  # parameters gathered within fsdp groups
+  with pytest.raises(plan.PlanError, match="fsdp=4 .* plan it again"):
+    plan.refresh(split, config)
+
+
+def test_the_step_is_bound_by_the_slowest_of_compute_hbm_ici_and_input():
+  result = {"batch_size": 32, "devices": 32, "devices_per_chip": 1,
+            "schedule": {"steps": 1000}, "ici": {"seconds": 0.3}, "input": {"seconds": 0.5},
+            "train": {"fits": True, "flops_per_device": 2e13, "peak_flops_per_device": 1e14,
+                      "compute_seconds": 0.2, "hbm_seconds": 0.4}}
+  plan.estimate_step(result)
+  train_ = result["train"]
+  assert train_["bound"] == "input" and train_["step_seconds"] == 0.5
+  assert train_["images_per_second"] == 64 and train_["mfu"] == pytest.approx(0.4)
+  assert result["schedule"]["hours"] == pytest.approx(1000 * 0.5 / 3600)
+  assert "| 200 / 400 / 300 / 500 | 500 (input) |" in plan.markdown_row(
+      dict(result, model="m", topology="v5e:4x8", reference=""))
+
+
+def test_input_plan_from_the_recipes_pipeline_on_images_of_the_datasets_size():
+  from segjax.data import pipeline
+  config = _small_config()
+  info = pipeline.dataset_info(config.data)
+  small = plan.input_rate(config.data, info, (64, 64))
+  large = plan.input_rate(config.data, info, (512, 512))
+  # 64x more pixels to decode and augment: far fewer examples per second on one core.
+  assert small["examples_per_s_per_core"] > 8 * large["examples_per_s_per_core"] > 0
+  # v5e:4x8: 8 hosts of 4 chips, 112 vCPUs each; batch 32 is 4 examples per host.
+  slice_ = plan.target("v5e:4x8")
+  rate = {"examples_per_s_per_core": 10.0}
+  planned = plan.input_plan(rate, slice_, 32, compute_seconds=0.02)
+  assert planned["host_vcpus"] == 112 and planned["examples_per_host"] == 4
+  assert planned["seconds"] == pytest.approx(4 / (112 * 10.0))
+  assert planned["cores_needed_per_host"] == pytest.approx(4 / 0.02 / 10.0)

@@ -22,8 +22,9 @@ import tensorflow_datasets as tfds
 from segjax import train
 from segjax.data import pipeline
 from segjax.data import shapes
+from segjax.data import stream
 
-from conftest import load_config, xla_flags
+from conftest import load_config, records_of_mock_data, xla_flags
 
 # Narrower models: the architecture, crop and pipeline stay the recipe's.
 NARROW = {
@@ -122,7 +123,6 @@ def run_recipe(name, tmp_path):
   config.update(dict(num_devices=1, batch_size=1, eval_batch_size=1, num_train_steps=2,
                      log_every_steps=1, checkpoint_every_steps=2))
   config.data.data_dir = os.path.join(tmp_path, "tfds")
-  config.data.shuffle_buffer = 4
   if config.data.name == "folder":
     config.data.root = os.path.join(tmp_path, "frames")
     _write_microscopy_folder(config.data.root)
@@ -134,6 +134,8 @@ def run_recipe(name, tmp_path):
     data = contextlib.ExitStack()
     data.enter_context(mock.patch.object(tfds.core.DatasetBuilder, "is_prepared",
                                          lambda self: True))
+    data.enter_context(mock.patch.object(stream, "ensure_index", lambda b: b))
+    data.enter_context(mock.patch.object(stream, "records", records_of_mock_data))
     data.enter_context(tfds.testing.mock_data(
         as_dataset_fn=_fake_dataset(config.data.name[len("tfds:"):])))
   with data:

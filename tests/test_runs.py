@@ -39,7 +39,7 @@ def tiny_folder_config(root, data_dir):
   config = load_config("unet_folder")
   config.data.update(dict(root=root, data_dir=data_dir, patch_size=(32, 32),
                           patch_stride=(32, 32), crop_size=(32, 32), class_balanced=0.0,
-                          min_labelled_fraction=0.0, shuffle_buffer=8))
+                          min_labelled_fraction=0.0))
   config.model.update(dict(features=4, depth=2))
   config.update(dict(batch_size=4, eval_batch_size=2, num_train_steps=2, log_every_steps=1,
                      checkpoint_every_steps=2))

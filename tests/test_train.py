@@ -168,11 +168,12 @@ def _step_losses(config, batches, num_devices, fsdp=1, dtype="float32"):
   model = models.from_config(config.model, 5)
   tx = optax.adamw(1e-2)
   state = train.create_train_state(model, tx, (32, 32, 3), 0, mesh, min_shard_size=0)
-  step = train.make_train_step(model, tx, losses.from_config(config), 5, 255, mesh,
+  objective, metric_terms = losses.from_config(config), train.make_train_metrics(config, 5, 255)
+  step = train.make_train_step(model, tx, objective, metric_terms, mesh,
                                state_sharding=sharding.shardings_of(state))
   history = []
   for batch in batches:
-    sums = jax.device_put(train.MetricSums.zeros(["loss", "loss/cross_entropy", "loss/dice_loss"], 5),
+    sums = jax.device_put(train.zero_sums(model, objective, metric_terms, state.variables, batch),
                           sharding.replicated(mesh))
     state, sums = step(state, sums, sharding.global_batch(batch, mesh))
     history.append(float(sums.loss_sums["loss"]))
@@ -508,7 +509,7 @@ def test_a_tiny_unet_learns_the_shapes(data_dir, tmp_path):
   and pixel accuracy well above that share (measured: mIoU 0.172 vs 0.089, accuracy 0.564 vs
   0.445)."""
   config = tiny_config(data_dir)
-  config.data.update(dict(num_train=200, shuffle_buffer=200))
+  config.data.update(dict(num_train=200))
   config.model.update(dict(features=8, depth=3))
   config.update(dict(num_train_steps=200, batch_size=16, log_every_steps=100,
                      checkpoint_every_steps=200))

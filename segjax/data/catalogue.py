@@ -51,12 +51,16 @@ def _palette(n: int) -> tuple[tuple[int, int, int], ...]:
 @dataclasses.dataclass(frozen=True)
 class Adapter:
   """A tfds builder, its descriptor, the mapping of its examples, whether they carry instances,
-  and the image size when every image has the same (for planning; ``None`` when they vary)."""
+  and for planning: the image size when every image has the same (``None`` when they vary), the
+  size the input plan decodes (that size, or a representative one of the official images), and
+  the stored image format (``"png"`` or ``"jpeg"``)."""
   builder: str
   descriptor: DatasetDescriptor
   adapt: Callable[[dict], dict]
   instances: bool = False
   image_size: tuple[int, int] | None = None
+  plan_size: tuple[int, int] = (512, 512)
+  image_format: str = "jpeg"
 
 
 def _lookup(table: np.ndarray):
@@ -152,25 +156,26 @@ ADAPTERS = {
     "cityscapes": Adapter("cityscapes/semantic_segmentation", DatasetDescriptor(
         name="cityscapes", class_names=CITYSCAPES_CLASSES, colormap=_palette(19),
         stuff_classes=tuple(range(11)), thing_classes=_CITYSCAPES_THINGS,
-        ignore_label=IGNORE, label_divisor=1000), _adapt_cityscapes, image_size=(1024, 2048)),
+        ignore_label=IGNORE, label_divisor=1000), _adapt_cityscapes, image_size=(1024, 2048),
+        plan_size=(1024, 2048), image_format="png"),
     "cityscapes_panoptic": Adapter("cityscapes_panoptic", DatasetDescriptor(
         name="cityscapes_panoptic", class_names=CITYSCAPES_CLASSES, colormap=_palette(19),
         stuff_classes=tuple(range(11)), thing_classes=_CITYSCAPES_THINGS,
         ignore_label=IGNORE, label_divisor=1000), _adapt_cityscapes_panoptic, instances=True,
-        image_size=(1024, 2048)),
+        image_size=(1024, 2048), plan_size=(1024, 2048), image_format="png"),
     "voc": Adapter("voc2012_segmentation", DatasetDescriptor(
         name="voc", class_names=builders.VOC_CLASSES, colormap=_palette(21),
         stuff_classes=(0,), thing_classes=tuple(range(1, 21)), ignore_label=IGNORE,
-        label_divisor=1000), _adapt_voc),
+        label_divisor=1000), _adapt_voc, plan_size=(375, 500)),  # VOC: at most 500 pixels
     "scene_parse150": Adapter("scene_parse150", DatasetDescriptor(
         name="scene_parse150", class_names=tuple(f"ade_{i}" for i in range(1, 151)),
         colormap=_palette(150), stuff_classes=tuple(range(150)), thing_classes=(),
-        ignore_label=IGNORE, label_divisor=1000), _adapt_ade),
+        ignore_label=IGNORE, label_divisor=1000), _adapt_ade, plan_size=(512, 683)),
     "coco_panoptic": Adapter("coco/2017_panoptic", DatasetDescriptor(
         name="coco_panoptic", class_names=tuple(f"coco_{i}" for i in range(133)),
         colormap=_palette(133), stuff_classes=tuple(range(80, 133)),
         thing_classes=tuple(range(80)), ignore_label=IGNORE, label_divisor=1000),
-        _adapt_coco_panoptic, instances=True),
+        _adapt_coco_panoptic, instances=True, plan_size=(480, 640)),  # COCO: at most 640
 }
 
 

@@ -1,5 +1,6 @@
 """Patches of high-resolution images: a grid with overlap, exact reassembly, filtering by labelled
-fraction, and class-balanced sampling (NVIDIA's class-uniform sampling) for tf.data.
+fraction; the training stream samples them (`segjax.data.stream`, with NVIDIA's class-uniform
+sampling).
 
 The grid covers every pixel: positions step by ``stride`` and the last row/column of patches is
 aligned to the image border (an image smaller than the patch is padded: labels with the ignore
@@ -57,44 +58,41 @@ def reassemble(patches: np.ndarray, positions, shape: Sequence[int]) -> np.ndarr
   return (total / count)[:height, :width].astype(patches.dtype)
 
 
+def pad_to_patch(example: dict, size: Sequence[int], ignore_label: int) -> dict:
+  """An (unbatched) example padded at the bottom/right to at least one patch."""
+  return ops.pad_example(example, size, ignore_label=ignore_label)
+
+
+def tf_grid(height, width, size: Sequence[int], stride: Sequence[int]) -> tf.Tensor:
+  """`grid_positions` of an image of tensor height/width, as int32 ``[N, 2]`` (y, x)."""
+  grid = tf.numpy_function(
+      lambda h, w: np.array(grid_positions(int(h), int(w), size, stride), np.int32).reshape(-1, 2),
+      [height, width], tf.int32, stateful=False)
+  return tf.ensure_shape(grid, [None, 2])
+
+
+def cut_patch(example: dict, position, size: Sequence[int]) -> dict:
+  """The patch of ``size`` at ``position`` (y, x) of every per-pixel map of a padded example;
+  other keys are copied; ``patch_position`` is added."""
+  out = dict(example)
+  for key in ops.spatial_keys(example):
+    value = example[key]
+    out[key] = tf.ensure_shape(value[position[0]:position[0] + size[0],
+                                     position[1]:position[1] + size[1]],
+                               [size[0], size[1]] + value.shape[2:])
+  out["patch_position"] = position
+  return out
+
+
 def tf_grid_patches(example: dict, size: Sequence[int], stride: Sequence[int],
                     ignore_label: int) -> tf.data.Dataset:
   """A dataset of the grid patches of one (unbatched) example; non-image keys are copied."""
-  example = ops.pad_example(example, size, ignore_label=ignore_label)
+  example = pad_to_patch(example, size, ignore_label)
   shape = tf.shape(example["image"])
-
-  # The grid of `grid_positions`, the same function as for numpy arrays.
-  grid = tf.numpy_function(
-      lambda h, w: np.array(grid_positions(int(h), int(w), size, stride), np.int32).reshape(-1, 2),
-      [shape[0], shape[1]], tf.int32, stateful=False)
-  grid = tf.ensure_shape(grid, [None, 2])
-  spatial = [k for k, v in example.items() if v.shape.rank is not None and v.shape.rank >= 2]
-
-  def cut(position):
-    out = dict(example)
-    for key in spatial:
-      out[key] = example[key][position[0]:position[0] + size[0], position[1]:position[1] + size[1]]
-      out[key] = tf.ensure_shape(out[key], [size[0], size[1]] + example[key].shape[2:])
-    out["patch_position"] = position
-    return out
-
-  return tf.data.Dataset.from_tensor_slices(grid).map(cut)
+  grid = tf_grid(shape[0], shape[1], size, stride)
+  return tf.data.Dataset.from_tensor_slices(grid).map(lambda p: cut_patch(example, p, size))
 
 
 def labelled_fraction(example, ignore_label: int):
   semantic = example["semantic"]
   return tf.reduce_mean(tf.cast(semantic != ignore_label, tf.float32))
-
-
-def class_balanced(ds: tf.data.Dataset, num_classes: int, *, seed: int, fraction: float = 0.5,
-                   classes: Sequence[int] | None = None) -> tf.data.Dataset:
-  """Endless stream where, with probability ``fraction``, the next patch is drawn by first picking
-  a class uniformly (among ``classes``, default all) and then a patch containing it; otherwise from
-  ``ds`` as is. Rare classes are thereby seen far more often (class-uniform sampling)."""
-  classes = list(range(num_classes)) if classes is None else list(classes)
-  per_class = [ds.filter(lambda ex, c=c: tf.reduce_any(ex["semantic"] == c)).repeat()
-               .shuffle(64, seed=seed + c) for c in classes]
-  streams = [ds.repeat().shuffle(64, seed=seed)] + per_class
-  weights = [1.0 - fraction] + [fraction / len(classes)] * len(classes)
-  return tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed,
-                                              stop_on_empty_dataset=False)

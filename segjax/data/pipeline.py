@@ -2,9 +2,10 @@
 
 Every process reads its own part of a split (``tfds.even_splits``) and yields *process-local*
 batches; the trainer assembles the global batch with ``jax.make_array_from_process_local_data``.
-Training examples are a pure function of ``(seed, position in the stream)``: the stream is shuffled
-with a fixed seed and each example's augmentation is seeded by its position, so a resumed run that
-skips the examples it already consumed sees exactly the batches an uninterrupted run would.
+Training examples are a pure function of ``(seed, position in the stream)`` (`segjax.data.stream`):
+each epoch is a seeded permutation computed from the index, examples are read by record number, and
+each example's augmentation is seeded by its position, so a resumed run starts where it stopped
+without reading what came before and sees exactly the batches an uninterrupted run would.
 Evaluation pads the last batch with examples marked ``valid = False`` so that every example is
 counted exactly once and every process runs the same number of batches.
 """
@@ -25,8 +26,8 @@ from segjax.data import catalogue
 from segjax.data import folder
 from segjax.data import ops
 from segjax.data import preparing
-from segjax.data import patches
 from segjax.data import shapes
+from segjax.data import stream
 from segjax.data.descriptor import DatasetDescriptor
 
 # JAX owns the accelerators: TensorFlow only runs tf.data on the CPU.
@@ -47,12 +48,15 @@ class Source:
 class DataInfo:
   """What planning needs to know of a dataset without preparing it: its descriptor, whether its
   examples carry instance maps, the image size when every image has the same, the image's
-  channels and storage type."""
+  channels and storage type, and the size and file format the input plan decodes (``plan_size``
+  None: the training crop)."""
   descriptor: DatasetDescriptor
   instances: bool
   image_size: tuple[int, int] | None = None
   channels: int = 3
   dtype: tf.DType = tf.uint8
+  plan_size: tuple[int, int] | None = None
+  image_format: str = "png"
 
 
 def _folder_classes(data_config):
@@ -63,10 +67,11 @@ def dataset_info(data_config) -> DataInfo:
   """`DataInfo` of ``data_config``'s dataset, read from code and config alone (no data)."""
   if data_config.name == "shapes":
     size = data_config.image_size
-    return DataInfo(shapes.DESCRIPTOR, True, (size, size))
+    return DataInfo(shapes.DESCRIPTOR, True, (size, size), plan_size=(size, size))
   if data_config.name.startswith("tfds:"):
     adapter = catalogue.get(data_config.name[len("tfds:"):])
-    return DataInfo(adapter.descriptor, adapter.instances, adapter.image_size)
+    return DataInfo(adapter.descriptor, adapter.instances, adapter.image_size,
+                    plan_size=adapter.plan_size, image_format=adapter.image_format)
   if data_config.name == "folder":
     names, things = _folder_classes(data_config)
     if not names:
@@ -89,9 +94,9 @@ def get_source(data_config: ml_collections.ConfigDict) -> Source:
       raise KeyError("config.data.root must name the folder dataset's directory "
                      "(--config.data.root=DATA).")
     names, things = _folder_classes(data_config)
-    builder = prepare_once(lambda: folder.prepare(
+    builder = prepare_once(lambda: stream.ensure_index(folder.prepare(
         data_config.root, data_dir=data_config.get("data_dir"),
-        skip_bad=data_config.get("skip_bad", False), classes=names, thing_classes=things))
+        skip_bad=data_config.get("skip_bad", False), classes=names, thing_classes=things)))
     return Source(builder, builder.descriptor())
   if data_config.name.startswith("tfds:"):
     adapter = catalogue.get(data_config.name[len("tfds:"):])
@@ -102,8 +107,8 @@ def get_source(data_config: ml_collections.ConfigDict) -> Source:
             f"tfds dataset {adapter.builder} is not prepared in {builder.data_dir}; prepare it "
             f"once with tfds (tfds build {adapter.builder}, with its manual download if it needs "
             "one).")
-      builder = prepare_once(lambda: _prepared(tfds.builder(
-          adapter.builder, data_dir=data_config.get("data_dir"))))
+    builder = prepare_once(lambda: _prepared(tfds.builder(
+        adapter.builder, data_dir=data_config.get("data_dir"))))
     return Source(builder, adapter.descriptor, adapter.adapt)
 
   def make_and_prepare():
@@ -128,7 +133,7 @@ def has_instances(source: Source) -> bool:
 
 
 def _prepared(builder):
-  return preparing.prepare_quietly(builder)
+  return stream.ensure_index(preparing.prepare_quietly(builder))
 
 
 def prepare_once(prepare: Callable):
@@ -189,55 +194,53 @@ def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: i
                   start_step: int = 0, process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
   """Endless process-local training batches, starting after ``start_step`` consumed batches.
 
+  Element ``k`` of the stream is a pure function of ``(seed, k)`` (`segjax.data.stream`): a
+  resumed run starts at ``start_step x batch`` without reading what came before, and sees
+  exactly the batches an uninterrupted run would.
+
   ``data_config.process_data`` says how processes share the data: ``"split"`` (default) — each
-  reads and shuffles its own ``1/process_count`` of the split (reading scales with the cluster);
-  ``"stream"`` — every process walks the same shuffled stream of the whole split and keeps its
-  own ``local_batch_size`` examples of each global batch, so the global batches (and the
-  training run) do not depend on the number of processes, at the price of every process reading
-  and decoding every example (augmentation, the expensive part, stays per example).
+  reads its own ``1/process_count`` of the split in its own order (reading scales with the
+  cluster); ``"stream"`` — every process indexes the same stream of the whole split and takes
+  its own ``local_batch_size`` elements of each global batch, so the global batches (and the
+  training run) do not depend on the number of processes.
   """
   mode = data_config.get("process_data", "split")
   if mode not in ("split", "stream"):
     raise ValueError(f"data.process_data={mode!r} is not 'split' or 'stream'.")
-  stream = mode == "stream"
-  if stream:  # one global stream: no process-dependent split or seed
+  position, position_count = 0, 1
+  if mode == "stream":  # one global stream: no process-dependent split or seed
     position, position_count = process_index, process_count
     process_index, process_count = 0, 1
   split = process_split(data_config.train_split, process_index, process_count)
-  ds = source.builder.as_dataset(split=split, shuffle_files=False,
-                                 read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False))
-  ds = ds.map(lambda ex: decode(source, ex), num_parallel_calls=tf.data.AUTOTUNE)
+  split_size(source.builder, split)  # an unknown split names the ones there are
+  records = stream.records(source.builder, split)
+  parse = parser(source)
   ignore = source.descriptor.ignore_label
-  patch_size = data_config.get("patch_size")
+  patch_size = config_size(data_config, "patch_size")
+  balanced = data_config.get("class_balanced", 0.0) if patch_size else 0.0
   if patch_size:  # a grid of (overlapping) patches of every image, instead of whole images
-    size = config_size(data_config, "patch_size")
-    stride = config_size(data_config, "patch_stride") or size
-    ds = ds.flat_map(lambda ex: patches.tf_grid_patches(ex, size, stride, ignore))
-    if data_config.get("min_labelled_fraction", 0.0) > 0:
-      ds = ds.filter(lambda ex: patches.labelled_fraction(ex, ignore)
-                     >= data_config.min_labelled_fraction)
-  if data_config.get("cache", True):
-    ds = ds.cache()
-  if patch_size and data_config.get("class_balanced", 0.0) > 0:
-    ds = patches.class_balanced(ds, source.descriptor.num_classes, seed=seed + process_index,
-                                fraction=data_config.class_balanced,
-                                classes=present_classes(ds, source))
+    units = stream.patch_units(
+        records, parse, source.descriptor.num_classes, size=patch_size,
+        stride=config_size(data_config, "patch_stride") or patch_size, ignore_label=ignore,
+        min_labelled_fraction=data_config.get("min_labelled_fraction", 0.0),
+        with_classes=balanced > 0, iterate=lambda ds: as_numpy(ds, source))
   else:
-    ds = ds.repeat()
-  ds = ds.shuffle(data_config.shuffle_buffer, seed=seed + process_index,
-                  reshuffle_each_iteration=True)
-  if stream:  # keep this process's slice of every global batch
-    global_batch = local_batch_size * position_count
-    ds = ds.enumerate().skip(start_step * global_batch)
-    ds = ds.filter(lambda index, _: (index // local_batch_size) % position_count == position)
-  else:
-    ds = ds.enumerate().skip(start_step * local_batch_size)
-
+    units = stream.Units(np.arange(len(records), dtype=np.int64))
+  ds = stream.indexed_stream(
+      records, parse, units, seed=seed + process_index, start=start_step * local_batch_size,
+      local_batch_size=local_batch_size, position=position, position_count=position_count,
+      class_balanced=balanced, patch_size=patch_size, ignore_label=ignore)
   preprocess = train_preprocess(source.descriptor, data_config, seed, process_index)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   check_train_shape(ds.element_spec["image"].shape, data_config)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   return ds.prefetch(data_config.get("prefetch", 2))
+
+
+def parser(source: Source):
+  """``serialized example -> decoded example`` (`decode`) of ``source``'s tfds features."""
+  features = source.builder.info.features
+  return lambda serialized: decode(source, features.deserialize_example(serialized))
 
 
 def train_preprocess(descriptor, data_config, seed: int, process_index: int = 0):
@@ -429,22 +432,6 @@ def prepare_image(example, data_config):
   """`unit_image` then `standardize_image`: an example (or a file) as the model sees it. The
   settings are saved with the run, so prediction uses the same."""
   return standardize_image(unit_image(example, data_config), data_config)
-
-
-def present_classes(ds: tf.data.Dataset, source: Source) -> list[int]:
-  """The classes of ``source`` that occur in the (finite) dataset ``ds``, from one pass over it."""
-  num_classes = source.descriptor.num_classes
-  def add(seen, example):
-    labels = tf.reshape(example["semantic"], [-1])
-    labels = tf.boolean_mask(labels, (labels >= 0) & (labels < num_classes))
-    return seen | (tf.math.bincount(labels, minlength=num_classes, maxlength=num_classes) > 0)
-  try:
-    seen = ds.reduce(tf.zeros([num_classes], tf.bool), add).numpy()
-  except tf.errors.InvalidArgumentError as error:
-    if _RANGE_MARK not in error.message:
-      raise
-    raise _label_error(error.message, source) from None
-  return [int(c) for c in np.flatnonzero(seen)]
 
 
 def _blank_like(example, ignore_label):

@@ -11,6 +11,7 @@ Labels: ``semantic`` (class ids), ``instance`` (1..N per image for things, 0 els
 from __future__ import annotations
 
 import hashlib
+import os
 
 import cv2
 import numpy as np
@@ -197,3 +198,24 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
 def make_builder(*, data_dir=None, **config_kwargs) -> tfds.core.DatasetBuilder:
   """A ``Shapes`` builder of the `ShapesConfig` of ``config_kwargs``."""
   return Shapes(config=ShapesConfig(**config_kwargs), data_dir=data_dir)
+
+
+def write_folder(root: str, image_size: int, counts: dict, *, max_things: int = 60,
+                 seed: int = 0) -> None:
+  """Scenes as a folder dataset (`segjax.data.folder`): ``root/<split>/{images,masks,instances}/``
+  PNGs, ``counts`` images per split (e.g. ``{"train": 8, "val": 2}``), and ``classes.json``."""
+  from segjax import export  # pylint: disable=import-outside-toplevel
+  from segjax import files  # pylint: disable=import-outside-toplevel
+  os.makedirs(root, exist_ok=True)
+  files.write_json(os.path.join(root, "classes.json"), export.classes_json(DESCRIPTOR))
+  for split, count in counts.items():
+    for sub in ("images", "masks", "instances"):
+      os.makedirs(os.path.join(root, split, sub), exist_ok=True)
+    for index in range(count):
+      rng = np.random.default_rng([seed, 7 + (split == "val"), index])
+      image, semantic, instance = render_scene(rng, image_size, max_things)
+      name = f"{split}_{index:04d}.png"
+      cv2.imwrite(os.path.join(root, split, "images", name), image[..., ::-1])
+      cv2.imwrite(os.path.join(root, split, "masks", name), semantic)
+      cv2.imwrite(os.path.join(root, split, "instances", name), instance)
+

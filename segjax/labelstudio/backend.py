@@ -61,7 +61,7 @@ def finetune_config(parent_config, data_root: str, *, init_from: str, steps: int
       name="folder", root=os.path.abspath(data_root), data_dir=os.path.join(
           os.path.abspath(data_root), ".prepared"), skip_bad=False, train_split="train",
       crop_size=crop, patch_size=crop, patch_stride=tuple(max(1, 3 * c // 4) for c in crop),
-      min_labelled_fraction=0.0, class_balanced=0.0, shuffle_buffer=1000, cache=True,
+      min_labelled_fraction=0.0, class_balanced=0.0,
       eval_pp="", process_data="split", **kept))
   config.init_from = os.path.abspath(init_from)
   config.model.pretrained = ""
