@@ -184,13 +184,14 @@ def test_patch_extraction_and_reassembly_are_exact():
   small, pos = patches.extract_patches(image[:5, :7], (16, 16), (8, 8))
   assert small.shape == (1, 16, 16, 3)
   np.testing.assert_array_equal(patches.reassemble(small, pos, (5, 7)), image[:5, :7])
-  # The tf.data version cuts the same patches.
+  # The TensorFlow version the training stream uses cuts the same patches.
   labels = RNG.integers(0, 4, (37, 50)).astype(np.int32)
-  ds = patches.tf_grid_patches({"image": tf.constant(image), "semantic": tf.constant(labels)},
-                               (16, 16), (12, 12), 255)
-  got = list(ds.as_numpy_iterator())
-  assert [tuple(p["patch_position"]) for p in got] == positions
-  np.testing.assert_array_equal(np.stack([p["image"] for p in got]), tiles)
+  example = patches.pad_to_patch({"image": tf.constant(image), "semantic": tf.constant(labels)},
+                                 (16, 16), 255)
+  grid = patches.tf_grid(37, 50, (16, 16), (12, 12)).numpy()
+  got = [patches.cut_patch(example, tf.constant(p), (16, 16)) for p in grid]
+  assert [tuple(p["patch_position"].numpy()) for p in got] == positions
+  np.testing.assert_array_equal(np.stack([p["image"].numpy() for p in got]), tiles)
 
 
 def test_patches_through_the_training_pipeline_counts_and_class_balance(tmp_path):

@@ -82,17 +82,3 @@ def cut_patch(example: dict, position, size: Sequence[int]) -> dict:
                                [size[0], size[1]] + value.shape[2:])
   out["patch_position"] = position
   return out
-
-
-def tf_grid_patches(example: dict, size: Sequence[int], stride: Sequence[int],
-                    ignore_label: int) -> tf.data.Dataset:
-  """A dataset of the grid patches of one (unbatched) example; non-image keys are copied."""
-  example = pad_to_patch(example, size, ignore_label)
-  shape = tf.shape(example["image"])
-  grid = tf_grid(shape[0], shape[1], size, stride)
-  return tf.data.Dataset.from_tensor_slices(grid).map(lambda p: cut_patch(example, p, size))
-
-
-def labelled_fraction(example, ignore_label: int):
-  semantic = example["semantic"]
-  return tf.reduce_mean(tf.cast(semantic != ignore_label, tf.float32))
