@@ -4,10 +4,11 @@ r"""Measures segjax's speed (segjax/benchmark.py); writes benchmark.json and ben
   python experiments/benchmark.py --sections=models --configs=deeplabv3_cityscapes --batch_size=2
   python experiments/benchmark.py --sections=metrics,pipeline,inference --large_image_side=10000
   python experiments/benchmark.py --sections=resume --repeats=3
+  python experiments/benchmark.py --sections=raster --raster_side=20000
 
 models: the trainer's train step and the evaluator's forward pass of each config (default: every
 configs/*_shapes.py); scaling: --scaling_config over 1, 2, 4, ... devices; metrics, pipeline,
-resume (--configs: unet_folder), inference: see segjax/benchmark.py.
+resume (--configs: unet_folder), inference, raster (needs .[geo]): see segjax/benchmark.py.
 """
 import glob
 import json
@@ -19,7 +20,7 @@ from absl import flags
 from segjax import cli
 
 _SECTIONS = flags.DEFINE_list("sections", ["models"],
-                              "models, scaling, metrics, pipeline, resume, inference")
+                              "models, scaling, metrics, pipeline, resume, inference, raster")
 _CONFIGS = flags.DEFINE_list("configs", None, "Configs of the models/pipeline sections: names in "
                              "configs/ or paths of config files (default: every "
                              "configs/*_shapes.py; pipeline: unet_shapes).")
@@ -28,6 +29,7 @@ _BATCH = flags.DEFINE_integer("batch_size", 8, "Images per device per step.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per measurement (the median is kept).")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed runs after compilation.")
 _LARGE = flags.DEFINE_integer("large_image_side", 0, "Inference: also a side x side image to file.")
+_RASTER_SIDE = flags.DEFINE_integer("raster_side", 20_000, "Raster: the GeoTIFF's side.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for benchmark.json and benchmark.md.")
 
 
@@ -53,7 +55,8 @@ def main(argv):
       "resume": lambda: benchmark.resume_section(
           load((_CONFIGS.value or ["unet_folder"])[0]), timing),
       "inference": lambda: benchmark.inference_section(load("unet_shapes"), timing,
-                                                       large_side=_LARGE.value)}
+                                                       large_side=_LARGE.value),
+      "raster": lambda: benchmark.raster_section(_RASTER_SIDE.value)}
   unknown = sorted(set(_SECTIONS.value) - set(sections))
   if unknown:
     raise app.UsageError(f"Unknown sections {unknown}; known: {sorted(sections)}")

@@ -352,6 +352,51 @@ def _large_image_row(side, window) -> dict:
           "rss_before_gb": before_kb / 1e6}
 
 
+_RASTER = """
+import resource, sys, time, numpy as np, jax, jax.numpy as jnp, rasterio
+from rasterio.transform import from_origin
+from segjax import config_defaults, geo, models, predict, runs
+from segjax.data import shapes
+side, folder = int(sys.argv[1]), sys.argv[2]
+profile = dict(driver="GTiff", height=side, width=side, count=3, dtype="uint8", crs="EPSG:32633",
+               transform=from_origin(600000.0, 5800000.0, 0.1, 0.1), tiled=True, blockxsize=512,
+               blockysize=512, compress="deflate", BIGTIFF="YES", nodata=0)
+with rasterio.open(folder + "/ortho.tif", "w", **profile) as dst:
+  for y in range(0, side, 1024):
+    rows = min(1024, side - y)
+    block = np.random.default_rng(y).integers(1, 256, (3, rows, side), dtype=np.uint8)
+    dst.write(block, window=rasterio.windows.Window(0, y, side, rows))
+config = config_defaults.load_config("configs/unet_shapes.py")
+config.predict.window = (512, 512)
+model = models.from_config(config.model, 5)
+variables = jax.jit(lambda x: model.init(jax.random.key(0, impl="rbg"), x, train=False))(
+    jnp.zeros((1, 64, 64, 3)))
+predictor = predict.Predictor(runs.Run(config, shapes.DESCRIPTOR, model, variables), config)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+geo.predict_raster(predictor, folder + "/ortho.tif", folder + "/classes.tif")
+print(time.perf_counter() - start, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def raster_section(side: int = 20_000) -> list[dict]:
+  """A side×side 3-band GeoTIFF (random, tiled, DEFLATE) predicted by windows of 512² into a class
+  GeoTIFF (`segjax.geo.predict_raster`, the quickstart's UNet, untrained) in a fresh process: time
+  and peak RSS. The input alone would take side²·3 bytes in memory."""
+  folder = tempfile.mkdtemp()
+  try:
+    out = subprocess.run([sys.executable, "-c", _RASTER, str(side), folder], check=True,
+                         capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  finally:
+    shutil.rmtree(folder, ignore_errors=True)
+  seconds, before_kb, peak_kb = (float(v) for v in out.stdout.split()[-3:])
+  return [{"section": "raster", "what": "GeoTIFF by windows to a class GeoTIFF",
+           "shape": f"{side}×{side}×3 ({side * side * 3 / 1e9:.1f} GB raw), window 512²",
+           "seconds": seconds, "megapixels_per_s": side * side / 1e6 / seconds,
+           "peak_rss_gb": peak_kb / 1e6, "rss_before_gb": before_kb / 1e6}]
+
+
 def machine() -> dict:
   device = jax.devices()[0]
   return {"platform": device.platform, "device_kind": device.device_kind,
@@ -403,7 +448,7 @@ def markdown(rows: list[dict]) -> str:
     lines += [f"| {r['what']} | {r['shape']} | {r['first_batch_s'][first]:.2f} | "
               f"{r['first_batch_s'][last]:.2f} | {r['ratio']:.2f} | {r['examples_per_s']:.0f} | "
               f"{r['skip_s']:,.0f} |" for r in resume_rows]
-  inference_rows = [r for r in rows if r["section"] == "inference"]
+  inference_rows = [r for r in rows if r["section"] in ("inference", "raster")]
   if inference_rows:
     lines += ["", "| inference | image | seconds | megapixels/s | peak RSS |",
               "|---|---|---:|---:|---:|"]

@@ -78,7 +78,16 @@ def base_config() -> ml_collections.ConfigDict:
       model_scales=placeholder(tuple),  # HMSA: its own learned combination of these scales
       uncertainty="entropy",
       # Pre-labels: stuff regions too (None: only for datasets without thing classes).
-      export_stuff=placeholder(bool)))
+      export_stuff=placeholder(bool),
+      # Cut-outs (--format=cutout, segjax/cutout.py): which classes (names or ids; empty: all but
+      # the background), edge refinement ("guided" on the image, or "none"), the guided filter's
+      # window radius (pixels) and regulariser, and a Gaussian feather (pixels; 0: none).
+      cutout_classes=(), cutout_refine="guided", cutout_radius=8, cutout_eps=1e-3,
+      cutout_feather=0.0,
+      # Georeferenced rasters (--format=geotiff|geojson|gpkg, segjax/geo.py): the bands the model
+      # reads (1-based; empty: the first data.channels), a probability GeoTIFF beside the classes,
+      # and the polygons' simplification tolerance in map units (0: pixel outlines).
+      bands=(), probabilities=False, simplify=0.0))
   return config
 
 

@@ -11,6 +11,8 @@ corrected labels train the next model directly::
   OUT/labelme/NAME.json      labelme polygons (--format=labelme)
   OUT/classes.json           the class table (move it to the dataset root to re-import)
   OUT/review.csv             images from least to most confident
+  OUT/records/NAME.json      each image's review row and COCO regions, written last: an image
+                             with a record is done (a run started again skips it)
 """
 from __future__ import annotations
 
@@ -137,6 +139,16 @@ class CocoWriter:
       if scores is not None and (class_id, instance_id) in scores:
         ann["score"] = float(scores[(class_id, instance_id)])
       self.data["annotations"].append(ann)
+
+
+  def extend(self, regions: dict) -> None:
+    """Adds one image and its annotations written by another writer (``{"image", "annotations"}``
+    of a one-image `CocoWriter`), renumbering their ids after those already here."""
+    image_id = len(self.data["images"]) + 1
+    self.data["images"].append({**regions["image"], "id": image_id})
+    for ann in regions["annotations"]:
+      self.data["annotations"].append({**ann, "id": len(self.data["annotations"]) + 1,
+                                       "image_id": image_id})
 
 
 def labelme(file_name: str, labels: np.ndarray, instance: np.ndarray | None,

@@ -6,6 +6,9 @@ A run directory (``--workdir``)::
   config.json       the config; functions in it are recorded by importable name ("module:function")
   descriptor.json   the dataset descriptor (classes, colours, thing/stuff, ignore label, label
                     divisor) and the input: channels, normalisation, mean, std, percentiles
+  pretrained.json   for a run started from hub weights (config.model.pretrained = "hf-hub:..."):
+                    the name, the repository, the commit its revision resolved to, the files and
+                    their SHA-256
   checkpoints/      orbax checkpoints, each with a "variables" and a "training" item
   metrics.jsonl, final_metrics.json, tensorboard/
 
@@ -34,6 +37,7 @@ from segjax.data.descriptor import DatasetDescriptor
 
 CONFIG_FILE = "config.json"
 DESCRIPTOR_FILE = "descriptor.json"
+PRETRAINED_FILE = "pretrained.json"
 EXPORT_FORMAT = "segjax-model-1"
 # The data settings that say how an image becomes the model's input (saved with the descriptor).
 INPUT_KEYS = ("channels", "normalization", "mean", "std", "percentiles")
@@ -87,13 +91,17 @@ def descriptor_from_dict(data: Mapping) -> DatasetDescriptor:
   return DatasetDescriptor(**values)
 
 
-def write(workdir: str, config, descriptor: DatasetDescriptor) -> None:
-  """Writes ``config.json`` and ``descriptor.json`` into ``workdir`` (process 0; atomically)."""
+def write(workdir: str, config, descriptor: DatasetDescriptor,
+          pretrained: dict | None = None) -> None:
+  """Writes ``config.json``, ``descriptor.json`` and, given ``pretrained`` (what hub weights
+  resolved to), ``pretrained.json`` into ``workdir`` (process 0; atomically)."""
   if jax.process_index() != 0:
     return
   files.write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
   files.write_json(os.path.join(workdir, DESCRIPTOR_FILE),
-                                descriptor_to_dict(descriptor, config.data))
+                   descriptor_to_dict(descriptor, config.data))
+  if pretrained:
+    files.write_json(os.path.join(workdir, PRETRAINED_FILE), pretrained)
 
 
 def _read_json(path: str):
@@ -138,10 +146,11 @@ def input_shape(config) -> tuple[int, int, int]:
 
 
 def abstract_variables(model, config, sharding=None) -> dict:
-  """Shapes and dtypes (with ``sharding``, default one device) of the model's variables."""
+  """Shapes and dtypes (with ``sharding``, default this process's first device) of the model's
+  variables."""
   image = jnp.zeros((1, *input_shape(config)), jnp.float32)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), image, train=False))
-  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   shapes = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
   return jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)

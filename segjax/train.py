@@ -116,16 +116,20 @@ def with_variables(state: TrainState, tx, variables: dict) -> TrainState:
                        opt_state=opt_state)
 
 
-def load_pretrained(state: TrainState, tx, path: str, model=None) -> TrainState:
-  """``state`` with the model's pretrained part from ``path`` (``config.model.pretrained``): a
-  torchvision ResNet file into its ``backbone`` (Mask2Former: its ``pretrained_subtree``), or,
-  for SegFormer, a transformers checkpoint into its MiT encoder."""
+def load_pretrained(state: TrainState, tx, path: str, model=None
+                    ) -> tuple[TrainState, dict | None]:
+  """``state`` with the model's pretrained part from ``path`` (``config.model.pretrained``: a
+  file, or a hub name ``"hf-hub:owner/repo[@revision]"``): a torchvision ResNet (or timm's) into
+  its ``backbone`` (Mask2Former: its ``pretrained_subtree``), or, for SegFormer, a transformers
+  checkpoint into its MiT encoder; and for a hub name the resolved revision and file hash
+  (`segjax.models.hub.HubWeights.record`; else None)."""
   subtree = getattr(model, "pretrained_subtree", "backbone")
+  weights = pretrained.read_source(path)
   if getattr(model, "pretrained_format", "torchvision") == "transformers":
-    variables = pretrained.load_transformers_encoder(state.variables, path, subtree=subtree)
+    variables = pretrained.load_transformers_encoder(state.variables, weights, subtree=subtree)
   else:
-    variables = pretrained.load_backbone(state.variables, path, subtree=subtree)
-  return with_variables(state, tx, variables)
+    variables = pretrained.load_backbone(state.variables, weights, subtree=subtree)
+  return with_variables(state, tx, variables), weights.record
 
 
 def init_from_run(state: TrainState, tx, path: str) -> TrainState:
@@ -213,6 +217,7 @@ class Trainer:
   objective: losses.Objective
   train_metrics: train_metrics_lib.TrainMetrics
   state: TrainState
+  pretrained: dict | None = None  # the hub weights it started from (revision, hash), if any
 
   def train_dataset(self, start_step: int = 0):
     return pipeline.train_dataset(
@@ -269,11 +274,13 @@ def setup(config, mesh=None, data: bool = True) -> Trainer:
   tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
   state = create_train_state(model, tx, runs.input_shape(config), config.seed, mesh,
                              min_shard_size=options.get("fsdp_min_size", 2**12))
+  record = None
   if config.model.get("pretrained"):
-    state = load_pretrained(state, tx, config.model.pretrained, model)
+    state, record = load_pretrained(state, tx, config.model.pretrained, model)
   if config.get("init_from"):
     state = init_from_run(state, tx, config.init_from)
-  return Trainer(config, mesh, descriptor, source, model, tx, objective, metric_terms, state)
+  return Trainer(config, mesh, descriptor, source, model, tx, objective, metric_terms, state,
+                 record)
 
 
 # ================================================================================================
@@ -317,7 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   workdir = prepare_workdir(workdir)
   trainer = setup(config)
   descriptor, mesh = trainer.descriptor, trainer.mesh
-  runs.write(workdir, config, descriptor)
+  runs.write(workdir, config, descriptor, pretrained=trainer.pretrained)
   writer = run_logging.MetricWriter(workdir)
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                             every_steps=config.checkpoint_every_steps,

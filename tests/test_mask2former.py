@@ -1,4 +1,4 @@
-"""Mask2Former's parts against direct references: bilinear sampling and multi-scale deformable
+"""Mask2Former's parts against direct references: multi-scale deformable
 attention against NumPy loops, the on-device assignment against SciPy, the targets, the loss and
 the post-processors on hand-made cases. (Equality of the whole model with transformers:
 tests/test_transformers_reference.py.)"""
@@ -12,36 +12,9 @@ from scipy.optimize import linear_sum_assignment as scipy_assignment
 
 from segjax.data.descriptor import DatasetDescriptor
 from segjax.losses import mask_classification as mc
-from segjax.models import mask2former
+from segjax.models import mask2former, sampling
 from segjax.postprocess import Chain, panoptic
-
-
-def grid_sample_loop(value, points):
-  """PyTorch's grid_sample (bilinear, zeros, align_corners=False), one point at a time."""
-  batch, height, width, channels = value.shape
-  out = np.zeros((batch, points.shape[1], channels))
-  for b in range(batch):
-    for n, (x, y) in enumerate(points[b]):
-      px, py = x * width - 0.5, y * height - 0.5
-      x0, y0 = int(np.floor(px)), int(np.floor(py))
-      for yi in (y0, y0 + 1):
-        for xi in (x0, x0 + 1):
-          if 0 <= yi < height and 0 <= xi < width:
-            out[b, n] += (1 - abs(px - xi)) * (1 - abs(py - yi)) * value[b, yi, xi]
-  return out
-
-
-def test_bilinear_sample_equals_a_loop_inside_on_the_border_and_outside():
-  rng = np.random.default_rng(0)
-  value = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
-  points = rng.uniform(-0.2, 1.2, size=(2, 40, 2)).astype(np.float32)
-  points[0, :4] = [[0, 0], [1, 1], [0.5 / 7, 0.5 / 5], [1.0, 0.3]]  # corners, a pixel centre
-  got = np.asarray(mask2former.bilinear_sample(jnp.asarray(value), jnp.asarray(points)))
-  np.testing.assert_allclose(got, grid_sample_loop(value, points), atol=1e-5)
-  np.testing.assert_allclose(got[0, 2], value[0, 0, 0], atol=1e-6)  # a centre: the pixel itself
-  np.testing.assert_allclose(got[0, 0], value[0, 0, 0] / 4, atol=1e-6)  # a corner: a quarter
-  grad = jax.grad(lambda v: mask2former.bilinear_sample(v, jnp.asarray(points)).sum())(value)
-  assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+from test_sampling import grid_sample_loop
 
 
 def test_ms_deform_attn_equals_a_loop_over_heads_levels_and_points():
@@ -75,13 +48,6 @@ def test_sine_position_embedding_and_reference_points_by_hand():
   np.testing.assert_allclose(pos[0, 2], want_y + want_x, atol=1e-5)
   ref = mask2former.reference_points([(2, 2), (1, 1)])
   np.testing.assert_allclose(ref, [[.25, .25], [.75, .25], [.25, .75], [.75, .75], [.5, .5]])
-
-
-def test_resize_bilinear_shrinks_without_antialiasing():
-  x = jnp.arange(16.0).reshape(1, 4, 4, 1)
-  # PyTorch's interpolate(scale 1/2, bilinear, align_corners=False) samples at the 2x2 centres
-  got = mask2former.resize_bilinear(x, (2, 2))[0, ..., 0]
-  np.testing.assert_allclose(got, [[2.5, 4.5], [10.5, 12.5]])
 
 
 def test_linear_sum_assignment_equals_scipy():
@@ -416,11 +382,11 @@ def test_gather_lean_sampling_equals_the_gathers_in_values_and_gradients():
   maps = jnp.asarray(rng.normal(size=(5, 12, 20)), jnp.float32)
   points = jnp.asarray(rng.uniform(-0.1, 1.1, size=(5, 40, 2)), jnp.float32)
   points = points.at[:, 0].set(jnp.array([0.0, 1.0])).at[:, 1].set(jnp.array([1.0, 0.5]))
-  np.testing.assert_allclose(mc.separable_point_values(maps, points),
+  np.testing.assert_allclose(sampling.separable_point_values(maps, points),
                              mc._point_values(maps, points), rtol=0, atol=1e-5)
   weights = jnp.asarray(rng.normal(size=(5, 40)), jnp.float32)
   grad = lambda f: jax.grad(lambda m: jnp.sum(f(m, points) * weights))(maps)
-  np.testing.assert_allclose(grad(mc.separable_point_values), grad(mc._point_values), rtol=0,
+  np.testing.assert_allclose(grad(sampling.separable_point_values), grad(mc._point_values), rtol=0,
                              atol=1e-5)
   # PointRend's sampling with the gathers it had: the same points from the same key.
   key = jax.random.key(3)

@@ -136,3 +136,75 @@ def test_sigterm_to_one_process_stops_both_at_one_saved_step(data_dir, tmp_path)
   assert 3 <= saved < 100000
   assert os.listdir(os.path.join(workdir, "checkpoints")) == [str(saved)]
   assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))  # stopped, not finished
+
+
+def _start_predict(workdir, inputs, output, num_processes=2):
+  """experiments/predict.py in ``num_processes`` processes with 2 CPU devices each."""
+  address = f"localhost:{_free_port()}"
+  env = {**os.environ, "XLA_FLAGS": xla_flags(2), "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+  return [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "experiments", "predict.py"), f"--workdir={workdir}",
+       f"--input={inputs}", f"--output={output}", "--format=coco",
+       f"--coordinator_address={address}", f"--num_processes={num_processes}",
+       f"--process_id={i}"],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(num_processes)]
+
+
+def _tree(root):
+  """{relative path: bytes} of every file under ``root``."""
+  out = {}
+  for folder, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(folder, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, root)] = f.read()
+  return out
+
+
+def test_two_process_prediction_equals_one_process_and_resumes_after_a_kill(straight_run,
+                                                                             tmp_path):
+  """Pre-labels of 40 images of two sizes: 2 processes x 2 devices (each its share, batched over
+  its devices), killed once some images are done and started again, write the same files, byte
+  for byte, as 1 process x 4 devices; the images done before the kill are not written again."""
+  import signal
+  import time
+  import cv2
+  from segjax import predict, runs
+  from segjax.data.shapes import render_scene
+  _, workdir, _ = straight_run
+  inputs = tmp_path / "inputs"
+  inputs.mkdir()
+  for i in range(40):
+    image, _, _ = render_scene(np.random.default_rng(i), 52, 5)
+    cv2.imwrite(str(inputs / f"scene_{i:02d}.png"),
+                image[:40, :52, ::-1] if i % 3 else image[:33, :33, ::-1])
+  single = str(tmp_path / "single")
+  predict.predict_files(predict.Predictor(runs.load(workdir)),
+                        predict.list_inputs(str(inputs)), single, "coco", progress=False)
+  multi = tmp_path / "multi"
+  procs = _start_predict(workdir, str(inputs), str(multi))
+  records = multi / "records"
+  try:
+    deadline = time.time() + 300
+    while time.time() < deadline and not (records.exists() and len(os.listdir(records)) >= 4):
+      assert all(p.poll() is None for p in procs), procs[0].communicate()[0][-3000:]
+      time.sleep(0.02)
+  finally:
+    for p in procs:
+      p.send_signal(signal.SIGKILL)
+      p.communicate(timeout=60)
+  done = {name: os.stat(records / name).st_mtime_ns for name in os.listdir(records)
+          if name.endswith(".json")}
+  assert 4 <= len(done) < 40, len(done)
+  assert not (multi / "review.csv").exists()  # killed before the merge
+  procs = _start_predict(workdir, str(inputs), str(multi))
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  for i, (p, out) in enumerate(zip(procs, outputs)):
+    assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
+  assert {name: os.stat(records / name).st_mtime_ns for name in done} == done  # not redone
+  want, got = _tree(single), _tree(str(multi))
+  assert sorted(got) == sorted(want)
+  assert len([k for k in want if k.startswith("masks")]) == 40
+  for name in want:
+    assert got[name] == want[name], name

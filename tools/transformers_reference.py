@@ -20,6 +20,10 @@ backbone, reduced widths, its weights random with unit gain, its BatchNorm stati
 float32 weights, and the last prediction in float32 (``*_torch_float32``); and
 ``mask2former_sizes.json``: the parameter count of transformers' Mask2Former with a ResNet-50
 backbone at 133 classes (COCO panoptic).
+
+Writes ``segformer_tiny_state_dict.safetensors``: the in-memory ``state_dict()`` of
+``segformer_tiny/`` (transformers 5's module names; ``--only=state_dict`` writes this alone from
+the existing ``segformer_tiny/``).
 """
 import argparse
 import json
@@ -97,14 +101,28 @@ def mask2former(output):
     json.dump(sizes, f, indent=2)
 
 
+def in_memory_state_dict(output):
+  """``segformer_tiny_state_dict.safetensors``: the in-memory ``state_dict()`` of ``segformer_tiny/``
+  loaded by this transformers (5 renames SegFormer's modules: ``segformer.stages.N...``, while
+  ``save_pretrained`` writes the checkpoint names)."""
+  from safetensors.torch import save_file  # pylint: disable=import-outside-toplevel
+  model = SegformerForSemanticSegmentation.from_pretrained(os.path.join(output, "segformer_tiny"))
+  state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+  save_file(state, os.path.join(output, "segformer_tiny_state_dict.safetensors"),
+            metadata={"transformers": transformers.__version__})
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--output", required=True)
-  parser.add_argument("--only", default="", help="segformer or mask2former (default: both)")
+  parser.add_argument("--only", default="",
+                      help="segformer, mask2former or state_dict (default: all)")
   args = parser.parse_args()
   if args.only in ("", "mask2former"):
     mask2former(args.output)
-  if args.only == "mask2former":
+  if args.only == "state_dict":
+    in_memory_state_dict(args.output)
+  if args.only in ("mask2former", "state_dict"):
     return
   torch.manual_seed(0)
   model = SegformerForSemanticSegmentation(SegformerConfig(**TINY)).eval()
@@ -139,6 +157,7 @@ def main():
   with open(os.path.join(args.output, "segformer_sizes.json"), "w", encoding="utf-8") as f:
     json.dump(sizes, f, indent=2)
   print(json.dumps(sizes))
+  in_memory_state_dict(args.output)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ Layout (a missing split is fine)::
     classes.json               optional: {"classes": [{"id", "name", "color", "kind"}...],
                                "ignore_label": 255}
 
+GeoTIFF tiles (with rasterio installed) keep their georeference: the prepared examples then hold
+``crs`` (WKT) and ``transform`` (the affine's a, b, c, d, e, f) of each tile.
+
 Every file is checked while preparing; a bad one raises `BadFileError` naming it, or, with
 ``skip_bad=True``, is skipped and listed in ``<prepared dir>/report.json``.
 """
@@ -57,6 +60,24 @@ def read_image(path: str) -> np.ndarray:
   elif image.shape[-1] == 4:
     image = image[..., [2, 1, 0, 3]]  # BGRA -> RGBA
   return np.ascontiguousarray(image)
+
+
+def read_georeference(path: str) -> tuple[str, tuple[float, ...]] | None:
+  """``(CRS as WKT, the affine transform's six coefficients a, b, c, d, e, f)`` of a georeferenced
+  TIFF (rasterio), or None: another format, no CRS, or rasterio not installed."""
+  if os.path.splitext(path)[1].lower() not in (".tif", ".tiff"):
+    return None
+  try:
+    import rasterio  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  try:
+    with rasterio.open(path) as dataset:
+      if dataset.crs is None:
+        return None
+      return dataset.crs.to_wkt(), tuple(float(v) for v in tuple(dataset.transform)[:6])
+  except rasterio.errors.RasterioIOError:
+    return None  # unreadable: reported with its name when the examples are generated
 
 
 def read_mask(path: str, colours: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
@@ -262,6 +283,7 @@ def split_examples(split_dir: str, classes: FolderClasses | None, *, skip_bad: b
 
 def _load_example(stem, image_path, masks, instances, coco, coco_path, colours, classes, split_dir):
   image = read_image(image_path)
+  georeference = read_georeference(image_path)
   instance, instance_path = None, None
   if coco is not None:
     if stem not in coco:
@@ -277,7 +299,7 @@ def _load_example(stem, image_path, masks, instances, coco, coco_path, colours, 
       instance_path = instances[stem]
       instance = read_image(instance_path)[..., 0].astype(np.int32)
   else:  # an unlabelled split (e.g. test images only)
-    return {"image": image, "semantic": None, "instance": None}
+    return {"image": image, "semantic": None, "instance": None, "georeference": georeference}
   for what, array, where in (("mask", semantic, label_path),
                              ("instance mask", instance, instance_path)):
     if array is not None and array.shape[:2] != image.shape[:2]:
@@ -288,7 +310,8 @@ def _load_example(stem, image_path, masks, instances, coco, coco_path, colours, 
     if bad.size:
       raise BadFileError(f"{label_path}: label {int(bad[0])} is neither a class "
                          f"(0..{len(classes.ids) - 1}) nor the ignore label {classes.ignore_label}")
-  return {"image": image, "semantic": semantic, "instance": instance}
+  return {"image": image, "semantic": semantic, "instance": instance,
+          "georeference": georeference}
 
 
 # ---------------------------------------------------------------------------------------- builder
@@ -315,7 +338,7 @@ class Folder(tfds.core.GeneratorBasedBuilder):
     root = self.builder_config.root
     splits = _split_dirs(root)
     channels, depth, observed, has_instances = set(), np.uint8, set(), False
-    categories = {}
+    categories, georeferenced = {}, False
     for split_dir in splits.values():
       for path in _by_stem(os.path.join(split_dir, "images"), IMAGE_EXTENSIONS).values():
         header = cv2.imread(path, cv2.IMREAD_UNCHANGED)
@@ -323,6 +346,7 @@ class Folder(tfds.core.GeneratorBasedBuilder):
           continue  # reported with its name when the examples are generated
         channels.add(1 if header.ndim == 2 else header.shape[-1])
         depth = np.uint16 if header.dtype == np.uint16 else depth
+        georeferenced = georeferenced or read_georeference(path) is not None
       has_instances |= bool(_by_stem(os.path.join(split_dir, "instances"), (".png",)))
       coco_path = os.path.join(split_dir, "annotations.json")
       if os.path.exists(coco_path):
@@ -341,6 +365,7 @@ class Folder(tfds.core.GeneratorBasedBuilder):
     classes = read_classes(root, observed, categories, configured=self.builder_config.classes)
     num_channels = 1 if channels <= {1} else 3  # grey stays grey; RGBA loses alpha
     self._survey_cache = (splits, num_channels, depth, classes, has_instances)
+    self.georeferenced = georeferenced
     return self._survey_cache
 
   def descriptor(self) -> DatasetDescriptor:
@@ -353,6 +378,10 @@ class Folder(tfds.core.GeneratorBasedBuilder):
                 "labelled": np.bool_, "name": tfds.features.Text()}
     if has_instances:
       features["instance"] = tfds.features.Image(shape=(None, None, 1), dtype=np.uint16)
+    if self.georeferenced:  # GeoTIFF tiles: each one's CRS (WKT) and affine transform
+      features["crs"] = tfds.features.Text()
+      features["transform"] = tfds.features.Tensor(shape=(6,), dtype=np.float64,  # exact doubles
+                                                   encoding=tfds.features.Encoding.BYTES)
     return self.dataset_info_from_configs(description=__doc__,
                                           features=tfds.features.FeaturesDict(features))
 
@@ -380,6 +409,9 @@ class Folder(tfds.core.GeneratorBasedBuilder):
       if has_instances:
         instance = ex["instance"] if ex["instance"] is not None else np.zeros((height, width))
         out["instance"] = instance.astype(np.uint16)[..., None]
+      if self.georeferenced:  # tiles without a georeference: "" and NaNs
+        crs, transform = ex.get("georeference") or ("", (np.nan,) * 6)
+        out["crs"], out["transform"] = crs, np.asarray(transform, np.float64)
       yield stem, out
     self.skipped[os.path.basename(split_dir)] = skipped
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.losses.functions import register_loss
-from segjax.models.mask2former import bilinear_sample, bilinear_taps
+from segjax.models.sampling import bilinear_sample, bilinear_taps, separable_point_values
 
 _NO_ID = jnp.iinfo(jnp.int32).max
 _BIG = 1e6  # stands for NaN/inf costs, as transformers' matcher does with the largest float
@@ -118,7 +118,7 @@ def segment_point_values(ids: jax.Array, segment_ids: jax.Array, valid: jax.Arra
                          points: jax.Array, ignore_label: int, semantic: jax.Array) -> jax.Array:
   """Each segment's binary mask (``ids == segment``, void pixels in none) bilinearly sampled at
   ``points`` ``[P,2]`` (shared) or ``[T,P,2]`` (per segment) → ``[T,P]``, from the taps of the
-  ``[H,W]`` id map (`segjax.models.mask2former.bilinear_taps`)."""
+  ``[H,W]`` id map (`segjax.models.sampling.bilinear_taps`)."""
   height, width = ids.shape
   ids = jnp.where(semantic == ignore_label, _NO_ID, ids.astype(jnp.int32)).reshape(-1)
   index, weight = bilinear_taps(points, height, width)  # [..., P, 4]
@@ -156,21 +156,6 @@ def _point_values(maps: jax.Array, points: jax.Array) -> jax.Array:
   if points.ndim == 2:
     return bilinear_sample(maps.transpose(1, 2, 0)[None], points[None])[0].T
   return bilinear_sample(maps[..., None], points)[..., 0]
-
-
-def separable_point_values(maps: jax.Array, points: jax.Array) -> jax.Array:
-  """`_point_values` of ``maps`` ``[N,H,W]`` at per-map ``points`` ``[N,P,2]`` → ``[N,P]`` without
-  gathers: bilinear interpolation is separable, ``Σ_ij wy[p,i] · maps[i,j] · wx[p,j]`` with the hat
-  weights ``wy[p,i] = max(0, 1 − |y_p − i|)`` (zero for taps outside the map, as
-  `segjax.models.mask2former.bilinear_taps`), so one batched matmul ``[P,H] × [H,W]`` and a
-  weighted row sum give the values (matmul precision: the backend's default)."""
-  height, width = maps.shape[1:]
-  x = points[..., 0].astype(jnp.float32) * width - 0.5
-  y = points[..., 1].astype(jnp.float32) * height - 0.5
-  wy = jnp.maximum(0.0, 1.0 - jnp.abs(y[..., None] - jnp.arange(height, dtype=jnp.float32)))
-  wx = jnp.maximum(0.0, 1.0 - jnp.abs(x[..., None] - jnp.arange(width, dtype=jnp.float32)))
-  rows = jnp.einsum("nph,nhw->npw", wy, maps.astype(jnp.float32))
-  return jnp.sum(rows * wx, axis=-1)
 
 
 def match(class_logits, mask_logits, target, classes, valid, points, *, class_weight: float,

@@ -88,8 +88,9 @@ def from_config(model_config, num_classes: int) -> nn.Module:
                      f"{model_config['name']!r}: {e}") from e
 
 
-from segjax.models.pretrained import from_torchvision, from_transformers  # noqa: E402
+from segjax.models.pretrained import from_pretrained, from_torchvision, from_transformers  # noqa: E402,E501
 
-__all__ = ["create", "count_params", "from_config", "from_torchvision", "from_transformers",
+__all__ = ["create", "count_params", "from_config", "from_pretrained", "from_torchvision",
+           "from_transformers",
            "DeepLabV3", "DeepLabV3Plus", "HMSA", "Mask2Former", "PanopticDeepLab", "PanopticDeepLabResNet",
            "ResNet", "SegFormer", "SegNet", "UNet"]

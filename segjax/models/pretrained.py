@@ -10,13 +10,15 @@ by `nn.scan` under ``blocks/block`` (segjax/models/backbones.py), are the keys `
 shape; anything missing or left over is an error naming the keys.
 
 Files: ``.safetensors`` (the safetensors package) and ``.npz`` are read without PyTorch;
-``.pth``/``.pt`` need torch.
+``.pth``/``.pt`` need torch. Wherever a file is taken, a Hugging Face Hub name
+``"hf-hub:owner/repo[@revision]"`` is too (`segjax.models.hub`), and `from_pretrained` needs the
+name alone.
 """
 from __future__ import annotations
 
 import os
 import re
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import flax
 import numpy as np
@@ -146,13 +148,14 @@ def load_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], *,
 def from_torchvision(name: str, weights, **kwargs):
   """``(model, variables)`` for torchvision's ``resnet18``..``resnet101`` (the trunk, without
   ``fc``) or ``deeplabv3_resnet50/101`` (output stride 8; the aux head when the weights have it),
-  from a file path or a state dict of arrays. ``kwargs`` go to `segjax.models.create`."""
+  from a file path, a hub name (``"hf-hub:timm/resnet50.tv_in1k"``) or a state dict of arrays.
+  ``kwargs`` go to `segjax.models.create`."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   from segjax import models  # pylint: disable=import-outside-toplevel
 
-  state = read_state_dict(weights) if isinstance(weights, (str, os.PathLike)) else dict(weights)
+  state, _, _ = read_source(weights)
   ignore: tuple[str, ...] = ()
   if name in ("resnet18", "resnet34", "resnet50", "resnet101"):
     model = models.create(name, **kwargs)
@@ -174,20 +177,34 @@ def from_torchvision(name: str, weights, **kwargs):
   return model, jax.tree.map(jnp.asarray, variables)
 
 
-def _read_transformers(path) -> tuple[dict, dict]:
-  """``(state dict, config.json)`` of a transformers checkpoint: a directory holding
-  ``model.safetensors`` (and ``config.json``), a ``.safetensors`` file, or a state dict."""
+class Weights(NamedTuple):
+  """Weights as read: the state dict, the ``config.json`` beside it (``{}`` when none), and for a
+  hub name what a run records of them (`segjax.models.hub.HubWeights.record`; else None)."""
+  state: dict
+  config: dict
+  record: dict | None
+
+
+def read_source(source) -> Weights:
+  """The `Weights` given as a state dict, a hub name, a directory holding ``model.safetensors``
+  (and ``config.json``), a weights file, or `Weights` already read."""
   import json  # pylint: disable=import-outside-toplevel
-  if isinstance(path, Mapping):
-    return dict(path), {}
-  path, hf_config = os.fspath(path), {}
+  from segjax.models import hub  # pylint: disable=import-outside-toplevel
+  if isinstance(source, Weights):
+    return source
+  if isinstance(source, Mapping):
+    return Weights(dict(source), {}, None)
+  if hub.is_hub_name(source):
+    state, weights = hub.read(source)
+    return Weights(state, weights.config, weights.record())
+  path, hf_config = os.fspath(source), {}
   if os.path.isdir(path):
     config_path = os.path.join(path, "config.json")
     if os.path.exists(config_path):
       with open(config_path, encoding="utf-8") as f:
         hf_config = json.load(f)
     path = os.path.join(path, "model.safetensors")
-  return read_state_dict(path), hf_config
+  return Weights(read_state_dict(path), hf_config, None)
 
 
 TRANSFORMERS_NAMES = {"segformer": "segformer", "SegformerForSemanticSegmentation": "segformer",
@@ -199,9 +216,10 @@ def from_transformers(name: str, path, **kwargs):
   """``(model, variables)`` of a Hugging Face transformers checkpoint: ``name`` is the
   architecture (``"segformer"``/``"SegformerForSemanticSegmentation"`` or ``"mask2former"``/
   ``"Mask2FormerForUniversalSegmentation"`` with a ResNet backbone), ``path`` its ``.safetensors``
-  file or a directory holding ``model.safetensors`` (and ``config.json``), or a state dict of
-  arrays. Sizes (widths, depths, layer counts, queries, classes) are read from the tensors' shapes,
-  attention heads from ``config.json`` (defaults: MiT's 1, 2, 5, 8; Mask2Former's 8); every tensor
+  file, a directory holding ``model.safetensors`` (and ``config.json``), a hub name
+  (``"hf-hub:nvidia/segformer-b0-finetuned-ade-512-512"``) or a state dict of arrays (the
+  checkpoint's key names or transformers 5's in-memory ones). Sizes (widths, depths, layer
+  counts, queries, classes) are read from the tensors' shapes, attention heads from ``config.json`` (defaults: MiT's 1, 2, 5, 8; Mask2Former's 8); every tensor
   is mapped by name and checked by shape (`load_state_dict`: missing, misshapen and left over keys
   are listed). ``kwargs`` go to `segjax.models.create` and win over what was read (``dtype``,
   ``num_heads`` for a bare state dict, ...)."""
@@ -214,9 +232,10 @@ def from_transformers(name: str, path, **kwargs):
   if name not in TRANSFORMERS_NAMES:
     raise ValueError(f"no transformers conversion for {name!r}; known: "
                      f"{', '.join(TRANSFORMERS_NAMES)}")
-  state, hf_config = _read_transformers(path)
+  state, hf_config, _ = read_source(path)
   if TRANSFORMERS_NAMES[name] == "segformer":
     module, ignore = segformer, ()
+    state = segformer.checkpoint_names(state)
   else:
     module, ignore = mask2former, ("criterion.empty_weight",)
     state = mask2former.split_in_proj(state)
@@ -233,7 +252,8 @@ def load_transformers_encoder(variables: Mapping, path, *, subtree: str = "segfo
   checkpoint (``nvidia/mit-b0`` … ``mit-b5``, ``SegformerForImageClassification``, or any
   SegFormer checkpoint; its head is ignored); for ``config.model.pretrained``."""
   from segjax.models import segformer  # pylint: disable=import-outside-toplevel
-  state, _ = _read_transformers(path)
+  state, _, _ = read_source(path)
+  state = segformer.checkpoint_names(state)
   variables = flax.core.unfreeze(variables)
   part = {c: v[subtree] for c, v in variables.items() if subtree in v}
   if not part:
@@ -246,12 +266,13 @@ def load_transformers_encoder(variables: Mapping, path, *, subtree: str = "segfo
   return variables
 
 
-def load_backbone(variables: Mapping, path: str, *, subtree: str = "backbone") -> dict:
+def load_backbone(variables: Mapping, path, *, subtree: str = "backbone") -> dict:
   """``variables`` with its ``subtree`` (a torchvision ResNet; a ``/`` path for a nested one,
   e.g. Mask2Former's ``model/pixel_level_module/encoder``) loaded from ``path``; for
-  ``config.model.pretrained``. The file's ``fc`` is ignored."""
+  ``config.model.pretrained``; ``path`` as `read_source` takes it. The file's ``fc`` is
+  ignored."""
   variables = flax.core.unfreeze(variables)
-  state = read_state_dict(path)
+  state, _, _ = read_source(path)
   if any(k.startswith("backbone.") for k in state):  # a whole DeepLab file: take its backbone
     state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
   keys = subtree.split("/")
@@ -273,3 +294,24 @@ def load_backbone(variables: Mapping, path: str, *, subtree: str = "backbone") -
       parent = parent[key]
     parent[keys[-1]] = tree
   return variables
+
+
+def from_pretrained(name, **kwargs):
+  """``(model, variables)`` of pretrained weights named by a hub name
+  (``"hf-hub:nvidia/segformer-b0-finetuned-ade-512-512"``, ``"hf-hub:timm/resnet50.tv_in1k"``,
+  ``@revision`` to pin one) or a local directory of ``config.json`` + ``model.safetensors``: the
+  architecture is read from ``config.json`` — transformers' ``architectures`` (SegFormer,
+  Mask2Former with a ResNet backbone: `from_transformers`) or timm's ``architecture`` (ResNet-18
+  to -101, torchvision's key names: `from_torchvision`). ``kwargs`` go to `segjax.models.create`."""
+  weights = read_source(name)
+  architectures = weights.config.get("architectures") or []
+  timm_name = weights.config.get("architecture")
+  if architectures and architectures[0] in TRANSFORMERS_NAMES:
+    return from_transformers(architectures[0], weights, **kwargs)
+  if timm_name in ("resnet18", "resnet34", "resnet50", "resnet101"):
+    return from_torchvision(timm_name, weights, **kwargs)
+  found = architectures or timm_name or "no architecture"
+  raise ValueError(f"{name}: config.json names {found!r}; segjax converts transformers' "
+                   f"{', '.join(n for n in TRANSFORMERS_NAMES if n[0].isupper())} and timm's "
+                   "resnet18/34/50/101")
+

@@ -282,6 +282,38 @@ def hf_key(path: tuple[str, ...]) -> str:
   return ".".join(names + [_HF_LEAVES[(collection, leaf)]])
 
 
+# transformers 5 renames SegFormer's modules in memory (its conversion_mapping.py, "SegformerModel"
+# and "SegformerForSemanticSegmentation"), while checkpoints keep the names above: a model's
+# state_dict() says segformer.stages.0.blocks.1.attention.q_proj.weight for the checkpoint's
+# segformer.encoder.block.0.1.attention.self.query.weight. In the inverse order of its list.
+_IN_MEMORY_NAMES = (
+    (r"\.stages\.(\d+)\.patch_embeddings\.", r".encoder.patch_embeddings.\1."),
+    (r"\.stages\.(\d+)\.blocks\.", r".encoder.block.\1."),
+    (r"\.stages\.(\d+)\.layer_norm\.", r".encoder.layer_norm.\1."),
+    (r"\.layernorm_before\.", ".layer_norm_1."), (r"\.layernorm_after\.", ".layer_norm_2."),
+    (r"\.mlp\.fc1\.", ".mlp.dense1."), (r"\.mlp\.fc2\.", ".mlp.dense2."),
+    (r"\.attention\.o_proj\.", ".attention.output.dense."),
+    (r"\.attention\.sequence_reduction\.layer_norm\.", ".attention.self.layer_norm."),
+    (r"\.attention\.sequence_reduction\.sequence_reduction\.", ".attention.self.sr."),
+    (r"\.attention\.q_proj\.", ".attention.self.query."),
+    (r"\.attention\.k_proj\.", ".attention.self.key."),
+    (r"\.attention\.v_proj\.", ".attention.self.value."),
+    (r"^decode_head\.linear_projections\.", "decode_head.linear_c."))
+
+
+def checkpoint_names(state: dict) -> dict:
+  """``state`` with transformers 5's in-memory key names (``segformer.stages.N…``,
+  ``decode_head.linear_projections``) mapped to the checkpoint names `hf_key` gives; keys already
+  in checkpoint form are kept."""
+  out = {}
+  for key, value in state.items():
+    if key.startswith("segformer.stages.") or key.startswith("decode_head.linear_projections."):
+      for pattern, replacement in _IN_MEMORY_NAMES:
+        key = re.sub(pattern, replacement, key)
+    out[key] = value
+  return out
+
+
 def sizes_from_state_dict(state: dict, hf_config: dict | None = None) -> dict:
   """`SegFormer` arguments of a transformers state dict: widths, depths, reduction ratios, decoder
   width and classes from the tensors' shapes; heads from ``hf_config`` (``num_attention_heads``)."""

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax.models.sampling import resize_bilinear
+
 
 def group_panoptic(semantic, center, offset, *, num_classes: int, thing_classes: Sequence[int],
                    label_divisor: int, void_label: int = 255, center_threshold: float = 0.1,
@@ -110,7 +112,6 @@ def mask_classification_panoptic(class_logits, mask_logits, *, size, thing_class
   ``overlap_threshold`` of its own mask. Stuff queries of one class merge into one segment (id
   ``class * label_divisor``), thing queries become instances ``class * label_divisor + query +
   1``; pixels no query keeps are ``void_label * label_divisor``."""
-  from segjax.models.mask2former import resize_bilinear  # pylint: disable=import-outside-toplevel
   queries = class_logits.shape[1]
   if queries >= label_divisor:
     raise ValueError(f"mask_panoptic: {queries} queries need label_divisor > {queries}, not "
@@ -145,7 +146,6 @@ def mask_classification_instances(class_logits, mask_logits, *, size, thing_clas
   of thing classes by class probability, each mask = its query's mask logits > 0 at ``size``,
   score = class probability × the mean mask probability inside the mask. Keys as
   `instance_predictions`; ``ids`` are ``class * label_divisor + rank + 1``."""
-  from segjax.models.mask2former import resize_bilinear  # pylint: disable=import-outside-toplevel
   class_logits = np.asarray(class_logits, np.float32)
   probs = np.exp(class_logits - class_logits.max(-1, keepdims=True))
   probs = (probs / probs.sum(-1, keepdims=True))[:, :-1]  # [Q, K]
