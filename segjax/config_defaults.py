@@ -4,8 +4,8 @@ import ml_collections
 from ml_collections.config_dict import FieldReference
 from ml_collections.config_dict import placeholder
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from segjax.data.descriptor import IMAGENET_MEAN, IMAGENET_STD
+
 # MMSegmentation's PhotoMetricDistortion without hue: brightness 32/255, contrast and saturation
 # 0.5-1.5 (segjax/data/ops.py, photometric).
 MMSEG_PHOTOMETRIC = "photometric(0.125, 0.5, 0.5)"
@@ -36,7 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
       name="", data_dir=placeholder(str), train_split="train",
       # Training examples: composable ops (segjax/data/ops.py), ending in crop_size images.
       crop_size=(512, 512), train_pp="", eval_pp="", channels=3, normalization="mean_std",
-      mean=IMAGENET_MEAN, std=IMAGENET_STD, ignore_label=255,
+      mean=IMAGENET_MEAN, std=IMAGENET_STD,
+      # The ignore label is the dataset's (its descriptor: classes.json, the catalogue), not a
+      # config key.
       process_data="split"))  # or "stream": batches independent of the process count
   config.model = ml_collections.ConfigDict(dict(name="", dtype="float32", pretrained=""))
   # Fine-tuning: every model variable from this trained run directory (or exported .safetensors);

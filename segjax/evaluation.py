@@ -143,12 +143,44 @@ class Evaluator:
       for group, suffix in (("all", ""), ("things", "_things"), ("stuff", "_stuff")):
         for key in ("pq", "sq", "rq"):  # flat copies for TensorBoard and metrics.jsonl
           summary[key + suffix] = summary["panoptic"][group][key]
-    if with_ap and jax.process_count() == 1:  # the instances of every process are not gathered
+    if with_ap:
+      truths, found = gather_instances(truths), gather_instances(found)
       summary["mask_ap"] = metrics.mask_ap(
           truths, found, class_ids=descriptor.thing_classes,
           class_names=[descriptor.class_names[c] for c in descriptor.thing_classes])
       summary["ap"], summary["ap50"] = summary["mask_ap"]["ap"], summary["mask_ap"]["ap50"]
     return summary
+
+
+def gather_instances(per_image: list[dict]) -> list[dict]:
+  """Every process's per-image instances (``{"masks": [N,H,W], ...}``), in process order — the
+  order of the images in the split, which `segjax.data.pipeline.eval_dataset` cuts into
+  consecutive shares — so that host-side metrics (mask AP) see all images, as one process does.
+  Masks travel as COCO RLE."""
+  if jax.process_count() == 1:
+    return per_image
+  import pickle  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  from pycocotools import mask as mask_utils  # pylint: disable=import-outside-toplevel
+
+  def encode(item):
+    masks = np.asarray(item["masks"], np.uint8)
+    rle = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+    return {**item, "masks": (rle, masks.shape)}
+
+  def decode(item):
+    rle, shape = item["masks"]
+    masks = (mask_utils.decode(rle).transpose(2, 0, 1).astype(bool) if shape[0]
+             else np.zeros(shape, bool))
+    return {**item, "masks": masks}
+
+  payload = np.frombuffer(pickle.dumps([encode(i) for i in per_image]), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.array([payload.size], np.int64)))
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:payload.size] = payload
+  everything = np.asarray(multihost_utils.process_allgather(padded))
+  return [decode(item) for p in range(len(sizes))
+          for item in pickle.loads(everything[p, :int(sizes[p, 0])].tobytes())]
 
 
 def format_summary(summary: dict) -> str:

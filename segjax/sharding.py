@@ -105,4 +105,9 @@ def on_mesh(tree, mesh: Mesh):
   leaves = jax.tree_util.tree_leaves(tree)
   if all(isinstance(x, jax.Array) and x.sharding.device_set == devices for x in leaves):
     return tree
+  if jax.process_count() > 1:  # each process holds the whole tree: build the global arrays from it
+    target = replicated(mesh)
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_callback(np.shape(x), target,
+                                               lambda index, x=np.asarray(x): x[index]), tree)
   return jax.device_put(tree, replicated(mesh))

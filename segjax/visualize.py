@@ -11,7 +11,7 @@ from segjax.data.descriptor import DatasetDescriptor
 
 
 def denormalize(image: np.ndarray, mean, std) -> np.ndarray:
-  """Inverts ``ops.normalize`` to a uint8 RGB picture."""
+  """Inverts the input normalisation (`segjax.data.pipeline.prepare_image`) to a uint8 RGB picture."""
   pixels = (np.asarray(image, np.float32) * np.asarray(std) + np.asarray(mean)) * 255.0
   return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
 

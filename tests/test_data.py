@@ -99,6 +99,19 @@ def test_random_crop_pads_labels_with_ignore_and_the_image_with_the_mean():
   np.testing.assert_array_equal(sem[:6], index % 5)
 
 
+def test_center_crop_takes_the_central_window_and_pads_what_is_smaller():
+  """6x8 -> (4, 4): rows 1..4, columns 2..5; -> (4, 10): padded to 6x10 first (one ignored column
+  each side, as pad_example places it), then rows 1..4."""
+  ex = _op("center_crop((4, 4))")(_example(), tf.constant([0, 0], tf.int64), CONTEXT)
+  np.testing.assert_array_equal(ex["semantic"].numpy(), _example()["semantic"].numpy()[1:5, 2:6])
+  np.testing.assert_array_equal(ex["image"].numpy(), _example()["image"].numpy()[1:5, 2:6])
+  wide = _op("center_crop((4, 10))")(_example(), tf.constant([0, 0], tf.int64), CONTEXT)
+  padded = ops.pad_example(_example(), (6, 10), ignore_label=255,
+                           image_fill=CONTEXT.image_fill)
+  np.testing.assert_array_equal(wide["semantic"].numpy(), padded["semantic"].numpy()[1:5])
+  assert (wide["semantic"].numpy() == 255).sum() == 8  # the two padded columns, 4 rows
+
+
 def test_geometric_ops_move_every_map_together_and_scale_uses_nearest_for_labels():
   ex = _example()
   ex["extra_map"] = tf.cast(ex["semantic"], tf.float32) * 10  # a target made by an earlier op

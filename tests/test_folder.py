@@ -166,7 +166,7 @@ def test_changed_files_are_prepared_again(tmp_path):
 
 def test_normalisation_modes():
   image = tf.constant(np.arange(1, 101, dtype=np.uint16).reshape(10, 10, 1))
-  unit = lambda mode, **kw: ops.normalize({"image": image}, (0.0,), (1.0,), mode=mode, **kw)["image"].numpy()
+  unit = lambda mode, **kw: ops.to_unit(image, mode=mode, **kw).numpy()
   np.testing.assert_allclose(unit("mean_std", scale=65535.0), image.numpy() / 65535.0, rtol=1e-6)
   np.testing.assert_allclose(unit("minmax"), (image.numpy() - 1) / 99.0, rtol=1e-6)
   # Percentiles 10 and 90 of 1..100 (nearest rank on 0..99): 11 and 90 -> clipped and stretched.

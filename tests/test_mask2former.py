@@ -50,28 +50,6 @@ def test_sine_position_embedding_and_reference_points_by_hand():
   np.testing.assert_allclose(ref, [[.25, .25], [.75, .25], [.25, .75], [.75, .75], [.5, .5]])
 
 
-def test_linear_sum_assignment_equals_scipy():
-  rng = np.random.default_rng(2)
-  solve = jax.jit(jax.vmap(mc.linear_sum_assignment))
-  for n, m in ((1, 4), (5, 5), (7, 12)):
-    cost = rng.normal(size=(20, n, m)).astype(np.float32)
-    got = np.asarray(solve(jnp.asarray(cost), jnp.ones((20, n), bool)))
-    for c, g in zip(cost, got):
-      np.testing.assert_array_equal(g, scipy_assignment(c)[1])
-  ties = rng.integers(0, 3, size=(30, 6, 8)).astype(np.float32)  # many optimal assignments
-  got = np.asarray(solve(jnp.asarray(ties), jnp.ones((30, 6), bool)))
-  for c, g in zip(ties, got):
-    assert len(set(g)) == 6 and c[np.arange(6), g].sum() == c[scipy_assignment(c)].sum()
-  valid = rng.random((20, 6)) < 0.5
-  cost = rng.normal(size=(20, 6, 9)).astype(np.float32)
-  got = np.asarray(solve(jnp.asarray(cost), jnp.asarray(valid)))
-  for c, v, g in zip(cost, valid, got):
-    np.testing.assert_array_equal(g[v], scipy_assignment(c[v])[1])
-    assert (g[~v] == -1).all()
-  with pytest.raises(ValueError, match="3 rows cannot take distinct columns of 2"):
-    mc.linear_sum_assignment(jnp.zeros((3, 2)))
-
-
 def test_segment_targets_one_per_id_classes_from_semantic_void_left_out():
   ids = np.array([[5, 5, 1007], [2001, 1007, 255255]], np.int32)
   semantic = np.array([[0, 0, 1], [2, 1, 255]], np.int32)

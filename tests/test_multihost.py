@@ -208,3 +208,40 @@ def test_two_process_prediction_equals_one_process_and_resumes_after_a_kill(stra
   assert len([k for k in want if k.startswith("masks")]) == 40
   for name in want:
     assert got[name] == want[name], name
+
+
+def test_mask_ap_of_two_processes_equals_one_process(straight_run, data_dir, tmp_path):
+  """experiments/evaluate.py with a chain that makes scored instances, in 2 processes x 2 devices:
+  each process post-processes its own images, the instances are gathered, and mask AP (and every
+  other metric) equals the single-process evaluation."""
+  from segjax import evaluation
+  config, workdir, _ = straight_run
+  chain = "argmax|remove_small(6)|semantic_instances|scored_instances"
+  single = config.copy_and_resolve_references()
+  single.postprocess = chain
+  want = evaluation.evaluate_run(workdir, single)["validation"]
+  assert want["mask_ap"]["ap50"] is not None
+  copy = str(tmp_path / "run")
+  shutil.copytree(workdir, copy)
+  config_file = tmp_path / "eval_config.py"
+  config_file.write_text(
+      f"import sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
+      "from conftest import tiny_config\n\n"
+      f"def get_config():\n  c = tiny_config({data_dir!r})\n  c.postprocess = {chain!r}\n"
+      "  return c\n")
+  address = f"localhost:{_free_port()}"
+  env = {**os.environ, "XLA_FLAGS": xla_flags(2), "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "experiments", "evaluate.py"), f"--workdir={copy}",
+       f"--config={config_file}", f"--coordinator_address={address}", "--num_processes=2",
+       f"--process_id={i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  for i, (p, out) in enumerate(zip(procs, outputs)):
+    assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
+  got = json.load(open(os.path.join(copy, "eval_metrics.json")))["validation"]
+  assert got["mask_ap"].keys() == want["mask_ap"].keys()
+  for key, value in want["mask_ap"].items():
+    assert got["mask_ap"][key] == (pytest.approx(value) if isinstance(value, float) else value), key
+  assert got["confusion_matrix"] == want["confusion_matrix"]
+  assert got["pq"] == pytest.approx(want["pq"])

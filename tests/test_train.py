@@ -168,7 +168,8 @@ def _step_losses(config, batches, num_devices, fsdp=1, dtype="float32"):
   model = models.from_config(config.model, 5)
   tx = optax.adamw(1e-2)
   state = train.create_train_state(model, tx, (32, 32, 3), 0, mesh, min_shard_size=0)
-  objective, metric_terms = losses.from_config(config), train.make_train_metrics(config, 5, 255)
+  objective = losses.Objective(losses.make_terms(config.loss, config.get("losses") or ()), 255)
+  metric_terms = train.make_train_metrics(config, 5, 255)
   step = train.make_train_step(model, tx, objective, metric_terms, mesh,
                                state_sharding=sharding.shardings_of(state))
   history = []

@@ -5,6 +5,10 @@ import dataclasses
 
 import numpy as np
 
+# The input standardisation of ImageNet-pretrained models (config.data.mean / std by default).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetDescriptor:

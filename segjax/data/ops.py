@@ -29,10 +29,8 @@ import tensorflow as tf
 
 from segjax import registry
 from segjax.data import targets
-from segjax.data.descriptor import DatasetDescriptor
+from segjax.data.descriptor import IMAGENET_MEAN, DatasetDescriptor
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Per-pixel maps whose padding is the ignore label; every other map is padded with 0.
 IGNORE_PADDED = ("semantic", "panoptic")
 
@@ -114,14 +112,6 @@ def to_unit(image, *, scale: float = 255.0, mode: str = "mean_std",
 def standardize(image, mean: Sequence[float], std: Sequence[float]):
   """``(image - mean) / std`` per channel."""
   return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-
-
-def normalize(example, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-              scale: float = 255.0, mode: str = "mean_std",
-              percentiles: Sequence[float] = (1.0, 99.0)):
-  """``image = (to_unit(image) - mean) / std`` (see `to_unit`)."""
-  unit = to_unit(example["image"], scale=scale, mode=mode, percentiles=percentiles)
-  return {**example, "image": standardize(unit, mean, std)}
 
 
 # ------------------------------------------------------------------------ geometry

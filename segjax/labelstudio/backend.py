@@ -55,7 +55,7 @@ def finetune_config(parent_config, data_root: str, *, init_from: str, steps: int
   import ml_collections  # pylint: disable=import-outside-toplevel
   config = runs.config_from_dict(runs.config_to_dict(parent_config))
   crop = tuple(config.data.crop_size)
-  kept = {k: config.data[k] for k in (*runs.INPUT_KEYS, "train_pp", "ignore_label")
+  kept = {k: config.data[k] for k in (*runs.INPUT_KEYS, "train_pp")
           if k in config.data}
   config.data = ml_collections.ConfigDict(dict(
       name="folder", root=os.path.abspath(data_root), data_dir=os.path.join(

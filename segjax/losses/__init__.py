@@ -13,11 +13,11 @@ from segjax.losses.functions import (binary_cross_entropy, boundary_weighted_cro
                                      weighted_l1, weighted_mse)
 from segjax.losses import mask_classification  # registers mask2former_loss
 from segjax.losses.mask_classification import linear_sum_assignment, mask2former_loss
-from segjax.losses.terms import LossTerm, Objective, from_config, make_terms, parse_loss
+from segjax.losses.terms import LossTerm, Objective, make_terms, parse_loss
 
 __all__ = ["LossCheckError", "LossTerm", "Objective", "binary_cross_entropy",
            "boundary_weighted_cross_entropy", "check_loss", "cross_entropy", "dice_loss",
-           "focal_loss", "focal_tversky_loss", "from_config", "jaccard_loss", "loss_kind",
+           "focal_loss", "focal_tversky_loss", "jaccard_loss", "loss_kind",
            "linear_sum_assignment", "lovasz_softmax_loss", "make_terms", "mask2former_loss",
            "mask_classification", "parse_loss", "register_loss", "safe_divide",
            "soft_confusion", "takes_batch", "tversky_loss", "weighted_l1", "weighted_mse"]

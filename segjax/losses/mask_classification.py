@@ -24,78 +24,10 @@ import jax
 import jax.numpy as jnp
 
 from segjax.losses.functions import register_loss
+from segjax.losses.matching import linear_sum_assignment
 from segjax.models.sampling import bilinear_sample, bilinear_taps, separable_point_values
 
 _NO_ID = jnp.iinfo(jnp.int32).max
-_BIG = 1e6  # stands for NaN/inf costs, as transformers' matcher does with the largest float
-
-
-def linear_sum_assignment(cost: jax.Array, row_valid: jax.Array | None = None) -> jax.Array:
-  """The minimum-cost assignment of the rows of ``cost`` ``[n,m]`` (n ≤ m) to distinct columns:
-  ``col4row`` ``[n]`` int32 (-1 for rows where ``row_valid`` is False, which are left out).
-
-  SciPy's ``linear_sum_assignment`` algorithm (shortest augmenting paths with dual variables,
-  Crouse 2016), row by row; each path search is a ``while_loop`` over columns vectorised in
-  ``jnp``, so it compiles for any device and ``vmap``\\ s over a batch of problems.
-  """
-  n, m = cost.shape
-  if n > m:
-    raise ValueError(f"linear_sum_assignment: {n} rows cannot take distinct columns of {m}")
-  cost = jnp.nan_to_num(cost.astype(jnp.float32), nan=_BIG, posinf=_BIG, neginf=-_BIG)
-  row_valid = jnp.ones(n, bool) if row_valid is None else row_valid
-  inf = jnp.float32(jnp.inf)
-  rows = jnp.arange(n)
-
-  def add_row(r, state):
-    u, v, col4row, row4col = state
-
-    def search_step(search):
-      i, min_value, sink, spc, path, seen_rows, seen_cols = search
-      seen_rows = seen_rows.at[i].set(True)
-      reduced = min_value + cost[i] - u[i] - v
-      better = ~seen_cols & (reduced < spc)
-      path = jnp.where(better, i, path)
-      spc = jnp.where(better, reduced, spc)
-      open_spc = jnp.where(seen_cols, inf, spc)
-      lowest = open_spc.min()
-      closest = open_spc == lowest
-      free = closest & (row4col == -1)  # ties: a free column ends the path (as SciPy)
-      j = jnp.where(free.any(), jnp.argmax(free), jnp.argmax(closest))
-      seen_cols = seen_cols.at[j].set(True)
-      is_free = row4col[j] == -1
-      return (jnp.where(is_free, i, row4col[j]), lowest, jnp.where(is_free, j, -1), spc, path,
-              seen_rows, seen_cols)
-
-    search = (r, jnp.float32(0), -1, jnp.full(m, inf), jnp.full(m, -1), jnp.zeros(n, bool),
-              jnp.zeros(m, bool))
-    _, min_value, sink, spc, path, seen_rows, seen_cols = jax.lax.while_loop(
-        lambda s: s[2] < 0, search_step, search)
-    # dual update
-    u = u.at[r].add(min_value)
-    others = seen_rows & (rows != r)
-    u = u + jnp.where(others, min_value - spc[jnp.clip(col4row, 0)], 0.0)
-    v = v - jnp.where(seen_cols, min_value - spc, 0.0)
-
-    # augment along the path back to row r
-    def augment_step(a):
-      j, col4row, row4col, _ = a
-      i = path[j]
-      row4col = row4col.at[j].set(i)
-      previous = col4row[i]
-      col4row = col4row.at[i].set(j)
-      return previous, col4row, row4col, i == r
-
-    _, col4row, row4col, _ = jax.lax.while_loop(lambda a: ~a[3], augment_step,
-                                                (sink, col4row, row4col, False))
-    return u, v, col4row, row4col
-
-  def maybe_add_row(r, state):
-    return jax.lax.cond(row_valid[r], add_row, lambda r, s: s, r, state)
-
-  state = (jnp.zeros(n, jnp.float32), jnp.zeros(m, jnp.float32), jnp.full(n, -1, jnp.int32),
-           jnp.full(m, -1, jnp.int32))
-  _, _, col4row, _ = jax.lax.fori_loop(0, n, maybe_add_row, state)
-  return col4row
 
 
 def segment_targets(ids: jax.Array, semantic: jax.Array, *, max_targets: int, ignore_label: int):

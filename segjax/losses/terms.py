@@ -216,11 +216,3 @@ def _takes_rng(fn) -> bool:
     return "rng" in inspect.signature(fn).parameters
   except (TypeError, ValueError):
     return False
-
-
-def from_config(config, ignore_label: int | None = None) -> Objective:
-  """The objective of ``config.loss`` and ``config.losses``, ignoring ``ignore_label`` (default:
-  ``config.data.ignore_label``, else 255)."""
-  if ignore_label is None:
-    ignore_label = config.get("data", {}).get("ignore_label", 255)
-  return Objective(make_terms(config.get("loss"), config.get("losses") or ()), ignore_label)

@@ -22,7 +22,7 @@ from segjax.models.sampling import resize_bilinear
 
 def group_panoptic(semantic, center, offset, *, num_classes: int, thing_classes: Sequence[int],
                    label_divisor: int, void_label: int = 255, center_threshold: float = 0.1,
-                   nms_kernel: int = 7, top_k: int = 64, stuff_area: int = 0):
+                   nms_kernel: int = 7, top_k: int = 200, stuff_area: int = 0):
   """Panoptic ids ``[B, H, W]`` from class ids ``[B,H,W]``, heatmap ``[B,H,W]``, offsets
   ``[B,H,W,2]`` (see module docstring). Pure jnp, compiled once per shape and setting."""
   return _group_batch(semantic, center, offset, num_classes=num_classes,
