@@ -6,7 +6,8 @@ r"""Trains a model from a config, resuming from the latest checkpoint in --workd
 On several hosts, run the same command on every host (one process per host, or per GPU) with a
 shared --workdir; the JAX distributed runtime starts from --coordinator_address/--num_processes/
 --process_id (or JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID), by itself under SLURM
-and Open MPI, and with --distributed=on on TPU pod slices (README: "Many devices and hosts").
+and Open MPI, and with --distributed=on on TPU pod slices (docs/training.md: "Many devices and
+hosts").
 """
 from absl import flags
 

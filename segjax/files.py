@@ -12,10 +12,15 @@ from typing import Any, Callable, Iterator
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path beside ``path`` (same extension, so that writers that go by it
-  work); renames it to ``path`` when the block ends, removes it when the block raises."""
+  work); renames it to ``path`` when the block ends, removes it when the block raises. A file gets
+  the permissions ``open`` gives under the process's umask (some writers create 0600 files)."""
   tmp = f"{path}.tmp{os.getpid()}{os.path.splitext(path)[1]}"
   try:
     yield tmp
+    if os.path.isfile(tmp):
+      umask = os.umask(0)
+      os.umask(umask)
+      os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):

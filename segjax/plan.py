@@ -128,7 +128,9 @@ def target(topology: str) -> Target:
     else:
       description = topologies.get_topology_desc(platform="tpu", topology_name=topology)
   except Exception as e:  # the TPU/GPU compiler is missing or refuses the topology
-    if "Unknown backend" in str(e) or "not found" in str(e).lower() or isinstance(e, ImportError):
+    message = str(e).lower()
+    if ("unknown backend" in message or "not found" in message or "not installed" in message
+        or isinstance(e, ImportError)):
       raise PlanError(f"No compiler for {topology}: {INSTALL_HINT}") from e
     raise PlanError(f"Cannot describe topology {topology!r}: {e}") from e
   devices = list(description.devices)

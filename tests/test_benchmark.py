@@ -20,6 +20,5 @@ def test_models_section_times_the_trainers_train_step(tmp_path, monkeypatch):
   assert row["config"] == "tiny" and row["params"] > 0 and row["batch_per_device"] == 2
   assert row["train_ms"] > 0 and row["infer_ms"] > 0
   assert row["train_flops"] > row["infer_flops"] > 0  # backward pass costs more than forward
-  assert row["train_images_per_s"] == 2 / (row["train_ms"] / 1e3)
   table = benchmark.markdown(rows)
   assert "| tiny | unet |" in table

@@ -145,7 +145,7 @@ def test_a_folder_dataset_of_geotiff_tiles_keeps_each_tiles_crs_and_transform(tm
   (root / "train" / "masks").mkdir(parents=True)
   written = {}
   for i in range(2):
-    transform = TRANSFORM * rasterio.Affine.translation(40 * i, 0)
+    transform = TRANSFORM @ rasterio.Affine.translation(40 * i, 0)
     image = np.random.default_rng(i).integers(0, 255, (24, 40, 3), dtype=np.uint8)
     with rasterio.open(root / "train" / "images" / f"tile_{i}.tif", "w", driver="GTiff",
                        height=24, width=40, count=3, dtype="uint8", crs=CRS,

@@ -33,7 +33,7 @@ def test_plan_of_a_small_recipe_compiles_the_trainer_steps(topology, hosts):
     program = result[step]
     assert program["fits"] and program["flops_per_device"] > 0
     memory = program["memory_gib"]
-    assert 0 < memory["total"] < memory["hbm"] == 16.0
+    assert 0 < memory["total"] < memory["hbm"]
     assert program["step_seconds"] > 0 and 0 < program["mfu"] <= 1
   # The state is the trainer's: 486k-parameter UNet at width 8 here is 4x fewer; AdamW keeps two
   # moments, so parameters + optimizer state are 3 float32 copies (replicated, fsdp=1).

@@ -94,6 +94,9 @@ def test_exported_model_predicts_alone_and_holds_only_the_model(folder_run, tmp_
   params = models.count_params(run.variables)
   size = os.path.getsize(path)
   assert 4 * params < size < 4 * params + 40_000  # float32 variables + the JSON metadata
+  umask = os.umask(0)
+  os.umask(umask)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # as any file written with open()
   loaded = runs.load(path)
   assert loaded.descriptor == run.descriptor
   assert loaded.config.data.mean == tuple(run.config.data.mean)

@@ -278,9 +278,11 @@ def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path
   assert len(ys) > 0
   for y, x in zip(ys[:5], xs[:5]):
     assert tuple(picture[row + 8 * y + 3, column + 8 * x + 7]) == visualize.OUTLINE
-  same = np.nonzero(semantic[:, :-1] == semantic[:, 1:])
-  y, x = same[0][0], same[1][0]
-  if y < 31 and semantic[y, x] == semantic[y + 1, x]:
+  # ... and nowhere inside a region: a pixel whose right and lower neighbours share its label.
+  inside = np.nonzero((semantic[:-1, :-1] == semantic[:-1, 1:]) &
+                      (semantic[:-1, :-1] == semantic[1:, :-1]))
+  assert len(inside[0]) > 0
+  for y, x in zip(inside[0][:5], inside[1][:5]):
     assert tuple(picture[row + 8 * y + 3, column + 8 * x + 7]) != visualize.OUTLINE
   # All three, one under the other 8 rows apart, in the contact sheet.
   sheet = cv2.cvtColor(cv2.imread(str(tmp_path / "pictures" / "contact_sheet.png")),

@@ -71,8 +71,12 @@ def read_georeference(path: str) -> tuple[str, tuple[float, ...]] | None:
     import rasterio  # pylint: disable=import-outside-toplevel
   except ImportError:
     return None
+  import warnings  # pylint: disable=import-outside-toplevel
   try:
-    with rasterio.open(path) as dataset:
+    with warnings.catch_warnings():  # a plain TIFF is no error here
+      warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+      dataset = rasterio.open(path)
+    with dataset:
       if dataset.crs is None:
         return None
       return dataset.crs.to_wkt(), tuple(float(v) for v in tuple(dataset.transform)[:6])
