@@ -330,6 +330,8 @@ def predict_files(predictor: Predictor, inputs, output: str, fmt: str = "png",
   settings = prediction_settings(predictor, fmt)
   todo = [(p, n) for p, n in list(zip(paths, names))[process::count]
           if _recorded_settings(record(n)) != settings]
+  for _, name in todo:  # what a killed run left half-written of this process's images
+    remove_partial_files(output, name)
   group = len(predictor.devices)
   with tqdm.tqdm(total=len(todo), desc="predict", unit="image", disable=not progress) as bar:
     for start in range(0, len(todo), group):
@@ -354,6 +356,17 @@ def predict_files(predictor: Predictor, inputs, output: str, fmt: str = "png",
     files.write_json(os.path.join(output, "classes.json"), export.classes_json(descriptor))
     export.write_review(os.path.join(output, "review.csv"), rows)
   return sorted(rows, key=lambda r: -r["uncertainty"])
+
+
+def remove_partial_files(output: str, name: str) -> None:
+  """Removes the temporary files (`segjax.files.atomic_path`: ``NAME.ext.tmpPID.ext``) a killed
+  run left for image ``name`` in the subdirectories of ``output``."""
+  import glob  # pylint: disable=import-outside-toplevel
+  import re  # pylint: disable=import-outside-toplevel
+  pattern = re.compile(re.escape(name) + r"\.[^/]+\.tmp\d+(\.[^/]*)?$")
+  for path in glob.glob(os.path.join(glob.escape(output), "*", glob.escape(name) + ".*.tmp*")):
+    if pattern.match(os.path.basename(path)):
+      os.remove(path)
 
 
 def prediction_settings(predictor: Predictor, fmt: str) -> str:

@@ -245,3 +245,17 @@ def test_mask_ap_of_two_processes_equals_one_process(straight_run, data_dir, tmp
     assert got["mask_ap"][key] == (pytest.approx(value) if isinstance(value, float) else value), key
   assert got["confusion_matrix"] == want["confusion_matrix"]
   assert got["pq"] == pytest.approx(want["pq"])
+
+
+def test_a_restart_removes_what_a_kill_left_half_written_of_its_images(tmp_path):
+  from segjax import predict
+  for name in ("records/scene_08.json.tmp20921.json", "masks/scene_08.png.tmp5.png",
+               "records/scene_08.json", "masks/scene_080.png.tmp5.png",
+               "records/scene_08_x.json.tmp3.json"):
+    (tmp_path / name).parent.mkdir(exist_ok=True)
+    (tmp_path / name).write_text("")
+  predict.remove_partial_files(str(tmp_path), "scene_08")
+  left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+  # Only scene_08's temporary files go: its finished record and other images' files stay.
+  assert left == ["masks/scene_080.png.tmp5.png", "records/scene_08.json",
+                  "records/scene_08_x.json.tmp3.json"]
