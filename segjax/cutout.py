@@ -103,10 +103,3 @@ def cutouts(image: np.ndarray, probs: np.ndarray, labels: np.ndarray,
       out.append((int(cls), number, rgba(image, np.where(region, alpha, 0.0))))
   return out
 
-
-def write_png(path: str, picture: np.ndarray) -> str:
-  """Writes an RGBA (or RGB) uint8 picture as PNG."""
-  channels = cv2.COLOR_RGBA2BGRA if picture.shape[-1] == 4 else cv2.COLOR_RGB2BGR
-  if not cv2.imwrite(path, cv2.cvtColor(picture, channels)):
-    raise OSError(f"could not write {path}")
-  return path

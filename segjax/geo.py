@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 
 import numpy as np
 
 from segjax import files
 from segjax import inference
 
-RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 # Windows of `predict_raster` when config.predict.window is not set.
 DEFAULT_WINDOW = (512, 512)
 
@@ -37,10 +35,6 @@ def _rasterio():
   except ImportError as e:
     raise ImportError("georeferenced rasters need rasterio: pip install -e '.[geo]'") from e
   return rasterio
-
-
-def is_raster(path: str) -> bool:
-  return os.path.splitext(path)[1].lower() in RASTER_EXTENSIONS
 
 
 def nodata_class(num_classes: int) -> int:

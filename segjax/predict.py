@@ -292,8 +292,8 @@ def write_cutouts(output, name, path, probs, labels, instance, classes, settings
   for cls, number, picture in pieces:
     stem = f"{name}_{export.safe_name(descriptor.class_names[cls])}" + (
         f"_{number}" if number is not None else "")
-    written.append(cutout.write_png(export.output_path(output, "cutouts", stem, ".png"),
-                                    picture))
+    written.append(visualize.write_png(export.output_path(output, "cutouts", stem, ".png"),
+                                       picture))
   return written
 
 

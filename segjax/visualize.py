@@ -149,12 +149,13 @@ def panel_offsets(num_panels: int, image_width: int, height: int = 256,
   return [(TITLE_HEIGHT, i * (width + 6)) for i in range(num_panels)]
 
 
-def write_png(path: str, rgb: np.ndarray) -> None:
-  """Writes an RGB picture atomically (temporary file, then rename)."""
+def write_png(path: str, rgb: np.ndarray) -> str:
+  """Writes an RGB (or RGBA) uint8 picture atomically (temporary file, then rename)."""
+  order = cv2.COLOR_RGBA2BGRA if rgb.shape[-1] == 4 else cv2.COLOR_RGB2BGR
   def write(tmp):
-    if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+    if not cv2.imwrite(tmp, cv2.cvtColor(rgb, order)):
       raise OSError(f"Could not write {path}.")
-  files.write_atomic(path, write)
+  return files.write_atomic(path, write)
 
 
 def read_curves(metrics_jsonl: str, keys) -> dict[str, tuple[np.ndarray, np.ndarray]]:
