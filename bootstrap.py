@@ -3,6 +3,7 @@
 
   python3 bootstrap.py quickstart   # train, evaluate and predict on the built-in dataset
   python3 bootstrap.py test [pytest args]
+  python3 bootstrap.py test --quick   # the iteration tier: every test not marked slow
 
 The virtual environment is created (or refreshed when setup.cfg or the constraints change) with an
 interpreter >= 3.11 (JAX's minimum): this one if it qualifies, else python3.13/3.12/3.11 from PATH.
@@ -84,6 +85,9 @@ def quickstart(extra):
 
 def test(extra):
   # Two workers: most test time is single-threaded XLA compilation, so two cores halve it.
+  # --quick: the tier for iteration, without the tests marked slow (tests/conftest.py).
+  if extra[:1] == ["--quick"]:
+    extra = ["-q", "-n", "2", "-m", "not slow", "tests", *extra[1:]]
   run(PYTHON, "-m", "pytest", *(extra or ["-q", "-n", "2", "tests"]))
 
 

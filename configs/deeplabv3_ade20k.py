@@ -12,7 +12,7 @@ label resolution).
 
   python experiments/plan.py --config=configs/deeplabv3_ade20k.py --topology=v5e:4x8
 """
-from segjax.config_defaults import mmseg_deeplab_recipe
+from segjax.recipes import mmseg_deeplab_recipe
 
 
 def get_config():

@@ -16,7 +16,7 @@ images. Start the backbone from torchvision's ImageNet ResNet-101
   python experiments/train.py --config=configs/deeplabv3_cityscapes.py --workdir=gs://.../run \
       --config.model.pretrained=resnet101.safetensors --distributed=on   # on every pod host
 """
-from segjax.config_defaults import mmseg_deeplab_recipe
+from segjax.recipes import mmseg_deeplab_recipe
 
 
 def get_config():

@@ -14,7 +14,7 @@ SegmentationClassAug.
 
   python experiments/plan.py --config=configs/deeplabv3_voc.py --topology=v5e:4x8
 """
-from segjax.config_defaults import mmseg_deeplab_recipe
+from segjax.recipes import mmseg_deeplab_recipe
 
 
 def get_config():

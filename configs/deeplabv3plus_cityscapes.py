@@ -14,7 +14,7 @@ evaluation), with the decoder on the stride-4 features.
   python experiments/train.py --config=configs/deeplabv3plus_cityscapes.py --workdir=... \
       --config.model.pretrained=resnet101.safetensors --distributed=on
 """
-from segjax.config_defaults import mmseg_deeplab_recipe
+from segjax.recipes import mmseg_deeplab_recipe
 
 
 def get_config():

@@ -13,7 +13,7 @@ power 2); evaluation on whole 1024x2048 images at scales 0.5/1.0/2.0.
 
   python experiments/plan.py --config=configs/hmsa_cityscapes.py --topology=v5e:4x8
 """
-from segjax.config_defaults import recipe_config
+from segjax.recipes import recipe_config
 
 
 def get_config():

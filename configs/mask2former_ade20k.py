@@ -11,7 +11,7 @@ torchvision's ImageNet ResNet-50 (``--config.model.pretrained=resnet50.safetenso
 
   python experiments/plan.py --config=configs/mask2former_ade20k.py --topology=v5e:4x8
 """
-from segjax.config_defaults import MMSEG_PHOTOMETRIC, mask2former_recipe
+from segjax.recipes import MMSEG_PHOTOMETRIC, mask2former_recipe
 
 
 def get_config(loss: str = "points"):

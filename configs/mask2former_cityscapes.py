@@ -10,7 +10,7 @@ images with the paper's panoptic thresholds and top-100 instances.
 
   python experiments/plan.py --config=configs/mask2former_cityscapes.py --topology=v5e:4x8
 """
-from segjax.config_defaults import MMSEG_PHOTOMETRIC, mask2former_recipe
+from segjax.recipes import MMSEG_PHOTOMETRIC, mask2former_recipe
 
 
 def get_config(loss: str = "points"):

@@ -13,7 +13,7 @@ chip needs 15.78 GiB of temporaries (of 15.75), with it 13.2 GiB (13.7 in all; d
 
   python experiments/plan.py --config=configs/mask2former_coco.py --topology=v5e:4x8
 """
-from segjax.config_defaults import mask2former_recipe
+from segjax.recipes import mask2former_recipe
 
 
 def get_config(loss: str = "points"):

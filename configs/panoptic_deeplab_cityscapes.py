@@ -14,7 +14,7 @@ centres, stuff areas under 2048 px void; evaluation on whole images padded to 10
 
   python experiments/plan.py --config=configs/panoptic_deeplab_cityscapes.py --topology=v5e:4x8
 """
-from segjax.config_defaults import panoptic_deeplab_recipe
+from segjax.recipes import panoptic_deeplab_recipe
 
 
 def get_config():

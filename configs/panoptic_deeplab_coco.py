@@ -13,7 +13,7 @@ post-processing: centre threshold 0.1, NMS kernel 41, 200 centres, stuff areas u
 
   python experiments/plan.py --config=configs/panoptic_deeplab_coco.py --topology=v5e:4x8
 """
-from segjax.config_defaults import panoptic_deeplab_recipe
+from segjax.recipes import panoptic_deeplab_recipe
 
 
 def get_config():

@@ -10,7 +10,7 @@ ImageNet weights: ``segjax.models.from_transformers("segformer", <nvidia/mit-b0 
 
   python experiments/plan.py --config=configs/segformer_ade20k.py --topology=v5e:4x8
 """
-from segjax.config_defaults import MMSEG_PHOTOMETRIC, segformer_recipe
+from segjax.recipes import MMSEG_PHOTOMETRIC, segformer_recipe
 
 
 def get_config():

@@ -11,7 +11,7 @@ for experiments/predict.py).
 
   python experiments/plan.py --config=configs/segformer_cityscapes.py --topology=v5e:4x8
 """
-from segjax.config_defaults import MMSEG_PHOTOMETRIC, segformer_recipe
+from segjax.recipes import MMSEG_PHOTOMETRIC, segformer_recipe
 
 
 def get_config():

@@ -26,7 +26,7 @@ false positives, beta 0.7 on false negatives) beside the separation-border cross
 held-out frames are evaluated. Measured (docs/recipes.md): nucleus IoU 0.876 and PQ 0.781 on
 the held-out half of a Data Science Bowl frame, against 0.789 / 0.584 for Otsu thresholding.
 """
-from segjax.config_defaults import recipe_config
+from segjax.recipes import recipe_config
 
 
 def get_config(scale: str = "paper"):

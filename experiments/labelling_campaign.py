@@ -31,7 +31,7 @@ def main(argv):
   del argv
   # pylint: disable=import-outside-toplevel
   import os
-  from segjax import microscopy
+  from segjax.data import microscopy
   from segjax.labelstudio import campaign
   image, instances = microscopy.read_frame(_SOURCE.value)
   workdir = os.path.abspath(_WORKDIR.value)

@@ -35,7 +35,7 @@ def main(argv):
   del argv
   # pylint: disable=import-outside-toplevel
   from segjax import files
-  from segjax import microscopy
+  from segjax.data import microscopy
   from segjax import train
   config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
   image, instances = microscopy.read_frame(_SOURCE.value)

@@ -15,6 +15,7 @@ Needs the TPU compiler (pip install -e '.[plan]'). Writes <output>/plan_<config>
 import glob
 import json
 import os
+import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile for the slice; run nothing here
 
@@ -53,6 +54,7 @@ def main(argv):
   from segjax import config_defaults
   from segjax import files
   from segjax import plan
+  from segjax import plan_table
   if _REFRESH.value:
     for path in sorted(glob.glob(os.path.join(_REFRESH.value, "plan_*.json"))):
       result = json.load(open(path))
@@ -60,12 +62,12 @@ def main(argv):
       config_path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")
       config = config_defaults.load_config(config_path, argument or None)
       files.write_json(path, plan.refresh(result, config))
-      print(plan.markdown_row(result))
+      print(plan_table.markdown_row(result))
     return
   if _TABLE.value:
     paths = sorted(glob.glob(os.path.join(_TABLE.value, "plan_*.json")))
     topology = _TOPOLOGY.value if flags.FLAGS["topology"].present else None
-    print(plan.markdown_table([json.load(open(p)) for p in paths], topology=topology))
+    print(plan_table.markdown_table([json.load(open(p)) for p in paths], topology=topology))
     return
   if _CONFIG.value is None:
     raise flags.ValidationError("--config is required.")
@@ -81,12 +83,15 @@ def main(argv):
     else:
       eval_size = tuple(int(v) for v in _EVAL_SIZE.value) if _EVAL_SIZE.value else None
       input_size = tuple(int(v) for v in _INPUT_SIZE.value) if _INPUT_SIZE.value else None
+      start = time.perf_counter()
+      stage = lambda message: print(f"[{time.perf_counter() - start:6.0f} s] {message}",
+                                    flush=True)
       result = plan.plan(_CONFIG.value, _TOPOLOGY.value, fsdp=_FSDP.value,
                          batch_size=_BATCH.value, eval_size=eval_size,
-                         with_eval=not _NO_EVAL.value, input_size=input_size)
+                         with_eval=not _NO_EVAL.value, input_size=input_size, log=stage)
       result["config"] = name
-      print(plan.MARKDOWN_HEADER)
-      print(plan.markdown_row(result))
+      print(plan_table.MARKDOWN_HEADER)
+      print(plan_table.markdown_row(result))
       if result["note"]:
         print(f"Note: {result['note']}")
   except plan.PlanError as e:

@@ -54,8 +54,7 @@ def multiscale_data(config, num_train: int, data_dir: str | None):
 def evaluate(run_dir: str) -> dict:
   """Validation mIoU of a trained trunk (rows a, b) or HMSA (rows c) with `Predictor`."""
   # pylint: disable=import-outside-toplevel
-  import numpy as np
-  from segjax import metrics
+  from segjax import evaluation
   from segjax import predict
   from segjax import runs
   from segjax.data import pipeline
@@ -68,15 +67,8 @@ def evaluate(run_dir: str) -> dict:
   for row, predict_settings in settings.items():
     config = run.config.copy_and_resolve_references()
     config.predict.update(predict_settings)
-    predictor = predict.Predictor(run, config)
-    ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=10)
-    cm = np.zeros((source.descriptor.num_classes,) * 2, np.int64)
-    for batch in pipeline.as_numpy(ds, source):
-      for i in np.flatnonzero(batch["valid"]):
-        semantic = predictor.predict_image(batch["image"][i])[0]["semantic"][0]
-        cm += np.asarray(metrics.confusion_matrix(semantic, batch["semantic"][i],
-                                                  source.descriptor.num_classes))
-    results[row] = metrics.summarize(cm, source.descriptor.class_names)["mean_iou"]
+    results[row] = evaluation.evaluate_predictor(predict.Predictor(run, config), source,
+                                                 "validation", batch_size=10)["mean_iou"]
   return results
 
 

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax import chips
 from segjax import metrics
 from segjax import models
 from segjax import runs
@@ -41,15 +42,6 @@ from segjax import sharding
 from segjax import train
 from segjax.data import pipeline
 from segjax.data import shapes
-
-# Dense peak FLOP/s per chip by device_kind prefix: (bfloat16, float32). float32 matmuls on NVIDIA
-# tensor cores run as TF32 at JAX's default precision, so the TF32 peak is the float32 roof there.
-PEAK_FLOPS = {
-    "TPU v4": (275e12, 275e12), "TPU v5 lite": (197e12, 197e12), "TPU v5e": (197e12, 197e12),
-    "TPU v5p": (459e12, 459e12), "TPU v5": (459e12, 459e12), "TPU v6 lite": (918e12, 918e12),
-    "NVIDIA A100": (312e12, 156e12), "NVIDIA H100": (989e12, 494e12),
-    "NVIDIA H200": (989e12, 494e12),
-}
 
 
 @dataclasses.dataclass
@@ -80,9 +72,10 @@ class Timing:
 
 def peak_flops(dtype: str, timing: Timing) -> tuple[float, str]:
   kind = jax.devices()[0].device_kind
-  for prefix, (bf16, fp32) in PEAK_FLOPS.items():
-    if kind.startswith(prefix):
-      return (bf16 if dtype == "bfloat16" else fp32), f"{kind} datasheet"
+  chip = chips.for_device_kind(kind)  # float32 on NVIDIA tensor cores: TF32 at JAX's default
+  if chip is not None:
+    peak = chip.peak_flops if dtype == "bfloat16" else (chip.peak_flops_f32 or chip.peak_flops)
+    return peak, f"{kind} datasheet"
   a = jnp.asarray(np.random.default_rng(0).normal(size=(2048, 2048)), jnp.float32)
   seconds = timing.call(lambda x: x @ x, a)["median_s"]
   return 2 * 2048**3 / seconds, f"measured {jax.devices()[0].platform} float32 matmul"

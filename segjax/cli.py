@@ -19,8 +19,16 @@ from __future__ import annotations
 import os
 import sys
 
+from segjax import machine  # os and glob only
+
 # Before TensorFlow is imported anywhere: no oneDNN notice, no C++ INFO/WARNING lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# On a machine without an accelerator, JAX starts its CPU backend only: the TPU and CUDA plugins
+# that `.[plan]` or `.[cuda12]` install would otherwise each print their failed start-up (a CUDA
+# traceback, libtpu's host errors) in every script. JAX_PLATFORMS, when set, decides.
+if "JAX_PLATFORMS" not in os.environ and not machine.accelerator_present():
+  os.environ["JAX_PLATFORMS"] = "cpu"
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -94,6 +102,23 @@ def one_line(error: BaseException) -> str:
   return message
 
 
+def _import_quietly(module: str) -> None:
+  """Imports ``module`` with the process's stderr closed: TensorFlow's C++ notices (oneDNN, CPU
+  features) print before any setting can silence them. A failing import raises as usual."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "w") as devnull:
+      os.dup2(devnull.fileno(), 2)
+      try:
+        importlib.import_module(module)
+      finally:
+        os.dup2(saved, 2)
+  finally:
+    os.close(saved)
+
+
 def run(main, commands: tuple[str, ...] = ()) -> None:
   """``absl.app.run(main)``, with one-line errors (the traceback under ``--verbose``). With
   ``commands``, the one positional argument must be one of them (``main`` gets it as argv[1])."""
@@ -108,6 +133,7 @@ def run(main, commands: tuple[str, ...] = ()) -> None:
       return show_config()
     if not verbose:
       logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+      _import_quietly("tensorflow")
     return main(argv)
 
   try:

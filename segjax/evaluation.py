@@ -209,3 +209,19 @@ def evaluate_run(path: str, config=None, step: int | None = None) -> dict:
   evaluator = Evaluator(run.model, config, run.descriptor, mesh, runs.input_shape(config),
                         panoptic_labels=pipeline.has_instances(source))
   return {split: evaluator.evaluate(run.variables, source, split) for split in config.eval_splits}
+
+
+def evaluate_predictor(predictor, source, split: str, batch_size: int = 8) -> dict:
+  """`segjax.metrics.summarize` of the semantic predictions of ``predictor``
+  (`segjax.predict.Predictor`: its multi-scale/flip TTA, sliding window, HMSA ``model_scales``,
+  one image at a time on the host) over ``split`` of ``source``, each image at its own size —
+  for the prediction settings the compiled `Evaluator` does not run."""
+  config, num_classes = predictor.config, source.descriptor.num_classes
+  ds, _ = pipeline.eval_dataset(source, config.data, split, local_batch_size=batch_size)
+  confusion = np.zeros((num_classes, num_classes), np.int64)
+  for batch in pipeline.as_numpy(ds, source):
+    for i in np.flatnonzero(batch["valid"]):
+      semantic = predictor.predict_image(batch["image"][i])[0]["semantic"][0]
+      confusion += np.asarray(metrics.confusion_matrix(semantic, batch["semantic"][i],
+                                                       num_classes))
+  return metrics.summarize(confusion, source.descriptor.class_names)

@@ -9,7 +9,7 @@ corrected labels train the next model directly::
   OUT/instances/NAME.png     16-bit instance ids (0 = none), when instances were extracted
   OUT/annotations.json       COCO (--format=coco): RLE masks (pycocotools) and polygons
   OUT/labelme/NAME.json      labelme polygons (--format=labelme)
-  OUT/classes.json           the class table (move it to the dataset root to re-import)
+  OUT/classes.json           the class table (read from here when OUT is a split of a dataset)
   OUT/review.csv             images from least to most confident
   OUT/records/NAME.json      each image's review row and COCO regions, written last: an image
                              with a record is done (a run started again skips it)

@@ -103,6 +103,10 @@ class Progress:
          time.perf_counter() - self._last_time)
     self._last_step, self._last_time = step, time.perf_counter()
 
+  def exclude(self, seconds: float) -> None:
+    """Leaves ``seconds`` (a periodic evaluation) out of the next rate and ETA."""
+    self._last_time += seconds
+
   def report(self, step: int, scalars: dict) -> float:
     now = time.perf_counter()
     if step == self._last_step:  # just restarted: no rate measured yet

@@ -17,7 +17,7 @@ The step time is an estimate, the largest of four times per step (the plan names
   bandwidth (`communication`);
 * input: the recipe's decoding and ``data.train_pp`` measured on this machine's CPU, one core,
   on images of the dataset's size written as files (`input_rate`), scaled to the host's vCPUs.
-Chip figures (`CHIPS`) are datasheet numbers; docs/training.md lists them with their sources.
+Chip figures (`segjax.chips`) are datasheet numbers; docs/recipes.md lists them with their sources.
 """
 from __future__ import annotations
 
@@ -30,54 +30,17 @@ import time
 import jax
 import jax.numpy as jnp
 
+from segjax import chips
 from segjax import evaluation
-from segjax import losses
+from segjax import machine
 from segjax import models
-from segjax import optim
 from segjax import runs
 from segjax import sharding
 from segjax import train
 from segjax.data import pipeline
+from segjax.chips import GiB
+from segjax.plan_input import input_plan, input_rate
 
-GiB = 2**30
-
-
-@dataclasses.dataclass(frozen=True)
-class Chip:
-  """One accelerator chip (datasheets): HBM bytes, dense bf16 FLOP/s, HBM bytes/s, all-reduce
-  bytes/s over the interconnect, and the host's vCPUs per chip."""
-  name: str
-  hbm: float
-  peak_flops: float
-  bandwidth: float
-  ici: float
-  host_vcpus: float
-
-
-# Sources (docs/training.md): cloud.google.com/tpu/docs/{v4,v5e,v5p,v6e} (all-reduce bandwidth
-# per Pod / chips per Pod, or half the bidirectional ICI bandwidth per chip; vCPUs of a 4-chip
-# VM / 4), NVIDIA's A100/H100 datasheets (NVLink, half the bidirectional figure) and the GCE
-# machine types a2-ultragpu-8g (96 vCPUs) and a3-highgpu-8g (208 vCPUs).
-CHIPS = {
-    "v4": Chip("TPU v4", 32 * GiB, 275e12, 1.2e12, 1.1e15 / 4096, 240 / 4),
-    "v5e": Chip("TPU v5e", 16 * GiB, 197e12, 0.819e12, 51.2e12 / 256, 112 / 4),
-    "v5p": Chip("TPU v5p", 95 * GiB, 459e12, 2.765e12, 1200e9 / 2, 208 / 4),
-    "v6e": Chip("TPU v6e", 32 * GiB, 918e12, 1.64e12, 102.4e12 / 256, 180 / 4),
-    "a100": Chip("NVIDIA A100 80GB SXM", 80 * GiB, 312e12, 2.039e12, 600e9 / 2, 96 / 8),
-    "h100": Chip("NVIDIA H100 80GB SXM", 80 * GiB, 989e12, 3.35e12, 900e9 / 2, 208 / 8),
-}
-
-# Device descriptions for compiling for NVIDIA GPUs without one (the CUDA plugin's target config).
-_GPU_TARGETS = {
-    "a100": dict(core_count=108, fpus_per_core=64, memory_bandwidth=2039000000000,
-                 l2_cache_size=41943040, clock_rate_ghz=1.41, device_memory_size=85899345920,
-                 shared_memory_per_core=167936, shared_memory_per_block_optin=166912, major=8,
-                 description="NVIDIA A100-SXM4-80GB"),
-    "h100": dict(core_count=132, fpus_per_core=128, memory_bandwidth=3352320000000,
-                 l2_cache_size=52428800, clock_rate_ghz=1.98, device_memory_size=84929347584,
-                 shared_memory_per_core=233472, shared_memory_per_block_optin=232448, major=9,
-                 description="NVIDIA H100 80GB HBM3"),
-}
 
 INSTALL_HINT = ("Planning needs the TPU compiler (libtpu) for TPU topologies and the CUDA plugin "
                 "for GPUs, which segjax does not install by default: pip install -e '.[plan]' "
@@ -94,7 +57,7 @@ class Target:
   two TensorCores the topology lists separately)."""
   name: str
   devices: list
-  chip: Chip
+  chip: chips.Chip
   devices_per_chip: int
   hosts: int
 
@@ -115,16 +78,21 @@ def target(topology: str) -> Target:
   """``"v5e:4x8"``, ``"v4:2x2x4"``, ``"v5p:2x2x2"``, ``"v6e:2x2"`` (TPU slices) or ``"h100:8"`` /
   ``"a100:8"`` (one node of NVIDIA GPUs)."""
   kind, _, shape = topology.partition(":")
-  if kind not in CHIPS or not re.fullmatch(r"\d+(x\d+)*", shape):
+  if kind not in chips.CHIPS or not re.fullmatch(r"\d+(x\d+)*", shape):
     raise PlanError(f"Unknown topology {topology!r}: expected e.g. v5e:4x8, v4:2x2x4, v5p:2x2x2, "
-                    f"v6e:4x8, h100:8 or a100:8 (chips: {sorted(CHIPS)}).")
+                    f"v6e:4x8, h100:8 or a100:8 (chips: {sorted(chips.CHIPS)}).")
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
-  # Compiling needs no TPU, so several planning processes (pytest workers) may load libtpu at once.
+  # Compiling needs no TPU, so several planning processes (pytest workers) may load libtpu at once;
+  # on a machine without one, libtpu is told it runs alone (else it prints its host errors).
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  if not machine.accelerator_present():
+    for key, value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "localhost"),
+                       ("TPU_ACCELERATOR_TYPE", "v5litepod-8")):
+      os.environ.setdefault(key, value)
   try:
-    if kind in _GPU_TARGETS:
+    if kind in chips.GPU_TARGETS:
       description = topologies.get_topology_desc(
-          "gpu", "cuda", target_config=_gpu_target_config(kind), topology=f"1x1x{int(shape)}")
+          "gpu", "cuda", target_config=chips.gpu_target_config(kind), topology=f"1x1x{int(shape)}")
     else:
       description = topologies.get_topology_desc(platform="tpu", topology_name=topology)
   except Exception as e:  # the TPU/GPU compiler is missing or refuses the topology
@@ -134,29 +102,9 @@ def target(topology: str) -> Target:
       raise PlanError(f"No compiler for {topology}: {INSTALL_HINT}") from e
     raise PlanError(f"Cannot describe topology {topology!r}: {e}") from e
   devices = list(description.devices)
-  chips = math.prod(int(n) for n in shape.split("x"))
+  count = math.prod(int(n) for n in shape.split("x"))
   hosts = len({getattr(d, "process_index", 0) for d in devices})
-  return Target(topology, devices, CHIPS[kind], max(1, len(devices) // chips), hosts)
-
-
-def _gpu_target_config(kind: str) -> str:
-  t = _GPU_TARGETS[kind]
-  return f"""gpu_device_info {{
-  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
-  shared_memory_per_core: {t['shared_memory_per_core']} threads_per_core_limit: 2048
-  core_count: {t['core_count']} fpus_per_core: {t['fpus_per_core']}
-  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
-  memory_bandwidth: {t['memory_bandwidth']} l2_cache_size: {t['l2_cache_size']}
-  clock_rate_ghz: {t['clock_rate_ghz']} device_memory_size: {t['device_memory_size']}
-  shared_memory_per_block_optin: {t['shared_memory_per_block_optin']}
-  cuda_compute_capability {{ major: {t['major']} }}
-  registers_per_core_limit: 65536 registers_per_block_limit: 65536
-}}
-platform_name: "CUDA"
-dnn_version_info {{ major: 9 minor: 7 }}
-runtime_version {{ major: 12 minor: 8 patch: 0 }}
-device_description_str: "{t['description']}"
-"""
+  return Target(topology, devices, chips.CHIPS[kind], max(1, len(devices) // count), hosts)
 
 
 def _with_sharding(tree, shardings):
@@ -176,26 +124,6 @@ def shard_bytes(tree) -> int:
     shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
     total += math.prod(shape) * jnp.dtype(x.dtype).itemsize
   return total
-
-
-def state_bytes(config, topology: str, fsdp: int = 1) -> dict:
-  """Bytes per device of the train state (parameters + optimizer state) of ``config`` on
-  ``topology`` with ``fsdp``: ``"compiled"``, the output size the compiler gives a program that
-  allocates the state's arrays in the shardings the trainer gives them (zeros: only the sizes
-  matter, and it compiles in seconds where the initialisers take minutes), and ``"shards"``, the
-  sum over the arrays' shards."""
-  target_ = target(topology)
-  mesh = sharding.make_mesh(devices=target_.devices, fsdp=fsdp)
-  model = models.from_config(config.model, pipeline.dataset_info(config.data).descriptor.num_classes)
-  tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
-  min_size = config.get("sharding", {}).get("fsdp_min_size", 2**12)
-  abstract = train.abstract_train_state(model, tx, runs.input_shape(config), mesh, min_size)
-  allocate = jax.jit(lambda: jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype),
-                                                    abstract),
-                     out_shardings=sharding.shardings_of(abstract))
-  compiled = allocate.lower().compile()
-  return {"compiled": compiled.memory_analysis().output_size_in_bytes,
-          "shards": shard_bytes(abstract)}
 
 
 def plan_batch_size(config, devices: int, batch_size: int | None) -> tuple[int, str]:
@@ -347,97 +275,6 @@ _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, 
           "f32": 4, "s64": 8, "u64": 8, "f64": 8}
 
 
-def _mock_files(directory: str, info, size, count: int = 4) -> list[tuple[str, ...]]:
-  """``count`` scenes of ``size`` written as the dataset stores them: the image as PNG or JPEG
-  (16-bit PNG for 16-bit datasets; one channel for grey ones), labels (and instances) as PNG."""
-  import cv2  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from segjax.data import shapes  # pylint: disable=import-outside-toplevel
-  rows = []
-  for i in range(count):
-    image, semantic, instance = shapes.render_scene(np.random.default_rng(i), max(size),
-                                                    max_things=24)
-    image, semantic, instance = (a[:size[0], :size[1]] for a in (image, semantic, instance))
-    if info.channels == 1:
-      image = image.mean(axis=-1).astype(np.uint8)
-    if info.dtype == "uint16" or getattr(info.dtype, "name", "") == "uint16":
-      image = image.astype(np.uint16) * 257
-    suffix = ".jpg" if info.image_format == "jpeg" and image.dtype == np.uint8 else ".png"
-    paths = (os.path.join(directory, f"{i}{suffix}"), os.path.join(directory, f"{i}_labels.png"),
-             os.path.join(directory, f"{i}_instances.png"))
-    cv2.imwrite(paths[0], image)
-    cv2.imwrite(paths[1], semantic)
-    cv2.imwrite(paths[2], instance)
-    rows.append(paths)
-  return rows
-
-
-def input_rate(data_config, info, size, *, examples: int = 12) -> dict:
-  """Training examples per second on one CPU core of this machine: files of ``size`` (written
-  here, `_mock_files`) read and decoded, then the recipe's ``data.train_pp`` and normalisation
-  (`segjax.data.pipeline.train_preprocess`), in a tf.data pipeline limited to one thread."""
-  import tempfile  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  with tempfile.TemporaryDirectory(prefix="segjax-plan-input-") as directory:
-    paths = _mock_files(directory, info, size)
-    channels, dtype = info.channels, info.dtype
-
-    def read(image_path, label_path, instance_path):
-      image = tf.io.decode_image(tf.io.read_file(image_path), channels=channels, dtype=dtype,
-                                 expand_animations=False)
-      semantic = tf.cast(tf.io.decode_png(tf.io.read_file(label_path))[..., 0], tf.int32)
-      example = {"image": image, "semantic": semantic}
-      if info.instances:
-        example["instance"] = tf.cast(tf.io.decode_png(tf.io.read_file(instance_path),
-                                                       dtype=tf.uint16)[..., 0], tf.int32)
-        example["panoptic"] = semantic * info.descriptor.label_divisor + example["instance"]
-      return example
-
-    ds = tf.data.Dataset.from_tensor_slices(tuple(map(list, zip(*paths)))).repeat()
-    ds = ds.map(read).enumerate().map(
-        pipeline.train_preprocess(info.descriptor, data_config, seed=0))
-    options = tf.data.Options()
-    options.threading.private_threadpool_size = 1
-    options.threading.max_intra_op_parallelism = 1
-    options.autotune.enabled = False
-    iterator = iter(ds.with_options(options))
-    for _ in range(2):  # warm-up
-      next(iterator)
-    start = time.perf_counter()
-    for _ in range(examples):
-      next(iterator)
-    rate = examples / (time.perf_counter() - start)
-  import platform  # pylint: disable=import-outside-toplevel
-  return {"image_size": list(size), "format": info.image_format, "examples_per_s_per_core": rate,
-          "cpu": _cpu_name() or platform.machine()}
-
-
-def _cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return ""
-
-
-def input_plan(rate: dict, target_: Target, batch_size: int, compute_seconds: float | None) -> dict:
-  """What the hosts' CPUs must do per step: each host decodes ``batch_size / hosts`` examples
-  with all its vCPUs at ``rate``'s examples/s per core; the cores a host needs to keep pace with
-  the devices' own (compute/HBM/ICI) step time."""
-  per_host = batch_size / target_.hosts
-  chips_per_host = len(target_.devices) / target_.devices_per_chip / target_.hosts
-  vcpus = target_.chip.host_vcpus * chips_per_host
-  per_core = rate["examples_per_s_per_core"]
-  out = dict(rate, examples_per_host=per_host, host_vcpus=vcpus,
-             seconds=per_host / (vcpus * per_core))
-  if compute_seconds:
-    out["cores_needed_per_host"] = per_host / compute_seconds / per_core
-  return out
-
-
 def add_communication_and_input(result: dict, config, state, mesh, target_: Target, info, *,
                                 compiled=None, input_size=None, with_input: bool = True) -> None:
   """Adds ``result["ici"]`` (`communication`) and ``result["input"]`` (`input_rate`, `input_plan`)
@@ -461,8 +298,7 @@ def refresh(result: dict, config, *, input_size=None) -> dict:
   target_ = target(result["topology"])
   mesh = sharding.make_mesh(devices=target_.devices, fsdp=result["fsdp"])
   info = pipeline.dataset_info(config.data)
-  model = models.from_config(config.model, info.descriptor.num_classes)
-  tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  model, tx, _, _ = train.parts(config, info.descriptor)
   min_size = config.get("sharding", {}).get("fsdp_min_size", 2**12)
   state = train.abstract_train_state(model, tx, runs.input_shape(config), mesh, min_size)
   train_ = result["train"]
@@ -498,8 +334,9 @@ def estimate_step(result: dict) -> None:
 
 def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | None = None,
          eval_batch_size: int | None = None, eval_size=None, with_eval: bool = True,
-         input_size=None, with_input: bool = True) -> dict:
-  """The plan of ``config`` on ``topology`` (see the module docstring), JSON-ready; the input is
+         input_size=None, with_input: bool = True, log=lambda message: None) -> dict:
+  """The plan of ``config`` on ``topology`` (see the module docstring), JSON-ready; ``log`` gets a
+  line as each stage starts and ends (compiling a large recipe takes minutes); the input is
   planned on images of ``input_size`` (default: the dataset's, `segjax.data.pipeline.DataInfo`
   ``plan_size``, or the training crop)."""
   target_ = target(topology)
@@ -510,15 +347,11 @@ def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | No
   devices = len(target_.devices)
   info = pipeline.dataset_info(config.data)
   descriptor = info.descriptor
-  model = models.from_config(config.model, descriptor.num_classes)
-  tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
-  objective = losses.Objective(losses.make_terms(config.get("loss"), config.get("losses")),
-                               descriptor.ignore_label)
+  model, tx, objective, metric_terms = train.parts(config, descriptor)
   min_size = config.get("sharding", {}).get("fsdp_min_size", 2**12)
   state = train.abstract_train_state(model, tx, runs.input_shape(config), mesh, min_size)
   batch_size, note = plan_batch_size(config, devices, batch_size)
   batch = pipeline.abstract_train_batch(config.data, info, batch_size)
-  metric_terms = train.make_train_metrics(config, descriptor.num_classes, descriptor.ignore_label)
   sums = jax.eval_shape(lambda: train.zero_sums(model, objective, metric_terms, state.variables,
                                                 batch))
   sums = _with_sharding(sums, jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), sums))
@@ -535,8 +368,11 @@ def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | No
       "recipe_batch_size": config.batch_size, "note": note,
       "parameters": models.count_params(state.params),
   }
+  log(f"compiling the train step: batch {batch_size} over {devices} {target_.chip.name} devices")
   compiled = _compile(step, state, sums, _sharded_batch(batch, mesh))
   result["train"] = _program(*compiled, target_, batch_size, state_bytes)
+  log(f"train step compiled in {compiled[2]:.0f} s: "
+      f"{'fits' if result['train']['fits'] else 'does not fit'}")
   train_step = result["train"]
   if train_step.get("step_seconds"):
     # The recipe's schedule in images: steps x its batch, at the planned batch.
@@ -544,11 +380,15 @@ def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | No
     hours = steps * train_step["step_seconds"] / 3600
     result["schedule"] = {"steps": steps, "hours": hours,
                           "chip_hours": hours * devices / target_.devices_per_chip}
+  if with_input:
+    log("measuring the recipe's decoding and augmentation on this CPU")
   add_communication_and_input(result, config, state, mesh, target_, info, compiled=compiled[1],
                               input_size=input_size, with_input=with_input)
   if with_eval:
+    log("compiling the evaluation step")
     result["eval"] = _plan_eval(config, model, info, mesh, target_, state, eval_batch_size,
                                 eval_size)
+    log("evaluation step compiled")
   return result
 
 
@@ -574,6 +414,11 @@ def _plan_eval(config, model, info, mesh, target_, state, eval_batch_size, eval_
   return out
 
 
+def _gib(program: dict) -> str:
+  memory = program.get("memory_gib")
+  return f"{memory['total']:.2f}" if memory else "?"
+
+
 def sweep(config, topology: str, *, fsdp_values=(1, 2, 4, 8), max_per_device: int = 64,
           with_eval: bool = False, log=print) -> dict:
   """Batch per device (1, 2, 4, ...) × ``fsdp``: for each fsdp, the largest batch that fits
@@ -597,74 +442,3 @@ def sweep(config, topology: str, *, fsdp_values=(1, 2, 4, 8), max_per_device: in
         best = result
       per_device *= 2
   return {"plans": tried, "best": best}
-
-
-def _gib(program: dict) -> str:
-  memory = program.get("memory_gib")
-  return f"{memory['total']:.2f}" if memory else "?"
-
-
-def markdown_row(result: dict) -> str:
-  """One row of the recipe × slice table: per-device GiB, fits, step ms, images/s, MFU, hours
-  and chip-hours for the schedule, the evaluation step's GiB and ms, the published number."""
-  t, e = result["train"], result.get("eval") or {}
-  memory = t.get("memory_gib", {})
-  number = lambda value, fmt: format(value, fmt) if value is not None else "—"
-  gib = f"{memory['total']:.1f} / {memory['hbm']:.0f}" if memory else "—"
-  needed = re.search(r"temporaries \(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)",
-                     t.get("compiler_error", ""))
-  if needed:  # the compiler's own figure for what did not fit
-    want, have = float(needed.group(1)), float(needed.group(2))
-    digits = 1 if round(want, 1) > round(have, 1) else 2  # 15.78 > 15.75, not 15.8 > 15.8
-    gib = f"temporaries {want:.{digits}f} > {have:.{digits}f}"
-  schedule = result.get("schedule") or {}
-  evaluation = (f"{e['memory_gib']['total']:.1f} GiB, {1e3 * e['step_seconds']:.0f} ms"
-                if e.get("memory_gib") and e.get("step_seconds") else
-                ("does not fit" if e and not e.get("fits") else "—"))
-  parts = [t.get("compute_seconds"), t.get("hbm_seconds"),
-           (result.get("ici") or {}).get("seconds"), (result.get("input") or {}).get("seconds")]
-  parts = (" / ".join(_ms(v) for v in parts) if t.get("flops_per_device") else "—")
-  return (f"| {result.get('config', result['model'])} | {result['topology']} | "
-          f"{result['batch_size']} | {gib} | {'yes' if t['fits'] else '**no**'} | {parts} | "
-          f"{number(t.get('step_seconds') and 1e3 * t['step_seconds'], ',.0f')}"
-          f"{' (' + t['bound'] + ')' if t.get('bound') else ''} | "
-          f"{number(t.get('images_per_second'), ',.0f')} | "
-          f"{_percent(t.get('mfu'))} | "
-          f"{_hours(schedule.get('hours'))} | {number(schedule.get('chip_hours'), ',.0f')} | "
-          f"{evaluation} | {result.get('reference', '')} |")
-
-
-def _ms(seconds) -> str:
-  """Milliseconds, two significant digits below 10 (``0.41``, ``3.2``, ``1,243``)."""
-  if seconds is None:
-    return "—"
-  ms = 1e3 * seconds
-  return f"{ms:,.0f}" if ms >= 10 else f"{ms:.2g}"
-
-
-def _percent(fraction) -> str:
-  """MFU as a percentage: whole percents, two significant digits below 1% (``0.083%``)."""
-  if not fraction:
-    return "—"
-  return f"{100 * fraction:.0f}%" if fraction >= 0.01 else f"{100 * fraction:.2g}%"
-
-
-def _hours(hours) -> str:
-  """Two significant digits, whole hours from 100 on (``0.23``, ``4.7``, ``557``)."""
-  if hours is None:
-    return "—"
-  return f"{hours:,.0f}" if hours >= 100 else f"{hours:.2g}"
-
-
-def markdown_table(results, topology: str | None = None) -> str:
-  """The recipe × slice table of several plans (as written by experiments/plan.py); with
-  ``topology``, the rows of that slice only."""
-  rows = sorted((r for r in results if topology in (None, r["topology"])),
-                key=lambda r: (r.get("config", r["model"]), r["topology"]))
-  return "\n".join([MARKDOWN_HEADER] + [markdown_row(r) for r in rows])
-
-
-MARKDOWN_HEADER = ("| recipe | slice | batch | GiB per device (of HBM) | fits | ms compute / HBM / "
-                   "ICI / input | step ms (bound) | images/s | MFU | hours | chip-hours | "
-                   "eval step (per device) | published |\n"
-                   "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|")

@@ -374,7 +374,7 @@ def prediction_settings(predictor: Predictor, fmt: str) -> str:
   post-processing settings and the format. A record with another digest is predicted again."""
   import hashlib  # pylint: disable=import-outside-toplevel
   config = predictor.config
-  what = {"source": str(predictor.run.source), "format": fmt,
+  what = {"model": str(predictor.run.path), "format": fmt,
           "predict": config.predict.to_dict(), "postprocess": config.get("postprocess")}
   return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

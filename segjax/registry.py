@@ -1,7 +1,8 @@
-"""One registry for models, losses, preprocessing ops and post-processors.
+"""One registry for models, losses, preprocessing ops, post-processors, training metrics,
+optimizers, learning-rate schedules and datasets.
 
 Entries are registered with a decorator under a *kind* (``"model"``, ``"loss"``, ``"pp"``,
-``"postprocess"``) and looked up by a spec string in the big_vision style: ``"unet"``,
+``"postprocess"``, ``"train_metric"``, ``"optimizer"``, ``"schedule"``, ``"dataset"``) and looked up by a spec string in the big_vision style: ``"unet"``,
 ``"unet(features=32, depth=3)"`` or ``"random_scale(0.5, 2.0)"``; the arguments are Python literals
 bound to the registered callable with ``functools.partial``. A spec may also name any importable
 function, ``"my_project.losses:boundary_loss(theta=3)"``, so that a config file that holds only
@@ -20,7 +21,8 @@ _IMPORTABLE = re.compile(r"^\s*([A-Za-z_][\w.]*):([A-Za-z_][\w.]*)\s*(\(.*\))?\s
 # How each kind is called in error messages ("Unknown loss ... Registered losses: ...").
 _NAMES = {"loss": ("loss", "losses"), "pp": ("preprocessing op", "preprocessing ops"),
           "postprocess": ("post-processor", "post-processors"),
-          "train_metric": ("training metric", "training metrics")}
+          "train_metric": ("training metric", "training metrics"),
+          "schedule": ("learning-rate schedule", "learning-rate schedules")}
 
 
 def register(kind: str, name: str | None = None):
@@ -34,6 +36,14 @@ def register(kind: str, name: str | None = None):
     return fn
 
   return decorator
+
+
+def get(kind: str, name: str) -> Any:
+  """The entry registered as ``kind`` under exactly ``name`` (no spec parsing)."""
+  if (kind, name) not in _REGISTRY:
+    raise KeyError(f"Unknown {describe(kind)} {name!r}. Registered {describe(kind, True)}: "
+                   f"{', '.join(names(kind)) or 'none'}.")
+  return _REGISTRY[(kind, name)]
 
 
 def names(kind: str) -> list[str]:
@@ -82,8 +92,8 @@ def is_importable(spec: str) -> bool:
   return bool(_IMPORTABLE.match(spec))
 
 
-def import_callable(name: str) -> Callable[..., Any]:
-  """The function ``"package.module:function"`` (``function`` may be dotted, ``Class.method``)."""
+def import_object(name: str) -> Any:
+  """The object ``"package.module:attribute"`` (``attribute`` may be dotted, ``Class.method``)."""
   module_name, _, attribute = name.partition(":")
   try:
     target = importlib.import_module(module_name)
@@ -91,6 +101,12 @@ def import_callable(name: str) -> Callable[..., Any]:
       target = getattr(target, part)
   except (ImportError, AttributeError) as e:
     raise KeyError(f"Cannot import {name!r}: {e}.") from e
+  return target
+
+
+def import_callable(name: str) -> Callable[..., Any]:
+  """The function ``"package.module:function"`` (``function`` may be dotted, ``Class.method``)."""
+  target = import_object(name)
   if not callable(target):
     raise KeyError(f"{name!r} is not callable.")
   return target

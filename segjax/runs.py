@@ -133,7 +133,7 @@ class Run:
   descriptor: DatasetDescriptor
   model: Any
   variables: dict
-  source: str = ""
+  path: str = ""  # the run directory or exported file it was loaded from
 
   def apply(self, images, **kwargs):
     """The model's outputs in eval mode for a batch ``[B,H,W,C]`` of normalised images."""
@@ -201,7 +201,7 @@ def load(path: str, step: int | None = None) -> Run:
                      f"{os.path.join(path, CONFIG_FILE)}. Orbax said: {e}") from e
   finally:
     checkpointer.close()
-  return Run(config, descriptor, model, variables, source=path)
+  return Run(config, descriptor, model, variables, path=path)
 
 
 def export(run: Run, path: str) -> str:
@@ -242,4 +242,4 @@ def load_exported(path: str) -> Run:
   variables = flax.traverse_util.unflatten_dict(
       {tuple(k.split("/")): jnp.asarray(v, expected[k].dtype) for k, v in tensors.items()})
   variables.setdefault("batch_stats", {})
-  return Run(config, descriptor, model, variables, source=path)
+  return Run(config, descriptor, model, variables, path=path)

@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import functools
 import os
+import time
 from typing import Iterator
 
 import jax
@@ -31,6 +32,7 @@ from segjax import postprocess
 from segjax import runs
 from segjax import sharding
 from segjax import train_metrics as train_metrics_lib
+from segjax.data import datasets
 from segjax.data import pipeline
 from segjax.models import pretrained
 from segjax.train_state import MetricSums, TrainState
@@ -246,7 +248,9 @@ def check_config(config) -> list:
   """Checks ``config`` before anything is built (loss names and terms, data sizes and ops, the
   post-processing chain), naming the key and value at fault; returns the loss terms."""
   terms = losses.make_terms(config.get("loss"), config.get("losses"))
+  datasets.dataset(config.data)  # the name is known
   pipeline.check_config(config.data)
+  optim.make_optimizer(config.optimizer, config.num_train_steps)  # names and settings
   run_logging.check_profile_steps(config.get("profile_steps"))
   postprocess.validate(config.get("postprocess", "argmax"))
   make_train_metrics(config, 1, 255)
@@ -259,6 +263,17 @@ def make_train_metrics(config, num_classes: int, ignore_label: int):
                                         ignore_label)
 
 
+def parts(config, descriptor, terms=None):
+  """``(model, optimizer, objective, training metrics)`` of ``config`` for ``descriptor``'s
+  dataset: what `setup` builds and `segjax.plan` compiles (``terms``: the loss terms, default
+  ``config.loss`` and ``config.losses``)."""
+  terms = losses.make_terms(config.get("loss"), config.get("losses")) if terms is None else terms
+  return (models.from_config(config.model, descriptor.num_classes),
+          optim.make_optimizer(config.optimizer, config.num_train_steps),
+          losses.Objective(terms, descriptor.ignore_label),
+          make_train_metrics(config, descriptor.num_classes, descriptor.ignore_label))
+
+
 def setup(config, mesh=None, data: bool = True) -> Trainer:
   """Mesh, data source, model, optimizer, objective and initial state of ``config`` (``data=False``:
   no source, the descriptor from the config alone, for benchmarks on random data)."""
@@ -268,10 +283,7 @@ def setup(config, mesh=None, data: bool = True) -> Trainer:
     mesh = sharding.make_mesh(config.get("num_devices"), fsdp=options.get("fsdp", 1))
   source = pipeline.get_source(config.data) if data else None
   descriptor = source.descriptor if data else pipeline.dataset_info(config.data).descriptor
-  objective = losses.Objective(terms, descriptor.ignore_label)
-  metric_terms = make_train_metrics(config, descriptor.num_classes, descriptor.ignore_label)
-  model = models.from_config(config.model, descriptor.num_classes)
-  tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  model, tx, objective, metric_terms = parts(config, descriptor, terms)
   state = create_train_state(model, tx, runs.input_shape(config), config.seed, mesh,
                              min_shard_size=options.get("fsdp_min_size", 2**12))
   record = None
@@ -353,10 +365,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     sums = new_sums()
 
   def evaluate_all(step):
+    start = time.perf_counter()
     results = {split: evaluator.evaluate(state.variables, trainer.source, split)
                for split in config.eval_splits}
     for split, summary in results.items():
       writer.write_scalars(step, summary, prefix=f"{split}/")
+      if step < total_steps:  # the final evaluation is printed below
+        run_logging.info("step %d %s: %s", step, split, evaluation.format_summary(summary))
+    progress.exclude(time.perf_counter() - start)  # steps/s and the ETA count training only
     return results
 
   batches = device_batches(pipeline.as_numpy(train_ds, trainer.source), mesh,

@@ -16,7 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import atexit  # noqa: E402
-import importlib.util  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -42,12 +41,11 @@ def pytest_collection_modifyitems(items):
 
 
 def load_config(name: str):
-  """``get_config()`` of ``configs/<name>.py``; ``name:argument`` calls ``get_config(argument)``."""
+  """``get_config()`` of ``configs/<name>.py``; ``name:argument`` calls ``get_config(argument)``
+  (`segjax.config_defaults.load_config`)."""
+  from segjax import config_defaults  # pylint: disable=import-outside-toplevel
   name, _, argument = name.partition(":")
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(argument) if argument else module.get_config()
+  return config_defaults.load_config(os.path.join(ROOT, "configs", f"{name}.py"), argument or None)
 
 
 def records_of_mock_data(builder, split):

@@ -67,6 +67,10 @@ def test_one_line(error, expected):
                                                 "Unknown preprocessing op 'random_crp'"),
     ("postprocess", "argmax|semantic_instances(methd='watershed')", "semantic_instances"),
     ("loss", "cross_entropy + dice_los", "Unknown loss 'dice_los'"),
+    ("data.normalization", "min_max", "config.data.normalization='min_max': use one of "
+                                      "'mean_std', 'minmax', 'percentile'"),
+    ("optimizer.name", "adamx", "config.optimizer.name: Unknown optimizer 'adamx'"),
+    ("data.name", "tfds:cityscape", "config.data.name: Unknown dataset 'tfds:cityscape'"),
 ])
 def test_bad_config_values_are_named_before_anything_is_built(tmp_path, key, value, message):
   from segjax import train  # pylint: disable=import-outside-toplevel
@@ -78,3 +82,26 @@ def test_bad_config_values_are_named_before_anything_is_built(tmp_path, key, val
     train.setup(config)
   assert message in cli.one_line(raised.value)
   assert not (tmp_path / "tfds").exists()  # no dataset was prepared, no model built
+
+
+def test_a_cpu_machine_with_the_tpu_compiler_installed_prints_one_line(tmp_path):
+  """libtpu is installed here (the test extra) and there is no TPU: a main that starts JAX and
+  TensorFlow and then fails prints the one error line and nothing else — no libtpu start-up
+  errors, no TensorFlow notices."""
+  script = tmp_path / "main.py"
+  script.write_text(
+      "from segjax import cli\n\n"
+      "def main(argv):\n"
+      "  import jax\n"
+      "  import tensorflow as tf\n"
+      "  assert jax.devices()[0].platform == 'cpu' and tf.constant(1).numpy() == 1\n"
+      "  raise FileNotFoundError('photos/a.png does not exist')\n\n"
+      "if __name__ == '__main__':\n"
+      "  cli.run(main)\n")
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("JAX_PLATFORMS", "TF_CPP_MIN_LOG_LEVEL", "XLA_FLAGS")}
+  result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env={**env, "PYTHONPATH": ROOT})
+  assert result.returncode == 1
+  assert result.stdout + result.stderr == ("error: photos/a.png does not exist  "
+                                           "[--verbose: traceback]\n")

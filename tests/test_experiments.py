@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import ROOT, documented_commands
@@ -44,6 +45,7 @@ def _config_file(tmp_path, data_dir):
   return str(path)
 
 
+@pytest.mark.slow
 def test_quickstart_evaluate_export_predict(data_dir, tmp_path):
   config, workdir = _config_file(tmp_path, data_dir), str(tmp_path / "runs" / "quick")
   out = _main("quickstart.py", f"--config={config}", f"--workdir={workdir}")
@@ -80,6 +82,7 @@ def test_quickstart_evaluate_export_predict(data_dir, tmp_path):
   assert len(list(csv.DictReader(open(output / "review.csv")))) == 2
 
 
+@pytest.mark.slow
 def test_make_shapes_folder_and_benchmark(data_dir, tmp_path):
   root = tmp_path / "folder"
   _main("make_shapes_folder.py", f"--output={root}", "--image_size=48", "--num_train=2",

@@ -78,6 +78,28 @@ def test_rgba_and_grey_images_become_rgb_and_colour_masks_map_through_classes_js
   assert d.class_names == ("background", "nucleus") and d.thing_classes == (1,)
 
 
+def test_classes_json_of_pre_labels_written_inside_the_split_is_read(tmp_path):
+  """`experiments/predict.py --output=DATA/train` writes classes.json into the split: it is read
+  from there (named classes, colours); two splits with different tables are an error naming both."""
+  root = tmp_path / "data"
+  classes = {"classes": [{"id": 0, "name": "sky", "color": [0, 0, 255], "kind": "stuff"},
+                         {"id": 1, "name": "car", "color": [255, 0, 0], "kind": "thing"},
+                         {"id": 2, "name": "road", "color": [90, 90, 90], "kind": "stuff"}]}
+  write(str(root / "train/images/a.png"), np.zeros((4, 5, 3), np.uint8))
+  write_palette(str(root / "train/masks/a.png"), np.ones((4, 5), np.int64))
+  (root / "train/classes.json").write_text(json.dumps(classes))
+  d = folder.prepare(str(root), data_dir=str(tmp_path / "tfds")).descriptor()
+  assert d.class_names == ("sky", "car", "road") and d.thing_classes == (1,)
+  assert d.colormap[2] == (90, 90, 90)
+  classes["classes"][2]["name"] = "street"
+  write(str(root / "val/images/b.png"), np.zeros((4, 5, 3), np.uint8))
+  write_palette(str(root / "val/masks/b.png"), np.ones((4, 5), np.int64))
+  (root / "val/classes.json").write_text(json.dumps(classes))
+  with pytest.raises(folder.BadFileError, match=r"train/classes\.json and .*val/classes\.json "
+                     r"give different classes"):
+    folder.prepare(str(root), data_dir=str(tmp_path / "tfds2"))
+
+
 def test_coco_annotations_instead_of_masks(tmp_path):
   from pycocotools import mask as mask_utils
   root = tmp_path / "data"
@@ -99,6 +121,23 @@ def test_coco_annotations_instead_of_masks(tmp_path):
   want = np.where(square == 1, 2, np.where(expected_polygon == 1, 1, 0))
   np.testing.assert_array_equal(got["semantic"][..., 0], want)
   np.testing.assert_array_equal(got["instance"][..., 0], np.where(square == 1, 1, np.where(expected_polygon == 1, 2, 0)))
+  # Masks beside the JSON (as pre-labels are written): equal is fine, an edited one is named.
+  write_palette(str(root / "train/masks/img.png"), want)
+  assert (examples(root, "train", tmp_path / "both")["img"]["semantic"][..., 0] == want).all()
+  edited = want.copy()
+  edited[0, :3] = 2
+  write_palette(str(root / "train/masks/img.png"), edited)
+  with pytest.raises(folder.BadFileError, match=r"masks/img\.png and .*annotations\.json "
+                     r"disagree on 3 pixels of img: keep the one you corrected"):
+    folder.prepare(str(root), data_dir=str(tmp_path / "tfds_edited"))
+  os.remove(root / "train/masks/img.png")
+  # An annotation without a segmentation is named: file, annotation id, image.
+  for empty in ([], [[]]):
+    coco["annotations"][1]["segmentation"] = empty
+    (root / "train/annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(folder.BadFileError, match=r"annotations\.json: annotation id 2 of img\.png "
+                       r"\(category 1\) has an empty segmentation"):
+      folder.prepare(str(root), data_dir=str(tmp_path / f"tfds_empty{len(empty)}"))
 
 
 @pytest.mark.parametrize("case,message", [
@@ -106,6 +145,7 @@ def test_coco_annotations_instead_of_masks(tmp_path):
     ("size", r"masks/a\.png: mask size 4x5 differs from the image's 6x5"),
     ("orphan", r"masks/ghost\.png: mask without an image"),
     ("label", r"masks/a\.png: label 7 is neither a class \(0\.\.1\) nor the ignore label 255"),
+    ("empty", r"val/images holds no images \(files ending in \.png"),
 ])
 def test_bad_files_raise_errors_naming_them(tmp_path, case, message):
   root = tmp_path / "data"
@@ -122,6 +162,8 @@ def test_bad_files_raise_errors_naming_them(tmp_path, case, message):
     write(str(root / "train/masks/ghost.png"), mask)
   if case == "label":
     mask[2, 3] = 7
+  if case == "empty":
+    (root / "val/images").mkdir(parents=True)
   write(str(root / "train/masks/a.png"), mask)
   with pytest.raises(folder.BadFileError, match=message):
     examples(root, "train", tmp_path)

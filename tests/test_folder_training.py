@@ -57,6 +57,7 @@ def folders(tmp_path_factory):
   return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt,normalization,channels", CASES)
 def test_folder_trains_evaluates_and_predicts(folders, tmp_path, fmt, normalization, channels):
   config = load_config("unet_folder")

@@ -82,6 +82,7 @@ def segformer_logits(model, variables):
   return np.asarray(out["logits_4x"]), io
 
 
+@pytest.mark.slow
 def test_from_pretrained_by_hub_name_equals_transformers_logits_at_main_and_a_pinned_revision(
     hub_cache):
   """main holds the checkpoint's key names, the tag "memory" (another commit) transformers 5's
@@ -106,13 +107,14 @@ def test_timm_resnet_by_hub_name_in_from_pretrained_and_from_torchvision(hub_cac
   _, state = hub_cache
   for model, variables in (models.from_pretrained("hf-hub:timm/resnet18.tiny"),
                            models.from_torchvision("resnet18", "hf-hub:timm/resnet18.tiny")):
-    assert model.depth == "resnet18"
+    assert model.depth == 18
     np.testing.assert_array_equal(variables["params"]["layer2"]["0"]["conv1"]["kernel"],
                                   state["layer2.0.conv1.weight"].transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(variables["batch_stats"]["bn1"]["var"],
                                   state["bn1.running_var"])
 
 
+@pytest.mark.slow
 def test_config_model_pretrained_hub_name_loads_the_backbone_and_the_run_records_it(
     hub_cache, data_dir, tmp_path, monkeypatch):
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel

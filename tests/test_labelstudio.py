@@ -339,6 +339,7 @@ def start_backend(workdir, port, log_path):
   raise TimeoutError(open(log_path).read()[-2000:])
 
 
+@pytest.mark.slow
 def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_run, tmp_path):
   """Label Studio asks segjax for pre-labels, a person's correction reaches the backend (and
   survives a SIGKILL right after), Start Training fine-tunes a new version, which then serves."""

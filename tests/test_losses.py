@@ -105,6 +105,14 @@ def test_parse_loss_expression_and_list_forms():
       ("cross_entropy", 1.0), ("dice_loss(smooth=1.0)", 0.5)]
   assert losses.parse_loss("segjax.losses:dice_loss(smooth=2.0)") == [
       ("segjax.losses:dice_loss(smooth=2.0)", 1.0)]
+  # Module paths inside a sum, with their arguments; the weight on either side.
+  assert losses.parse_loss("cross_entropy + 0.5 * segjax.losses.functions:dice_loss(smooth=2.0)"
+                           " + segjax.losses:focal_loss * 3") == [
+      ("cross_entropy", 1.0), ("segjax.losses.functions:dice_loss(smooth=2.0)", 0.5),
+      ("segjax.losses:focal_loss", 3.0)]
+  (term,) = losses.make_terms("0.5 * segjax.losses.functions:dice_loss(smooth=2.0)")
+  assert term.weight == 0.5 and term.loss.func is losses.dice_loss
+  assert term.loss.keywords == {"smooth": 2.0}
   with pytest.raises(ValueError, match="weight"):
     losses.parse_loss("dice_loss * cross_entropy")
 

@@ -38,6 +38,52 @@ def test_ms_deform_attn_equals_a_loop_over_heads_levels_and_points():
   np.testing.assert_allclose(got, want.reshape(1, queries, heads * dim), atol=1e-5)
 
 
+def _ms_deform_attn_by_gathers(value, shapes, locations, weights):
+  """The gather form `deformable.ms_deform_attn` replaced: each level's maps per head sampled
+  with `sampling.bilinear_sample`, weighted and summed over levels and points."""
+  batch, _, heads, dim = value.shape
+  queries, points = locations.shape[1], locations.shape[4]
+  out, start = 0.0, 0
+  for level, (h, w) in enumerate(shapes):
+    maps = value[:, start:start + h * w].transpose(0, 2, 1, 3).reshape(batch * heads, h, w, dim)
+    start += h * w
+    where = locations[:, :, :, level].transpose(0, 2, 1, 3, 4).reshape(batch * heads, -1, 2)
+    sampled = sampling.bilinear_sample(maps, where).reshape(batch, heads, queries, points, dim)
+    out = out + jnp.einsum("bhnpd,bnhp->bnhd", sampled.astype(jnp.float32),
+                           weights[:, :, :, level].astype(jnp.float32))
+  return out.reshape(batch, queries, heads * dim)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_ms_deform_attn_equals_the_gather_form_in_values_and_gradients(dtype, tolerance):
+  """The tap-table + mixing-matmul form (docs/models.md) against per-level gathers: values and
+  the gradients of value, locations and weights, with locations inside, on the border and outside
+  the maps, two images, unequal levels."""
+  rng = np.random.default_rng(2)
+  shapes, heads, dim, queries, points = [(5, 7), (3, 2), (1, 1)], 4, 8, 6, 2
+  length = sum(h * w for h, w in shapes)
+  value = jnp.asarray(rng.normal(size=(2, length, heads, dim)), dtype)
+  where = rng.uniform(-0.15, 1.15, size=(2, queries, heads, len(shapes), points, 2))
+  where[0, 0, 0, :, 0] = [0.0, 1.0]
+  where[1, 1, 1, :, 1] = [1.0, 0.5]
+  where = jnp.asarray(where, jnp.float32)
+  weights = jnp.asarray(rng.uniform(size=(2, queries, heads, len(shapes), points)), jnp.float32)
+  cotangent = jnp.asarray(rng.normal(size=(2, queries, heads * dim)), jnp.float32)
+
+  def run(fn):
+    loss = lambda v, l, w: jnp.sum(fn(v, shapes, l, w).astype(jnp.float32) * cotangent)
+    return fn(value, shapes, where, weights), jax.grad(loss, argnums=(0, 1, 2))(value, where,
+                                                                                weights)
+  (got, got_grads), (want, want_grads) = run(mask2former.ms_deform_attn), run(
+      _ms_deform_attn_by_gathers)
+  assert got.dtype == dtype
+  np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=0, atol=tolerance)
+  for name, g, w in zip(("value", "locations", "weights"), got_grads, want_grads):
+    scale = float(jnp.abs(w.astype(jnp.float32)).max())
+    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32), rtol=0,
+                               atol=tolerance * scale, err_msg=name)
+
+
 def test_sine_position_embedding_and_reference_points_by_hand():
   pos = mask2former.sine_position_embedding(2, 3, 4)
   y = 1 / (2 + 1e-6) * 2 * np.pi  # row 0, normalised
@@ -219,6 +265,7 @@ def test_torchvision_resnet_weights_load_into_the_mask2former_trunk():
     pretrained.load_backbone(abstract, path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mask2former_coco", "segformer_cityscapes"])
 def test_transformer_recipes_trace_their_train_step_and_evaluation(name):
   # A published recipe of each model at full size, traced without compiling (every recipe's plan
@@ -251,6 +298,7 @@ def test_transformer_recipes_trace_their_train_step_and_evaluation(name):
   assert config.reference and set(sums.loss_sums) == {"loss", "loss/" + objective.terms[0].label}
 
 
+@pytest.mark.slow
 def test_remat_recomputes_every_encoder_and_decoder_layer_and_keeps_the_parameters():
   """``remat=True`` wraps each deformable encoder layer and each decoder layer in a checkpoint
   (its activations recomputed in the backward pass); the parameter tree is unchanged. (Values
@@ -341,14 +389,14 @@ def test_dense_mask2former_loss_by_hand():
 
 def test_mask2former_recipes_take_the_dense_loss_as_their_argument():
   from conftest import load_config  # pylint: disable=import-outside-toplevel
-  from segjax import config_defaults  # pylint: disable=import-outside-toplevel
+  from segjax import recipes  # pylint: disable=import-outside-toplevel
   for name in ("mask2former_ade20k", "mask2former_cityscapes", "mask2former_coco"):
     assert "num_points=12544" in load_config(name).losses[0][2]
     assert "num_points=0" in load_config(name + ":dense").losses[0][2]
   with pytest.raises(ValueError, match="loss 'sparse' is not 'points'"):
-    config_defaults.mask2former_recipe("tfds:coco_panoptic", crop_size=64, batch_size=1,
-                                       num_train_steps=1, train_pp="", eval_pp="",
-                                       target="panoptic", reference="", loss="sparse")
+    recipes.mask2former_recipe("tfds:coco_panoptic", crop_size=64, batch_size=1,
+                               num_train_steps=1, train_pp="", eval_pp="",
+                               target="panoptic", reference="", loss="sparse")
 
 
 def test_gather_lean_sampling_equals_the_gathers_in_values_and_gradients():

@@ -1,4 +1,4 @@
-"""segjax.microscopy and experiments/microscopy.py on frames the tests write: the wheel and folder
+"""segjax.data.microscopy and experiments/microscopy.py on frames the tests write: the wheel and folder
 readers, the training/held-out regions, Otsu's threshold against OpenCV's and its definition, the
 scores of hand-made masks, and the script end to end (two steps) with its table."""
 import json
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, load_config, xla_flags
-from segjax import microscopy
+from segjax.data import microscopy
 from segjax.data import folder
 
 
@@ -122,6 +122,7 @@ def test_scores_of_hand_made_masks():
   assert 8 + 5 <= otsu["threshold"] < 128 and otsu["iou"] == 1.0 and otsu["pq"] == 1.0
 
 
+@pytest.mark.slow
 def test_microscopy_script_trains_and_writes_the_table(tmp_path):
   image, instances = _frame()
   source = _wheel(tmp_path / "stardist.whl", image, instances)

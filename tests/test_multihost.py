@@ -63,6 +63,7 @@ def _losses(workdir):
   return {l["step"]: l["train/loss"] for l in lines if "train/loss" in l}
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_and_resume(straight_run, data_dir, tmp_path):
   _, single, expected = straight_run  # 1 process x 4 devices, the same global batches
   multi = str(tmp_path / "multi")
@@ -110,6 +111,7 @@ def test_distributed_settings_are_checked(monkeypatch):
     distributed.initialize("sometimes")
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_one_saved_step(data_dir, tmp_path):
   """A preemption notice (SIGTERM) reaches process 1 only: the distributed runtime spreads it,
   both processes save the same checkpoint step, stop, and exit 0."""
@@ -162,6 +164,7 @@ def _tree(root):
   return out
 
 
+@pytest.mark.slow
 def test_two_process_prediction_equals_one_process_and_resumes_after_a_kill(straight_run,
                                                                              tmp_path):
   """Pre-labels of 40 images of two sizes: 2 processes x 2 devices (each its share, batched over
@@ -210,6 +213,7 @@ def test_two_process_prediction_equals_one_process_and_resumes_after_a_kill(stra
     assert got[name] == want[name], name
 
 
+@pytest.mark.slow
 def test_mask_ap_of_two_processes_equals_one_process(straight_run, data_dir, tmp_path):
   """experiments/evaluate.py with a chain that makes scored instances, in 2 processes x 2 devices:
   each process post-processes its own images, the instances are gathered, and mask AP (and every

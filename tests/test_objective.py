@@ -87,6 +87,14 @@ def test_missing_outputs_and_targets_are_named():
   with pytest.raises(KeyError, match="'nothing/\\*', which matches no model output"):
     losses.Objective(losses.make_terms("", [("nothing/*", "semantic", "cross_entropy", 1.0)]))(
         outputs, batch)
+  # A batch loss of the user's that reads an entry the pipeline does not make: named, with the fix.
+  def band_weighted_ce(outputs, batch, *, output_key, target_key, ignore_label):
+    return jnp.mean(batch["boundary_distance"]) * jnp.mean(outputs[output_key])
+  band_weighted_ce.takes_batch = True
+  with pytest.raises(KeyError, match=r"'band_weighted_ce' reads batch\['boundary_distance'\], "
+                     r"which the input pipeline does not produce \(it gives \['center'.*"
+                     r"'semantic'\]\).*'\|boundary_distance\(16\)'"):
+    losses.Objective(losses.make_terms(band_weighted_ce))(outputs, batch)
 
 
 def test_weighted_regression_losses_hand_computed():
@@ -162,6 +170,7 @@ def centre_weighted_cross_entropy(outputs, batch, *, output_key, target_key, ign
                               pixel_weights=jnp.where(labels == ignore_label, 0.0, weights))
 
 
+@pytest.mark.slow
 def test_a_loss_with_an_extra_target_trains_through_the_ordinary_trainer(config, tmp_path):
   config.data.train_pp += "|distance_to_image_centre(0.1)|boundary_distance(4)"
   config.losses = (("logits", "semantic", "centre_weighted_cross_entropy", 0.5),

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from segjax import plan
+from segjax import plan_table
 
 from conftest import ROOT, load_config
 
@@ -44,10 +45,30 @@ def test_plan_of_a_small_recipe_compiles_the_trainer_steps(topology, hosts):
   assert result["eval"]["image_size"] == [32, 32]
 
 
+def state_bytes(config, topology: str, fsdp: int) -> dict:
+  """Bytes per device of the trainer's train state of ``config`` on ``topology``: the output size
+  of a compiled program that allocates the state's arrays in the trainer's shardings (zeros: it
+  compiles in seconds where the initialisers take minutes), and the sum over the shards."""
+  import jax
+  import jax.numpy as jnp
+  from segjax import models, optim, runs, sharding, train
+  from segjax.data import pipeline
+  target = plan.target(topology)
+  mesh = sharding.make_mesh(devices=target.devices, fsdp=fsdp)
+  model = models.from_config(config.model, pipeline.dataset_info(config.data).descriptor.num_classes)
+  tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  abstract = train.abstract_train_state(model, tx, runs.input_shape(config), mesh,
+                                        config.sharding.fsdp_min_size)
+  allocate = jax.jit(lambda: jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), abstract),
+                     out_shardings=sharding.shardings_of(abstract))
+  return {"compiled": allocate.lower().compile().memory_analysis().output_size_in_bytes,
+          "shards": plan.shard_bytes(abstract)}
+
+
 def test_fsdp_over_four_chips_shrinks_deeplabv3_r101_state_memory():
   config = load_config("deeplabv3_cityscapes")  # full width: 60 M parameters
-  data_parallel = plan.state_bytes(config, "v5e:2x2", fsdp=1)
-  split = plan.state_bytes(config, "v5e:2x2", fsdp=4)
+  data_parallel = state_bytes(config, "v5e:2x2", fsdp=1)
+  split = state_bytes(config, "v5e:2x2", fsdp=4)
   assert data_parallel["compiled"] >= 3 * split["compiled"]
   for measured in (data_parallel, split):  # the compiler's sizes and the shards' sizes agree
     assert measured["compiled"] == pytest.approx(measured["shards"], rel=0.01)
@@ -61,7 +82,7 @@ def test_a_batch_that_cannot_fit_is_reported_not_raised():
   result = plan.plan(config, "v5e:2x2", batch_size=4 * 2048, with_eval=False)
   assert result["train"]["fits"] is False
   assert "RESOURCE_EXHAUSTED" in result["train"]["compiler_error"]
-  row = plan.markdown_row(result)
+  row = plan_table.markdown_row(result)
   assert "**no**" in row and "—%" not in row
   # The compiler's figure for what did not fit, as the table shows it.
   needed = re.search(r"temporaries \(([\d.]+)G\)", result["train"]["compiler_error"])
@@ -73,12 +94,12 @@ def test_a_near_miss_is_shown_with_two_decimals():
             "train": {"fits": False, "compiler_error": "RESOURCE_EXHAUSTED: Ran out of memory on "
                       "HBM, the total memory required for HLO temporaries (15.78G) exceeds "
                       "available HBM (15.75G)."}}
-  assert "| temporaries 15.78 > 15.75 | **no** |" in plan.markdown_row(result)
+  assert "| temporaries 15.78 > 15.75 | **no** |" in plan_table.markdown_row(result)
   result["train"]["compiler_error"] = result["train"]["compiler_error"].replace("15.78", "23.3")
-  assert "| temporaries 23.3 > 15.8 | **no** |" in plan.markdown_row(result)
+  assert "| temporaries 23.3 > 15.8 | **no** |" in plan_table.markdown_row(result)
   other = dict(result, topology="v4:2x2x4")
-  assert len(plan.markdown_table([other, result]).splitlines()) == 2 + 2  # header, rule, 2 rows
-  table = plan.markdown_table([other, result], topology="v5e:4x8").splitlines()
+  assert len(plan_table.markdown_table([other, result]).splitlines()) == 2 + 2  # header, rule, 2 rows
+  table = plan_table.markdown_table([other, result], topology="v5e:4x8").splitlines()
   assert len(table) == 3 and "| m | v5e:4x8 |" in table[2]
 
 
@@ -91,6 +112,7 @@ def test_bad_topologies_and_batches_are_named():
       32, "recipe batch 8 raised to 32 (1 per device); scale the learning rate with it")
 
 
+@pytest.mark.slow
 def test_plan_main_writes_json(tmp_path):
   config = tmp_path / "small.py"
   config.write_text("import sys\nsys.path.insert(0, %r)\nfrom test_plan import _small_config\n\n"
@@ -101,10 +123,19 @@ def test_plan_main_writes_json(tmp_path):
       capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
   assert result.returncode == 0, result.stderr[-2000:]
   assert "| small | v5e:2x2 | 8 |" in result.stdout
+  assert "TPU_WORKER_HOSTNAMES" not in result.stdout + result.stderr  # libtpu's host errors
+  # Its stages as they start and end, with the seconds since the start.
+  stages = re.findall(r"^\[ *(\d+) s\] (.*)$", result.stdout, re.M)
+  assert [text for _, text in stages][::2] == [
+      "compiling the train step: batch 8 over 4 TPU v5e devices",
+      "measuring the recipe's decoding and augmentation on this CPU"]
+  assert len(stages) == 3 and re.fullmatch(r"train step compiled in \d+ s: fits", stages[1][1])
+  assert [int(t) for t, _ in stages] == sorted(int(t) for t, _ in stages)
   written = json.load(open(tmp_path / "plan_small_v5e_2x2.json"))
   assert written["train"]["fits"] and "eval" not in written
 
 
+@pytest.mark.slow
 def test_collectives_are_read_from_the_compiled_program_and_the_model_matches_them():
   hlo = ("%a = (f32[4]{0}, f32[2]{0}) all-reduce(%x, %y), replica_groups={{0,1,2,3},{4,5,6,7}}\n"
          "%b = bf16[8,2]{1,0} all-gather(%z), replica_groups=[2,4]<=[8], dimensions={0}\n"
@@ -146,7 +177,7 @@ def test_the_step_is_bound_by_the_slowest_of_compute_hbm_ici_and_input():
   assert train_["bound"] == "input" and train_["step_seconds"] == 0.5
   assert train_["images_per_second"] == 64 and train_["mfu"] == pytest.approx(0.4)
   assert result["schedule"]["hours"] == pytest.approx(1000 * 0.5 / 3600)
-  assert "| 200 / 400 / 300 / 500 | 500 (input) |" in plan.markdown_row(
+  assert "| 200 / 400 / 300 / 500 | 500 (input) |" in plan_table.markdown_row(
       dict(result, model="m", topology="v5e:4x8", reference=""))
 
 
@@ -165,3 +196,24 @@ def test_input_plan_from_the_recipes_pipeline_on_images_of_the_datasets_size():
   assert planned["host_vcpus"] == 112 and planned["examples_per_host"] == 4
   assert planned["seconds"] == pytest.approx(4 / (112 * 10.0))
   assert planned["cores_needed_per_host"] == pytest.approx(4 / 0.02 / 10.0)
+
+
+def test_sweep_doubles_the_batch_until_it_does_not_fit_and_keeps_the_fastest(monkeypatch):
+  """`plan.sweep`'s search over plans (each `plan.plan` replaced by a stand-in whose memory and
+  speed are known): per fsdp, batches 1, 2, 4, ... per device until one does not fit; the best is
+  the fastest that fits."""
+  def fake_plan(config, topology, *, fsdp, batch_size, with_eval, with_input):
+    per_device = batch_size // 4
+    fits = per_device * 6 / fsdp <= 16  # GiB of a v5e chip
+    images_per_second = batch_size / (0.01 * per_device + 0.02) if fits else None
+    return {"fsdp": fsdp, "batch_per_device": per_device,
+            "train": {"fits": fits, "images_per_second": images_per_second,
+                      "memory_gib": {"total": per_device * 6 / fsdp, "hbm": 16.0}}}
+  monkeypatch.setattr(plan, "plan", fake_plan)
+  messages = []
+  result = plan.sweep(_small_config(), "v5e:2x2", fsdp_values=(1, 2, 3), log=messages.append)
+  tried = [(r["fsdp"], r["batch_per_device"]) for r in result["plans"]]
+  # fsdp 1 fits 2 per device (12 GiB), not 4; fsdp 2 fits 4 (12 GiB), not 8; 3 does not divide 4.
+  assert tried == [(1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (2, 4), (2, 8)]
+  assert messages[2] == "fsdp 1, batch 4/device: does not fit (24.00 GiB of 16.0)"
+  assert (result["best"]["fsdp"], result["best"]["batch_per_device"]) == (2, 4)

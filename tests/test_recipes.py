@@ -155,6 +155,7 @@ GROUPS = [("deeplabv3_voc", "deeplabv3_ade20k", "deeplabv3_cityscapes", "deeplab
 assert sorted(sum(GROUPS, ())) == sorted(RECIPES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names", GROUPS, ids=["deeplab", "hmsa+panoptic+unet"])
 def test_recipe_trains_and_evaluates_at_its_crop_size(names, tmp_path):
   env = dict(os.environ, XLA_FLAGS=xla_flags(1))

@@ -65,6 +65,7 @@ def folder_run(tmp_path_factory):
   return tmp, root, data_dir, workdir, final
 
 
+@pytest.mark.slow
 def test_prediction_and_evaluation_need_neither_training_data_nor_optimizer_state(folder_run):
   tmp, root, data_dir, workdir, final = folder_run
   photos = str(tmp / "photos")

@@ -105,6 +105,7 @@ train.train_and_evaluate(conftest.tiny_config({data_dir!r}), {workdir!r})
 """
 
 
+@pytest.mark.slow
 def test_kill_during_an_asynchronous_save_then_resume(straight_run, data_dir, tmp_path):
   """SIGKILL right after an asynchronous save was issued (its write in flight): the resumed run
   ends with the uninterrupted run's parameters and final metrics."""
@@ -197,6 +198,7 @@ def data_parallel_losses(data_dir, three_batches):
   return losses
 
 
+@pytest.mark.slow
 def test_same_global_batch_gives_same_losses_on_1_device_and_with_fsdp(config, three_batches,
                                                                        data_parallel_losses):
   assert jax.device_count() == 4
@@ -314,6 +316,7 @@ def _wrapped_run(workdir, postprocess="argmax"):
   return runs.Run(config, run.descriptor, _PanopticFromSemantic(run.model), variables)
 
 
+@pytest.mark.slow
 def test_panoptic_quality_in_evaluation_streams_exactly(straight_run):
   # PQ summed over padded, sharded eval batches on 4 devices == PQ of all images at once on host.
   config, workdir, _ = straight_run
@@ -494,18 +497,23 @@ def test_pretrained_backbone_file_named_in_the_config_is_loaded(data_dir, tmp_pa
   assert all(not np.any(m) for m in jax.tree_util.tree_leaves(state.opt_state))  # moments, count
 
 
-def test_periodic_and_padded_evaluation(config, tmp_path):
-  """``eval_every_steps`` evaluates during training; ``data.eval_pad_to`` pads images with ignored
-  labels, so every labelled pixel is still counted exactly once."""
+def test_periodic_and_padded_evaluation(config, tmp_path, capsys):
+  """``eval_every_steps`` evaluates during training (printed, and left out of the steps/s);
+  ``data.eval_pad_to`` pads images with ignored labels, so every labelled pixel is still counted
+  exactly once."""
   config.update(dict(num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=4))
   config.data.eval_pad_to = (40, 48)
   workdir = str(tmp_path / "periodic")
   final = train.train_and_evaluate(config, workdir).metrics["validation"]
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [l["step"] for l in lines if "validation/mean_iou" in l] == [2, 4]
+  periodic = next(l for l in lines if "validation/mean_iou" in l and l["step"] == 2)
+  printed = capsys.readouterr().out
+  assert f"step 2 validation: mIoU {periodic['validation/mean_iou']:.4f}" in printed
   assert np.sum(final["confusion_matrix"]) == 10 * 32 * 32  # 10 validation images of 32x32
 
 
+@pytest.mark.slow
 def test_a_tiny_unet_learns_the_shapes(data_dir, tmp_path):
   """200 steps of a width-8 UNet on 200 training scenes of 32x32: validation mIoU about twice the
   majority-class prediction's (which scores IoU = its pixel share on one class, 0 on the rest)

@@ -100,6 +100,7 @@ def train_on_one_batch(config, steps: int = 4):
   return trainer, state, losses
 
 
+@pytest.mark.slow
 def test_a_tiny_segformer_trains_with_the_trainers_step(config):
   # train.setup builds it from config.model like any model; the trainer's own compiled step
   # (objective, optimizer, stochastic depth from the trainer's dropout key) lowers the loss.
@@ -140,10 +141,10 @@ def test_mask2former_parameter_count_equals_transformers():
   # Its variables written under their transformers names and in PyTorch's layouts (zeros) load
   # back through from_transformers: every tensor found by name and shape (the bottleneck
   # ResNet-50's stacked blocks included), the sizes read from the shapes.
-  from segjax.models import mask2former  # pylint: disable=import-outside-toplevel
+  from segjax.models import mask2former_weights  # pylint: disable=import-outside-toplevel
   from segjax.models import pretrained  # pylint: disable=import-outside-toplevel
   zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
-  state = pretrained.to_state_dict(zeros, key=mask2former.hf_key)
+  state = pretrained.to_state_dict(zeros, key=mask2former_weights.hf_key)
   loaded, variables = models.from_transformers("mask2former", state)
   assert (loaded.backbone, loaded.blocks, loaded.num_queries, loaded.num_classes,
           loaded.encoder_layers, loaded.decoder_layers, loaded.num_heads) == (
@@ -168,6 +169,7 @@ def test_mask2former_from_transformers_errors():
     models.from_transformers("mask2former", {"x.weight": np.zeros(2)})
 
 
+@pytest.mark.slow
 def test_a_tiny_mask2former_trains_and_evaluates_through_the_trainer(config):
   # from config.model and config.losses like any model: the trainer's compiled step (matching on
   # the device, deep supervision, the step's sampling key) lowers the loss on one batch; the

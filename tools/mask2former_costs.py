@@ -71,6 +71,18 @@ def main():
                                argnums=(0, 1, 2))(v, l, w),
       jnp.zeros((1, tokens, 8, 32), jnp.bfloat16), jnp.zeros((1, tokens, 8, 3, 4, 2)),
       jnp.zeros((1, tokens, 8, 3, 4)))
+  attention = mask2former.MultiScaleDeformableAttention(dim=256, heads=8, dtype=jnp.bfloat16)
+  reference = jnp.repeat(jnp.asarray(mask2former.reference_points(shapes))[None, :, None], 3, 2)
+  x = jnp.zeros((1, tokens, 256), jnp.bfloat16)
+  params, tree = jax.tree.flatten(jax.eval_shape(
+      lambda: attention.init(jax.random.key(0), x, x, reference, shapes)))
+
+  def attention_grads(*args):
+    loss = lambda p, q, v: attention.apply(jax.tree.unflatten(tree, p), q, v, reference,
+                                           shapes).astype(jnp.float32).sum()
+    return jax.grad(loss, argnums=(0, 1, 2))(list(args[:-2]), *args[-2:])
+  rows["one encoder layer's deformable attention (projections included), forward + backward"] = (
+      cost(attention_grads, *params, x, x))
   print("| part (one image, one v5e chip) | cost |\n|---|---:|")
   for name, value in rows.items():
     print(f"| {name} | {value} |")

@@ -9,10 +9,10 @@ import importlib as _importlib
 from segjax.data.descriptor import DatasetDescriptor
 
 # Imported on first use (they import TensorFlow).
-_LAZY = {"folder_dataset": "folder", "get_source": "pipeline", "dataset_info": "pipeline",
+_LAZY = {"folder_dataset": "folder", "get_source": "datasets", "dataset_info": "datasets",
          "train_dataset": "pipeline", "eval_dataset": "pipeline", "as_numpy": "pipeline"}
-_SUBMODULES = ("builders", "catalogue", "folder", "ops", "patches", "pipeline", "preparing", "shapes",
-               "targets")
+_SUBMODULES = ("builders", "catalogue", "datasets", "folder", "microscopy", "ops", "patches",
+               "pipeline", "preparing", "shapes", "targets")
 
 __all__ = ["DatasetDescriptor", *_LAZY]
 

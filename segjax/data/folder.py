@@ -33,82 +33,12 @@ import tensorflow_datasets as tfds
 
 from segjax import files
 from segjax.data.descriptor import DatasetDescriptor
+from segjax.data.readers import (IMAGE_EXTENSIONS, BadFileError, read_georeference, read_image,
+                                 read_mask)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 DEFAULT_COLORMAP = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
                     (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60))
-
-
-class BadFileError(ValueError):
-  """A file of a folder dataset that cannot be used; the message names it."""
-
-
-# ---------------------------------------------------------------------------------------- reading
-def read_image(path: str) -> np.ndarray:
-  """``[H,W,C]`` uint8/uint16 in RGB(A) order (C = 1, 3 or 4), as stored."""
-  data = np.fromfile(path, np.uint8) if os.path.exists(path) else None
-  image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
-  if image is None:
-    raise BadFileError(f"{path}: unreadable image (not a PNG/JPEG/TIFF OpenCV can decode)")
-  if image.dtype not in (np.uint8, np.uint16):
-    raise BadFileError(f"{path}: pixel type {image.dtype} (8- or 16-bit integers expected)")
-  if image.ndim == 2:
-    image = image[..., None]
-  elif image.shape[-1] == 3:
-    image = image[..., ::-1]  # BGR -> RGB
-  elif image.shape[-1] == 4:
-    image = image[..., [2, 1, 0, 3]]  # BGRA -> RGBA
-  return np.ascontiguousarray(image)
-
-
-def read_georeference(path: str) -> tuple[str, tuple[float, ...]] | None:
-  """``(CRS as WKT, the affine transform's six coefficients a, b, c, d, e, f)`` of a georeferenced
-  TIFF (rasterio), or None: another format, no CRS, or rasterio not installed."""
-  if os.path.splitext(path)[1].lower() not in (".tif", ".tiff"):
-    return None
-  try:
-    import rasterio  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return None
-  import warnings  # pylint: disable=import-outside-toplevel
-  try:
-    with warnings.catch_warnings():  # a plain TIFF is no error here
-      warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-      dataset = rasterio.open(path)
-    with dataset:
-      if dataset.crs is None:
-        return None
-      return dataset.crs.to_wkt(), tuple(float(v) for v in tuple(dataset.transform)[:6])
-  except rasterio.errors.RasterioIOError:
-    return None  # unreadable: reported with its name when the examples are generated
-
-
-def read_mask(path: str, colours: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
-  """Class ids ``[H,W]`` (int32) from a grey, palette (index = id) or RGB colour PNG."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel  (OpenCV expands palettes)
-  try:
-    with Image.open(path) as pil:
-      if pil.mode == "P":
-        return np.asarray(pil, np.int32)
-  except (OSError, ValueError) as e:
-    raise BadFileError(f"{path}: unreadable mask ({e})") from e
-  mask = read_image(path)
-  if mask.shape[-1] == 1:
-    return mask[..., 0].astype(np.int32)
-  if not colours:
-    raise BadFileError(f"{path}: a colour mask needs the class colours in classes.json")
-  rgb = mask[..., :3].astype(np.int64)
-  codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-  lookup = {(r << 16) | (g << 8) | b: i for (r, g, b), i in colours.items()}
-  out = np.full(codes.shape, -1, np.int32)
-  for code, class_id in lookup.items():
-    out[codes == code] = class_id
-  if (out < 0).any():
-    y, x = np.argwhere(out < 0)[0]
-    raise BadFileError(f"{path}: colour {tuple(int(v) for v in rgb[y, x])} at (row {y}, column {x}) "
-                       "is not a class colour in classes.json")
-  return out
 
 
 # ---------------------------------------------------------------------------------------- classes
@@ -134,14 +64,31 @@ def configured_classes(names: Sequence[str], thing_classes: Sequence[int] = (),
                        tuple("thing" if i in thing_classes else "stuff" for i in ids), ignore_label)
 
 
+def classes_file(root: str) -> str | None:
+  """``root/classes.json``, else the one ``classes.json`` of its split folders (``train/``, ...):
+  several must be equal (the error names two that differ)."""
+  path = os.path.join(root, "classes.json")
+  if os.path.exists(path):
+    return path
+  found = [os.path.join(root, folder, "classes.json") for folder in SPLITS
+           if os.path.exists(os.path.join(root, folder, "classes.json"))]
+  for other in found[1:]:
+    with open(found[0]) as a, open(other) as b:
+      if json.load(a) != json.load(b):
+        raise BadFileError(f"{found[0]} and {other} give different classes: keep one, at "
+                           f"{root}/classes.json")
+  return found[0] if found else None
+
+
 def read_classes(root: str, observed_ids: Iterable[int] = (),
                  coco_categories: dict[int, str] | None = None,
                  configured: FolderClasses | None = None) -> FolderClasses:
-  """``classes.json`` if present; else ``configured`` (the config's class names); else classes
-  0..max(observed) named ``class_<id>``, or, with COCO annotations, 0 = ``background`` (stuff) and
-  the COCO category ids (things, named)."""
-  path = os.path.join(root, "classes.json")
-  if os.path.exists(path):
+  """``classes.json`` if present (at the root, or in the splits, as `segjax.export` writes it with
+  pre-labels; the splits' must then agree); else ``configured`` (the config's class names); else
+  classes 0..max(observed) named ``class_<id>``, or, with COCO annotations, 0 = ``background``
+  (stuff) and the COCO category ids (things, named)."""
+  path = classes_file(root)
+  if path is not None:
     try:
       with open(path) as f:
         spec = json.load(f)
@@ -242,7 +189,16 @@ def _coco_masks(path: str, images_dir: str):
     instance = np.zeros((height, width), np.int32)
     next_id = 1
     for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):
-      mask = coco.annToMask(ann).astype(bool)
+      where = (f"{path}: annotation id {ann.get('id')} of {info.get('file_name')} "
+               f"(category {ann.get('category_id')})")
+      segmentation = ann.get("segmentation")
+      if not segmentation or (isinstance(segmentation, list) and not any(segmentation)):
+        raise BadFileError(f"{where} has an empty segmentation: give its polygons or RLE, or "
+                           "remove the annotation")
+      try:
+        mask = coco.annToMask(ann).astype(bool)
+      except (IndexError, KeyError, TypeError, ValueError) as e:
+        raise BadFileError(f"{where}: its segmentation cannot be read ({e!r})") from e
       semantic[mask] = int(ann["category_id"])
       if ann.get("iscrowd", 0):
         instance[mask] = 0
@@ -294,6 +250,12 @@ def _load_example(stem, image_path, masks, instances, coco, coco_path, colours, 
       raise BadFileError(f"{image_path}: no annotations in {coco_path}")
     semantic, instance = coco[stem]
     label_path = instance_path = coco_path
+    if stem in masks:  # pre-labels carry both: one was corrected, the other is stale
+      mask = read_mask(masks[stem], colours)
+      differ = int(np.sum(mask != semantic)) if mask.shape == semantic.shape else mask.size
+      if differ:
+        raise BadFileError(f"{masks[stem]} and {coco_path} disagree on {differ} pixels of "
+                           f"{stem}: keep the one you corrected and delete the other")
   elif masks:
     if stem not in masks:
       raise BadFileError(f"{image_path}: image without a mask (no {split_dir}/masks/{stem}.png)")
@@ -344,7 +306,11 @@ class Folder(tfds.core.GeneratorBasedBuilder):
     channels, depth, observed, has_instances = set(), np.uint8, set(), False
     categories, georeferenced = {}, False
     for split_dir in splits.values():
-      for path in _by_stem(os.path.join(split_dir, "images"), IMAGE_EXTENSIONS).values():
+      images = _by_stem(os.path.join(split_dir, "images"), IMAGE_EXTENSIONS)
+      if not images:
+        raise BadFileError(f"{os.path.join(split_dir, 'images')} holds no images (files ending in "
+                           f"{', '.join(IMAGE_EXTENSIONS)}): add them, or remove the folder")
+      for path in images.values():
         header = cv2.imread(path, cv2.IMREAD_UNCHANGED)
         if header is None:
           continue  # reported with its name when the examples are generated
@@ -360,7 +326,7 @@ class Folder(tfds.core.GeneratorBasedBuilder):
             categories.update({int(c["id"]): str(c["name"]) for c in json.load(f)["categories"]})
         except (ValueError, KeyError, TypeError) as e:
           raise BadFileError(f"{coco_path}: not a COCO annotations file ({e})") from e
-      if not os.path.exists(os.path.join(root, "classes.json")) and not self.builder_config.classes:
+      if classes_file(root) is None and not self.builder_config.classes:
         for path in _by_stem(os.path.join(split_dir, "masks"), (".png",)).values():
           try:
             observed |= set(np.unique(read_mask(path)).tolist())

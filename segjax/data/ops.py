@@ -87,18 +87,25 @@ def spatial_keys(example) -> list[str]:
 
 
 # ------------------------------------------------------------------------ intensities
+NORMALIZATIONS = ("mean_std", "minmax", "percentile")
+
+
+def check_normalization(mode) -> None:
+  if mode not in NORMALIZATIONS:
+    raise ValueError(f"config.data.normalization={mode!r}: use one of "
+                     f"{', '.join(repr(m) for m in NORMALIZATIONS)}")
+
+
 def to_unit(image, *, scale: float = 255.0, mode: str = "mean_std",
             percentiles: Sequence[float] = (1.0, 99.0)):
   """Intensities to [0, 1] in float32: ``"mean_std"`` divides by ``scale`` (255 for 8-bit, 65535 for
   16-bit images); ``"minmax"`` stretches each image between its minimum and maximum;
   ``"percentile"`` clips each image to its ``percentiles`` (e.g. 1st and 99th) and stretches between
   them — for microscopy and other 16-bit images that use a narrow part of their range."""
+  check_normalization(mode)
   image = tf.cast(image, tf.float32)
   if mode == "mean_std":
     return image / scale
-  if mode not in ("minmax", "percentile"):
-    raise ValueError(f"config.data.normalization must be 'mean_std', 'minmax' or 'percentile', "
-                     f"not {mode!r}")
   if mode == "minmax":
     low, high = tf.reduce_min(image), tf.reduce_max(image)
   else:

@@ -13,141 +13,28 @@ from __future__ import annotations
 
 import ast
 import re
-import dataclasses
 import math
-from typing import Callable, Iterator
+from typing import Iterator
 
-import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from segjax.data import catalogue
-from segjax.data import folder
+from segjax.data import datasets
 from segjax.data import ops
-from segjax.data import preparing
 from segjax.data import shapes
 from segjax.data import stream
+from segjax.data.datasets import DataInfo, Source
 from segjax.data.descriptor import DatasetDescriptor
+
+# Datasets by name live in segjax.data.datasets; these three are read here too.
+get_source, dataset_info, has_instances = (datasets.get_source, datasets.dataset_info,
+                                           datasets.has_instances)
 
 # JAX owns the accelerators: TensorFlow only runs tf.data on the CPU.
 for _kind in ("GPU", "TPU"):
   if tf.config.list_physical_devices(_kind):
     tf.config.set_visible_devices([], _kind)
-
-
-@dataclasses.dataclass
-class Source:
-  """A prepared tfds dataset, its descriptor and (catalogue datasets) the adapter of its examples."""
-  builder: tfds.core.DatasetBuilder
-  descriptor: DatasetDescriptor
-  adapt: Callable[[dict], dict] | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class DataInfo:
-  """What planning needs to know of a dataset without preparing it: its descriptor, whether its
-  examples carry instance maps, the image size when every image has the same, the image's
-  channels and storage type, and the size and file format the input plan decodes (``plan_size``
-  None: the training crop)."""
-  descriptor: DatasetDescriptor
-  instances: bool
-  image_size: tuple[int, int] | None = None
-  channels: int = 3
-  dtype: tf.DType = tf.uint8
-  plan_size: tuple[int, int] | None = None
-  image_format: str = "png"
-
-
-def _folder_classes(data_config):
-  return data_config.get("classes") or None, tuple(data_config.get("thing_classes") or ())
-
-
-def dataset_info(data_config) -> DataInfo:
-  """`DataInfo` of ``data_config``'s dataset, read from code and config alone (no data)."""
-  if data_config.name == "shapes":
-    size = data_config.image_size
-    return DataInfo(shapes.DESCRIPTOR, True, (size, size), plan_size=(size, size))
-  if data_config.name.startswith("tfds:"):
-    adapter = catalogue.get(data_config.name[len("tfds:"):])
-    return DataInfo(adapter.descriptor, adapter.instances, adapter.image_size,
-                    plan_size=adapter.plan_size, image_format=adapter.image_format)
-  if data_config.name == "folder":
-    names, things = _folder_classes(data_config)
-    if not names:
-      raise ValueError("Planning a folder dataset without its data needs config.data.classes "
-                       "(the class names) and config.data.thing_classes.")
-    descriptor = folder.descriptor_of(folder.configured_classes(names, things))
-    return DataInfo(descriptor, False, None, data_config.get("channels", 3), tf.uint16)
-  raise KeyError(f"Unknown dataset {data_config.name!r} in config.data.name; available: "
-                 f"'shapes', 'folder', {', '.join(repr('tfds:' + n) for n in catalogue.ADAPTERS)}.")
-
-
-def get_source(data_config: ml_collections.ConfigDict) -> Source:
-  """Builds (preparing once, offline) the dataset named by ``data_config.name``: ``"shapes"`` (the
-  built-in dataset), ``"folder"`` (the user's images and masks under ``data_config.root``) or
-  ``"tfds:<name>"`` (a catalogue adapter, `segjax.data.catalogue`)."""
-  if data_config.name not in ("shapes", "folder") and not data_config.name.startswith("tfds:"):
-    dataset_info(data_config)  # raises, naming the datasets there are
-  if data_config.name == "folder":
-    if not data_config.get("root"):
-      raise KeyError("config.data.root must name the folder dataset's directory "
-                     "(--config.data.root=DATA).")
-    names, things = _folder_classes(data_config)
-    builder = prepare_once(lambda: stream.ensure_index(folder.prepare(
-        data_config.root, data_dir=data_config.get("data_dir"),
-        skip_bad=data_config.get("skip_bad", False), classes=names, thing_classes=things)))
-    return Source(builder, builder.descriptor())
-  if data_config.name.startswith("tfds:"):
-    adapter = catalogue.get(data_config.name[len("tfds:"):])
-    builder = tfds.builder(adapter.builder, data_dir=data_config.get("data_dir"))
-    if not builder.is_prepared():
-      if adapter.builder not in catalogue.SEGJAX_BUILDERS:
-        raise FileNotFoundError(
-            f"tfds dataset {adapter.builder} is not prepared in {builder.data_dir}; prepare it "
-            f"once with tfds (tfds build {adapter.builder}, with its manual download if it needs "
-            "one).")
-    builder = prepare_once(lambda: _prepared(tfds.builder(
-        adapter.builder, data_dir=data_config.get("data_dir"))))
-    return Source(builder, adapter.descriptor, adapter.adapt)
-
-  def make_and_prepare():
-    return _prepared(shapes.make_builder(
-        data_dir=data_config.get("data_dir"), image_size=data_config.image_size,
-        num_train=data_config.num_train, num_validation=data_config.num_validation,
-        num_test=data_config.num_test, seed=data_config.dataset_seed,
-        max_things=data_config.get("max_things", 6),
-        radii=tuple(data_config.get("radii", shapes.DEFAULT_RADII)),
-        thin=data_config.get("thin", 0.0)))
-
-  return Source(prepare_once(make_and_prepare), shapes.DESCRIPTOR)
-
-
-def has_instances(source: Source) -> bool:
-  """Whether the examples of ``source`` carry instance maps (and so panoptic labels)."""
-  features = source.builder.info.features
-  if source.adapt is None:
-    return "instance" in features
-  adapter = next((a for a in catalogue.ADAPTERS.values() if a.adapt is source.adapt), None)
-  return bool(adapter and adapter.instances)
-
-
-def _prepared(builder):
-  return stream.ensure_index(preparing.prepare_quietly(builder))
-
-
-def prepare_once(prepare: Callable):
-  """``prepare()`` (which builds *and* prepares a tfds builder: one built before the data exists
-  would not see it) on process 0 first and, after all processes meet, on the others: with a shared
-  ``data_dir`` they find the dataset written (no two processes write it at once); on local disks
-  every host prepares its own copy."""
-  import jax  # pylint: disable=import-outside-toplevel
-  if jax.process_count() == 1:
-    return prepare()
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-  result = prepare() if jax.process_index() == 0 else None
-  multihost_utils.sync_global_devices("segjax: dataset prepared by process 0")
-  return result if jax.process_index() == 0 else prepare()
 
 
 def decode(source: Source, example):
@@ -231,7 +118,7 @@ def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: i
       local_batch_size=local_batch_size, position=position, position_count=position_count,
       class_balanced=balanced, patch_size=patch_size, ignore_label=ignore)
   preprocess = train_preprocess(source.descriptor, data_config, seed, process_index)
-  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.map(stream.graph(preprocess), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   check_train_shape(ds.element_spec["image"].shape, data_config)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   return ds.prefetch(data_config.get("prefetch", 2))
@@ -271,7 +158,8 @@ def abstract_train_batch(data_config, info: DataInfo, batch_size: int) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   empty = tf.data.Dataset.from_generator(lambda: iter(()),
                                          output_signature=_decoded_signature(info))
-  ds = empty.enumerate().map(train_preprocess(info.descriptor, data_config, seed=0))
+  ds = empty.enumerate().map(stream.graph(
+      train_preprocess(info.descriptor, data_config, seed=0)))
   check_train_shape(ds.element_spec["image"].shape, data_config)
   return {k: jax.ShapeDtypeStruct((batch_size, *spec.shape), spec.dtype.as_numpy_dtype)
           for k, spec in ds.element_spec.items()}
@@ -283,7 +171,7 @@ def abstract_eval_batch(data_config, info: DataInfo, batch_size: int, image_size
   import jax  # pylint: disable=import-outside-toplevel
   empty = tf.data.Dataset.from_generator(
       lambda: iter(()), output_signature=_decoded_signature(info, image_size))
-  ds = empty.map(eval_preprocess(info.descriptor, data_config))
+  ds = empty.map(stream.graph(eval_preprocess(info.descriptor, data_config)))
   pad = _last_pad_to(data_config.get("eval_pp", ""))
   if None in tuple(ds.element_spec["image"].shape)[:2] and pad is None:
     raise ValueError(f"Evaluation images of {info.descriptor.name} have no fixed size after "
@@ -329,6 +217,7 @@ def check_config(data_config) -> None:
   ``eval_pp`` registered with arguments it accepts."""
   for key in ("crop_size", "patch_size", "patch_stride", "eval_pad_to"):
     config_size(data_config, key)
+  ops.check_normalization(data_config.get("normalization", "mean_std"))
   for key in ("train_pp", "eval_pp"):
     try:  # building needs a descriptor, not the dataset's own: any one checks names and arguments
       ops.build(data_config.get(key, ""), ops.Context(shapes.DESCRIPTOR))
@@ -367,10 +256,11 @@ def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: i
                                  shuffle_files=False)
   process = eval_preprocess(source.descriptor, data_config)
   prepare = lambda example: process(decode(source, example))
-  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.map(stream.graph(prepare), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   padding = num_batches * local_batch_size - mine
   if padding:
-    blank = ds.take(1).map(lambda ex: _blank_like(ex, source.descriptor.ignore_label))
+    blank = ds.take(1).map(
+        stream.graph(lambda ex: _blank_like(ex, source.descriptor.ignore_label)))
     ds = ds.concatenate(blank.repeat(padding))
   ds = ds.batch(local_batch_size, drop_remainder=True)
   return ds.prefetch(2), num_batches

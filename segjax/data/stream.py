@@ -71,6 +71,14 @@ class Records:
                                length=self.length[rows])
 
 
+
+def graph(fn: Callable) -> Callable:
+  """``fn`` traced as it is written (no autograph): segjax's tf.data functions use ``tf.cond``,
+  ``tf.where`` and Python control flow on static values only, and autograph's conversion writes a
+  ``__autograph_generated_file*.py`` per function into the temporary directory, which a process
+  stopped by a signal never removes."""
+  return tf.autograph.experimental.do_not_convert(fn)
+
 def index_file(path: str) -> tuple[np.ndarray, np.ndarray, int]:
   """``(payload offsets, payload lengths, file size)`` of a TFRecord file, from its record
   headers alone (each record: 8-byte length, 4-byte CRC, payload, 4-byte CRC)."""
@@ -156,8 +164,8 @@ def read(records: Records, ds: tf.data.Dataset) -> tf.data.Dataset:
     payload = tf.data.FixedLengthRecordDataset(
         paths[which], record_bytes=size, header_bytes=start,
         footer_bytes=sizes[which] - start - size)
-    return payload.take(1).map(lambda serialized: (*element[:-1], serialized))
-  return ds.interleave(one, cycle_length=16, block_length=1,
+    return payload.take(1).map(graph(lambda serialized: (*element[:-1], serialized)))
+  return ds.interleave(graph(one), cycle_length=16, block_length=1,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -231,8 +239,8 @@ def patch_units(source_records: Records, parse: Callable, num_classes: int, *,
         tf.float32, tf.TensorSpec([num_classes], tf.bool)))
     return grid, fractions, present
 
-  ds = read(source_records, tf.data.Dataset.range(count).map(lambda i: (i, i)))
-  ds = ds.map(lambda i, serialized: (i, survey(parse(serialized))),
+  ds = read(source_records, tf.data.Dataset.range(count).map(graph(lambda i: (i, i))))
+  ds = ds.map(graph(lambda i, serialized: (i, survey(parse(serialized)))),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   rows, positions, present = [], [], []
   for record, (grid, fractions, classes) in iterate(ds):
@@ -261,8 +269,9 @@ def indexed_stream(source_records: Records, parse: Callable, units: Units, *, se
   cut = example_at(units, patch_size, ignore_label)
   record_of = tf.constant(units.records, tf.int64)
   ds = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
-  ds = ds.map(lambda local: global_position(local, local_batch_size, position, position_count))
-  ds = ds.map(lambda k: (k, unit_of(k, units, seed, class_balanced)))
-  ds = read(source_records, ds.map(lambda k, unit: (k, unit, record_of[unit])))
-  return ds.map(lambda k, unit, serialized: (k, cut(unit, parse(serialized))),
+  ds = ds.map(graph(lambda local: global_position(local, local_batch_size, position,
+                                                  position_count)))
+  ds = ds.map(graph(lambda k: (k, unit_of(k, units, seed, class_balanced))))
+  ds = read(source_records, ds.map(graph(lambda k, unit: (k, unit, record_of[unit]))))
+  return ds.map(graph(lambda k, unit, serialized: (k, cut(unit, parse(serialized)))),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -32,7 +32,7 @@ from segjax.labelstudio import tasks as ls_tasks
 def write_tiles(root: str, image: np.ndarray, instances: np.ndarray, size: int):
   """Cuts ``image`` into ``size`` x ``size`` tiles, written to ``root/pool`` (left half) and
   ``root/held_out`` (right half) as TIFFs; returns ``{split: {path: instances of the tile}}``."""
-  from segjax import microscopy  # pylint: disable=import-outside-toplevel
+  from segjax.data import microscopy  # pylint: disable=import-outside-toplevel
   tiles = {"pool": {}, "held_out": {}}
   height, width = image.shape[:2]
   for top in range(0, height - size + 1, size):

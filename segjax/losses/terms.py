@@ -25,6 +25,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import re
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -58,12 +59,25 @@ def parse_loss(spec) -> list[tuple[Any, float]]:
       return []
     if registry.is_importable(spec):
       return [(spec.strip(), 1.0)]
+    # "package.module:function" is no Python expression: parse with a stand-in for each.
+    imported = {}
+
+    def stand_in(match):
+      imported[f"_segjax_imported_{len(imported)}"] = match.group(0)
+      return f"_segjax_imported_{len(imported) - 1}"
+    text = _IMPORTED.sub(stand_in, spec.strip())
     try:
-      tree = ast.parse(spec.strip(), mode="eval").body
+      tree = ast.parse(text, mode="eval").body
     except SyntaxError as e:
       raise ValueError(f"Cannot parse loss {spec!r}: expected e.g. 'cross_entropy + 0.5 * "
                        "dice_loss(smooth=1.0)'.") from e
-    return [_parse_product(node, spec) for node in _split_sum(tree)]
+    terms = []
+    for node in _split_sum(tree):
+      term, weight = _parse_product(node, spec)
+      for name, original in imported.items():
+        term = term.replace(name, original)
+      terms.append((term, weight))
+    return terms
   terms = []
   for item in spec:
     item = tuple(item)
@@ -75,6 +89,9 @@ def parse_loss(spec) -> list[tuple[Any, float]]:
                                **item[2])
     terms.append((loss, float(item[1])))
   return terms
+
+
+_IMPORTED = re.compile(r"\b[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 def _split_sum(node):
@@ -200,8 +217,17 @@ class Objective:
       extra = {"weight_key": term.weight_key} if term.weight_key else {}
       if rng is not None and _takes_rng(term.loss):
         extra["rng"] = rng
-      return term.loss(flat, batch, output_key=key, target_key=term.target,
-                       ignore_label=self.ignore_label, **extra)
+      try:
+        return term.loss(flat, batch, output_key=key, target_key=term.target,
+                         ignore_label=self.ignore_label, **extra)
+      except KeyError as e:  # a batch entry the loss reads and the pipeline does not make
+        missing = e.args[0] if e.args else None
+        if isinstance(missing, str) and missing not in batch and missing not in flat:
+          raise KeyError(f"The loss term {term.label!r} reads batch[{missing!r}], which the "
+                         f"input pipeline does not produce (it gives {sorted(batch)}); add the "
+                         "preprocessing op that makes it to config.data.train_pp (e.g. "
+                         "'|boundary_distance(16)' for 'boundary_distance').") from None
+        raise
     extra = {"pixel_weights": batch[term.weight_key]} if term.weight_key else {}
     target = batch[term.target] if term.target else None
     return term.loss(flat[key], target, ignore_label=self.ignore_label, **extra)

@@ -19,51 +19,23 @@ Every model takes a computation ``dtype`` (e.g. ``bfloat16``) and keeps float32 
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax import registry
 from segjax.models.common import count_params
-from segjax.models.deeplab import DeepLabV3, DeepLabV3Plus
-from segjax.models.hmsa import HMSA
-from segjax.models.mask2former import Mask2Former
-from segjax.models.panoptic import PanopticDeepLab, PanopticDeepLabResNet
-from segjax.models.segformer import SegFormer
-from segjax.models.backbones import DEPTHS, ResNet
-from segjax.models.segnet import SegNet
-from segjax.models.unet import UNet
 
-registry.register("model", "unet")(UNet)
-registry.register("model", "segnet")(SegNet)
-registry.register("model", "deeplabv3")(DeepLabV3)
-registry.register("model", "deeplabv3plus")(DeepLabV3Plus)
-registry.register("model", "segformer")(SegFormer)
-registry.register("model", "mask2former")(Mask2Former)
-for _depth in DEPTHS:
-  registry.register("model", _depth)(
-      lambda depth=_depth, num_classes=None, **kwargs: ResNet(depth=depth, **kwargs))
-
-
-@registry.register("model", "hmsa")
-def _hmsa(num_classes: int, trunk: str = "deeplabv3plus", trunk_kwargs: dict | None = None,
-          dtype=jnp.float32, **kwargs) -> HMSA:
-  """HMSA around ``create(trunk, num_classes=..., **trunk_kwargs)``."""
-  return HMSA(trunk=create(trunk, num_classes=num_classes, dtype=dtype, **(trunk_kwargs or {})),
-              dtype=dtype, **kwargs)
-
-
-@registry.register("model", "panoptic_deeplab")
-def _panoptic_deeplab(num_classes: int, trunk: str | None = None,
-                      trunk_kwargs: dict | None = None, dual_decoder: bool = False,
-                      dtype=jnp.float32, **kwargs) -> nn.Module:
-  """The published Panoptic-DeepLab (`PanopticDeepLabResNet`: ``backbone="resnet50"``,
-  ``output_stride``, ...) or, with ``trunk``, its heads on ``create(trunk, ...)`` (a second trunk
-  with ``dual_decoder``)."""
-  if trunk is None:
-    return PanopticDeepLabResNet(num_classes=num_classes, dtype=dtype, **kwargs)
-  make = lambda: create(trunk, num_classes=num_classes, dtype=dtype, **(trunk_kwargs or {}))
-  return PanopticDeepLab(trunk=make(), instance_trunk=make() if dual_decoder else None,
-                         dtype=dtype, **kwargs)
+from segjax.models.backbones import ResNet  # noqa: E402
+from segjax.models.deeplab import DeepLabV3, DeepLabV3Plus  # noqa: E402
+from segjax.models.hmsa import HMSA  # noqa: E402
+from segjax.models.mask2former import Mask2Former  # noqa: E402
+from segjax.models.panoptic import PanopticDeepLab, PanopticDeepLabResNet  # noqa: E402
+from segjax.models.segformer import SegFormer  # noqa: E402
+from segjax.models.segnet import SegNet  # noqa: E402
+from segjax.models.unet import UNet  # noqa: E402
 
 
 def create(spec, **kwargs) -> nn.Module:
@@ -87,6 +59,11 @@ def from_config(model_config, num_classes: int) -> nn.Module:
     raise ValueError(f"config.model = {model_config} does not fit model "
                      f"{model_config['name']!r}: {e}") from e
 
+
+# Every module of this package is imported (after `create`, which some of them use), so the models
+# they register need no list here.
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f"{__name__}.{_module.name}")
 
 from segjax.models.pretrained import from_pretrained, from_torchvision, from_transformers  # noqa: E402,E501
 

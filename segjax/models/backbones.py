@@ -17,15 +17,30 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax import registry
 from segjax.models.common import Dtype, batch_norm, conv
 
-# name -> (block kind, blocks per layer)
+# depth -> (block kind, blocks per layer)
 DEPTHS = {
-    "resnet18": ("basic", (2, 2, 2, 2)),
-    "resnet34": ("basic", (3, 4, 6, 3)),
-    "resnet50": ("bottleneck", (3, 4, 6, 3)),
-    "resnet101": ("bottleneck", (3, 4, 23, 3)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
 }
+
+
+def depth_of(backbone: str | int) -> int:
+  """The depth a backbone name says: ``"resnet50"`` (or ``50``) → 50."""
+  depth = backbone[len("resnet"):] if isinstance(backbone, str) and backbone.startswith(
+      "resnet") else backbone
+  try:
+    depth = int(depth)
+  except (TypeError, ValueError):
+    depth = None
+  if depth not in DEPTHS:
+    raise ValueError(f"unknown ResNet {backbone!r}; known: "
+                     f"{', '.join(f'resnet{d}' for d in DEPTHS)}")
+  return depth
 
 
 class _Block(nn.Module):
@@ -138,7 +153,7 @@ class ResNet(nn.Module):
   """A ResNet trunk returning ``{"stem", "layer1", ..., "layer4"}`` features (strides 4 to 32 or
   less with dilation) — no classifier. ``width`` scales every stage (64 = the paper's);
   ``blocks`` (four counts) replaces the depth's blocks per stage (small test models)."""
-  depth: str = "resnet50"
+  depth: int = 50
   output_stride: int = 32
   multi_grid: Sequence[int] | None = None
   width: int = 64
@@ -176,3 +191,8 @@ class ResNet(nn.Module):
       in_features = self.width * 2**stage * expansion
       features[f"layer{stage + 1}"] = x
     return features
+
+
+for _depth in DEPTHS:
+  registry.register("model", f"resnet{_depth}")(
+      lambda depth=_depth, num_classes=None, **kwargs: ResNet(depth=depth, **kwargs))

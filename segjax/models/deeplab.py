@@ -16,7 +16,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segjax.models.backbones import ResNet
+from segjax import registry
+from segjax.models.backbones import ResNet, depth_of
 from segjax.models.common import ConvNormAct, Dtype, batch_norm, conv, resize
 
 
@@ -78,6 +79,7 @@ class FCNHead(nn.Module):
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="4")(x)
 
 
+@registry.register("model", "deeplabv3")
 class DeepLabV3(nn.Module):
   """DeepLabV3: dilated ResNet + ASPP head; logits bilinearly upsampled to the input size.
 
@@ -102,6 +104,7 @@ class DeepLabV3(nn.Module):
     return _outputs(self, image, logits, features, feats, train)
 
 
+@registry.register("model", "deeplabv3plus")
 class DeepLabV3Plus(DeepLabV3):
   """DeepLabV3+: DeepLabV3's encoder (its fields; output stride 16 by default) and a decoder that
   refines the ASPP output with the stride-4 ``layer1`` features."""
@@ -125,8 +128,8 @@ class DeepLabV3Plus(DeepLabV3):
 
 def _backbone(model, image, train):
   """The dilated ResNet trunk of a DeepLab ``model`` (created inside its compact ``__call__``)."""
-  return ResNet(model.backbone, model.output_stride, model.multi_grid, model.width, model.dtype,
-                name="backbone")(image, train)
+  return ResNet(depth_of(model.backbone), model.output_stride, model.multi_grid, model.width,
+                model.dtype, name="backbone")(image, train)
 
 
 def _outputs(model, image, logits, features, feats, train):

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax import registry
 from segjax.models.common import ConvNormAct, Dtype, resize
 
 
@@ -103,3 +104,12 @@ class HMSA(nn.Module):
         "scale_logits": {str(s): resize(l, size) for s, (l, _) in per_scale.items()},
         "attention": {str(s): resize(a, size) for s, (_, a) in per_scale.items()},
     }
+
+
+@registry.register("model", "hmsa")
+def _hmsa(num_classes: int, trunk: str = "deeplabv3plus", trunk_kwargs: dict | None = None,
+          dtype=jnp.float32, **kwargs) -> HMSA:
+  """HMSA around the registered model ``trunk`` (with ``num_classes`` and ``trunk_kwargs``)."""
+  make = registry.lookup("model", trunk, num_classes=num_classes, dtype=dtype,
+                         **(trunk_kwargs or {}))
+  return HMSA(trunk=make(), dtype=dtype, **kwargs)

@@ -23,14 +23,13 @@ unchanged (training logs ``mask_confusion`` at the masks' resolution, `segjax.tr
 ``features`` = ``mask_features``. Panoptic and instance results come from the post-processors
 ``mask_panoptic`` and ``mask_instances`` (`segjax.postprocess`).
 
-Module names follow transformers' ``Mask2FormerForUniversalSegmentation`` (`hf_key`) with its
-ResNet backbone (``ResNetBackbone``), so its checkpoints load by name
+Module names follow transformers' ``Mask2FormerForUniversalSegmentation`` (`mask2former_weights`)
+with its ResNet backbone (``ResNetBackbone``), so its checkpoints load by name
 (`segjax.models.from_transformers`); LayerNorm and GroupNorm keep PyTorch's epsilon 1e-5.
 """
 from __future__ import annotations
 
 import math
-import re
 from typing import Sequence
 
 import flax.linen as nn
@@ -38,34 +37,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from segjax.models.backbones import ResNet
+from segjax import registry
+from segjax.models.backbones import ResNet, depth_of
 from segjax.models.common import Dtype
-from segjax.models.sampling import bilinear_sample, resize_bilinear
+from segjax.models.deformable import ms_deform_attn
+from segjax.models.sampling import resize_bilinear
 
 TORCH_EPS = 1e-5
 LEVELS = 3  # the pixel decoder's and the transformer decoder's feature levels (strides 32, 16, 8)
-
-
-def ms_deform_attn(value: jax.Array, shapes: Sequence[tuple[int, int]], locations: jax.Array,
-                   weights: jax.Array) -> jax.Array:
-  """Multi-scale deformable attention's core: ``value`` ``[B,S,heads,d]`` (the levels' maps of
-  ``shapes`` flattened and concatenated), ``locations`` ``[B,N,heads,levels,points,2]`` ((x, y) in
-  [0, 1]) and ``weights`` ``[B,N,heads,levels,points]`` → ``[B,N,heads·d]``: per head, the
-  weighted sum of the values bilinearly sampled at the locations (`bilinear_sample`)."""
-  batch, _, heads, dim = value.shape
-  _, queries, _, levels, points, _ = locations.shape
-  out = jnp.zeros((batch, heads, queries, dim), jnp.float32)
-  start = 0
-  for level, (height, width) in enumerate(shapes):
-    level_value = value[:, start:start + height * width]
-    start += height * width
-    maps = level_value.transpose(0, 2, 1, 3).reshape(batch * heads, height, width, dim)
-    where = locations[:, :, :, level].transpose(0, 2, 1, 3, 4).reshape(
-        batch * heads, queries * points, 2)
-    sampled = bilinear_sample(maps, where).reshape(batch, heads, queries, points, dim)
-    w = weights[:, :, :, level].transpose(0, 2, 1, 3)  # [B, heads, N, points]
-    out = out + jnp.einsum("bhnpd,bhnp->bhnd", sampled.astype(jnp.float32), w.astype(jnp.float32))
-  return out.transpose(0, 2, 1, 3).reshape(batch, queries, heads * dim).astype(value.dtype)
 
 
 def sine_position_embedding(height: int, width: int, features: int,
@@ -163,6 +142,17 @@ class _Layer(nn.Module):
   dtype: Dtype = jnp.float32
 
 
+class _Stack(nn.Module):
+  """The sizes of a stack of transformer layers (each rematerialised in the backward pass with
+  ``remat``)."""
+  heads: int = 8
+  layers: int = 6
+  ffn: int = 1024
+  dropout: float = 0.0
+  remat: bool = False
+  dtype: Dtype = jnp.float32
+
+
 class PixelDecoderLayer(_Layer):
   """Deformable self-attention over the three levels, then a ReLU FFN; post-norm residuals."""
 
@@ -177,19 +167,13 @@ class PixelDecoderLayer(_Layer):
     return _layer_norm("final_layer_norm", self.dtype)(x + drop(y))
 
 
-class PixelDecoder(nn.Module):
+class PixelDecoder(_Stack):
   """transformers' ``Mask2FormerPixelDecoder`` (``MSDeformAttnPixelDecoder`` of the paper's code):
   ``features`` are the trunk's maps at strides 4, 8, 16, 32. Returns ``mask_features`` (stride 4)
   and the three refined maps, deepest first."""
   feature_size: int = 256
   mask_feature_size: int = 256
-  heads: int = 8
-  layers: int = 6
-  ffn: int = 1024
   common_stride: int = 4
-  dropout: float = 0.0
-  remat: bool = False
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, features: Sequence[jax.Array], train: bool):
@@ -293,18 +277,14 @@ class MaskPredictor(nn.Module):
     return jnp.einsum("bqc,bhwc->bqhw", x, mask_features).astype(jnp.float32)
 
 
-class TransformerModule(nn.Module):
+class TransformerModule(_Stack):
   """Learned queries refined by `DecoderLayer`\\ s; returns the class-head inputs (the normalised
   queries) and the mask logits of every prediction (before the first layer and after each)."""
+  layers: int = 9
+  ffn: int = 2048
   hidden_dim: int = 256
   mask_feature_size: int = 256
   num_queries: int = 100
-  heads: int = 8
-  layers: int = 9
-  ffn: int = 2048
-  dropout: float = 0.0
-  remat: bool = False
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, multi_scale, mask_features, train: bool):
@@ -377,6 +357,7 @@ class _Model(nn.Module):
     return mask_features, states, masks
 
 
+@registry.register("model", "mask2former")
 class Mask2Former(nn.Module):
   """Mask2Former on a ResNet trunk (``backbone`` ``"resnet18"``..``"resnet101"``, ``width``,
   ``blocks``); defaults are the paper's (256 channels, 6 deformable encoder layers of FFN 1024,
@@ -412,8 +393,8 @@ class Mask2Former(nn.Module):
                          f"{self.num_heads}")
     if self.common_stride not in (4, 8):
       raise ValueError(f"mask2former: common_stride must be 4 or 8, not {self.common_stride}")
-    trunk = dict(depth=self.backbone, output_stride=32, width=self.width, dtype=self.dtype,
-                 blocks=tuple(self.blocks) if self.blocks else None)
+    trunk = dict(depth=depth_of(self.backbone), output_stride=32, width=self.width,
+                 dtype=self.dtype, blocks=tuple(self.blocks) if self.blocks else None)
     decoder = dict(feature_size=self.feature_size, mask_feature_size=self.mask_feature_size,
                    heads=self.num_heads, layers=self.encoder_layers, ffn=self.encoder_ffn,
                    common_stride=self.common_stride, dropout=self.dropout, remat=self.remat,
@@ -442,114 +423,3 @@ def semantic_logits(class_logits, mask_logits, size, eps: float = 1e-6):
   masks = jax.nn.sigmoid(resize_bilinear(mask_logits.transpose(0, 2, 3, 1), size))
   scores = jnp.einsum("bqk,bhwq->bhwk", probs, masks)
   return jnp.log(scores + eps)
-
-
-# Flax module names → transformers' (``Sequential`` children, list indices).
-_HF_NAMES = ((r"^encoder_layers_(\d+)$", r"encoder.layers.\1"), (r"^layers_(\d+)$", r"layers.\1"),
-             (r"^input_projections_(\d+)$", r"input_projections.\1"),
-             (r"^mask_embedder_(\d+)$", r"mask_embedder.\1.0"))
-_HF_LEAVES = {("params", "kernel"): "weight", ("params", "scale"): "weight",
-              ("params", "bias"): "bias", ("params", "embedding"): "weight",
-              ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
-_BACKBONE = "model.pixel_level_module.encoder."
-
-
-def _sequential(module: str) -> str:
-  match = re.match(r"^(input_projections|adapter|layer)_(\d+)_(conv|norm)$", module)
-  if not match:
-    return module
-  base, index, part = match.groups()
-  child = "0" if part == "conv" else "1"
-  return f"{base}.{index}.{child}" if base == "input_projections" else f"{base}_{index}.{child}"
-
-
-def _backbone_key(modules: list[str]) -> str:
-  """transformers' ``ResNetBackbone`` names of segjax's torchvision-named ResNet modules."""
-  if modules[0] in ("conv1", "bn1"):
-    part = "convolution" if modules[0] == "conv1" else "normalization"
-    return f"embedder.embedder.{part}"
-  stage, block, layer = int(modules[0][len("layer"):]) - 1, modules[1], modules[2]
-  prefix = f"encoder.stages.{stage}.layers.{block}."
-  if layer == "downsample":
-    return prefix + ("shortcut.convolution" if modules[3] == "0" else "shortcut.normalization")
-  index = int(layer[-1]) - 1
-  return prefix + f"layer.{index}." + ("convolution" if layer.startswith("conv") else
-                                       "normalization")
-
-
-def hf_key(path: tuple[str, ...]) -> str:
-  """The transformers key of a Flax variable path ``(collection, *modules, leaf)``."""
-  collection, *modules, leaf = path
-  if modules[:3] == ["model", "pixel_level_module", "encoder"]:
-    if (collection, leaf) not in _HF_LEAVES:
-      raise KeyError(f"no transformers name for variable {'/'.join(path)}")
-    return _BACKBONE + _backbone_key(modules[3:]) + "." + _HF_LEAVES[(collection, leaf)]
-  if leaf == "level_embed" and collection == "params":  # a bare parameter of the pixel decoder
-    return ".".join(modules + [leaf])
-  if (collection, leaf) not in _HF_LEAVES:
-    raise KeyError(f"no transformers name for variable {'/'.join(path)}")
-  if modules[:2] == ["model", "transformer_module"] and (
-      modules[2] in ("layernorm", "mask_predictor") or modules[2].startswith("layers_")):
-    modules = modules[:2] + ["decoder"] + modules[2:]  # transformers' decoder submodule
-  names = []
-  for module in modules:
-    module = _sequential(module)
-    for pattern, replacement in _HF_NAMES:
-      module = re.sub(pattern, replacement, module)
-    names.append(module)
-  return ".".join(names + [_HF_LEAVES[(collection, leaf)]])
-
-
-def split_in_proj(state: dict) -> dict:
-  """``cross_attn.in_proj_weight``/``in_proj_bias`` (PyTorch's ``MultiheadAttention``) as
-  ``q_proj``/``k_proj``/``v_proj`` tensors, the layout of the other attention layers."""
-  out = {}
-  for key, value in state.items():
-    match = re.match(r"^(.*)\.in_proj_(weight|bias)$", key)
-    if not match:
-      out[key] = value
-      continue
-    third = value.shape[0] // 3
-    for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
-      out[f"{match.group(1)}.{name}.{match.group(2)}"] = value[i * third:(i + 1) * third]
-  return out
-
-
-def sizes_from_state_dict(state: dict, hf_config: dict | None = None) -> dict:
-  """`Mask2Former` arguments of a transformers state dict (after `split_in_proj`): widths, layer
-  counts, queries, classes, heads and the ResNet's layout from the tensors' shapes (heads from
-  ``hf_config``'s ``num_attention_heads`` when given)."""
-  decoder = "model.pixel_level_module.decoder."
-  transformer = "model.transformer_module."
-  if "class_predictor.weight" not in state or decoder + "mask_projection.weight" not in state:
-    raise ValueError("not a Mask2FormerForUniversalSegmentation state dict: no "
-                     "class_predictor.weight or " + decoder + "mask_projection.weight")
-  stem = _BACKBONE + "embedder.embedder.convolution.weight"
-  if stem not in state:
-    raise ValueError(f"the Mask2Former checkpoint's backbone is not a ResNet (no {stem}); segjax "
-                     "loads Mask2Former with ResNet backbones")
-  width = int(state[stem].shape[0])
-  stages = [[int(k.split(".")[7]) for k in state
-             if k.startswith(f"{_BACKBONE}encoder.stages.{s}.layers.")] for s in range(4)]
-  blocks = tuple(1 + max(s) for s in stages)
-  bottleneck = any(".layer.2.convolution" in k for k in state if k.startswith(_BACKBONE))
-  backbone = "resnet50" if bottleneck else "resnet18"  # the block kind; ``blocks`` the counts
-  # heads × 3 levels × 4 points of the deformable attention's weights
-  offsets = state.get(decoder + "encoder.layers.0.self_attn.attention_weights.weight")
-  heads = int((hf_config or {}).get("num_attention_heads", 0)) or (
-      int(offsets.shape[0]) // (LEVELS * 4) if offsets is not None else 8)
-  return dict(
-      num_classes=int(state["class_predictor.weight"].shape[0]) - 1, backbone=backbone,
-      width=width, blocks=blocks,
-      feature_size=int(state[decoder + "mask_projection.weight"].shape[1]),
-      mask_feature_size=int(state[decoder + "mask_projection.weight"].shape[0]),
-      hidden_dim=int(state[transformer + "queries_features.weight"].shape[1]),
-      num_queries=int(state[transformer + "queries_features.weight"].shape[0]),
-      num_heads=heads,
-      encoder_layers=1 + max(int(k.split(".")[5]) for k in state
-                             if k.startswith(decoder + "encoder.layers.")),
-      encoder_ffn=int(state[decoder + "encoder.layers.0.fc1.weight"].shape[0]),
-      decoder_layers=1 + max(int(k.split(".")[4]) for k in state
-                             if k.startswith(transformer + "decoder.layers.")),
-      decoder_ffn=int(state[transformer + "decoder.layers.0.fc1.weight"].shape[0]),
-      common_stride=4 if any(k.startswith(decoder + "adapter_1.") for k in state) else 8)

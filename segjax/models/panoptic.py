@@ -15,7 +15,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segjax.models.backbones import ResNet
+from segjax import registry
+from segjax.models.backbones import ResNet, depth_of
 from segjax.models.common import ConvNormAct, Dtype, resize
 from segjax.models.deeplab import ASPP, ConvBN
 
@@ -104,7 +105,7 @@ class PanopticDeepLabResNet(nn.Module):
   @nn.compact
   def __call__(self, image, train: bool = False):
     size = image.shape[1:3]
-    feats = ResNet(self.backbone, self.output_stride, None, self.width, self.dtype,
+    feats = ResNet(depth_of(self.backbone), self.output_stride, None, self.width, self.dtype,
                    name="backbone")(image, train)
     rates = {32: (3, 6, 9), 16: (6, 12, 18), 8: (12, 24, 36)}[self.output_stride]
     semantic = PanopticDecoder(rates, self.aspp_features, self.semantic_features,
@@ -121,3 +122,18 @@ class PanopticDeepLabResNet(nn.Module):
                             name="offset_head")(instance, train)
     return {"logits": resize(logits, size), "features": semantic,
             "center": resize(center, size)[..., 0], "offset": resize(offset, size)}
+
+
+@registry.register("model", "panoptic_deeplab")
+def _panoptic_deeplab(num_classes: int, trunk: str | None = None,
+                      trunk_kwargs: dict | None = None, dual_decoder: bool = False,
+                      dtype=jnp.float32, **kwargs) -> nn.Module:
+  """The published Panoptic-DeepLab (`PanopticDeepLabResNet`: ``backbone="resnet50"``,
+  ``output_stride``, ...) or, with ``trunk``, its heads on the registered model ``trunk`` (a
+  second trunk with ``dual_decoder``)."""
+  if trunk is None:
+    return PanopticDeepLabResNet(num_classes=num_classes, dtype=dtype, **kwargs)
+  make = registry.lookup("model", trunk, num_classes=num_classes, dtype=dtype,
+                         **(trunk_kwargs or {}))
+  return PanopticDeepLab(trunk=make(), instance_trunk=make() if dual_decoder else None,
+                         dtype=dtype, **kwargs)

@@ -25,9 +25,11 @@ import numpy as np
 
 # Keys a torchvision file holds that segjax's models do not use.
 ALWAYS_IGNORED = ("num_batches_tracked",)
-_LEAVES = {("params", "kernel"): "weight", ("params", "scale"): "weight",
-           ("params", "bias"): "bias", ("batch_stats", "mean"): "running_mean",
-           ("batch_stats", "var"): "running_var"}
+# Flax leaf → PyTorch tensor name, for every key map (torchvision here, transformers in
+# segformer_weights.py and mask2former_weights.py).
+LEAVES = {("params", "kernel"): "weight", ("params", "scale"): "weight",
+          ("params", "bias"): "bias", ("params", "embedding"): "weight",
+          ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -64,10 +66,10 @@ def _read_safetensors(path):
 def torch_key(path: tuple[str, ...]) -> str:
   """The torchvision key of a Flax variable path ``(collection, *modules, leaf)``."""
   collection, *modules, leaf = path
-  if (collection, leaf) not in _LEAVES:
+  if (collection, leaf) not in LEAVES:
     raise KeyError(f"no torchvision name for variable {'/'.join(path)}")
   names = [re.sub(r"_(\d+)$", r".\1", m) for m in modules]
-  return ".".join(names + [_LEAVES[(collection, leaf)]])
+  return ".".join(names + [LEAVES[(collection, leaf)]])
 
 
 def _unstacked_paths(path: tuple[str, ...], shape) -> list[tuple[str, ...]]:
@@ -226,19 +228,19 @@ def from_transformers(name: str, path, **kwargs):
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from segjax import models  # pylint: disable=import-outside-toplevel
-  from segjax.models import mask2former  # pylint: disable=import-outside-toplevel
-  from segjax.models import segformer  # pylint: disable=import-outside-toplevel
+  from segjax.models import mask2former_weights  # pylint: disable=import-outside-toplevel
+  from segjax.models import segformer_weights  # pylint: disable=import-outside-toplevel
 
   if name not in TRANSFORMERS_NAMES:
     raise ValueError(f"no transformers conversion for {name!r}; known: "
                      f"{', '.join(TRANSFORMERS_NAMES)}")
   state, hf_config, _ = read_source(path)
   if TRANSFORMERS_NAMES[name] == "segformer":
-    module, ignore = segformer, ()
-    state = segformer.checkpoint_names(state)
+    module, ignore = segformer_weights, ()
+    state = segformer_weights.checkpoint_names(state)
   else:
-    module, ignore = mask2former, ("criterion.empty_weight",)
-    state = mask2former.split_in_proj(state)
+    module, ignore = mask2former_weights, ("criterion.empty_weight",)
+    state = mask2former_weights.split_in_proj(state)
   kwargs = {**module.sizes_from_state_dict(state, hf_config), **kwargs}
   model = models.create(TRANSFORMERS_NAMES[name], **kwargs)
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
@@ -251,15 +253,15 @@ def load_transformers_encoder(variables: Mapping, path, *, subtree: str = "segfo
   """``variables`` with SegFormer's ``segformer`` subtree (the MiT encoder) from a transformers
   checkpoint (``nvidia/mit-b0`` … ``mit-b5``, ``SegformerForImageClassification``, or any
   SegFormer checkpoint; its head is ignored); for ``config.model.pretrained``."""
-  from segjax.models import segformer  # pylint: disable=import-outside-toplevel
+  from segjax.models import segformer_weights  # pylint: disable=import-outside-toplevel
   state, _, _ = read_source(path)
-  state = segformer.checkpoint_names(state)
+  state = segformer_weights.checkpoint_names(state)
   variables = flax.core.unfreeze(variables)
   part = {c: v[subtree] for c, v in variables.items() if subtree in v}
   if not part:
     raise ValueError(f"the model has no {subtree!r} to load {path} into")
   loaded = load_state_dict(part, state, prefix=f"{subtree}.",
-                           key=lambda p: segformer.hf_key((p[0], subtree, *p[1:]))[
+                           key=lambda p: segformer_weights.hf_key((p[0], subtree, *p[1:]))[
                                len(subtree) + 1:])
   for collection, tree in loaded.items():
     variables[collection][subtree] = tree

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax import registry
 from segjax.models.common import ConvNormAct, Dtype, conv
 
 # VGG16's 13 convolutions as (stage widths relative to `width`, convs per stage).
@@ -32,6 +33,7 @@ def max_unpool(x, index, shape):
   return jnp.pad(out, ((0, 0), (0, shape[0] - h2 * 2), (0, shape[1] - w2 * 2), (0, 0)))
 
 
+@registry.register("model", "segnet")
 class SegNet(nn.Module):
   """SegNet with a VGG16-BN encoder (``width=64``: the 13 convolutions hold 14,723,136 parameters,
   biases and BN included as in torchvision's ``vgg16_bn``) and a mirrored decoder whose last

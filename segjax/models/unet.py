@@ -4,6 +4,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax import registry
 from segjax.models.common import ConvNormAct, Dtype, UpConv2x, max_pool_2x2, pad_to_shape
 
 
@@ -17,6 +18,7 @@ class DoubleConv(nn.Module):
     return ConvNormAct(self.features, dtype=self.dtype)(x, train)
 
 
+@registry.register("model", "unet")
 class UNet(nn.Module):
   """UNet: ``depth`` 2x2 max-pool downsamplings, widths ``features * 2**level``.
 
