@@ -20,6 +20,7 @@ from segjax import inference
 from segjax import postprocess
 from segjax import visualize
 from segjax.data import pipeline
+from segjax.data import readers
 
 
 def local_data_parallel(fn, devices):
@@ -418,4 +419,10 @@ def _write_image(predictor, path, name, predictions, index, probs, output, fmt, 
   row = {"name": name, "uncertainty": round(export.uncertainty(
       probs, config.predict.get("uncertainty", "entropy")), 6),
          "height": labels.shape[0], "width": labels.shape[1]}
-  files.write_json(record_path, {"row": row, "coco": regions, "settings": settings})
+  labels_written = {}
+  if fmt == "labelme":  # which file a person corrects decides what the folder dataset reads
+    for sub, suffix in (("masks", ".png"), ("labelme", ".json")):
+      written = export.output_path(output, sub, name, suffix)
+      labels_written[os.path.relpath(written, output)] = readers.sha256(written)
+  files.write_json(record_path, {"row": row, "coco": regions, "settings": settings,
+                                 "labels": labels_written})

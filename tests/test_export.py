@@ -125,3 +125,34 @@ def test_atomic_writers_leave_nothing_half_written(tmp_path):
   with pytest.raises(OSError, match="disk full"):
     files.write_atomic(path, half)
   assert json.load(open(path)) == {"miou": 0.5} and os.listdir(tmp_path) == ["metrics.json"]
+
+
+def test_labelme_pre_labels_from_predict_train_back_and_a_corrected_file_is_read(straight_run,
+                                                                                  tmp_path):
+  """experiments/predict.py's labelme output written as a dataset's split: read back it equals
+  the predicted masks; a labelme file a person edits is what the folder dataset reads."""
+  import json
+  from segjax import predict, runs
+  config, workdir, _ = straight_run
+  predictor = predict.Predictor(runs.load(workdir), config)
+  (tmp_path / "new").mkdir()
+  inputs = []
+  for name, image, _, _ in scenes(2):
+    inputs.append(str(tmp_path / "new" / f"{name}.png"))
+    cv2.imwrite(inputs[-1], image[..., ::-1])
+  split = tmp_path / "data" / "train"
+  predict.predict_files(predictor, inputs, str(split), fmt="labelme", progress=False)
+  read = lambda tag: {k: v["semantic"][..., 0] for k, v in (
+      (ex["name"].decode(), ex) for ex in folder.folder_dataset(
+          str(tmp_path / "data"), "train", data_dir=str(tmp_path / tag)).as_numpy_iterator())}
+  masks = {n: folder.read_mask(str(split / "masks" / f"{n}.png")) for n in ("scene_0", "scene_1")}
+  got = read("as_written")
+  for name in masks:
+    np.testing.assert_array_equal(got[name], masks[name])
+  document = json.loads((split / "labelme" / "scene_0.json").read_text())
+  document["shapes"].append({"label": predictor.descriptor.class_names[1], "shape_type": "polygon",
+                             "points": [[0, 0], [5, 0], [5, 5], [0, 5]]})  # last: drawn on top
+  (split / "labelme" / "scene_0.json").write_text(json.dumps(document))
+  got = read("corrected")
+  assert (got["scene_0"][:6, :6] == 1).all()
+  np.testing.assert_array_equal(got["scene_1"], masks["scene_1"])

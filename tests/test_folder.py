@@ -100,6 +100,63 @@ def test_classes_json_of_pre_labels_written_inside_the_split_is_read(tmp_path):
     folder.prepare(str(root), data_dir=str(tmp_path / "tfds2"))
 
 
+def test_labelme_pre_labels_read_back_whichever_file_was_corrected(tmp_path):
+  """Pre-labels with --format=labelme (masks/NAME.png, labelme/NAME.json and their SHA-256 in
+  records/NAME.json, as segjax.predict writes them): the labelme polygons rasterise back to the
+  mask; a corrected labelme file wins over the untouched mask, a corrected mask over the untouched
+  labelme file; both changed is an error naming them; labelme alone is read."""
+  from segjax import export
+  from segjax.data import readers
+  from segjax.data.descriptor import DatasetDescriptor
+  descriptor = DatasetDescriptor(name="d", class_names=("background", "cell", "debris"),
+                                 colormap=((0, 0, 0), (255, 0, 0), (0, 255, 0)),
+                                 stuff_classes=(0, 2), thing_classes=(1,), ignore_label=255,
+                                 label_divisor=1000)
+  labels = np.zeros((20, 24), np.uint8)
+  labels[2:9, 3:11] = 1
+  cv2.circle(labels, (16, 13), 5, 2, -1)
+  labels = labels.astype(np.int64)
+  root, split = tmp_path / "data", tmp_path / "data" / "train"
+  write(str(split / "images/a.png"), RNG.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+  export.write_indexed_png(export.output_path(str(split), "masks", "a", ".png"), labels,
+                           descriptor.colormap)
+  document = export.labelme("a.png", labels, None, descriptor)
+  (split / "labelme").mkdir()
+  (split / "labelme/a.json").write_text(json.dumps(document))
+  (split / "classes.json").write_text(json.dumps(export.classes_json(descriptor)))
+  (split / "records").mkdir()
+  (split / "records/a.json").write_text(json.dumps({"labels": {
+      "masks/a.png": readers.sha256(str(split / "masks/a.png")),
+      "labelme/a.json": readers.sha256(str(split / "labelme/a.json"))}}))
+  np.testing.assert_array_equal(
+      readers.read_labelme(str(split / "labelme/a.json"), descriptor.class_names, (20, 24)), labels)
+  read = lambda tag: examples(root, "train", tmp_path / tag)["a"]["semantic"][..., 0]
+  np.testing.assert_array_equal(read("untouched"), labels)
+  # A person relabels the square as debris in the labelme file: that file is read.
+  square = next(i for i, shape in enumerate(document["shapes"]) if shape["label"] == "cell")
+  document["shapes"][square]["label"] = "debris"
+  (split / "labelme/a.json").write_text(json.dumps(document))
+  np.testing.assert_array_equal(read("labelme_edited"), np.where(labels == 1, 2, labels))
+  # Both corrected: which one is meant cannot be told.
+  edited = labels.copy()
+  edited[0, 0] = 2
+  export.write_indexed_png(str(split / "masks/a.png"), edited, descriptor.colormap)
+  with pytest.raises(folder.BadFileError, match=r"masks/a\.png and .*labelme/a\.json both differ"):
+    folder.prepare(str(root), data_dir=str(tmp_path / "both_edited"))
+  # The labelme file as written again, the mask corrected: the mask is read.
+  (split / "labelme/a.json").write_text(json.dumps(export.labelme("a.png", labels, None,
+                                                                  descriptor)))
+  np.testing.assert_array_equal(read("mask_edited"), edited)
+  # No masks at all: the labelme file; an unknown label is named.
+  os.remove(split / "masks/a.png")
+  np.testing.assert_array_equal(read("labelme_only"), labels)
+  document["shapes"][square]["label"] = "nucleus"
+  (split / "labelme/a.json").write_text(json.dumps(document))
+  with pytest.raises(folder.BadFileError, match=r"labelme/a\.json: shape \d+ has label "
+                     r"'nucleus', which is not a class \(background, cell, debris\)"):
+    folder.prepare(str(root), data_dir=str(tmp_path / "unknown_label"))
+
+
 def test_coco_annotations_instead_of_masks(tmp_path):
   from pycocotools import mask as mask_utils
   root = tmp_path / "data"

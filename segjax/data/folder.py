@@ -9,6 +9,8 @@ Layout (a missing split is fine)::
                                classes.json
     train/instances/NAME.png   optional, uint16 instance ids, 0 = none
     train/annotations.json     COCO instead of masks/ and instances/ (polygons or RLE)
+    train/labelme/NAME.json    or labelme polygons (label = class name); beside masks/, the file
+                               changed since the pre-labels were written is read (records/)
     val/...  test/...
     classes.json               optional: {"classes": [{"id", "name", "color", "kind"}...],
                                "ignore_label": 255}
@@ -34,7 +36,7 @@ import tensorflow_datasets as tfds
 from segjax import files
 from segjax.data.descriptor import DatasetDescriptor
 from segjax.data.readers import (IMAGE_EXTENSIONS, BadFileError, read_georeference, read_image,
-                                 read_mask)
+                                 read_labelme, read_mask, sha256)
 
 SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 DEFAULT_COLORMAP = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
@@ -256,11 +258,10 @@ def _load_example(stem, image_path, masks, instances, coco, coco_path, colours, 
       if differ:
         raise BadFileError(f"{masks[stem]} and {coco_path} disagree on {differ} pixels of "
                            f"{stem}: keep the one you corrected and delete the other")
-  elif masks:
-    if stem not in masks:
-      raise BadFileError(f"{image_path}: image without a mask (no {split_dir}/masks/{stem}.png)")
-    label_path = masks[stem]
-    semantic = read_mask(label_path, colours)
+  elif masks or os.path.isdir(os.path.join(split_dir, "labelme")):
+    label_path = _label_source(stem, image_path, masks, split_dir)
+    semantic = (read_mask(label_path, colours) if label_path.endswith(".png") else
+                read_labelme(label_path, classes.names if classes else (), image.shape[:2]))
     if stem in instances:
       instance_path = instances[stem]
       instance = read_image(instance_path)[..., 0].astype(np.int32)
@@ -278,6 +279,30 @@ def _load_example(stem, image_path, masks, instances, coco, coco_path, colours, 
                          f"(0..{len(classes.ids) - 1}) nor the ignore label {classes.ignore_label}")
   return {"image": image, "semantic": semantic, "instance": instance,
           "georeference": georeference}
+
+
+def _label_source(stem, image_path, masks, split_dir) -> str:
+  """The file that labels ``stem``: its mask, or its labelme document when that is the one a
+  person corrected. Pre-labels record both files' SHA-256 in ``records/NAME.json``
+  (`segjax.predict`): the file whose hash changed wins; both changed is an error naming them."""
+  labelme = os.path.join(split_dir, "labelme", stem + ".json")
+  if not os.path.exists(labelme):
+    if stem not in masks:
+      raise BadFileError(f"{image_path}: image without a mask (no {split_dir}/masks/{stem}.png)")
+    return masks[stem]
+  if stem not in masks:
+    return labelme
+  record = os.path.join(split_dir, "records", stem + ".json")
+  written = {}
+  if os.path.exists(record):
+    with open(record) as f:
+      written = json.load(f).get("labels", {})
+  changed = [path for path in (masks[stem], labelme)
+             if written.get(os.path.relpath(path, split_dir)) != sha256(path)]
+  if len(changed) == 2:
+    raise BadFileError(f"{masks[stem]} and {labelme} both differ from the pre-labels of {record}"
+                       " (or it is missing): keep the one you corrected and delete the other")
+  return labelme if changed == [labelme] else masks[stem]
 
 
 # ---------------------------------------------------------------------------------------- builder

@@ -78,3 +78,47 @@ def read_mask(path: str, colours: dict[tuple[int, int, int], int] | None = None)
     raise BadFileError(f"{path}: colour {tuple(int(v) for v in rgb[y, x])} at (row {y}, column {x}) "
                        "is not a class colour in classes.json")
   return out
+
+
+def sha256(path: str) -> str:
+  """The file's SHA-256 (hex)."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def read_labelme(path: str, class_names, size: tuple[int, int]) -> np.ndarray:
+  """The class map ``[H,W]`` (int32) of a labelme document: each ``polygon`` or ``rectangle``
+  shape filled with the id of its ``label`` (a class name), later shapes over earlier ones,
+  pixels no shape covers 0. ``size`` (H, W) is the image's; the document must agree."""
+  import json  # pylint: disable=import-outside-toplevel
+  try:
+    with open(path) as f:
+      document = json.load(f)
+    shapes = document["shapes"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise BadFileError(f"{path}: not a labelme document ({e})") from e
+  stated = (document.get("imageHeight"), document.get("imageWidth"))
+  if None not in stated and tuple(stated) != tuple(size):
+    raise BadFileError(f"{path}: imageHeight x imageWidth {stated[0]}x{stated[1]} differs from "
+                       f"the image's {size[0]}x{size[1]}")
+  ids = {name: i for i, name in enumerate(class_names)}
+  out = np.zeros(size, np.int32)
+  for number, shape in enumerate(shapes):
+    label, kind = shape.get("label"), shape.get("shape_type", "polygon")
+    if label not in ids:
+      raise BadFileError(f"{path}: shape {number} has label {label!r}, which is not a class "
+                         f"({', '.join(class_names)})")
+    points = np.asarray(shape.get("points", []), np.float64)
+    if kind == "rectangle" and points.shape == (2, 2):
+      (x0, y0), (x1, y1) = points
+      points = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    elif kind != "polygon":
+      raise BadFileError(f"{path}: shape {number} is a {kind!r}; polygons and rectangles are read")
+    if points.ndim != 2 or points.shape[0] < 3 or points.shape[1] != 2:
+      raise BadFileError(f"{path}: shape {number} ({label!r}) needs at least 3 (x, y) points")
+    cv2.fillPoly(out, [np.round(points).astype(np.int32)], int(ids[label]))
+  return out
