@@ -333,3 +333,24 @@ def test_patches_through_the_training_pipeline_counts_and_class_balance(tmp_path
   stream = drawn(2400)
   share = np.mean([(p == 2).any() for p in stream])
   assert 0.18 < share < 0.27, share
+
+
+def test_images_of_different_sizes_in_one_evaluation_batch_name_the_way_out(tmp_path):
+  from conftest import load_config
+  from segjax.data import pipeline
+  root = tmp_path / "data"
+  for name, (height, width) in (("a", (5, 6)), ("b", (7, 6))):
+    write(str(root / f"val/images/{name}.png"), np.zeros((height, width, 3), np.uint8))
+    write(str(root / f"val/masks/{name}.png"), np.zeros((height, width), np.uint8))
+  (root / "classes.json").write_text(json.dumps({"classes": [{"id": 0}, {"id": 1}]}))
+  config = load_config("unet_folder")
+  config.data.update(dict(root=str(root), data_dir=str(tmp_path / "tfds")))
+  source = pipeline.get_source(config.data)
+  ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=2)
+  with pytest.raises(ValueError, match=r"Images of different sizes in one batch \(\d,6,3 and \d,6,3\)"
+                     r": set --config.data.eval_pad_to=H,W .* or --config.eval_batch_size=1"):
+    list(pipeline.as_numpy(ds, source))
+  config.data.eval_pad_to = (8, 8)  # the way out: one shape, padding ignored
+  ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=2)
+  (batch,) = list(pipeline.as_numpy(ds, source))
+  assert batch["image"].shape[1:3] == (8, 8) and (batch["semantic"] != 255).sum() == 5 * 6 + 7 * 6

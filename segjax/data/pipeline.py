@@ -346,6 +346,12 @@ def as_numpy(ds: tf.data.Dataset, source: Source | None = None) -> Iterator[dict
     except StopIteration:
       return
     except tf.errors.InvalidArgumentError as error:
+      if "Cannot add tensor to the batch" in error.message:
+        shapes = re.findall(r"\[(?:tensor|batch)\]: \[([\d,]+)\]", error.message)
+        raise ValueError(
+            f"Images of different sizes in one batch ({' and '.join(shapes) or 'see --verbose'})"
+            ": set --config.data.eval_pad_to=H,W (at least the largest image; the padding is "
+            "ignored by the metrics) or --config.eval_batch_size=1.") from None
       if _RANGE_MARK not in error.message:
         raise
       raise _label_error(error.message, source) from None
