@@ -64,3 +64,14 @@ def write_text(path: str, text: str) -> str:
     with open(tmp, "w") as f:
       f.write(text)
   return write_atomic(path, write)
+
+
+def sha256(*paths: str) -> str:
+  """The SHA-256 (hex) of the files' bytes, one after another."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  digest = hashlib.sha256()
+  for path in paths:
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+  return digest.hexdigest()

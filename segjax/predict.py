@@ -20,7 +20,6 @@ from segjax import inference
 from segjax import postprocess
 from segjax import visualize
 from segjax.data import pipeline
-from segjax.data import readers
 
 
 def local_data_parallel(fn, devices):
@@ -423,6 +422,6 @@ def _write_image(predictor, path, name, predictions, index, probs, output, fmt, 
   if fmt == "labelme":  # which file a person corrects decides what the folder dataset reads
     for sub, suffix in (("masks", ".png"), ("labelme", ".json")):
       written = export.output_path(output, sub, name, suffix)
-      labels_written[os.path.relpath(written, output)] = readers.sha256(written)
+      labels_written[os.path.relpath(written, output)] = files.sha256(written)
   files.write_json(record_path, {"row": row, "coco": regions, "settings": settings,
                                  "labels": labels_written})

@@ -105,7 +105,7 @@ def test_labelme_pre_labels_read_back_whichever_file_was_corrected(tmp_path):
   records/NAME.json, as segjax.predict writes them): the labelme polygons rasterise back to the
   mask; a corrected labelme file wins over the untouched mask, a corrected mask over the untouched
   labelme file; both changed is an error naming them; labelme alone is read."""
-  from segjax import export
+  from segjax import export, files
   from segjax.data import readers
   from segjax.data.descriptor import DatasetDescriptor
   descriptor = DatasetDescriptor(name="d", class_names=("background", "cell", "debris"),
@@ -126,8 +126,8 @@ def test_labelme_pre_labels_read_back_whichever_file_was_corrected(tmp_path):
   (split / "classes.json").write_text(json.dumps(export.classes_json(descriptor)))
   (split / "records").mkdir()
   (split / "records/a.json").write_text(json.dumps({"labels": {
-      "masks/a.png": readers.sha256(str(split / "masks/a.png")),
-      "labelme/a.json": readers.sha256(str(split / "labelme/a.json"))}}))
+      "masks/a.png": files.sha256(str(split / "masks/a.png")),
+      "labelme/a.json": files.sha256(str(split / "labelme/a.json"))}}))
   np.testing.assert_array_equal(
       readers.read_labelme(str(split / "labelme/a.json"), descriptor.class_names, (20, 24)), labels)
   read = lambda tag: examples(root, "train", tmp_path / tag)["a"]["semantic"][..., 0]

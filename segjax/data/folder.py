@@ -36,7 +36,7 @@ import tensorflow_datasets as tfds
 from segjax import files
 from segjax.data.descriptor import DatasetDescriptor
 from segjax.data.readers import (IMAGE_EXTENSIONS, BadFileError, read_georeference, read_image,
-                                 read_labelme, read_mask, sha256)
+                                 read_labelme, read_mask)
 
 SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 DEFAULT_COLORMAP = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
@@ -298,7 +298,7 @@ def _label_source(stem, image_path, masks, split_dir) -> str:
     with open(record) as f:
       written = json.load(f).get("labels", {})
   changed = [path for path in (masks[stem], labelme)
-             if written.get(os.path.relpath(path, split_dir)) != sha256(path)]
+             if written.get(os.path.relpath(path, split_dir)) != files.sha256(path)]
   if len(changed) == 2:
     raise BadFileError(f"{masks[stem]} and {labelme} both differ from the pre-labels of {record}"
                        " (or it is missing): keep the one you corrected and delete the other")

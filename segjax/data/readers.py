@@ -80,16 +80,6 @@ def read_mask(path: str, colours: dict[tuple[int, int, int], int] | None = None)
   return out
 
 
-def sha256(path: str) -> str:
-  """The file's SHA-256 (hex)."""
-  import hashlib  # pylint: disable=import-outside-toplevel
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def read_labelme(path: str, class_names, size: tuple[int, int]) -> np.ndarray:
   """The class map ``[H,W]`` (int32) of a labelme document: each ``polygon`` or ``rectangle``
   shape filled with the id of its ``label`` (a class name), later shapes over earlier ones,

@@ -14,9 +14,10 @@ Mask2Former) or timm's ``architecture`` (ResNets, whose keys are torchvision's),
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
+
+from segjax.files import sha256
 
 PREFIX = "hf-hub:"
 # Weight files in the order they are looked for.
@@ -92,15 +93,6 @@ def _commit_of(path: str) -> str:
   return parts[parts.index("snapshots") + 1] if "snapshots" in parts else ""
 
 
-def _sha256(paths) -> str:
-  digest = hashlib.sha256()
-  for path in paths:
-    with open(path, "rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        digest.update(block)
-  return digest.hexdigest()
-
-
 def resolve(name: str) -> HubWeights:
   """The weights and config of hub name ``name`` (see the module docstring); errors name the
   repository, the revision and the file."""
@@ -121,7 +113,7 @@ def resolve(name: str) -> HubWeights:
       files = tuple(_download(repo_id, shard, revision, name) for shard in shards)
       if None in files:
         raise FileNotFoundError(f"{name}: a shard listed in {filename} is missing")
-    return HubWeights(name, repo_id, _commit_of(path), files, _sha256(files), config)
+    return HubWeights(name, repo_id, _commit_of(path), files, sha256(*files), config)
   raise FileNotFoundError(f"{name}: the repository has none of {', '.join(WEIGHT_FILES)}")
 
 
