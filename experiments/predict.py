@@ -24,8 +24,10 @@ merges review.csv and annotations.json:
 
 Cut-outs for photo editing (RGBA, alpha from the model's probability, edges refined on the image):
   python experiments/predict.py --model=unet.safetensors --input=photos/ --output=cutouts \
-      --format=cutout --config=configs/unet_shapes.py --config.predict.cutout_feather=1.0 Prediction and post-processing settings can be changed with a config file and
-its overrides, e.g. --config=configs/unet_shapes.py --config.predict.window='(256, 256)'
+      --format=cutout --config=configs/unet_shapes.py --config.predict.cutout_feather=1.0
+
+Prediction and post-processing settings can be changed with a config file and its overrides,
+e.g. --config=configs/unet_shapes.py --config.predict.window='(256, 256)'
 --config.predict.flip=True --config.postprocess="argmax|semantic_instances('watershed')";
 the model, its classes and its normalisation always come from the run.
 """

@@ -20,6 +20,10 @@ def base_config() -> ml_collections.ConfigDict:
       name="", data_dir=placeholder(str), train_split="train",
       # Training examples: composable ops (segjax/data/ops.py), ending in crop_size images.
       crop_size=(512, 512), train_pp="", eval_pp="", channels=3, normalization="mean_std",
+      # Evaluation runs each image at its own size (grouped by size); these pad each image
+      # (padding ignored by the metrics): to at least (H, W), or up to a multiple of an int,
+      # the image mirrored ("reflect") or filled with the mean ("constant").
+      eval_pad_to=placeholder(tuple), eval_size_multiple=placeholder(int), eval_pad_mode="reflect",
       mean=IMAGENET_MEAN, std=IMAGENET_STD,
       # The ignore label is the dataset's (its descriptor: classes.json, the catalogue), not a
       # config key.

@@ -123,11 +123,13 @@ class Evaluator:
       on_device = sharding.global_batch(
           {k: np.asarray(predictions[k]) for k in METRIC_ENTRIES if k in predictions}, mesh)
       sums = self.add_metrics(sums, on_device, batch)
-      if with_ap:
+      if with_ap:  # each image within its own size: padding is neither truth nor prediction
         for i in np.flatnonzero(local["valid"]):
-          found.append(predictions["instances"][i])
+          height, width = local["size"][i]
+          item = predictions["instances"][i]
+          found.append({**item, "masks": np.asarray(item["masks"])[:, :height, :width]})
           truths.append(metrics.instances_from_panoptic(
-              local["panoptic"][i], label_divisor=descriptor.label_divisor,
+              local["panoptic"][i, :height, :width], label_divisor=descriptor.label_divisor,
               thing_classes=descriptor.thing_classes))
     return self._summarize(jax.device_get(sums), truths, found, with_ap)
 
@@ -153,10 +155,9 @@ class Evaluator:
 
 
 def gather_instances(per_image: list[dict]) -> list[dict]:
-  """Every process's per-image instances (``{"masks": [N,H,W], ...}``), in process order — the
-  order of the images in the split, which `segjax.data.pipeline.eval_dataset` cuts into
-  consecutive shares — so that host-side metrics (mask AP) see all images, as one process does.
-  Masks travel as COCO RLE."""
+  """Every process's per-image instances (``{"masks": [N,H,W], ...}``), in process order, so
+  that host-side metrics (mask AP) see all images, as one process does. Masks travel as COCO
+  RLE."""
   if jax.process_count() == 1:
     return per_image
   import pickle  # pylint: disable=import-outside-toplevel
@@ -203,6 +204,7 @@ def evaluate_run(path: str, config=None, step: int | None = None) -> dict:
   from segjax import runs  # pylint: disable=import-outside-toplevel
   run = runs.load(path, step)
   config = runs.with_run_model(run, config)
+  pipeline.check_config(config.data)
   mesh = sharding.make_mesh(config.get("num_devices"))
   source = pipeline.get_source(config.data)
   runs.check_same_classes(run.descriptor, source.descriptor)
@@ -221,7 +223,9 @@ def evaluate_predictor(predictor, source, split: str, batch_size: int = 8) -> di
   confusion = np.zeros((num_classes, num_classes), np.int64)
   for batch in pipeline.as_numpy(ds, source):
     for i in np.flatnonzero(batch["valid"]):
-      semantic = predictor.predict_image(batch["image"][i])[0]["semantic"][0]
-      confusion += np.asarray(metrics.confusion_matrix(semantic, batch["semantic"][i],
-                                                       num_classes))
+      height, width = batch["size"][i]  # without the padding of eval_pad_to / size_multiple
+      semantic = predictor.predict_image(batch["image"][i, :height, :width])[0]["semantic"][0]
+      confusion += np.asarray(metrics.confusion_matrix(
+          semantic, batch["semantic"][i, :height, :width], num_classes,
+          ignore_label=source.descriptor.ignore_label))
   return metrics.summarize(confusion, source.descriptor.class_names)

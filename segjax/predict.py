@@ -124,9 +124,10 @@ def instance_map(predictions: dict, index: int, descriptor) -> tuple[np.ndarray 
 
 
 def draw_split(predictor: Predictor, source, output_dir: str) -> list[str]:
-  """Pictures of ``config.predict.num_images`` images of ``config.predict.split``: image, ground
-  truth and prediction (panoptic maps when the chain makes them), one file each, and all of them
-  in ``contact_sheet.png``."""
+  """Pictures of ``config.predict.num_images`` images of ``config.predict.split`` (in the order of
+  `segjax.data.pipeline.eval_dataset`: grouped by size): image, ground truth and prediction
+  (panoptic maps when the chain makes them), each at the image's own size, one file each, and all
+  of them in ``contact_sheet.png``."""
   config, descriptor = predictor.config, predictor.descriptor
   os.makedirs(output_dir, exist_ok=True)
   ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split,
@@ -140,8 +141,10 @@ def draw_split(predictor: Predictor, source, output_dir: str) -> list[str]:
     shown, truth = ((predictions["panoptic"], batch["panoptic"]) if panoptic
                     else (predictions["semantic"], batch["semantic"]))
     for i in np.flatnonzero(batch["valid"])[:config.predict.num_images - len(paths)]:
-      image = visualize.denormalize(batch["image"][i], config.data.mean, config.data.std)
-      picture = visualize.side_by_side(image, shown[i], descriptor, truth[i], panoptic=panoptic)
+      own = np.s_[:batch["size"][i][0], :batch["size"][i][1]]  # the image, not its padding
+      image = visualize.denormalize(batch["image"][i][own], config.data.mean, config.data.std)
+      picture = visualize.side_by_side(image, shown[i][own], descriptor, truth[i][own],
+                                       panoptic=panoptic)
       path = os.path.join(output_dir, f"{config.predict.split}_{len(paths):04d}.png")
       if jax.process_index() == 0:
         visualize.write_png(path, picture)

@@ -160,7 +160,8 @@ def abstract_variables(model, config, sharding=None) -> dict:
 # classes and the normalisation always come from the run.
 SETTINGS_KEYS = ("predict", "postprocess", "eval_splits", "eval_batch_size", "eval_tta",
                  "eval_mask_ap", "num_devices")
-DATA_LOCATION_KEYS = ("root", "data_dir", "skip_bad", "eval_pp", "eval_pad_to")
+DATA_LOCATION_KEYS = ("root", "data_dir", "skip_bad", "eval_pp", "eval_pad_to",
+                      "eval_size_multiple", "eval_pad_mode")
 
 
 def with_run_model(run: Run, config=None) -> ml_collections.ConfigDict:

@@ -104,12 +104,13 @@ def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetD
   title = "prediction"
   if label is not None:
     score = image_miou(prediction // divisor, label // divisor, descriptor.num_classes,
-                       descriptor.ignore_label // divisor if panoptic else descriptor.ignore_label)
+                       descriptor.ignore_label)  # void: class ignore_label in both maps
     title = f"prediction (mIoU {score:.2f})" if score is not None else title
   panels.append((title, colorize(prediction), prediction))
   if label is not None:
     grey = np.repeat(np.mean(image, -1, keepdims=True), 3, -1) * 0.6 + 100
-    wrong = (prediction // divisor != label // divisor) & (label != descriptor.ignore_label)
+    wrong = (prediction // divisor != label // divisor) & (
+        label // divisor != descriptor.ignore_label)
     panels.append(("errors (red)", np.where(wrong[..., None], (230, 0, 0), grey).astype(np.uint8),
                    None))
   panels = [panel(p, title, height, labels) for title, p, labels in panels]

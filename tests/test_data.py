@@ -99,6 +99,33 @@ def test_random_crop_pads_labels_with_ignore_and_the_image_with_the_mean():
   np.testing.assert_array_equal(sem[:6], index % 5)
 
 
+def test_reflect_padding_mirrors_the_image_as_far_as_needed_and_ignores_the_labels():
+  """A 6x8 image reflected to 15x20 (further than one mirror: rows 0..5, 4..0, 1..4 as numpy's
+  "reflect" mode repeated) and to the next multiple of 4x12; labels ignored, panoptic void."""
+  example = {**_example(), "panoptic": _example()["semantic"] * 1000}
+  context = ops.Context(descriptor=DESCRIPTOR, image_fill=CONTEXT.image_fill)
+  padded = _op("pad_to((15, 20), mode='reflect')")(example, tf.constant([0, 0], tf.int64), context)
+  rows = [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
+  columns = [0, 1, 2, 3, 4, 5, 6, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5]
+  image = _example()["image"].numpy()
+  np.testing.assert_array_equal(padded["image"].numpy(), image[rows][:, columns])
+  np.testing.assert_array_equal(padded["image"].numpy(),
+                                np.pad(image, ((0, 9), (0, 12), (0, 0)), mode="reflect"))
+  semantic = padded["semantic"].numpy()
+  assert (semantic[:6, :8] == _example()["semantic"].numpy()).all()
+  assert (semantic[6:] == 255).all() and (semantic[:, 8:] == 255).all()
+  assert (padded["panoptic"].numpy()[6:] == 255 * DESCRIPTOR.label_divisor).all()
+  multiple = _op("pad_to_multiple((4, 12), mode='reflect')")(
+      example, tf.constant([0, 0], tf.int64), context)
+  np.testing.assert_array_equal(multiple["image"].numpy(), image[rows[:8]][:, columns[:12]])
+  constant = _op("pad_to_multiple(5)")(example, tf.constant([0, 0], tf.int64), context)
+  assert constant["image"].shape == (10, 10, 3)
+  np.testing.assert_array_equal(constant["image"].numpy()[6:], np.broadcast_to(
+      CONTEXT.image_fill, (4, 10, 3)))
+  with pytest.raises(ValueError, match="mode='mirror': use one of 'constant', 'reflect'"):
+    _op("pad_to(8, mode='mirror')")
+
+
 def test_center_crop_takes_the_central_window_and_pads_what_is_smaller():
   """6x8 -> (4, 4): rows 1..4, columns 2..5; -> (4, 10): padded to 6x10 first (one ignored column
   each side, as pad_example places it), then rows 1..4."""

@@ -335,22 +335,56 @@ def test_patches_through_the_training_pipeline_counts_and_class_balance(tmp_path
   assert 0.18 < share < 0.27, share
 
 
-def test_images_of_different_sizes_in_one_evaluation_batch_name_the_way_out(tmp_path):
+def test_evaluation_batches_each_image_at_its_own_size_on_every_process(tmp_path):
+  """Five images of three sizes, local batch 2, one and two processes: batches hold one size,
+  sizes in the order they first appear, every image exactly once and unpadded, blanks (invalid,
+  ignored labels) complete each size's last batch, and both processes run the same shapes in the
+  same order; eval_size_multiple and eval_pad_to pad each image alone and record its size."""
   from conftest import load_config
   from segjax.data import pipeline
   root = tmp_path / "data"
-  for name, (height, width) in (("a", (5, 6)), ("b", (7, 6))):
-    write(str(root / f"val/images/{name}.png"), np.zeros((height, width, 3), np.uint8))
+  sizes = {"a": (5, 6), "b": (7, 6), "c": (5, 6), "d": (4, 9), "e": (7, 6)}
+  for value, (name, (height, width)) in enumerate(sizes.items()):
+    write(str(root / f"val/images/{name}.png"), np.full((height, width, 3), value, np.uint8))
     write(str(root / f"val/masks/{name}.png"), np.zeros((height, width), np.uint8))
   (root / "classes.json").write_text(json.dumps({"classes": [{"id": 0}, {"id": 1}]}))
   config = load_config("unet_folder")
-  config.data.update(dict(root=str(root), data_dir=str(tmp_path / "tfds")))
+  config.data.update(dict(root=str(root), data_dir=str(tmp_path / "tfds"), mean=(0.0,) * 3,
+                          std=(1.0,) * 3))
   source = pipeline.get_source(config.data)
+  stored = pipeline.image_sizes(source, config.data, "validation")  # the split's order
+  order = list(dict.fromkeys(map(tuple, stored)))
+  for count in (1, 2):
+    streams = []
+    for process in range(count):
+      ds, num_batches = pipeline.eval_dataset(source, config.data, "validation",
+                                              local_batch_size=2, process_index=process,
+                                              process_count=count)
+      batches = list(pipeline.as_numpy(ds, source))
+      assert len(batches) == num_batches
+      streams.append(batches)
+    seen = []
+    shapes = [[b["image"].shape for b in batches] for batches in streams]
+    assert all(s == shapes[0] for s in shapes)  # every process: the same shapes, same order
+    assert list(dict.fromkeys(s[1:3] for s in shapes[0])) == order
+    for batch in (b for batches in streams for b in batches):
+      for i in range(2):
+        if batch["valid"][i]:
+          assert tuple(batch["size"][i]) == batch["image"].shape[1:3]
+          seen.append(round(float(batch["image"][i, 0, 0, 0]) * 255))
+        else:
+          assert tuple(batch["size"][i]) == (0, 0) and np.all(batch["semantic"][i] == 255)
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+  assert len(streams[0]) == 3  # one batch of each size on each of the two processes
+  config.data.eval_size_multiple = 4
   ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=2)
-  with pytest.raises(ValueError, match=r"Images of different sizes in one batch \(\d,6,3 and \d,6,3\)"
-                     r": set --config.data.eval_pad_to=H,W .* or --config.eval_batch_size=1"):
-    list(pipeline.as_numpy(ds, source))
-  config.data.eval_pad_to = (8, 8)  # the way out: one shape, padding ignored
+  for batch in pipeline.as_numpy(ds, source):
+    for i in np.flatnonzero(batch["valid"]):
+      height, width = batch["size"][i]
+      assert batch["image"].shape[1:3] == (-(-height // 4) * 4, -(-width // 4) * 4)
+      assert np.all(batch["semantic"][i, :height, :width] == 0)  # padding: the ignore label
+      assert (batch["semantic"][i] == 255).sum() == np.prod(batch["image"].shape[1:3]) - height * width
+  config.data.update(dict(eval_size_multiple=None, eval_pad_to=(6, 6)))
   ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=2)
-  (batch,) = list(pipeline.as_numpy(ds, source))
-  assert batch["image"].shape[1:3] == (8, 8) and (batch["semantic"] != 255).sum() == 5 * 6 + 7 * 6
+  assert sorted({b["image"].shape[1:3] for b in pipeline.as_numpy(ds, source)}) == [
+      (6, 6), (6, 9), (7, 6)]  # at least 6x6: (5, 6) -> (6, 6), (4, 9) -> (6, 9)

@@ -94,3 +94,67 @@ def test_folder_trains_evaluates_and_predicts(folders, tmp_path, fmt, normalizat
   assert len(rows) == 1
   mask = np.asarray(Image.open(tmp_path / "labels" / "masks" / "val0.png"))  # palette indices
   assert mask.shape == SIZE and set(np.unique(mask)) <= {0, 1}
+
+
+@pytest.mark.slow
+def test_a_folder_of_mixed_image_sizes_trains_evaluates_draws_and_predicts(tmp_path, monkeypatch):
+  """16-bit grey TIFFs of three sizes, three classes, the unet_folder defaults: the run evaluates
+  every validation pixel exactly once; the confusion matrix of the default evaluation (batch 4 on
+  4 devices) equals that of batch 1 on one device, with and without eval_size_multiple; pictures
+  and predicted files are at each image's own size."""
+  from segjax import evaluation
+  from segjax import visualize
+  rng = np.random.default_rng(1)
+  root = tmp_path / "data"
+  val_sizes = [(36, 44), (40, 52), (36, 44), (45, 38), (40, 52)]
+  for split, sizes in (("train", [(40, 52), (36, 44), (45, 38), (48, 48)]), ("val", val_sizes)):
+    for sub in ("images", "masks"):
+      os.makedirs(root / split / sub)
+    for i, size in enumerate(sizes):
+      mask = np.zeros(size, np.uint8)
+      cv2.circle(mask, (int(rng.integers(10, 28)), int(rng.integers(10, 26))), 8, 1, -1)
+      cv2.rectangle(mask, (size[1] - 14, size[0] - 12), (size[1] - 3, size[0] - 3), 2, -1)
+      image = (4000 + 20000.0 * (mask > 0) + 9000.0 * (mask == 2) + rng.normal(0, 800, size)).clip(0, 65535).astype(np.uint16)
+      assert cv2.imwrite(str(root / split / "images" / f"{split}{i}.tif"), image)
+      assert cv2.imwrite(str(root / split / "masks" / f"{split}{i}.png"), mask)
+  (root / "classes.json").write_text(json.dumps({"classes": [
+      {"id": 0, "name": "background"}, {"id": 1, "name": "cell"}, {"id": 2, "name": "debris"}]}))
+  config = load_config("unet_folder")
+  config.data.update(dict(root=str(root), data_dir=str(tmp_path / "tfds"),
+                          patch_size=(32, 32), patch_stride=(16, 16), crop_size=(32, 32)))
+  config.model.update(dict(features=4, depth=2))
+  config.update(dict(num_train_steps=6, log_every_steps=3, checkpoint_every_steps=6))
+  config.predict.update(dict(num_images=5))
+  workdir = str(tmp_path / "run")
+  trained = train.train_and_evaluate(config, workdir).metrics["validation"]
+  confusion = np.asarray(trained["confusion_matrix"])
+  assert confusion.sum() == sum(h * w for h, w in val_sizes)
+  one = config.copy_and_resolve_references()
+  one.update(dict(eval_batch_size=1, num_devices=1))
+  np.testing.assert_array_equal(
+      evaluation.evaluate_run(workdir, one)["validation"]["confusion_matrix"], confusion)
+  padded = {}
+  for batch, devices in ((1, 1), (4, 0)):  # each image padded alone: batching changes nothing
+    settings = config.copy_and_resolve_references()
+    settings.update(dict(eval_batch_size=batch, num_devices=devices))
+    settings.data.eval_size_multiple = 16
+    padded[batch] = evaluation.evaluate_run(workdir, settings)["validation"]["confusion_matrix"]
+  np.testing.assert_array_equal(padded[1], padded[4])
+  assert np.sum(padded[1]) == confusion.sum()  # the padding is counted nowhere
+  drawn = []
+  original = visualize.side_by_side
+  monkeypatch.setattr(visualize, "side_by_side", lambda image, prediction, descriptor, label,
+                      **kw: drawn.append((image.shape[:2], prediction.shape, label.shape)) or
+                      original(image, prediction, descriptor, label, **kw))
+  run = runs.load(workdir)
+  settings = runs.with_run_model(run, config)
+  settings.data.eval_pad_to = (64, 64)
+  predictor = predict.Predictor(run, settings)
+  paths = predict.draw_split(predictor, pipeline.get_source(settings.data), str(tmp_path / "pics"))
+  assert len(paths) == 5 and all(os.path.exists(p) for p in paths)
+  assert sorted(d[0] for d in drawn) == sorted(val_sizes)
+  assert all(a == b == c for a, b, c in drawn)
+  images = predict.list_inputs(str(root / "val" / "images"))
+  predict.predict_files(predictor, images, str(tmp_path / "labels"))
+  for i, size in enumerate(val_sizes):
+    assert np.asarray(Image.open(tmp_path / "labels" / "masks" / f"val{i}.png")).shape == size

@@ -31,9 +31,6 @@ from segjax import registry
 from segjax.data import targets
 from segjax.data.descriptor import IMAGENET_MEAN, DatasetDescriptor
 
-# Per-pixel maps whose padding is the ignore label; every other map is padded with 0.
-IGNORE_PADDED = ("semantic", "panoptic")
-
 Op = Callable[[dict, tf.Tensor, "Context"], dict]
 
 
@@ -136,17 +133,24 @@ def resize_example(example, shape):
   return out
 
 
-def pad_example(example, size, *, ignore_label: int, image_fill=0.0):
+def pad_example(example, size, *, ignore_label: int, image_fill=0.0, label_divisor: int = 1,
+                mode: str = "constant"):
   """Pads every per-pixel map at the bottom/right up to at least ``size`` = (H, W): the image with
-  ``image_fill`` (a value or one per channel), ``semantic``/``panoptic`` with ``ignore_label``,
-  every other map with 0."""
+  ``image_fill`` (a value or one per channel; ``mode="reflect"``: its own mirror image, repeated
+  as far as needed), ``semantic`` with ``ignore_label``, ``panoptic`` with the void segment
+  ``ignore_label x label_divisor``, every other map with 0."""
+  _check_pad_mode(mode)
   shape = tf.shape(example["image"])[:2]
   pad_h, pad_w = tf.maximum(size[0] - shape[0], 0), tf.maximum(size[1] - shape[1], 0)
   out = dict(example)
   for key in spatial_keys(example):
     value = example[key]
     padding = [[0, pad_h], [0, pad_w]] + [[0, 0]] * (value.shape.rank - 2)
-    if key == "image":  # pad with 0, then add the (per-channel) fill where padded
+    if key == "image" and mode == "reflect":
+      rows = _mirrored(shape[0], shape[0] + pad_h)
+      out[key] = tf.gather(tf.gather(value, rows, axis=0), _mirrored(shape[1], shape[1] + pad_w),
+                           axis=1)
+    elif key == "image":  # pad with 0, then add the (per-channel) fill where padded
       padded_area = tf.pad(tf.zeros(tf.shape(value)[:2], value.dtype), padding[:2],
                            constant_values=1)
       fill = tf.cast(tf.constant(image_fill, tf.float32), value.dtype)
@@ -154,14 +158,26 @@ def pad_example(example, size, *, ignore_label: int, image_fill=0.0):
         fill = fill[:value.shape[-1]]
       out[key] = tf.pad(value, padding) + padded_area[..., None] * fill
     else:
-      fill = ignore_label if key in IGNORE_PADDED else 0
+      fill = {"semantic": ignore_label, "panoptic": ignore_label * label_divisor}.get(key, 0)
       out[key] = tf.pad(value, padding, constant_values=tf.cast(fill, value.dtype))
   return out
 
 
-def _pad(example, size, context: Context):
+PAD_MODES = ("constant", "reflect")
+
+
+def _mirrored(length, total):
+  """Indices ``0..total-1`` into an axis of ``length``, reflected at its ends (``0 1 2 1 0 1
+  ...``; a length of 1 repeats its one pixel)."""
+  period = tf.maximum(2 * length - 2, 1)
+  index = tf.range(total) % period
+  return tf.minimum(tf.where(index >= length, period - index, index), length - 1)
+
+
+def _pad(example, size, context: Context, mode: str = "constant"):
   return pad_example(example, size, ignore_label=context.ignore_label,
-                     image_fill=context.image_fill)
+                     image_fill=context.image_fill,
+                     label_divisor=context.descriptor.label_divisor, mode=mode)
 
 
 def crop_example(example, offset, size):
@@ -249,11 +265,33 @@ def resize_keep_ratio(short: int | None = None, long: int | None = None):
 
 
 @register_op
-def pad_to(size):
+def pad_to(size, mode: str = "constant"):
   """Pads at the bottom/right to at least ``size``: images of several sizes batch together; the
-  padded labels are the ignore label, so metrics and losses skip them."""
+  padded labels are the ignore label, so metrics and losses skip them. The image is padded with
+  the mean (``mode="constant"``) or its mirror image (``"reflect"``)."""
   size = size_pair(size)
-  return lambda example, seed, context: _pad(example, size, context)
+  _check_pad_mode(mode)
+  return lambda example, seed, context: _pad(example, size, context, mode)
+
+
+@register_op
+def pad_to_multiple(multiple, mode: str = "constant"):
+  """Pads at the bottom/right up to the next multiple of ``multiple`` (an int or (h, w)), with
+  ignored labels (image: as `pad_to`): images of nearby sizes share a size while each keeps its
+  own padding."""
+  multiple = size_pair(multiple)
+  _check_pad_mode(mode)
+
+  def op(example, seed, context):
+    step = tf.constant(multiple, tf.int32)
+    return _pad(example, (tf.shape(example["image"])[:2] + step - 1) // step * step, context,
+                mode)
+  return op
+
+
+def _check_pad_mode(mode):
+  if mode not in PAD_MODES:
+    raise ValueError(f"mode={mode!r}: use one of {', '.join(map(repr, PAD_MODES))}")
 
 
 def _flip(example, flip):

@@ -6,14 +6,15 @@ Training examples are a pure function of ``(seed, position in the stream)`` (`se
 each epoch is a seeded permutation computed from the index, examples are read by record number, and
 each example's augmentation is seeded by its position, so a resumed run starts where it stopped
 without reading what came before and sees exactly the batches an uninterrupted run would.
-Evaluation pads the last batch with examples marked ``valid = False`` so that every example is
-counted exactly once and every process runs the same number of batches.
+Evaluation batches images of one size together, each at its own size, and completes the last batch
+of each size with blank examples marked ``valid = False``: every example is counted exactly once,
+and every process runs the same shapes in the same order.
 """
 from __future__ import annotations
 
 import ast
-import re
 import math
+import re
 from typing import Iterator
 
 import numpy as np
@@ -172,11 +173,12 @@ def abstract_eval_batch(data_config, info: DataInfo, batch_size: int, image_size
   empty = tf.data.Dataset.from_generator(
       lambda: iter(()), output_signature=_decoded_signature(info, image_size))
   ds = empty.map(stream.graph(eval_preprocess(info.descriptor, data_config)))
-  pad = _last_pad_to(data_config.get("eval_pp", ""))
+  pad = config_size(data_config, "eval_pad_to") or _last_pad_to(data_config.get("eval_pp", ""))
   if None in tuple(ds.element_spec["image"].shape)[:2] and pad is None:
     raise ValueError(f"Evaluation images of {info.descriptor.name} have no fixed size after "
-                     f"config.data.eval_pp={data_config.get('eval_pp', '')!r}: end it with pad_to "
-                     "or give an evaluation image size.")
+                     f"config.data.eval_pp={data_config.get('eval_pp', '')!r}: set "
+                     "config.data.eval_pad_to, end eval_pp with pad_to, or give an evaluation "
+                     "image size.")
   # A final pad_to(S) makes every image S when the ops before it keep them within S (as
   # resize_keep_ratio(long=S) does); TensorFlow cannot infer that statically.
   fixed = lambda shape: tuple(pad[i] if d is None and i < 2 else d for i, d in enumerate(shape))
@@ -215,9 +217,12 @@ def config_size(data_config, key: str) -> tuple[int, int] | None:
 def check_config(data_config) -> None:
   """Checks ``config.data`` before anything is built: sizes, and every op of ``train_pp`` and
   ``eval_pp`` registered with arguments it accepts."""
-  for key in ("crop_size", "patch_size", "patch_stride", "eval_pad_to"):
+  for key in ("crop_size", "patch_size", "patch_stride", "eval_pad_to", "eval_size_multiple"):
     config_size(data_config, key)
   ops.check_normalization(data_config.get("normalization", "mean_std"))
+  if data_config.get("eval_pad_mode") not in (None, *ops.PAD_MODES):
+    raise ValueError(f"config.data.eval_pad_mode={data_config.eval_pad_mode!r}: use one of "
+                     f"{', '.join(map(repr, ops.PAD_MODES))}")
   for key in ("train_pp", "eval_pp"):
     try:  # building needs a descriptor, not the dataset's own: any one checks names and arguments
       ops.build(data_config.get(key, ""), ops.Context(shapes.DESCRIPTOR))
@@ -243,27 +248,105 @@ def op_context(descriptor: DatasetDescriptor, data_config) -> ops.Context:
 
 def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: int,
                  process_index: int = 0, process_count: int = 1) -> tuple[tf.data.Dataset, int]:
-  """Process-local evaluation batches of ``split`` padded to equal counts; returns (dataset, batches).
+  """Process-local evaluation batches of ``split``; returns (dataset, batches).
 
-  Each example carries ``valid`` (False for padding); every process yields the same number of
-  batches, ``ceil(max process share / local batch)``.
+  Every image is evaluated at its own size (after ``data.eval_pp`` and the padding of
+  ``data.eval_pad_to`` / ``data.eval_size_multiple``, both of which depend on the image alone):
+  the images are grouped by size, sizes in the order they first appear in the split, and each
+  group is cut into batches whose last one is completed with blank examples of that size
+  (``valid = False``). Each process keeps its own consecutive share of the split and yields, for
+  every size, ``max over processes of ceil(its count / local batch)`` batches, so all processes
+  run the same shapes in the same order, and neither the batch size nor the number of processes
+  changes what the model sees or what the metrics count. Each example also carries ``size``, the
+  image's ``(height, width)`` before that padding, to which pictures and host metrics crop.
   """
-  counts = [split_size(source.builder, process_split(split, i, process_count))
+  if local_batch_size < 1:
+    raise ValueError(f"The evaluation batch size must be positive, not {local_batch_size}.")
+  split_size(source.builder, split)  # an unknown split names the ones there are
+  shares = [image_sizes(source, data_config, process_split(split, i, process_count))
             for i in range(process_count)]
-  num_batches = math.ceil(max(counts) / local_batch_size)
-  mine = counts[process_index]
-  ds = source.builder.as_dataset(split=process_split(split, process_index, process_count),
-                                 shuffle_files=False)
-  process = eval_preprocess(source.descriptor, data_config)
-  prepare = lambda example: process(decode(source, example))
-  ds = ds.map(stream.graph(prepare), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  padding = num_batches * local_batch_size - mine
-  if padding:
-    blank = ds.take(1).map(
-        stream.graph(lambda ex: _blank_like(ex, source.descriptor.ignore_label)))
-    ds = ds.concatenate(blank.repeat(padding))
+  if not sum(len(s) for s in shares):
+    raise ValueError(f"Split {split!r} of {source.builder.name!r} has no examples to evaluate.")
+  slots, sizes, groups = eval_slots(shares, process_index, local_batch_size)
+  if groups > MANY_SIZES:
+    from segjax import logging as run_logging  # pylint: disable=import-outside-toplevel
+    run_logging.info(
+        "%s: %d image sizes, each evaluated at its own size (one compiled step per size); "
+        "--config.data.eval_size_multiple=32 pads each image up to a multiple of 32 (padding "
+        "ignored by the metrics), so fewer sizes compile", split, groups)
+  first = sum(len(s) for s in shares[:process_index])  # record number of this share's first
+  numbers = np.where(slots >= 0, slots + first, 0)  # blanks read record 0 and blank it
+  records = stream.records(source.builder, split)
+  parse, prepare = parser(source), eval_preprocess(source.descriptor, data_config)
+  ignore = source.descriptor.ignore_label
+
+  def example(slot, size, serialized):
+    real = prepare(parse(serialized))
+    return tf.cond(slot >= 0, lambda: real, lambda: _blank_like(_fit(real, size), ignore))
+  ds = tf.data.Dataset.from_tensor_slices((slots, sizes, numbers))
+  ds = stream.read(records, ds).map(stream.graph(example), num_parallel_calls=tf.data.AUTOTUNE,
+                                    deterministic=True)
   ds = ds.batch(local_batch_size, drop_remainder=True)
-  return ds.prefetch(2), num_batches
+  return ds.prefetch(2), len(slots) // local_batch_size
+
+
+# More image sizes than this in a split: a notice names data.eval_size_multiple.
+MANY_SIZES = 16
+
+_SIZES_CACHE: dict = {}
+
+
+def image_sizes(source: Source, data_config, split: str) -> np.ndarray:
+  """``[examples, 2]``: the ``(height, width)`` of each example of ``split`` in evaluation
+  batches (`eval_preprocess`), in split order. Known without reading when the preprocessing
+  gives one static size; otherwise from one pass over the split, kept for the life of the
+  process (keyed by the record files and their modification times)."""
+  prepare = eval_preprocess(source.descriptor, data_config)
+  parse = parser(source)
+  records = stream.records(source.builder, split)
+  prepared = lambda serialized: prepare(parse(serialized))
+  traced = tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string)).map(
+      stream.graph(prepared))
+  static = tuple(traced.element_spec["image"].shape)[:2]
+  if None not in static:
+    return np.tile(np.array(static, np.int32), (len(records), 1))
+  key = (split, tuple((path, tf.io.gfile.stat(path).mtime_nsec) for path in records.paths),
+         tuple(int(n) for n in records.file), tuple(int(n) for n in records.offset),
+         tuple(str(data_config.get(k)) for k in ("eval_pp", "eval_pad_to", "eval_size_multiple")))
+  if key not in _SIZES_CACHE:
+    ds = stream.read(records, tf.data.Dataset.range(len(records)))
+    ds = ds.map(stream.graph(lambda serialized: tf.shape(prepared(serialized)["image"])[:2]),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    _SIZES_CACHE[key] = np.array(list(as_numpy(ds, source)), np.int32).reshape(-1, 2)
+  return _SIZES_CACHE[key]
+
+
+def eval_slots(shares: list[np.ndarray], process_index: int, local_batch_size: int):
+  """``(slots, sizes, groups)`` of process ``process_index``: ``slots[j]`` is the number in its
+  share of the example at position ``j`` of its evaluation stream (-1: a blank), ``sizes[j]`` its
+  ``(height, width)``; ``shares[p]`` are the sizes of process ``p``'s examples (`image_sizes`).
+  Sizes come in the order of their first appearance in the split; each fills
+  ``max over processes of ceil(count / local_batch_size)`` batches on every process."""
+  everything = np.concatenate(shares)
+  _, first = np.unique(everything, axis=0, return_index=True)
+  order = [tuple(everything[i]) for i in sorted(first)]
+  slots, sizes = [], []
+  for size in order:
+    members = [np.flatnonzero((s == size).all(axis=1)) if len(s) else np.zeros([0], np.int64)
+               for s in shares]
+    length = max(math.ceil(len(m) / local_batch_size) for m in members) * local_batch_size
+    mine = members[process_index]
+    slots.append(np.concatenate([mine, np.full(length - len(mine), -1)]))
+    sizes.append(np.tile(np.array(size, np.int32), (length, 1)))
+  return (np.concatenate(slots).astype(np.int64), np.concatenate(sizes).astype(np.int32),
+          len(order))
+
+
+def _fit(example, size):
+  """``example`` with every per-pixel map padded or cut to ``size`` (a blank's template)."""
+  padded = ops.pad_example(example, size, ignore_label=0)
+  return {k: v[:size[0], :size[1]] if k in ops.spatial_keys(padded) else v
+          for k, v in padded.items()}
 
 
 def unit_image(example, data_config):
@@ -303,18 +386,26 @@ def split_size(builder, split: str) -> int:
 
 
 def eval_preprocess(descriptor, data_config):
-  """``example -> evaluation example``: unit intensities, ``data.eval_pp`` (plus ``pad_to`` for
-  ``data.eval_pad_to``), standardisation, ``valid = True``."""
-  eval_pp = data_config.get("eval_pp", "")
-  if data_config.get("eval_pad_to"):  # images of several sizes: pad to one (labels: ignore)
-    eval_pp += f"|pad_to({tuple(data_config.eval_pad_to)})"
-  process = ops.build(eval_pp, op_context(descriptor, data_config))
+  """``example -> evaluation example``: unit intensities, ``data.eval_pp``, the image's ``size``
+  recorded, the padding of ``data.eval_pad_to`` (up to at least that size) and
+  ``data.eval_size_multiple`` (up to the next multiple) with ignored labels and the image
+  mirrored (``data.eval_pad_mode="reflect"``, the default) or the mean (``"constant"``),
+  standardisation, ``valid = True``."""
+  context = op_context(descriptor, data_config)
+  process = ops.build(data_config.get("eval_pp", ""), context)
+  mode = data_config.get("eval_pad_mode") or "reflect"
+  padding = [f"{op}({config_size(data_config, key)}, mode={mode!r})" for key, op in (
+      ("eval_pad_to", "pad_to"), ("eval_size_multiple", "pad_to_multiple"))
+             if config_size(data_config, key)]
+  pad = ops.build("|".join(padding), context)
 
   def prepare(example):
-    example = process(unit_image(example, data_config), tf.constant([0, 0], tf.int64))
-    example = standardize_image(example, data_config)
+    seed = tf.constant([0, 0], tf.int64)
+    example = process(unit_image(example, data_config), seed)
+    size = tf.shape(example["image"])[:2]
+    example = standardize_image(pad(example, seed), data_config)
     example.pop("name", None)
-    return {**example, "valid": True}
+    return {**example, "valid": tf.constant(True), "size": size}
   return prepare
 
 
@@ -346,12 +437,6 @@ def as_numpy(ds: tf.data.Dataset, source: Source | None = None) -> Iterator[dict
     except StopIteration:
       return
     except tf.errors.InvalidArgumentError as error:
-      if "Cannot add tensor to the batch" in error.message:
-        shapes = re.findall(r"\[(?:tensor|batch)\]: \[([\d,]+)\]", error.message)
-        raise ValueError(
-            f"Images of different sizes in one batch ({' and '.join(shapes) or 'see --verbose'})"
-            ": set --config.data.eval_pad_to=H,W (at least the largest image; the padding is "
-            "ignored by the metrics) or --config.eval_batch_size=1.") from None
       if _RANGE_MARK not in error.message:
         raise
       raise _label_error(error.message, source) from None
