@@ -126,25 +126,30 @@ def instance_map(predictions: dict, index: int, descriptor) -> tuple[np.ndarray 
 def draw_split(predictor: Predictor, source, output_dir: str) -> list[str]:
   """Pictures of ``config.predict.num_images`` images of ``config.predict.split`` (in the order of
   `segjax.data.pipeline.eval_dataset`: grouped by size): image, ground truth and prediction
-  (panoptic maps when the chain makes them), each at the image's own size, one file each, and all
-  of them in ``contact_sheet.png``."""
+  (with the sliding window and test-time augmentation of ``config.predict``; panoptic maps when
+  the chain makes them), each at the image's own size, one file each, and all of them in
+  ``contact_sheet.png``."""
   config, descriptor = predictor.config, predictor.descriptor
   os.makedirs(output_dir, exist_ok=True)
   ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split,
                                 local_batch_size=config.predict.get("batch_size", 8))
   paths, pictures = [], []
+  whole = predictor.batches_whole_images()
   for batch in pipeline.as_numpy(ds, source):
     if len(paths) >= config.predict.num_images:
       break
-    predictions = predictor.predict_batch(batch["image"])
-    panoptic = "panoptic" in predictions and "panoptic" in batch
-    shown, truth = ((predictions["panoptic"], batch["panoptic"]) if panoptic
-                    else (predictions["semantic"], batch["semantic"]))
+    if whole:
+      predictions = predictor.predict_batch(batch["image"])
     for i in np.flatnonzero(batch["valid"])[:config.predict.num_images - len(paths)]:
       own = np.s_[:batch["size"][i][0], :batch["size"][i][1]]  # the image, not its padding
+      if not whole:  # the sliding window / test-time augmentation of config.predict
+        predictions, _ = predictor.predict_image(batch["image"][i][own])
+      j = i if whole else 0
+      panoptic = "panoptic" in predictions and "panoptic" in batch
+      shown = (predictions["panoptic"] if panoptic else predictions["semantic"])[j][own]
+      truth = batch["panoptic" if panoptic else "semantic"][i][own]
       image = visualize.denormalize(batch["image"][i][own], config.data.mean, config.data.std)
-      picture = visualize.side_by_side(image, shown[i][own], descriptor, truth[i][own],
-                                       panoptic=panoptic)
+      picture = visualize.side_by_side(image, shown, descriptor, truth, panoptic=panoptic)
       path = os.path.join(output_dir, f"{config.predict.split}_{len(paths):04d}.png")
       if jax.process_index() == 0:
         visualize.write_png(path, picture)

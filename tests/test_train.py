@@ -293,6 +293,19 @@ def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path
   np.testing.assert_array_equal(sheet[:picture.shape[0]], picture)
   third = cv2.cvtColor(cv2.imread(paths[2]), cv2.COLOR_BGR2RGB)
   np.testing.assert_array_equal(sheet[-picture.shape[0]:], third)
+  # With test-time augmentation in config.predict, the picture shows its prediction.
+  config.predict.update(dict(num_images=1, flip=True, scales=(0.75, 1.0, 1.5)))
+  predictor = predict.Predictor(runs.load(workdir), config)
+  [path] = predict.draw_split(predictor, source, str(tmp_path / "tta"))
+  drawn = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+  ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split, local_batch_size=1)
+  image = next(pipeline.as_numpy(ds))["image"][0]
+  augmented = predictor.predict_image(image)[0]["semantic"][0]
+  plain = predictor.predict_batch(image[None])["semantic"][0]
+  assert np.any(augmented != plain)  # the settings matter for this model and image
+  row, column = visualize.panel_offsets(4, 32)[2]
+  np.testing.assert_array_equal(drawn[row:row + 256:8, column:column + 256:8],
+                                source.descriptor.colorize(augmented))
 
 
 class _PanopticFromSemantic(nn.Module):
