@@ -388,3 +388,40 @@ def test_evaluation_batches_each_image_at_its_own_size_on_every_process(tmp_path
   ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=2)
   assert sorted({b["image"].shape[1:3] for b in pipeline.as_numpy(ds, source)}) == [
       (6, 6), (6, 9), (7, 6)]  # at least 6x6: (5, 6) -> (6, 6), (4, 9) -> (6, 9)
+
+
+@pytest.mark.slow
+def test_the_input_pipeline_leaves_no_autograph_files_behind(tmp_path):
+  """Preparing a folder (its class count), evaluation and training batches, in a process that
+  ends without clean-up (as a killed one does): TensorFlow's autograph writes a
+  ``__autograph_generated_file*.py`` into the temporary directory for each function it converts
+  and removes them only at a normal exit; segjax's tf.data functions are traced as written."""
+  import subprocess
+  import sys
+  root, scratch = tmp_path / "data", tmp_path / "tmp"
+  scratch.mkdir()
+  for split in ("train", "val"):
+    for i in range(2):
+      write(str(root / f"{split}/images/{i}.png"), np.full((20, 24, 3), 40 * i, np.uint8))
+      write(str(root / f"{split}/masks/{i}.png"), np.full((20, 24), i, np.uint8))
+  (root / "classes.json").write_text(json.dumps({"classes": [{"id": 0}, {"id": 1}]}))
+  script = f"""
+import os, sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from conftest import load_config
+from segjax.data import pipeline
+config = load_config("unet_folder")
+config.data.update(dict(root={str(root)!r}, data_dir={str(tmp_path / "tfds")!r},
+                        patch_size=(16, 16), patch_stride=(8, 8), crop_size=(16, 16)))
+source = pipeline.get_source(config.data)
+ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=2)
+assert len(list(pipeline.as_numpy(ds))) == 1
+train = pipeline.train_dataset(source, config.data, local_batch_size=2, seed=0)
+assert next(pipeline.as_numpy(train))["image"].shape == (2, 16, 16, 3)
+print("ran", flush=True)
+os._exit(0)
+"""
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                        env={**os.environ, "TMPDIR": str(scratch)}, timeout=300, check=False)
+  assert done.returncode == 0 and "ran" in done.stdout, done.stderr[-2000:]
+  assert not list(scratch.glob("__autograph_generated_file*")), sorted(os.listdir(scratch))

@@ -464,6 +464,7 @@ def class_pixels(builder, class_names: Sequence[str],
   """Labelled pixels of each class in ``split`` of a prepared folder dataset, and the number of
   its images that contain the class (one pass over the masks)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from segjax.data.stream import graph  # pylint: disable=import-outside-toplevel
   if split not in builder.info.splits:
     return {}, {}
   n = len(class_names)
@@ -472,7 +473,7 @@ def class_pixels(builder, class_names: Sequence[str],
                               minlength=n, maxlength=n, dtype=tf.int64)
     return totals[0] + counts, totals[1] + tf.cast(counts > 0, tf.int64)
   ds = builder.as_dataset(split=split, shuffle_files=False)
-  pixels, images = ds.reduce((tf.zeros([n], tf.int64), tf.zeros([n], tf.int64)), add)
+  pixels, images = ds.reduce((tf.zeros([n], tf.int64), tf.zeros([n], tf.int64)), graph(add))
   return ({name: int(c) for name, c in zip(class_names, pixels.numpy())},
           {name: int(c) for name, c in zip(class_names, images.numpy())})
 
