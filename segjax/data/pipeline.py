@@ -311,7 +311,6 @@ def image_sizes(source: Source, data_config, split: str) -> np.ndarray:
   if None not in static:
     return np.tile(np.array(static, np.int32), (len(records), 1))
   key = (split, tuple((path, tf.io.gfile.stat(path).mtime_nsec) for path in records.paths),
-         tuple(int(n) for n in records.file), tuple(int(n) for n in records.offset),
          tuple(str(data_config.get(k)) for k in ("eval_pp", "eval_pad_to", "eval_size_multiple")))
   if key not in _SIZES_CACHE:
     ds = stream.read(records, tf.data.Dataset.range(len(records)))
@@ -332,8 +331,7 @@ def eval_slots(shares: list[np.ndarray], process_index: int, local_batch_size: i
   order = [tuple(everything[i]) for i in sorted(first)]
   slots, sizes = [], []
   for size in order:
-    members = [np.flatnonzero((s == size).all(axis=1)) if len(s) else np.zeros([0], np.int64)
-               for s in shares]
+    members = [np.flatnonzero((s == size).all(axis=1)) for s in shares]
     length = max(math.ceil(len(m) / local_batch_size) for m in members) * local_batch_size
     mine = members[process_index]
     slots.append(np.concatenate([mine, np.full(length - len(mine), -1)]))
