@@ -5,10 +5,12 @@ r"""Measures segjax's speed (segjax/benchmark.py); writes benchmark.json and ben
   python experiments/benchmark.py --sections=metrics,pipeline,inference --large_image_side=10000
   python experiments/benchmark.py --sections=resume --repeats=3
   python experiments/benchmark.py --sections=raster --raster_side=20000
+  python experiments/benchmark.py --sections=backend --backend_workdir=workdirs/quickstart
 
 models: the trainer's train step and the evaluator's forward pass of each config (default: every
 configs/*_shapes.py); scaling: --scaling_config over 1, 2, 4, ... devices; metrics, pipeline,
-resume (--configs: unet_folder), inference, raster (needs .[geo]): see segjax/benchmark.py.
+resume (--configs: unet_folder), inference, raster (needs .[geo]), backend (the Label Studio ML
+backend of --backend_workdir under load): see segjax/benchmark.py.
 """
 import glob
 import json
@@ -20,7 +22,8 @@ from absl import flags
 from segjax import cli
 
 _SECTIONS = flags.DEFINE_list("sections", ["models"],
-                              "models, scaling, metrics, pipeline, resume, inference, raster")
+                              "models, scaling, metrics, pipeline, resume, inference, raster, "
+                              "backend")
 _CONFIGS = flags.DEFINE_list("configs", None, "Configs of the models/pipeline sections: names in "
                              "configs/ or paths of config files (default: every "
                              "configs/*_shapes.py; pipeline: unet_shapes).")
@@ -30,6 +33,9 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per measurement (the m
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed runs after compilation.")
 _LARGE = flags.DEFINE_integer("large_image_side", 0, "Inference: also a side x side image to file.")
 _RASTER_SIDE = flags.DEFINE_integer("raster_side", 20_000, "Raster: the GeoTIFF's side.")
+_BACKEND_WORKDIR = flags.DEFINE_string("backend_workdir", "workdirs/quickstart",
+                                       "Backend: the trained run to serve (a copy).")
+_CONCURRENCY = flags.DEFINE_integer("concurrency", 32, "Backend: /predict requests at once.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for benchmark.json and benchmark.md.")
 
 
@@ -56,7 +62,8 @@ def main(argv):
           load((_CONFIGS.value or ["unet_folder"])[0]), timing),
       "inference": lambda: benchmark.inference_section(load("unet_shapes"), timing,
                                                        large_side=_LARGE.value),
-      "raster": lambda: benchmark.raster_section(_RASTER_SIDE.value)}
+      "raster": lambda: benchmark.raster_section(_RASTER_SIDE.value),
+      "backend": lambda: benchmark.backend_section(_BACKEND_WORKDIR.value, _CONCURRENCY.value)}
   unknown = sorted(set(_SECTIONS.value) - set(sections))
   if unknown:
     raise app.UsageError(f"Unknown sections {unknown}; known: {sorted(sections)}")

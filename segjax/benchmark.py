@@ -13,7 +13,9 @@ Sections (each a function returning rows of a table):
 * ``resume``: seconds to the first training batch at step 0 and at step 50,000 (the stream is
   indexed: nothing before the start is read);
 * ``inference``: the padded sliding window against the plain forward pass, and a large image
-  written strip by strip (peak memory measured in a fresh process).
+  written strip by strip (peak memory measured in a fresh process);
+* ``backend``: the Label Studio ML backend's /predict latency under concurrent load while an
+  annotation arrives and a fine-tuning runs.
 
 Every time is the median of ``repeats`` runs after ``warmup`` runs, each ended by
 ``block_until_ready``.
@@ -390,6 +392,73 @@ def raster_section(side: int = 20_000) -> list[dict]:
            "peak_rss_gb": peak_kb / 1e6, "rss_before_gb": before_kb / 1e6}]
 
 
+def backend_section(workdir: str, concurrency: int = 32, sides=(64, 128, 256, 512, 1024),
+                    steps: int = 20) -> list[dict]:
+  """The Label Studio ML backend serving the run at ``workdir`` (a copy, removed after) on
+  loopback with credentials: ``concurrency`` /predict requests at once, one image each, sides
+  cycling through ``sides``, while an annotation webhook arrives and a fine-tuning of ``steps``
+  steps runs (`segjax.labelstudio.load.run_load`; each size predicted once before, so compiling
+  is not timed). Rows: latency percentiles of all requests and of each size, the webhook's, and
+  the fine-tuning's seconds."""
+  import threading  # pylint: disable=import-outside-toplevel
+  from segjax.labelstudio import backend  # pylint: disable=import-outside-toplevel
+  from segjax.labelstudio import load  # pylint: disable=import-outside-toplevel
+  from segjax.labelstudio import serving  # pylint: disable=import-outside-toplevel
+  from segjax.labelstudio import tasks  # pylint: disable=import-outside-toplevel
+  import cv2  # pylint: disable=import-outside-toplevel
+  folder = tempfile.mkdtemp()
+  try:
+    run_copy = os.path.join(folder, os.path.basename(os.path.abspath(workdir)))
+    shutil.copytree(workdir, run_copy, ignore=shutil.ignore_patterns("labelstudio"))
+    os.makedirs(os.path.join(folder, "images"))
+    truth = {}
+    for side in sides:
+      image, semantic, instance = shapes.render_scene(np.random.default_rng(side), side, 3)
+      cv2.imwrite(os.path.join(folder, "images", f"scene_{side}.png"), image[..., ::-1])
+      truth[side] = (semantic, instance)
+    served = backend.Backend(run_copy, os.path.join(folder, "images"), steps=steps,
+                             log=lambda _: None)
+    credentials = serving.Credentials("benchmark", "benchmark")
+    http = serving.make_server(served, "127.0.0.1", 0, credentials=credentials)
+    url = f"http://127.0.0.1:{http.server_address[1]}"
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    try:
+      for side in sides:  # compiled before the clock starts
+        load.post(url + "/predict", {"tasks": [{"data": {
+            "image": f"/data/upload/scene_{side}.png"}}]}, credentials)
+      asked = [sides[i % len(sides)] for i in range(concurrency)]
+      annotation = {"task": {"id": 1, "data": {"image": f"/data/upload/scene_{sides[0]}.png"}},
+                    "annotation": {"id": 1, "result": tasks.prediction_result(
+                        *truth[sides[0]], served.predictor.descriptor)}}
+      start = time.perf_counter()
+      out = load.run_load(url, [f"/data/upload/scene_{s}.png" for s in asked], credentials,
+                          concurrency=concurrency, annotation=annotation, train=True)
+      served.wait_for_training()
+      train_s = time.perf_counter() - start
+      versions = served.versions()
+    finally:
+      http.shutdown()
+      http.server_close()
+  finally:
+    shutil.rmtree(folder, ignore_errors=True)
+  failed = [answer for status, answer, _ in out["predictions"] if status != 200]
+  if failed or out["webhook"][0] != 200 or versions[-1]["state"] != "trained":
+    raise RuntimeError(f"the backend failed under load: {failed[:3]}, webhook {out['webhook']}, "
+                       f"versions {versions}")
+  served_by = sorted({a["results"][0]["model_version"] for _, a, _ in out["predictions"]})
+  def row(what, seconds):
+    return {"section": "backend", "what": what, "requests": len(seconds),
+            "concurrency": concurrency, **load.percentiles(seconds)}
+  rows = [row(f"/predict, {min(sides)}² to {max(sides)}²",
+              [s for _, _, s in out["predictions"]])]
+  rows += [row(f"/predict, {side}²", [s for (_, _, s), a in zip(out["predictions"], asked)
+                                      if a == side]) for side in sides]
+  rows[0].update(wall_s=out["wall_s"], webhook_s=out["webhook_s"], served_by=served_by,
+                 fine_tune_s=train_s,
+                 fine_tune_steps=steps)
+  return rows
+
+
 def machine() -> dict:
   device = jax.devices()[0]
   return {"platform": device.platform, "device_kind": device.device_kind,
@@ -447,4 +516,14 @@ def markdown(rows: list[dict]) -> str:
               "|---|---|---:|---:|---:|"]
     lines += [f"| {r['what']} | {r['shape']} | {r['seconds']:.2f} | {r['megapixels_per_s']:.2f} | "
               f"{r.get('peak_rss_gb', float('nan')):.2f} GB |" for r in inference_rows]
+  backend_rows = [r for r in rows if r["section"] == "backend"]
+  if backend_rows:
+    r0 = backend_rows[0]
+    lines += ["", f"{r0['concurrency']} requests at once while an annotation arrives and a "
+              f"{r0['fine_tune_steps']}-step fine-tuning runs ({r0['fine_tune_s']:.0f} s; answered "
+              f"by {', '.join(r0['served_by'])}; all {r0['requests']} in {r0['wall_s']:.1f} s; "
+              f"the webhook answered in {r0['webhook_s']:.2f} s):", "",
+              "| requests | n | p50 s | p90 s | p99 s | max s |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['what']} | {r['requests']} | {r['p50']:.2f} | {r['p90']:.2f} | "
+              f"{r['p99']:.2f} | {r['max']:.2f} |" for r in backend_rows]
   return "\n".join(lines)

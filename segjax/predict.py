@@ -367,11 +367,11 @@ def predict_files(predictor: Predictor, inputs, output: str, fmt: str = "png",
 
 
 def remove_partial_files(output: str, name: str) -> None:
-  """Removes the temporary files (`segjax.files.atomic_path`: ``NAME.ext.tmpPID.ext``) a killed
-  run left for image ``name`` in the subdirectories of ``output``."""
+  """Removes the temporary files (`segjax.files.atomic_path`: ``NAME.ext.tmpPID-THREAD.ext``) a
+  killed run left for image ``name`` in the subdirectories of ``output``."""
   import glob  # pylint: disable=import-outside-toplevel
   import re  # pylint: disable=import-outside-toplevel
-  pattern = re.compile(re.escape(name) + r"\.[^/]+\.tmp\d+(\.[^/]*)?$")
+  pattern = re.compile(re.escape(name) + r"\.[^/]+\.tmp\d+(-\d+)?(\.[^/]*)?$")
   for path in glob.glob(os.path.join(glob.escape(output), "*", glob.escape(name) + ".*.tmp*")):
     if pattern.match(os.path.basename(path)):
       os.remove(path)

@@ -21,6 +21,7 @@ from segjax.data.descriptor import DatasetDescriptor
 from segjax.data.shapes import DESCRIPTOR, render_scene
 from segjax.labelstudio import rle
 from segjax.labelstudio import server
+from segjax.labelstudio import serving
 from segjax.labelstudio import tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -317,17 +318,24 @@ def test_backend_protocol_in_process(straight_run, tmp_path):
 
 
 # ------------------------------------------------------------------------ the loop, live
-def _get(url):
-  with urllib.request.urlopen(url, timeout=30) as response:
+USER, PASSWORD = "segjax-test", "correct horse battery"
+
+
+def _get(url, auth=None):
+  headers = {"Authorization": auth.header()} if auth else {}
+  with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
     return json.load(response)
 
 
 def start_backend(workdir, port, log_path):
+  """experiments/label_studio_backend.py serving ``workdir`` with the credentials USER and
+  PASSWORD (from the environment); returns the process and its /health."""
   log = open(log_path, "ab")  # pylint: disable=consider-using-with
   process = subprocess.Popen(
       [sys.executable, os.path.join(ROOT, "experiments", "label_studio_backend.py"),
        f"--workdir={workdir}", f"--port={port}", "--steps=4"],
-      stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+      stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+      env=dict(os.environ, SEGJAX_BACKEND_USER=USER, SEGJAX_BACKEND_PASSWORD=PASSWORD))
   deadline = time.time() + 180
   while time.time() < deadline:
     assert process.poll() is None, open(log_path).read()[-2000:]
@@ -341,8 +349,9 @@ def start_backend(workdir, port, log_path):
 
 @pytest.mark.slow
 def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_run, tmp_path):
-  """Label Studio asks segjax for pre-labels, a person's correction reaches the backend (and
-  survives a SIGKILL right after), Start Training fine-tunes a new version, which then serves."""
+  """Label Studio, connected with the backend's user and password (Basic Authentication), asks
+  segjax for pre-labels, a person's correction reaches the backend (and survives a SIGKILL right
+  after), Start Training fine-tunes a new version, which then serves."""
   from segjax import predict  # pylint: disable=import-outside-toplevel
   from segjax import runs  # pylint: disable=import-outside-toplevel
   del label_studio_python
@@ -366,7 +375,7 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
     studio.add_local_storage(project, images)
     studio.import_tasks(project, [tasks.task(tasks.local_file_url(
         os.path.join(images, f"{stem}.png"), studio.document_root)) for stem in truth])
-    ml = studio.connect_backend(project, backend_url)
+    ml = studio.connect_backend(project, backend_url, user=USER, password=PASSWORD)
     studio.retrieve_predictions(project)  # the backend fetches each image from Label Studio
 
     predictor = predict.Predictor(run)
@@ -400,7 +409,9 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
     while _get(backend_url + "/health")["model_version"] == "run-v0":
       assert time.time() < deadline, open(tmp_path / "backend.log").read()[-3000:]
       time.sleep(1)
-    versions = _get(backend_url + "/versions")["versions"]
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+      _get(backend_url + "/versions")
+    versions = _get(backend_url + "/versions", serving.Credentials(USER, PASSWORD))["versions"]
     assert [(v["version"], v["state"]) for v in versions] == [(0, "trained"), (1, "trained")]
     assert versions[1]["images"] == 1
     version_dir = os.path.join(workdir, "labelstudio", "versions", "v1")

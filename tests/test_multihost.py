@@ -253,7 +253,7 @@ def test_mask_ap_of_two_processes_equals_one_process(straight_run, data_dir, tmp
 
 def test_a_restart_removes_what_a_kill_left_half_written_of_its_images(tmp_path):
   from segjax import predict
-  for name in ("records/scene_08.json.tmp20921.json", "masks/scene_08.png.tmp5.png",
+  for name in ("records/scene_08.json.tmp20921-140245.json", "masks/scene_08.png.tmp5.png",
                "records/scene_08.json", "masks/scene_080.png.tmp5.png",
                "records/scene_08_x.json.tmp3.json"):
     (tmp_path / name).parent.mkdir(exist_ok=True)

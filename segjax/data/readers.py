@@ -31,6 +31,22 @@ def read_image(path: str) -> np.ndarray:
   return np.ascontiguousarray(image)
 
 
+def image_size(path: str) -> tuple[int, int]:
+  """``(width, height)`` of an image file from its header alone (nothing is decoded, so a
+  decompression bomb costs nothing to measure)."""
+  import warnings  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(path) as pil:
+        return pil.size
+  except Image.DecompressionBombError as e:  # PIL's own bound, over 2x Image.MAX_IMAGE_PIXELS
+    raise BadFileError(f"{path}: {e}") from None
+  except (OSError, ValueError, SyntaxError) as e:
+    raise BadFileError(f"{path}: unreadable image header ({e})") from None
+
+
 def read_georeference(path: str) -> tuple[str, tuple[float, ...]] | None:
   """``(CRS as WKT, the affine transform's six coefficients a, b, c, d, e, f)`` of a georeferenced
   TIFF (rasterio), or None: another format, no CRS, or rasterio not installed."""

@@ -12,6 +12,14 @@ The protocol is HTTP + JSON (``experiments/label_studio_backend.py`` serves it):
   POST /webhook   ANNOTATION_CREATED / ANNOTATION_UPDATED (stored before the answer),
                   ANNOTATIONS_DELETED, START_TRAINING (fine-tunes in a separate process)
   GET  /versions  the model versions and their state
+  POST /train     fine-tunes a new version now
+
+`segjax.labelstudio.serving` serves it: every route but /health needs the backend's user and
+password once it has them, and requests are bounded (`serving.Limits`). Each payload is checked
+here before anything runs: a field of the wrong type, an unknown webhook action or a task image
+the backend may not read (`segjax.labelstudio.tasks.TaskImages`: only files of ``--data`` and of
+Label Studio's local-files root, only URLs of Label Studio's origin, the access token sent only
+there) is a 400 naming the field or the task.
 
 Everything lives under ``RUN/labelstudio/``::
 
@@ -31,7 +39,6 @@ Everything lives under ``RUN/labelstudio/``::
 from __future__ import annotations
 
 import glob
-import http.server
 import json
 import os
 import subprocess
@@ -41,9 +48,17 @@ import time
 import traceback
 
 from segjax import files
+from segjax.labelstudio import serving
 from segjax.labelstudio import tasks as ls_tasks
+from segjax.labelstudio.serving import BadRequest, Limits, TooLarge, make_server  # noqa: F401
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+# Label Studio's webhook actions (webhooks.models.WebhookAction) the backend acknowledges and
+# leaves alone; its ML webhook sends them all.
+IGNORED_ACTIONS = ("PROJECT_CREATED", "PROJECT_UPDATED", "PROJECT_DELETED", "TASKS_CREATED",
+                   "TASKS_DELETED", "ANNOTATIONS_CREATED", "LABEL_LINK_CREATED",
+                   "LABEL_LINK_UPDATED", "LABEL_LINK_DELETED")
+ACTIONS = (*ANNOTATION_ACTIONS, "ANNOTATIONS_DELETED", "START_TRAINING", *IGNORED_ACTIONS)
 
 
 def finetune_config(parent_config, data_root: str, *, init_from: str, steps: int,
@@ -77,43 +92,67 @@ def finetune_config(parent_config, data_root: str, *, init_from: str, steps: int
   return config
 
 
-class BadRequest(ValueError):
-  """A request the backend cannot read; answered with status 400 and this message."""
+def field(payload: dict, key: str, kind: type | tuple, where: str, optional: bool = False):
+  """``payload[key]``, checked to be a ``kind``; a `BadRequest` naming ``where.key`` if not."""
+  if key not in payload and optional:
+    return None
+  value = payload.get(key)
+  if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+    got = "missing" if key not in payload else f"{type(value).__name__} {str(value)[:80]!r}"
+    raise BadRequest(f"{where}.{key} must be {names} ({got})")
+  return value
 
 
-def task_image(task: dict) -> str:
-  """A task's image URL: its ``image`` data field, or its only field."""
-  data = task.get("data", {})
-  if ls_tasks.IMAGE in data:
-    return data[ls_tasks.IMAGE]
-  if len(data) == 1:
-    return next(iter(data.values()))
-  raise BadRequest(f"task {task.get('id')} has no {ls_tasks.IMAGE!r} field (it has "
-                   f"{sorted(data)})")
+def task_image(task) -> str:
+  """A task's image URL: its ``image`` data field, or its only field; a `BadRequest` naming the
+  task for a task of the wrong shape."""
+  if not isinstance(task, dict):
+    raise BadRequest(f"a task must be an object, not {type(task).__name__}")
+  where = f"task {task.get('id')}"
+  field(task, "id", int, where, optional=True)
+  data = field(task, "data", dict, where)
+  if ls_tasks.IMAGE not in data and len(data) != 1:
+    raise BadRequest(f"{where} has no {ls_tasks.IMAGE!r} field (it has {sorted(data)})")
+  key = ls_tasks.IMAGE if ls_tasks.IMAGE in data else next(iter(data))
+  return field(data, key, str, f"{where}.data")
 
 
 class Backend:
   """The ML backend of the run at ``workdir``. ``data``: a folder holding the task images (read
   directly instead of fetched from Label Studio); ``train_every``: fine-tune after this many new
-  annotations (0: only on START_TRAINING); ``steps``/``learning_rate``: of each fine-tuning."""
+  annotations (0: only on START_TRAINING); ``steps``/``learning_rate``: of each fine-tuning.
+  Task images are read only inside ``data`` and Label Studio's local-files ``document_root``,
+  and fetched only from Label Studio (``label_studio_url``, else the hostname /setup gives; the
+  access token goes only there) and ``allowed_origins`` (without the token); ``limits`` bound
+  what one request may ask."""
 
   def __init__(self, workdir: str, data: str | None = None, *, train_every: int = 0,
-               steps: int = 200, learning_rate: float | None = None, log=print):
+               steps: int = 200, learning_rate: float | None = None,
+               document_root: str | None = None, label_studio_url: str | None = None,
+               allowed_origins=(), limits: Limits | None = None, log=print):
     self.workdir = os.path.abspath(workdir)
     self.root = os.path.join(self.workdir, "labelstudio")
     self.data = os.path.abspath(data) if data else None
     self.train_every, self.steps, self.learning_rate = train_every, steps, learning_rate
-    self.log = log
+    self.limits, self.log = limits or Limits(), log
+    self.label_studio_url = label_studio_url
+    if label_studio_url:
+      ls_tasks.origin(label_studio_url)  # raises for what is no http(s) URL
     for sub in ("annotations", "versions", "images"):
       os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+    files.fsync(self.root)
     self._lock = threading.Lock()  # the served (version, predictor) pair
     self._predict_lock = threading.Lock()  # one prediction at a time
     self._train_lock = threading.Lock()
     self._training, self._pending, self._new_annotations = None, False, 0
     connection = self._read_json("connection.json") or {}
-    self.images = ls_tasks.TaskImages(os.path.join(self.root, "images"), data=self.data,
-                                      hostname=connection.get("hostname"),
-                                      token=connection.get("access_token"))
+    self.images = ls_tasks.TaskImages(
+        os.path.join(self.root, "images"), data=self.data,
+        document_root=os.path.abspath(document_root) if document_root else None,
+        hostname=label_studio_url or connection.get("hostname"),
+        token=connection.get("access_token"), allowed_origins=allowed_origins,
+        max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels)
     version = (self._read_json("current.json") or {}).get("version", 0)
     self.version, self.predictor = version, self._load(version)
 
@@ -152,23 +191,51 @@ class Backend:
 
   # -------------------------------------------------------------------------------- protocol
   def setup(self, payload: dict) -> dict:
-    connection = {k: payload[k] for k in ("hostname", "access_token") if payload.get(k)}
+    connection = {k: field(payload, k, str, "setup", optional=True)
+                  for k in ("hostname", "access_token") if payload.get(k)}
+    if "hostname" in connection:
+      try:
+        ls_tasks.origin(connection["hostname"])
+      except ls_tasks.RefusedImage as e:
+        raise BadRequest(f"setup.hostname: {e}") from None
+      if self.label_studio_url and connection["hostname"] != self.label_studio_url:
+        self.log(f"/setup names Label Studio at {connection['hostname']}; images are fetched "
+                 f"from --label_studio_url={self.label_studio_url}")
+        connection["hostname"] = self.label_studio_url
     if connection and (connection.get("hostname"), connection.get("access_token")) != (
         self.images.hostname, self.images.token):
-      path = os.path.join(self.root, "connection.json")
-      files.write_json(path, connection)
-      os.chmod(path, 0o600)
+      files.write_json(os.path.join(self.root, "connection.json"), connection, private=True)
       self.images.hostname = connection.get("hostname")
       self.images.token = connection.get("access_token")
     return {"model_version": self.model_version()}
 
+  def image_path(self, task) -> str:
+    """The local file of a task's image (fetched if need be); a `BadRequest` naming the task
+    when it is refused."""
+    try:
+      return self.images.path(task_image(task))
+    except ls_tasks.RefusedImage as e:
+      raise BadRequest(f"task {task.get('id')}: {e}") from None
+
   def predict(self, payload: dict) -> dict:
+    items = field(payload, "tasks", list, "predict")
+    if len(items) > self.limits.max_tasks:
+      raise TooLarge(f"predict.tasks: {len(items)} tasks, more than the backend's limit of "
+                     f"{self.limits.max_tasks} per request (--max_tasks)")
+    for task in items:  # every task checked before any is read
+      self._check_image(task)
+    paths = [self.image_path(task) for task in items]
     version, predictor = self.served()  # one version for the whole request
     with self._predict_lock:
-      return {"results": [ls_tasks.predict_image(predictor, self.images.path(task_image(task)),
-                                                 self.model_version(version))
-                          for task in payload.get("tasks", [])],
+      return {"results": [ls_tasks.predict_image(predictor, path, self.model_version(version))
+                          for path in paths],
               "model_version": self.model_version(version)}
+
+  def _check_image(self, task) -> None:
+    try:
+      self.images.check(task_image(task))
+    except ls_tasks.RefusedImage as e:
+      raise BadRequest(f"task {task.get('id')}: {e}") from None
 
   def store_annotation(self, task: dict, annotation: dict) -> str:
     """Writes one annotation with its task (atomically) before anything answers."""
@@ -178,12 +245,20 @@ class Backend:
     return path
 
   def webhook(self, payload: dict) -> dict:
-    action = payload.get("action")
+    action = field(payload, "action", str, "webhook")
+    if action not in ACTIONS:
+      raise BadRequest(f"webhook.action {action[:80]!r} is not an action of Label Studio's "
+                       f"webhooks ({', '.join(ACTIONS)})")
     if action in ANNOTATION_ACTIONS:
       if not isinstance(payload.get("task"), dict) or not isinstance(payload.get("annotation"),
                                                                      dict):
         raise BadRequest(f"{action} without the 'task' and 'annotation' objects")
-      self.store_annotation(payload["task"], payload["annotation"])
+      task, annotation = payload["task"], payload["annotation"]
+      field(task, "id", int, "webhook.task")
+      field(annotation, "id", int, "webhook.annotation")
+      field(annotation, "result", list, "webhook.annotation")
+      self._check_image(task)  # an image it could not train on is not stored
+      self.store_annotation(task, annotation)
       with self._train_lock:
         self._new_annotations += 1
         due = bool(self.train_every) and self._new_annotations >= self.train_every
@@ -191,8 +266,11 @@ class Backend:
         return {"action": action, "stored": True, "training": self.start_training()}
       return {"action": action, "stored": True}
     if action == "ANNOTATIONS_DELETED":
-      for annotation in payload.get("annotations", []):
-        for path in glob.glob(os.path.join(self.root, "annotations", f"*-{int(annotation['id'])}.json")):
+      deleted = field(payload, "annotations", list, "webhook")
+      if not all(isinstance(a, dict) for a in deleted):
+        raise BadRequest("webhook.annotations must be a list of objects with an id")
+      for number in [field(a, "id", int, "webhook.annotations[]") for a in deleted]:
+        for path in glob.glob(os.path.join(self.root, "annotations", f"*-{number}.json")):
           os.remove(path)
       return {"action": action}
     if action == "START_TRAINING":
@@ -253,7 +331,7 @@ class Backend:
             "state": "training", "started": time.time(), "workdir": directory}
     files.write_json(os.path.join(directory, "version.json"), info)
     written = ls_tasks.export_to_folder(items, os.path.join(directory, "data", "train"),
-                                        predictor.descriptor, self.images.path)
+                                        predictor.descriptor, self.images.path, skip=self.log)
     info["images"] = len(written)
     config = finetune_config(predictor.run.config, os.path.join(directory, "data"),
                              init_from=self.version_dir(parent), steps=self.steps,
@@ -279,57 +357,3 @@ class Backend:
       self.version, self.predictor = version, new_predictor
     self.log(f"serving {info['model_version']}")
     return version
-
-
-# ------------------------------------------------------------------------------------ HTTP server
-def make_server(backend: Backend, host: str = "127.0.0.1", port: int = 9090):
-  """A threading HTTP server that answers Label Studio's ML backend requests with ``backend``."""
-  routes = {("GET", "/health"): lambda _: {"status": "UP", "model_class": "segjax",
-                                           "model_version": backend.model_version()},
-            ("GET", "/versions"): lambda _: {"versions": backend.versions()},
-            ("POST", "/setup"): backend.setup,
-            ("POST", "/predict"): backend.predict,
-            ("POST", "/webhook"): backend.webhook,
-            ("POST", "/train"): lambda _: {"training": backend.start_training()}}
-
-  class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def _answer(self, method):
-      route = routes.get((method, self.path.split("?")[0].rstrip("/") or "/"))
-      status, answer = 200, None
-      try:
-        if route is None:
-          status, answer = 404, {"error": f"no {method} {self.path}"}
-        else:
-          length = int(self.headers.get("Content-Length") or 0)
-          body = self.rfile.read(length) if method == "POST" else b""
-          try:
-            payload = json.loads(body or b"{}")
-          except json.JSONDecodeError as e:
-            raise BadRequest(f"the request body is not JSON ({e})") from None
-          answer = route(payload)
-      except BadRequest as e:
-        status, answer = 400, {"error": str(e)}
-      except Exception as e:  # pylint: disable=broad-except
-        backend.log(f"{method} {self.path} failed:\n{traceback.format_exc()}")
-        status, answer = 500, {"error": f"{type(e).__name__}: {e}"}
-      body = json.dumps(answer).encode()
-      self.send_response(status)
-      self.send_header("Content-Type", "application/json")
-      self.send_header("Content-Length", str(len(body)))
-      self.end_headers()
-      self.wfile.write(body)
-
-    def do_GET(self):  # noqa: N802
-      self._answer("GET")
-
-    def do_POST(self):  # noqa: N802
-      self._answer("POST")
-
-    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
-      pass
-
-  server = http.server.ThreadingHTTPServer((host, port), Handler)
-  server.daemon_threads = True
-  return server

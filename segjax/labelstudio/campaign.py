@@ -91,8 +91,8 @@ def simulate(tiles: dict, base_run: str, workdir: str, order: str, initial: list
   run = os.path.join(workdir, order, "run")
   shutil.rmtree(os.path.join(workdir, order), ignore_errors=True)
   shutil.copytree(base_run, run)
-  served = ls_backend.Backend(run, steps=steps, log=log)
   pool = sorted(tiles["pool"])
+  served = ls_backend.Backend(run, os.path.dirname(pool[0]), steps=steps, log=log)
   ids = {path: i + 1 for i, path in enumerate(pool)}
   rng = np.random.default_rng(seed)
   labelled = list(initial)

@@ -186,11 +186,27 @@ class LabelStudio:
   def import_tasks(self, project: int, tasks: list[dict]) -> None:
     self.api("POST", f"/api/projects/{project}/import", tasks)
 
-  def connect_backend(self, project: int, url: str, title: str = "segjax") -> int:
-    """Connects an ML backend; Label Studio then calls its /setup and, for every annotation
-    event, its /webhook."""
-    return self.api("POST", "/api/ml", {"project": project, "url": url, "title": title,
-                                        "is_interactive": False, "auto_update": True})["id"]
+  def connect_backend(self, project: int, url: str, title: str = "segjax",
+                      user: str | None = None, password: str | None = None) -> int:
+    """Connects an ML backend (Settings > Model > Connect Model, with "Basic Authentication"
+    when ``user`` and ``password`` are given); Label Studio then calls its /setup and, for every
+    annotation event, its /webhook. Label Studio sends the webhook from a webhook of its own
+    that does not carry the model's credentials: they are set as that webhook's
+    ``Authorization`` header."""
+    request = {"project": project, "url": url, "title": title, "is_interactive": False,
+               "auto_update": True}
+    if user is not None:
+      request.update(auth_method="BASIC_AUTH", basic_auth_user=user, basic_auth_pass=password)
+    backend = self.api("POST", "/api/ml", request)["id"]
+    if user is not None:
+      from segjax.labelstudio import serving  # pylint: disable=import-outside-toplevel
+      header = serving.Credentials(user, password).header()
+      webhook_url = url.rstrip("/") + "/webhook"
+      for webhook in self.api("GET", f"/api/webhooks/?project={project}"):
+        if webhook["url"] == webhook_url:
+          self.api("PATCH", f"/api/webhooks/{webhook['id']}/",
+                   {"headers": dict(webhook.get("headers") or {}, Authorization=header)})
+    return backend
 
   def retrieve_predictions(self, project: int) -> None:
     """Asks the connected backend for predictions of every task that lacks one of its current

@@ -4,7 +4,9 @@ a folder of images, segjax's ML backend connected, and pre-labels retrieved for 
 annotations back as a folder-dataset split (``export``)."""
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import tempfile
 import threading
@@ -12,6 +14,7 @@ import threading
 from segjax import files
 from segjax.labelstudio import backend as ls_backend
 from segjax.labelstudio import server
+from segjax.labelstudio import serving as ls_serving
 from segjax.labelstudio import tasks as ls_tasks
 
 
@@ -23,25 +26,43 @@ def image_files(folder: str) -> list[str]:
 class Session:
   """Label Studio (state in ``state_dir``, default ``RUN/labelstudio/server``) serving the images
   of ``images`` to annotate with the run at ``workdir``, whose backend answers on
-  ``backend_port``. The project is made once and found again in ``state_dir/project.json``."""
+  ``backend_port`` with credentials of its own (``backend_credentials``, random by default),
+  which Label Studio is given. The project is made once and found again in
+  ``state_dir/project.json``."""
 
   def __init__(self, workdir: str, images: str, *, port: int = 8080, backend_port: int = 9090,
                state_dir: str | None = None, steps: int = 200, train_every: int = 0,
-               learning_rate: float | None = None, log=print):
+               learning_rate: float | None = None,
+               backend_credentials: ls_serving.Credentials | None = None, log=print):
     self.workdir, self.images = os.path.abspath(workdir), os.path.abspath(images)
     if not os.path.isdir(self.images):
       raise NotADirectoryError(f"--images={images} is not a directory of images")
     self.state_dir = os.path.abspath(state_dir or os.path.join(self.workdir, "labelstudio",
                                                                "server"))
     self.log = log
-    self.backend = ls_backend.Backend(self.workdir, self.images, train_every=train_every,
-                                      steps=steps, learning_rate=learning_rate, log=log)
-    self.backend_server = ls_backend.make_server(self.backend, "127.0.0.1", backend_port)
-    self.backend_url = f"http://127.0.0.1:{backend_port}"
     # Label Studio serves files below its document root, never the root itself.
     self.studio = server.LabelStudio(self.state_dir, port=port,
                                      document_root=os.path.dirname(self.images))
+    self.backend = ls_backend.Backend(self.workdir, self.images, train_every=train_every,
+                                      steps=steps, learning_rate=learning_rate,
+                                      label_studio_url=self.studio.url, log=log)
+    self.credentials = backend_credentials or self.saved_credentials()
+    self.backend_server = ls_serving.make_server(self.backend, "127.0.0.1", backend_port,
+                                                 credentials=self.credentials)
+    self.backend_url = f"http://127.0.0.1:{backend_port}"
     self.project = None
+
+  def saved_credentials(self) -> ls_serving.Credentials:
+    """The backend's credentials of this session's project (``state_dir/backend.json``, mode
+    0600), made at random the first time."""
+    path = os.path.join(self.state_dir, "backend.json")
+    if not os.path.exists(path):
+      os.makedirs(self.state_dir, exist_ok=True)
+      files.write_json(path, {"user": "segjax", "password": secrets.token_urlsafe(24)},
+                       private=True)
+    with open(path) as f:
+      saved = json.load(f)
+    return ls_serving.Credentials(saved["user"], saved["password"])
 
   def start(self) -> "Session":
     server.ensure_installed(self.studio.venv)
@@ -49,7 +70,6 @@ class Session:
     self.studio.start()
     state_path = os.path.join(self.state_dir, "project.json")
     if os.path.exists(state_path):
-      import json  # pylint: disable=import-outside-toplevel
       with open(state_path) as f:
         self.project = json.load(f)["project"]
       return self
@@ -60,7 +80,9 @@ class Session:
     self.studio.import_tasks(self.project, [
         ls_tasks.task(ls_tasks.local_file_url(path, self.studio.document_root))
         for path in image_files(self.images)])
-    backend = self.studio.connect_backend(self.project, self.backend_url)
+    backend = self.studio.connect_backend(self.project, self.backend_url,
+                                          user=self.credentials.user,
+                                          password=self.credentials.password)
     files.write_json(state_path, {"project": self.project, "backend": backend})
     self.log(f"pre-labelling {len(image_files(self.images))} images")
     self.studio.retrieve_predictions(self.project)
@@ -104,7 +126,8 @@ def welcome(labelling: Session) -> str:
   return (f"Label Studio: {labelling.project_url}\n  log in as {server.USERNAME} / "
           f"{server.PASSWORD}\n  sort by 'Prediction score' (lowest first) to correct the least "
           f"certain images first; Settings > Model > Start Training fine-tunes a new version\n"
-          f"  ML backend: {labelling.backend_url} (annotations and versions in "
+          f"  ML backend: {labelling.backend_url} (user {labelling.credentials.user}, password in "
+          f"{labelling.state_dir}/backend.json; annotations and versions in "
           f"{labelling.backend.root})\nCtrl-C stops Label Studio and the backend.")
 
 
@@ -129,7 +152,6 @@ def export_annotations(workdir: str, output: str, *, path: str | None = None,
                        annotator: str | None = None) -> dict:
   """The annotations of a JSON export file (``path``) or of a running Label Studio's
   ``project`` as the folder-dataset split ``output``, with the run's classes."""
-  import json  # pylint: disable=import-outside-toplevel
   from segjax import runs  # pylint: disable=import-outside-toplevel
   if not output or bool(path) == bool(url):
     raise ValueError("export needs --output and either --input=export.json or --url with "

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Callable, Iterable, Sequence
@@ -112,40 +114,184 @@ def local_file_url(path: str, document_root: str) -> str:
   return "/data/local-files/?d=" + urllib.parse.quote(relative)
 
 
+class RefusedImage(ValueError):
+  """A task image the backend will not read or fetch; the message says which rule refused it."""
+
+
+def origin(url: str) -> tuple[str, str, int]:
+  """``(scheme, host, port)`` of an http(s) URL, the port filled in (80, 443): two URLs of one
+  origin are one server."""
+  parsed = urllib.parse.urlsplit(url)
+  if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    raise RefusedImage(f"{url!r} is not an http(s) URL with a host")
+  try:
+    port = parsed.port
+  except ValueError:
+    raise RefusedImage(f"{url!r} has an invalid port") from None
+  return parsed.scheme, parsed.hostname, port or (443 if parsed.scheme == "https" else 80)
+
+
+def inside(path: str, root: str) -> bool:
+  """Whether ``path``, symlinks resolved, is ``root`` or below it (symlinks resolved too)."""
+  real, base = os.path.realpath(path), os.path.realpath(root)
+  return os.path.commonpath([real, base]) == base
+
+
+class _RedirectsWithinOrigins(urllib.request.HTTPRedirectHandler):
+  """Follows a redirect only to an origin the fetch may reach; the access token only to Label
+  Studio's own origin (urllib would copy every header to wherever a redirect points)."""
+
+  def __init__(self, images: "TaskImages"):
+    super().__init__()
+    self.images = images
+
+  def redirect_request(self, req, fp, code, msg, headers, newurl):
+    target = urllib.parse.urljoin(req.full_url, newurl)
+    with_token = self.images.fetch_rule(target)  # raises for an origin it may not reach
+    new = super().redirect_request(req, fp, code, msg, headers, target)
+    if new is not None and not with_token:
+      new.remove_header("Authorization")
+    return new
+
+
 class TaskImages:
-  """The local file of a task's image URL: a file of ``data`` with the URL's file name; a file
-  under Label Studio's local-files ``document_root`` (``/data/local-files/?d=PATH``); a local
-  path; or else fetched once from Label Studio (``hostname``, API ``token``) into ``cache_dir``."""
+  """The local file of a task's image URL, read only inside the folders it was given and fetched
+  only from the origins it was given:
+
+  1. a file of ``data`` with the URL's file name (``--data``);
+  2. a file under Label Studio's local-files ``document_root`` (``/data/local-files/?d=PATH``);
+  3. else fetched once into ``cache_dir``: a URL on Label Studio's origin (``hostname``; a
+     relative URL is on it) with the access ``token``, a URL on one of ``allowed_origins``
+     without it; redirects follow the same rule.
+
+  Paths are resolved with their symlinks (``realpath``): one that leaves its folder is refused,
+  and so is any other URL (another origin, a local path, ``file:``). A fetched image over
+  ``max_bytes``, and any image over ``max_pixels`` (read from its header, before decoding),
+  is refused too. Refusals raise `RefusedImage`."""
 
   def __init__(self, cache_dir: str, data: str | None = None, document_root: str | None = None,
-               hostname: str | None = None, token: str | None = None):
+               hostname: str | None = None, token: str | None = None, *,
+               allowed_origins: Sequence[str] = (), max_bytes: int = 64 << 20,
+               max_pixels: int = 50_000_000):
     self.cache_dir, self.data, self.document_root = cache_dir, data, document_root
     self.hostname, self.token = hostname, token
+    self.allowed_origins = {origin(o) for o in allowed_origins}
+    self.max_bytes, self.max_pixels = int(max_bytes), int(max_pixels)
 
-  def path(self, url: str) -> str:
-    parsed = urllib.parse.urlparse(url)
+  # ---------------------------------------------------------------------- the rules
+  def local_file(self, url: str) -> str | None:
+    """The file of ``url`` under ``data`` or ``document_root``; None when it is in neither (and
+    is not named as being under them). Raises when the URL names a path that leaves them."""
+    parsed = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qs(parsed.query)
-    relative = urllib.parse.unquote(query["d"][0]) if "d" in query else ""
+    relative = query["d"][0] if "d" in query else ""
     name = os.path.basename(relative or urllib.parse.unquote(parsed.path))
-    candidates = [os.path.join(self.data, name) if self.data and name else "",
-                  os.path.join(self.document_root, relative) if self.document_root and relative
-                  else "", url if not parsed.scheme else ""]
-    for candidate in candidates:
-      if candidate and os.path.isfile(candidate):
+    if self.data and name not in ("", ".", ".."):
+      candidate = os.path.join(self.data, name)
+      if os.path.isfile(candidate):
+        if not inside(candidate, self.data):
+          raise RefusedImage(f"{url}: {candidate} is a link to a file outside --data={self.data}")
         return candidate
+    if self.document_root and relative:
+      candidate = os.path.join(self.document_root, relative)  # an absolute d= leaves it
+      if not inside(candidate, self.document_root):
+        raise RefusedImage(f"{url}: the path leaves Label Studio's local-files root "
+                           f"{self.document_root}")
+      if os.path.isfile(candidate):
+        return candidate
+    return None
+
+  def fetch_rule(self, url: str) -> bool:
+    """Whether a fetch of the absolute ``url`` carries the access token (it is on Label Studio's
+    origin); raises when the URL may not be fetched at all."""
+    target = origin(url)
+    if self.hostname and target == origin(self.hostname):
+      return True
+    if target in self.allowed_origins:
+      return False
+    known = ", ".join(["Label Studio's " + self.hostname] if self.hostname else [])
+    raise RefusedImage(f"{url} is not on an origin the backend fetches from ({known or 'none'}"
+                       f"{', --allowed_origins' if self.allowed_origins else ''})")
+
+  def absolute_url(self, url: str) -> str:
+    """``url`` made absolute against Label Studio's address; raises for what is no fetchable
+    URL (a local path with Label Studio unknown, ``file:``, ``s3:``)."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme in ("http", "https"):
+      return url
+    if parsed.scheme:
+      raise RefusedImage(f"{url}: {parsed.scheme}: URLs are not read (http(s) from Label Studio, "
+                         "or files of --data / the local-files root)")
+    if not self.hostname:
+      raise RefusedImage(f"{url} is not a file of --data or of the local-files root, and Label "
+                         "Studio's address is unknown to fetch it from")
+    return urllib.parse.urljoin(self.hostname, url)
+
+  def check(self, url: str) -> None:
+    """Raises `RefusedImage` when ``url`` would be refused: by the rules of where it is, and
+    for a local file by its pixel count (its header is read; nothing is decoded or fetched)."""
+    local = self.local_file(url)
+    if local is None:
+      self.fetch_rule(self.absolute_url(url))
+    else:
+      self._checked_size(local, url)
+
+  # ---------------------------------------------------------------------- the file
+  def path(self, url: str) -> str:
+    if not isinstance(url, str) or not url:
+      raise RefusedImage(f"image URL {url!r} is not a non-empty string")
+    local = self.local_file(url)
+    if local is not None:
+      return self._checked_size(local, url)
+    absolute = self.absolute_url(url)
+    with_token = self.fetch_rule(absolute)
+    name = os.path.basename(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
     ext = os.path.splitext(name)[1].lower() or ".png"
     path = os.path.join(self.cache_dir, hashlib.sha256(url.encode()).hexdigest()[:20] + ext)
     if os.path.exists(path):
       return path
-    if not parsed.scheme and not self.hostname:
-      raise FileNotFoundError(f"task image {url} is not a local file, and Label Studio's address "
-                              "is unknown to fetch it from")
-    request = urllib.request.Request(urllib.parse.urljoin(self.hostname or url, url),
-                                     headers={"Authorization": f"Token {self.token or ''}"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-      payload = response.read()
+    payload = self._download(absolute, with_token)
     os.makedirs(self.cache_dir, exist_ok=True)
-    return files.write_bytes(path, payload)
+    tmp = files.write_bytes(f"{path}.unchecked{threading.get_ident()}{ext}", payload)
+    try:
+      self._checked_size(tmp, url)
+    except RefusedImage:
+      os.remove(tmp)
+      raise
+    os.replace(tmp, path)
+    return path
+
+  def _download(self, url: str, with_token: bool) -> bytes:
+    headers = {"Authorization": f"Token {self.token}"} if with_token and self.token else {}
+    opener = urllib.request.build_opener(_RedirectsWithinOrigins(self))
+    try:
+      with opener.open(urllib.request.Request(url, headers=headers), timeout=60) as response:
+        announced = int(response.headers.get("Content-Length") or 0)
+        if announced > self.max_bytes:
+          raise RefusedImage(f"{url}: {announced} bytes, more than the backend's limit of "
+                             f"{self.max_bytes} (--max_image_mb)")
+        payload = response.read(self.max_bytes + 1)
+    except urllib.error.HTTPError as e:
+      raise RefusedImage(f"{url}: the server answered {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+      if isinstance(e.reason, RefusedImage):
+        raise e.reason from None
+      raise RefusedImage(f"{url}: {e.reason}") from None
+    if len(payload) > self.max_bytes:
+      raise RefusedImage(f"{url}: more than the backend's limit of {self.max_bytes} bytes "
+                         "(--max_image_mb)")
+    return payload
+
+  def _checked_size(self, path: str, url: str) -> str:
+    from segjax.data import readers  # pylint: disable=import-outside-toplevel
+    try:
+      width, height = readers.image_size(path)
+    except readers.BadFileError as e:
+      raise RefusedImage(f"{url}: {e}") from None
+    if width * height > self.max_pixels:
+      raise RefusedImage(f"{url}: {width}x{height} = {width * height} pixels, more than the "
+                         f"backend's limit of {self.max_pixels} (--max_image_pixels)")
+    return path
 
 
 # ------------------------------------------------------------------------ annotations
@@ -218,18 +364,27 @@ def annotation_labels(result: Iterable[dict], descriptor: DatasetDescriptor, hei
 
 
 def export_to_folder(items: Sequence[dict], split_dir: str, descriptor: DatasetDescriptor,
-                     image_path: Callable[[str], str], annotator: str | int | None = None) -> dict:
+                     image_path: Callable[[str], str], annotator: str | int | None = None,
+                     skip: Callable[[str], None] | None = None) -> dict:
   """Writes the annotated tasks of a Label Studio JSON export (``items``) as a folder-dataset
   split (``split_dir/images``, indexed ``masks/``, ``instances/`` where a thing is drawn) and
   ``classes.json`` beside it at the dataset root, so ``folder_dataset(root, split)`` trains on it
-  as is. ``image_path(url)`` gives a task image's local file. Returns ``{name: task id}``."""
+  as is. ``image_path(url)`` gives a task image's local file; with ``skip``, a task whose image
+  it refuses (`RefusedImage`) is left out and ``skip(why)`` called, else it raises. Returns
+  ``{name: task id}``."""
   written = {}
   for item in items:
     annotation = chosen_annotation(item, annotator)
     if annotation is None:
       continue
     url = item["data"][IMAGE]
-    source = image_path(url)
+    try:
+      source = image_path(url)
+    except RefusedImage as e:
+      if skip is None:
+        raise
+      skip(f"task {item.get('id')} left out: {e}")
+      continue
     stem = os.path.splitext(os.path.basename(urllib.parse.unquote(url.split("?d=")[-1])))[0]
     name = stem if stem not in written else f"{stem}-task{item['id']}"
     height, width = folder.read_image(source).shape[:2]
