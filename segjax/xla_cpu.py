@@ -14,7 +14,7 @@ takes effect if that happens after ``import segjax`` (any script that imports se
 first JAX computation). It leaves ``XLA_FLAGS`` alone when the user already chose a YNNPACK
 setting there, when ``SEGJAX_XLA_CPU_DEFAULTS=1`` asks for XLA's defaults, and for jaxlib versions
 outside those known to accept the flag (an unknown XLA flag aborts the process). GPU and TPU
-compilers do not use XLA's CPU options (not run on either here: none was lent to these sessions).
+compilers do not use XLA's CPU options.
 """
 from __future__ import annotations
 

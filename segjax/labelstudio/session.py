@@ -53,7 +53,7 @@ class Session:
     self.project = None
 
   def saved_credentials(self) -> ls_serving.Credentials:
-    """The backend's credentials of this session's project (``state_dir/backend.json``, mode
+    """The backend's credentials of this labelling project (``state_dir/backend.json``, mode
     0600), made at random the first time."""
     path = os.path.join(self.state_dir, "backend.json")
     if not os.path.exists(path):
