@@ -8,6 +8,7 @@
 The virtual environment is created (or refreshed when setup.cfg or the constraints change) with an
 interpreter >= 3.11 (JAX's minimum): this one if it qualifies, else python3.13/3.12/3.11 from PATH.
 """
+
 import hashlib
 import os
 import shutil
@@ -35,8 +36,10 @@ def find_interpreter():
     path = shutil.which(name)
     if path:
       return path
-  sys.exit(f"segjax needs Python >= 3.11 (JAX's minimum); this is {sys.version.split()[0]} and no "
-           "python3.11+ is on PATH. Install one and run this command with it.")
+  sys.exit(
+    f"segjax needs Python >= 3.11 (JAX's minimum); this is {sys.version.split()[0]} and no "
+    "python3.11+ is on PATH. Install one and run this command with it."
+  )
 
 
 def install_fingerprint(extras):
@@ -58,8 +61,18 @@ def ensure_environment(extras):
     return
   if not os.path.exists(PYTHON):
     run(find_interpreter(), "-m", "venv", VENV)
-  run(PYTHON, "-m", "pip", "install", "--quiet", "--no-compile", "-c",
-      os.path.join("requirements", "constraints.txt"), "-e", f".[{extras}]" if extras else ".")
+  run(
+    PYTHON,
+    "-m",
+    "pip",
+    "install",
+    "--quiet",
+    "--no-compile",
+    "-c",
+    os.path.join("requirements", "constraints.txt"),
+    "-e",
+    f".[{extras}]" if extras else ".",
+  )
   with open(STAMP, "w") as f:
     f.write(fingerprint)
 
@@ -78,9 +91,18 @@ def quickstart(extra):
   os.makedirs(os.path.dirname(QUICKSTART_WORKDIR), exist_ok=True)
   run(PYTHON, "experiments/quickstart.py", *config, *extra)  # train, evaluate, predict
   print(time.strftime("%H:%M:%S"), "quickstart finished")
-  print(f"\nMetrics: {QUICKSTART_WORKDIR}/final_metrics.json, pictures: "
-        f"{QUICKSTART_WORKDIR}/predictions/, TensorBoard: tensorboard --logdir {QUICKSTART_WORKDIR}\n"
-        f"Re-evaluate: .venv/bin/python experiments/evaluate.py {' '.join(config)}")
+  print(
+    f"\nMetrics: {QUICKSTART_WORKDIR}/final_metrics.json, pictures: "
+    f"{QUICKSTART_WORKDIR}/predictions/, TensorBoard: tensorboard --logdir {QUICKSTART_WORKDIR}\n"
+    f"Re-evaluate: .venv/bin/python experiments/evaluate.py {' '.join(config)}"
+  )
+
+
+def lint():
+  """The tree's lint and format checks (ruff.toml): a finding stops before the tests."""
+  ruff = os.path.join(os.path.dirname(PYTHON), "ruff")
+  run(ruff, "check", "--quiet", ".")
+  run(ruff, "format", "--check", "--quiet", ".")
 
 
 def test(extra):
@@ -88,6 +110,8 @@ def test(extra):
   # --quick: the tier for iteration, without the tests marked slow (tests/conftest.py).
   if extra[:1] == ["--quick"]:
     extra = ["-q", "-n", "2", "-m", "not slow", "tests", *extra[1:]]
+  if not extra:  # the full suite (.ci/run): the tree's lint and format first
+    lint()
   run(PYTHON, "-m", "pytest", *(extra or ["-q", "-n", "2", "tests"]))
 
 

@@ -12,12 +12,19 @@ label resolution).
 
   python experiments/plan.py --config=configs/deeplabv3_ade20k.py --topology=v5e:4x8
 """
+
 from segjax.recipes import mmseg_deeplab_recipe
 
 
 def get_config():
   config = mmseg_deeplab_recipe(
-      "deeplabv3", "tfds:scene_parse150", crop_size=512, batch_size=16, num_train_steps=160_000,
-      resize_long=512, reference="45.00 mIoU (MMSegmentation)")
+    "deeplabv3",
+    "tfds:scene_parse150",
+    crop_size=512,
+    batch_size=16,
+    num_train_steps=160_000,
+    resize_long=512,
+    reference="45.00 mIoU (MMSegmentation)",
+  )
   config.eval_batch_size = 16
   return config

@@ -16,10 +16,16 @@ images. Start the backbone from torchvision's ImageNet ResNet-101
   python experiments/train.py --config=configs/deeplabv3_cityscapes.py --workdir=gs://.../run \
       --config.model.pretrained=resnet101.safetensors --distributed=on   # on every pod host
 """
+
 from segjax.recipes import mmseg_deeplab_recipe
 
 
 def get_config():
   return mmseg_deeplab_recipe(
-      "deeplabv3", "tfds:cityscapes", crop_size=(512, 1024), batch_size=8, num_train_steps=80_000,
-      reference="80.20 mIoU (MMSegmentation)")
+    "deeplabv3",
+    "tfds:cityscapes",
+    crop_size=(512, 1024),
+    batch_size=8,
+    num_train_steps=80_000,
+    reference="80.20 mIoU (MMSegmentation)",
+  )

@@ -14,12 +14,20 @@ SegmentationClassAug.
 
   python experiments/plan.py --config=configs/deeplabv3_voc.py --topology=v5e:4x8
 """
+
 from segjax.recipes import mmseg_deeplab_recipe
 
 
 def get_config():
   config = mmseg_deeplab_recipe(
-      "deeplabv3", "tfds:voc", crop_size=512, batch_size=16, num_train_steps=20_000,
-      resize_long=512, train_split="trainaug", reference="78.70 mIoU (MMSegmentation)")
+    "deeplabv3",
+    "tfds:voc",
+    crop_size=512,
+    batch_size=16,
+    num_train_steps=20_000,
+    resize_long=512,
+    train_split="trainaug",
+    reference="78.70 mIoU (MMSegmentation)",
+  )
   config.eval_batch_size = 16
   return config

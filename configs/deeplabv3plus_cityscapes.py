@@ -14,10 +14,16 @@ evaluation), with the decoder on the stride-4 features.
   python experiments/train.py --config=configs/deeplabv3plus_cityscapes.py --workdir=... \
       --config.model.pretrained=resnet101.safetensors --distributed=on
 """
+
 from segjax.recipes import mmseg_deeplab_recipe
 
 
 def get_config():
   return mmseg_deeplab_recipe(
-      "deeplabv3plus", "tfds:cityscapes", crop_size=(512, 1024), batch_size=8,
-      num_train_steps=80_000, reference="80.97 mIoU (MMSegmentation)")
+    "deeplabv3plus",
+    "tfds:cityscapes",
+    crop_size=(512, 1024),
+    batch_size=8,
+    num_train_steps=80_000,
+    reference="80.97 mIoU (MMSegmentation)",
+  )

@@ -13,17 +13,28 @@ power 2); evaluation on whole 1024x2048 images at scales 0.5/1.0/2.0.
 
   python experiments/plan.py --config=configs/hmsa_cityscapes.py --topology=v5e:4x8
 """
+
 from segjax.recipes import recipe_config
 
 
 def get_config():
   config = recipe_config(
-      "tfds:cityscapes", crop_size=(1024, 2048), batch_size=8, num_train_steps=65_000,
-      train_pp="random_scale(0.5, 2.0)|random_crop((1024, 2048))|flip_lr")
-  config.model.update(dict(
-      name="hmsa", trunk="deeplabv3plus",
+    "tfds:cityscapes",
+    crop_size=(1024, 2048),
+    batch_size=8,
+    num_train_steps=65_000,
+    train_pp="random_scale(0.5, 2.0)|random_crop((1024, 2048))|flip_lr",
+  )
+  config.model.update(
+    dict(
+      name="hmsa",
+      trunk="deeplabv3plus",
       trunk_kwargs=dict(backbone="resnet101", output_stride=8),
-      train_scales=(0.5, 1.0), eval_scales=(0.5, 1.0, 2.0), attention_features=256))
+      train_scales=(0.5, 1.0),
+      eval_scales=(0.5, 1.0, 2.0),
+      attention_features=256,
+    )
+  )
   config.losses = (("scale_logits/*", "semantic", "cross_entropy", 0.05),)
   config.optimizer.update(dict(learning_rate=5e-3, power=2.0))
   config.model.pretrained = ""  # a torchvision ResNet-101 file: --config.model.pretrained=...

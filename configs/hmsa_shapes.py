@@ -9,17 +9,23 @@ together with --config.data.train_pp='random_scale(0.5, 2.0)|random_crop(64)|fli
 
 Result (and against the trunk alone on the same budget): see README, "Models".
 """
+
 from segjax.config_defaults import shapes_config
 
 
 def get_config():
   config = shapes_config()
   config.model = dict(
-      name="hmsa", trunk="deeplabv3plus",
-      trunk_kwargs=dict(backbone="resnet18", width=16, output_stride=16, aspp_features=64,
-                        decoder_features=64),
-      train_scales=(0.5, 1.0), eval_scales=(0.5, 1.0), attention_features=32,
-      dtype="float32")
+    name="hmsa",
+    trunk="deeplabv3plus",
+    trunk_kwargs=dict(
+      backbone="resnet18", width=16, output_stride=16, aspp_features=64, decoder_features=64
+    ),
+    train_scales=(0.5, 1.0),
+    eval_scales=(0.5, 1.0),
+    attention_features=32,
+    dtype="float32",
+  )
   config.losses = (("scale_logits/*", "semantic", "cross_entropy + dice_loss", 0.05),)  # per scale
   config.num_train_steps = 1500
   return config

@@ -11,15 +11,24 @@ torchvision's ImageNet ResNet-50 (``--config.model.pretrained=resnet50.safetenso
 
   python experiments/plan.py --config=configs/mask2former_ade20k.py --topology=v5e:4x8
 """
+
 from segjax.recipes import MMSEG_PHOTOMETRIC, mask2former_recipe
 
 
 def get_config(loss: str = "points"):
   config = mask2former_recipe(
-      "tfds:scene_parse150", loss=loss, crop_size=512, batch_size=16, num_train_steps=160_000,
-      train_pp=("resize_keep_ratio(short=512)|random_scale(0.5, 2.0)|random_crop(512)|flip_lr|"
-                + MMSEG_PHOTOMETRIC),
-      eval_pp="resize_keep_ratio(long=512)|pad_to(512)", target="semantic",
-      reference="47.2 mIoU (Mask2Former)")
+    "tfds:scene_parse150",
+    loss=loss,
+    crop_size=512,
+    batch_size=16,
+    num_train_steps=160_000,
+    train_pp=(
+      "resize_keep_ratio(short=512)|random_scale(0.5, 2.0)|random_crop(512)|flip_lr|"
+      + MMSEG_PHOTOMETRIC
+    ),
+    eval_pp="resize_keep_ratio(long=512)|pad_to(512)",
+    target="semantic",
+    reference="47.2 mIoU (Mask2Former)",
+  )
   config.eval_batch_size = 16
   return config

@@ -10,14 +10,21 @@ images with the paper's panoptic thresholds and top-100 instances.
 
   python experiments/plan.py --config=configs/mask2former_cityscapes.py --topology=v5e:4x8
 """
+
 from segjax.recipes import MMSEG_PHOTOMETRIC, mask2former_recipe
 
 
 def get_config(loss: str = "points"):
   config = mask2former_recipe(
-      "tfds:cityscapes_panoptic", loss=loss, crop_size=(512, 1024), batch_size=16,
-      num_train_steps=90_000,
-      train_pp=f"random_scale(0.5, 2.0)|random_crop((512, 1024))|flip_lr|{MMSEG_PHOTOMETRIC}",
-      eval_pp="", target="panoptic", reference="PQ 62.1, AP 37.3, mIoU 77.5 (Mask2Former)")
+    "tfds:cityscapes_panoptic",
+    loss=loss,
+    crop_size=(512, 1024),
+    batch_size=16,
+    num_train_steps=90_000,
+    train_pp=f"random_scale(0.5, 2.0)|random_crop((512, 1024))|flip_lr|{MMSEG_PHOTOMETRIC}",
+    eval_pp="",
+    target="panoptic",
+    reference="PQ 62.1, AP 37.3, mIoU 77.5 (Mask2Former)",
+  )
   config.eval_batch_size = 8
   return config

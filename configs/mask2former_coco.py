@@ -13,16 +13,25 @@ chip needs 15.78 GiB of temporaries (of 15.75), with it 13.2 GiB (13.7 in all; d
 
   python experiments/plan.py --config=configs/mask2former_coco.py --topology=v5e:4x8
 """
+
 from segjax.recipes import mask2former_recipe
 
 
 def get_config(loss: str = "points"):
   config = mask2former_recipe(
-      "tfds:coco_panoptic", loss=loss, crop_size=1024, batch_size=16, num_train_steps=368_750,
-      train_pp="resize_keep_ratio(long=1024)|random_scale(0.1, 2.0)|random_crop(1024)|flip_lr",
-      eval_pp="resize_keep_ratio(long=1024)|pad_to(1024)", target="panoptic",
-      reference="PQ 51.9, AP 41.7, mIoU 61.7 (Mask2Former)",
-      schedule="step", boundaries=(0.889, 0.963), gamma=0.1)
+    "tfds:coco_panoptic",
+    loss=loss,
+    crop_size=1024,
+    batch_size=16,
+    num_train_steps=368_750,
+    train_pp="resize_keep_ratio(long=1024)|random_scale(0.1, 2.0)|random_crop(1024)|flip_lr",
+    eval_pp="resize_keep_ratio(long=1024)|pad_to(1024)",
+    target="panoptic",
+    reference="PQ 51.9, AP 41.7, mIoU 61.7 (Mask2Former)",
+    schedule="step",
+    boundaries=(0.889, 0.963),
+    gamma=0.1,
+  )
   config.eval_batch_size = 8
   config.model.remat = True
   return config

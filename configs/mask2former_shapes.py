@@ -21,18 +21,33 @@ points instead (``num_points=1024``): PQ 0.235 (things 0.000, stuff 0.587), mIoU
 0.088, at 1.8 steps/s on the same CPU. Panoptic-DeepLab reaches PQ 0.658 on this budget
 (configs/panoptic_deeplab_shapes.py); the loss was still falling.
 """
+
 from segjax.config_defaults import shapes_config
 
 
 def get_config():
   config = shapes_config()
-  config.model = dict(name="mask2former", backbone="resnet18", width=16, blocks=(1, 1, 1, 1),
-                      feature_size=64, mask_feature_size=64, hidden_dim=64, num_queries=16,
-                      num_heads=4, encoder_layers=2, encoder_ffn=128, decoder_layers=6,
-                      decoder_ffn=256, dtype="float32", pretrained="")
+  config.model = dict(
+    name="mask2former",
+    backbone="resnet18",
+    width=16,
+    blocks=(1, 1, 1, 1),
+    feature_size=64,
+    mask_feature_size=64,
+    hidden_dim=64,
+    num_queries=16,
+    num_heads=4,
+    encoder_layers=2,
+    encoder_ffn=128,
+    decoder_layers=6,
+    decoder_ffn=256,
+    dtype="float32",
+    pretrained="",
+  )
   config.loss = ""
-  config.losses = (("class_logits", "panoptic",
-                    "mask2former_loss(max_targets=16, num_points=0)", 1.0),)
+  config.losses = (
+    ("class_logits", "panoptic", "mask2former_loss(max_targets=16, num_points=0)", 1.0),
+  )
   config.train_metrics = ("mask_confusion",)
   config.optimizer.update(dict(learning_rate=1e-3, weight_decay=0.05))
   config.postprocess = "argmax|mask_panoptic|mask_instances"

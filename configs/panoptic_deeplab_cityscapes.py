@@ -14,12 +14,22 @@ centres, stuff areas under 2048 px void; evaluation on whole images padded to 10
 
   python experiments/plan.py --config=configs/panoptic_deeplab_cityscapes.py --topology=v5e:4x8
 """
+
 from segjax.recipes import panoptic_deeplab_recipe
 
 
 def get_config():
   return panoptic_deeplab_recipe(
-      "tfds:cityscapes_panoptic", crop_size=(1025, 2049), batch_size=8, num_train_steps=60_000,
-      learning_rate=2.5e-4, warmup_steps=0, resize_pp="", scales=(0.5, 2.0),
-      eval_pp="pad_to((1025, 2049))", nms_kernel=13, stuff_area=2048,
-      reference="PQ 60.24, AP 30.0, mIoU 76.4 (deeplab2)")
+    "tfds:cityscapes_panoptic",
+    crop_size=(1025, 2049),
+    batch_size=8,
+    num_train_steps=60_000,
+    learning_rate=2.5e-4,
+    warmup_steps=0,
+    resize_pp="",
+    scales=(0.5, 2.0),
+    eval_pp="pad_to((1025, 2049))",
+    nms_kernel=13,
+    stuff_area=2048,
+    reference="PQ 60.24, AP 30.0, mIoU 76.4 (deeplab2)",
+  )

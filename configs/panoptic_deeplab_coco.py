@@ -13,14 +13,24 @@ post-processing: centre threshold 0.1, NMS kernel 41, 200 centres, stuff areas u
 
   python experiments/plan.py --config=configs/panoptic_deeplab_coco.py --topology=v5e:4x8
 """
+
 from segjax.recipes import panoptic_deeplab_recipe
 
 
 def get_config():
   config = panoptic_deeplab_recipe(
-      "tfds:coco_panoptic", crop_size=641, batch_size=64, num_train_steps=200_000,
-      learning_rate=5e-4, warmup_steps=2000, resize_pp="resize_keep_ratio(long=641)|",
-      scales=(0.5, 1.5), eval_pp="resize_keep_ratio(long=641)|pad_to(641)", nms_kernel=41,
-      stuff_area=4096, reference="PQ 34.1, AP 18.5, mIoU 54.8 (deeplab2)")
+    "tfds:coco_panoptic",
+    crop_size=641,
+    batch_size=64,
+    num_train_steps=200_000,
+    learning_rate=5e-4,
+    warmup_steps=2000,
+    resize_pp="resize_keep_ratio(long=641)|",
+    scales=(0.5, 1.5),
+    eval_pp="resize_keep_ratio(long=641)|pad_to(641)",
+    nms_kernel=41,
+    stuff_area=4096,
+    reference="PQ 34.1, AP 18.5, mIoU 54.8 (deeplab2)",
+  )
   config.eval_batch_size = 16
   return config

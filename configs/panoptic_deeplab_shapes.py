@@ -16,20 +16,31 @@ small decoder away from the semantic task (mIoU 0.442); the paper's bootstrapped
 "semantic", "cross_entropy(top_k_percent=0.2)", 1.0, "semantic_weight")``) was worse still here
 (PQ 0.179).
 """
+
 from segjax.config_defaults import shapes_config
 
 
 def get_config():
   config = shapes_config()
-  config.model = dict(name="panoptic_deeplab", trunk="unet",
-                      trunk_kwargs=dict(features=8, depth=4), dual_decoder=True, head_features=16,
-                      dtype="float32")
-  config.data.train_pp = ("flip_lr|panoptic_targets(sigma=4.0, small_instance_area=256, "
-                          "small_instance_weight=3.0)")
+  config.model = dict(
+    name="panoptic_deeplab",
+    trunk="unet",
+    trunk_kwargs=dict(features=8, depth=4),
+    dual_decoder=True,
+    head_features=16,
+    dtype="float32",
+  )
+  config.data.train_pp = (
+    "flip_lr|panoptic_targets(sigma=4.0, small_instance_area=256, small_instance_weight=3.0)"
+  )
   config.loss = "cross_entropy + dice_loss"  # the semantic term
-  config.losses = (("center", "center", "weighted_mse", 200.0, "center_weight"),
-                   ("offset", "offset", "weighted_l1", 0.01, "offset_weight"))
-  config.postprocess = ("argmax|panoptic_deeplab(center_threshold=0.1, nms_kernel=5, top_k=16, "
-                        "stuff_area=16)|scored_instances")
+  config.losses = (
+    ("center", "center", "weighted_mse", 200.0, "center_weight"),
+    ("offset", "offset", "weighted_l1", 0.01, "offset_weight"),
+  )
+  config.postprocess = (
+    "argmax|panoptic_deeplab(center_threshold=0.1, nms_kernel=5, top_k=16, "
+    "stuff_area=16)|scored_instances"
+  )
   config.num_train_steps = 2300
   return config

@@ -10,14 +10,23 @@ ImageNet weights: ``segjax.models.from_transformers("segformer", <nvidia/mit-b0 
 
   python experiments/plan.py --config=configs/segformer_ade20k.py --topology=v5e:4x8
 """
+
 from segjax.recipes import MMSEG_PHOTOMETRIC, segformer_recipe
 
 
 def get_config():
   config = segformer_recipe(
-      "tfds:scene_parse150", variant="b0", crop_size=512, batch_size=16, num_train_steps=160_000,
-      train_pp=("resize_keep_ratio(512, 2048)|random_scale(0.5, 2.0)|random_crop(512)|flip_lr|"
-                + MMSEG_PHOTOMETRIC),
-      eval_pp="resize_keep_ratio(long=512)|pad_to(512)", reference="37.4 mIoU (SegFormer-B0)")
+    "tfds:scene_parse150",
+    variant="b0",
+    crop_size=512,
+    batch_size=16,
+    num_train_steps=160_000,
+    train_pp=(
+      "resize_keep_ratio(512, 2048)|random_scale(0.5, 2.0)|random_crop(512)|flip_lr|"
+      + MMSEG_PHOTOMETRIC
+    ),
+    eval_pp="resize_keep_ratio(long=512)|pad_to(512)",
+    reference="37.4 mIoU (SegFormer-B0)",
+  )
   config.eval_batch_size = 16
   return config

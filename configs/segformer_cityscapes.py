@@ -11,13 +11,20 @@ for experiments/predict.py).
 
   python experiments/plan.py --config=configs/segformer_cityscapes.py --topology=v5e:4x8
 """
+
 from segjax.recipes import MMSEG_PHOTOMETRIC, segformer_recipe
 
 
 def get_config():
   config = segformer_recipe(
-      "tfds:cityscapes", variant="b0", crop_size=1024, batch_size=8, num_train_steps=160_000,
-      train_pp=f"random_scale(0.5, 2.0)|random_crop(1024)|flip_lr|{MMSEG_PHOTOMETRIC}",
-      eval_pp="", reference="76.2 mIoU (SegFormer-B0)")
+    "tfds:cityscapes",
+    variant="b0",
+    crop_size=1024,
+    batch_size=8,
+    num_train_steps=160_000,
+    train_pp=f"random_scale(0.5, 2.0)|random_crop(1024)|flip_lr|{MMSEG_PHOTOMETRIC}",
+    eval_pp="",
+    reference="76.2 mIoU (SegFormer-B0)",
+  )
   config.eval_batch_size = 8
   return config

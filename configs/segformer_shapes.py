@@ -15,13 +15,15 @@ Measured (2-core CPU, 2026-12-01, a median 1.3 steps/s while other work shared t
 0.148), one forward pass — below the CNNs of the same budget (DeepLabV3+ 0.502, SegNet 0.751):
 a 3.7 M-parameter transformer without ImageNet pretraining, predicting at 16x16 for 64x64 scenes.
 """
+
 from segjax.config_defaults import shapes_config
 
 
 def get_config():
   config = shapes_config()
-  config.model = dict(name="segformer", variant="b0", drop_path_rate=0.1, dtype="float32",
-                      pretrained="")
+  config.model = dict(
+    name="segformer", variant="b0", drop_path_rate=0.1, dtype="float32", pretrained=""
+  )
   config.optimizer.update(dict(learning_rate=1e-3, weight_decay=0.01))
   config.num_train_steps = 1500
   return config

@@ -6,6 +6,7 @@ VGG16-BN encoder at 1/4 width (``width=16``), its first three stages (64x64 inpu
 would leave a 2x2 map), and the mirrored max-unpooling decoder; the quickstart's
 data, loss and schedule (segjax/config_defaults.py). Result: see README, "Models".
 """
+
 from segjax.config_defaults import shapes_config
 
 

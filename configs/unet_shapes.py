@@ -18,6 +18,7 @@ time. Wider UNets (features 12 or 16) learn more per step but cost 1.6-2.3x per 
 turns as training augmentation gave nothing at 2,300 steps of batch 8 (0.757); CE + Lovász
 instead of CE + Dice 0.762 at 1.4x the time; scale augmentation slowed learning.
 """
+
 from segjax.config_defaults import shapes_config
 
 

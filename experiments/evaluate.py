@@ -7,6 +7,7 @@ The model, its classes and its normalisation come from the run directory (or the
 an optional --config (with --config.<key>=... overrides) supplies where the data lies and how to
 evaluate (config.postprocess, eval_splits, eval_batch_size, data.root).
 """
+
 import os
 
 from absl import flags
@@ -14,8 +15,11 @@ from absl import flags
 from segjax import cli
 from segjax import files
 
-_CONFIG = cli.config_flag(help_text="Optional config file: evaluation and data-location settings "
-                          "(--config.<key>=... overrides them).", required=False)
+_CONFIG = cli.config_flag(
+  help_text="Optional config file: evaluation and data-location settings "
+  "(--config.<key>=... overrides them).",
+  required=False,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
 _MODEL = flags.DEFINE_string("model", None, "Or: a model exported by experiments/export.py.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
@@ -30,10 +34,11 @@ def main(argv):
   # pylint: disable=import-outside-toplevel
   import jax
   from segjax import evaluation
-  from segjax import logging as run_logging
+  from segjax import run_log
+
   results = evaluation.evaluate_run(_WORKDIR.value or _MODEL.value, _CONFIG.value, _STEP.value)
   for split, summary in results.items():
-    run_logging.info("%s: %s", split, evaluation.format_summary(summary))
+    run_log.info("%s: %s", split, evaluation.format_summary(summary))
   if jax.process_index() == 0 and _WORKDIR.value:
     path = os.path.join(os.path.abspath(_WORKDIR.value), "eval_metrics.json")
     files.write_json(path, results)

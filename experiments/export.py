@@ -4,6 +4,7 @@ config and its dataset descriptor (no optimizer state).
   python experiments/export.py --workdir=/tmp/segjax/unet --output=/tmp/unet.safetensors
   python experiments/predict.py --model=/tmp/unet.safetensors --input=photos/ --output=labels
 """
+
 import os
 
 from absl import flags
@@ -20,6 +21,7 @@ flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config in --hel
 def main(argv):
   del argv
   from segjax import runs  # pylint: disable=import-outside-toplevel
+
   path = runs.export(runs.load(_WORKDIR.value, _STEP.value), _OUTPUT.value)
   print(f"Wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
 

@@ -8,13 +8,15 @@ random order, or from scratch (segjax/labelstudio/campaign.py; docs/labelling.md
 
 Writes WORKDIR/campaign.json, campaign.md (the tables) and campaign.png (IoU against pixels).
 """
+
 from absl import flags
 
 from segjax import cli
 
 _CONFIG = cli.config_flag(default="configs/unet_microscopy.py:cpu")
-_SOURCE = flags.DEFINE_string("source", None, "The stardist wheel, or a folder with img2d.tif and "
-                              "mask2d.tif.")
+_SOURCE = flags.DEFINE_string(
+  "source", None, "The stardist wheel, or a folder with img2d.tif and mask2d.tif."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the tiles, runs and results.")
 _TILE = flags.DEFINE_integer("tile", 64, "Tile side in pixels.")
 _INITIAL = flags.DEFINE_integer("initial", 2, "Tiles labelled from scratch before the first model.")
@@ -33,12 +35,23 @@ def main(argv):
   import os
   from segjax.data import microscopy
   from segjax.labelstudio import campaign
+
   image, instances = microscopy.read_frame(_SOURCE.value)
   workdir = os.path.abspath(_WORKDIR.value)
-  campaign.run(_CONFIG.value, image, instances, workdir, tile=_TILE.value,
-               initial=_INITIAL.value, per_round=_PER_ROUND.value, rounds=_ROUNDS.value,
-               initial_steps=_INITIAL_STEPS.value, steps=_STEPS.value,
-               seeds=[int(s) for s in _SEEDS.value], log=lambda m: print(m, flush=True))
+  campaign.run(
+    _CONFIG.value,
+    image,
+    instances,
+    workdir,
+    tile=_TILE.value,
+    initial=_INITIAL.value,
+    per_round=_PER_ROUND.value,
+    rounds=_ROUNDS.value,
+    initial_steps=_INITIAL_STEPS.value,
+    steps=_STEPS.value,
+    seeds=[int(s) for s in _SEEDS.value],
+    log=lambda m: print(m, flush=True),
+  )
   with open(os.path.join(workdir, "campaign.md"), encoding="utf-8") as f:
     print(f.read())
 

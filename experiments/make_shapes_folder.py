@@ -4,6 +4,7 @@ a stand-in for the user's own high-resolution data, e.g. to try patch training.
   python experiments/make_shapes_folder.py --output=/tmp/segjax/shapes_folder --image_size=1024 \
       --num_train=8 --num_validation=2 --max_things=60
 """
+
 from absl import flags
 
 from segjax import cli
@@ -21,8 +22,14 @@ flags.adopt_module_key_flags(cli)  # --verbose, --show_config in --help
 def main(argv):
   del argv
   from segjax.data import shapes  # pylint: disable=import-outside-toplevel
-  shapes.write_folder(_OUTPUT.value, _SIZE.value, {"train": _TRAIN.value, "val": _VAL.value},
-                      max_things=_THINGS.value, seed=_SEED.value)
+
+  shapes.write_folder(
+    _OUTPUT.value,
+    _SIZE.value,
+    {"train": _TRAIN.value, "val": _VAL.value},
+    max_things=_THINGS.value,
+    seed=_SEED.value,
+  )
   print(f"Wrote {_TRAIN.value} + {_VAL.value} images of {_SIZE.value}^2 to {_OUTPUT.value}")
 
 

@@ -15,6 +15,7 @@ frame smoothed by a Gaussian (sigma 1), each followed by the same post-processin
 ``argmax`` step, and the true nucleus mask through that post-processing (what the instance step
 alone loses). Writes ``WORKDIR/nuclei.json`` and ``WORKDIR/nuclei.md``.
 """
+
 import json
 import os
 
@@ -23,8 +24,9 @@ from absl import flags
 from segjax import cli
 
 _CONFIG = cli.config_flag(default="configs/unet_microscopy.py:cpu")
-_SOURCE = flags.DEFINE_string("source", None, "The stardist wheel, or a folder with img2d.tif and "
-                              "mask2d.tif.")
+_SOURCE = flags.DEFINE_string(
+  "source", None, "The stardist wheel, or a folder with img2d.tif and mask2d.tif."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the data, the run and the results.")
 _SMOOTHING = flags.DEFINE_float("otsu_sigma", 1.0, "Gaussian sigma of the smoothed Otsu baseline.")
 flags.mark_flags_as_required(["source", "workdir"])
@@ -37,6 +39,7 @@ def main(argv):
   from segjax import files
   from segjax.data import microscopy
   from segjax import train
+
   config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
   image, instances = microscopy.read_frame(_SOURCE.value)
   config.data.root = microscopy.write_regions(os.path.join(workdir, "data"), image, instances)
@@ -46,12 +49,15 @@ def main(argv):
   with open(os.path.join(run_dir, "final_metrics.json"), encoding="utf-8") as f:
     summary = json.load(f)["validation"]
   held_out = microscopy.held_out(image, instances)
-  rows = {"model": microscopy.model_row(summary, config),
-          "otsu": microscopy.threshold_row(held_out, config, sigma=0.0),
-          f"otsu_gaussian{_SMOOTHING.value:g}": microscopy.threshold_row(
-              held_out, config, sigma=_SMOOTHING.value),
-          # the post-processing's ceiling: the true nucleus mask, split by the same watershed
-          "true_mask": microscopy.score((held_out[1] > 0).astype(int), held_out[1], config)}
+  rows = {
+    "model": microscopy.model_row(summary, config),
+    "otsu": microscopy.threshold_row(held_out, config, sigma=0.0),
+    f"otsu_gaussian{_SMOOTHING.value:g}": microscopy.threshold_row(
+      held_out, config, sigma=_SMOOTHING.value
+    ),
+    # the post-processing's ceiling: the true nucleus mask, split by the same watershed
+    "true_mask": microscopy.score((held_out[1] > 0).astype(int), held_out[1], config),
+  }
   files.write_json(os.path.join(workdir, "nuclei.json"), rows)
   table = microscopy.markdown(rows)
   with open(os.path.join(workdir, "nuclei.md"), "w", encoding="utf-8") as f:

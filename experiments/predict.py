@@ -9,7 +9,7 @@ Pre-labels for annotation tools, for any images of any size:
   python experiments/predict.py --model=unet.safetensors --input=photos/ --output=prelabels
 
 writes masks, instances, COCO / labelme JSON and review.csv (least confident first); see
-segjax/export.py.
+segjax/prelabels.py.
 
 Aerial rasters (any size, read by windows) to a class GeoTIFF and polygons in their CRS:
   python experiments/predict.py --workdir=W --input=ortho.tif --output=out --format=gpkg \
@@ -31,6 +31,7 @@ e.g. --config=configs/unet_shapes.py --config.predict.window='(256, 256)'
 --config.predict.flip=True --config.postprocess="argmax|semantic_instances('watershed')";
 the model, its classes and its normalisation always come from the run.
 """
+
 import os
 
 from absl import app
@@ -38,18 +39,25 @@ from absl import flags
 
 from segjax import cli
 
-_CONFIG = cli.config_flag(help_text="Optional config file: prediction and post-processing "
-                          "settings (--config.<key>=... overrides them).", required=False)
+_CONFIG = cli.config_flag(
+  help_text="Optional config file: prediction and post-processing "
+  "settings (--config.<key>=... overrides them).",
+  required=False,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
 _MODEL = flags.DEFINE_string("model", None, "Or: a model exported by experiments/export.py.")
-_OUTPUT = flags.DEFINE_string("output", None, "Where to write the pictures or pre-labels "
-                              "(default: <workdir>/predictions).")
+_OUTPUT = flags.DEFINE_string(
+  "output", None, "Where to write the pictures or pre-labels (default: <workdir>/predictions)."
+)
 _INPUT = flags.DEFINE_string("input", None, "A directory or glob of images to pre-label.")
-_FORMAT = flags.DEFINE_enum("format", "png",
-                            ["png", "coco", "labelme", "cutout", "geotiff", "geojson", "gpkg"],
-                            "Pre-label format; cutout: RGBA cut-outs of the chosen classes "
-                            "(config.predict.cutout_*); geotiff, geojson, gpkg: georeferenced "
-                            "rasters in, a class GeoTIFF (and polygons) out in their CRS.")
+_FORMAT = flags.DEFINE_enum(
+  "format",
+  "png",
+  ["png", "coco", "labelme", "cutout", "geotiff", "geojson", "gpkg"],
+  "Pre-label format; cutout: RGBA cut-outs of the chosen classes "
+  "(config.predict.cutout_*); geotiff, geojson, gpkg: georeferenced "
+  "rasters in, a class GeoTIFF (and polygons) out in their CRS.",
+)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.mark_flags_as_mutual_exclusive(["workdir", "model"], required=True)
 cli.define_distributed_flags()
@@ -63,23 +71,31 @@ def main(argv):
   cli.start_distributed()
   # pylint: disable=import-outside-toplevel
   from segjax import predict
+  from segjax import predict_files  # pylint: disable=import-outside-toplevel
+  from segjax import pictures  # pylint: disable=import-outside-toplevel
+  from segjax import geo  # pylint: disable=import-outside-toplevel
   from segjax import runs
   from segjax.data import pipeline
+
   output = _OUTPUT.value or os.path.join(os.path.abspath(_WORKDIR.value), "predictions")
-  predictor = predict.Predictor(runs.load(_WORKDIR.value or _MODEL.value, _STEP.value),
-                                _CONFIG.value)
-  if _INPUT.value and _FORMAT.value in predict.GEO_FORMATS:
-    written = predict.predict_rasters(predictor, predict.list_inputs(_INPUT.value), output,
-                                      _FORMAT.value)
+  predictor = predict.Predictor(
+    runs.load(_WORKDIR.value or _MODEL.value, _STEP.value), _CONFIG.value
+  )
+  if _INPUT.value and _FORMAT.value in geo.GEO_FORMATS:
+    written = geo.predict_rasters(
+      predictor, predict.list_inputs(_INPUT.value), output, _FORMAT.value
+    )
     print(f"Wrote {len(written)} files to {output}: {', '.join(map(os.path.basename, written))}")
     return
   if _INPUT.value:
-    rows = predict.predict_files(predictor, predict.list_inputs(_INPUT.value), output,
-                                 _FORMAT.value)
-    print(f"Pre-labelled {len(rows)} images in {output}; least confident first: "
-          f"{output}/review.csv")
+    rows = predict_files.predict_files(
+      predictor, predict.list_inputs(_INPUT.value), output, _FORMAT.value
+    )
+    print(
+      f"Pre-labelled {len(rows)} images in {output}; least confident first: {output}/review.csv"
+    )
     return
-  paths = predict.draw_split(predictor, pipeline.get_source(predictor.config.data), output)
+  paths = pictures.draw_split(predictor, pipeline.get_source(predictor.config.data), output)
   print(f"Wrote {len(paths)} pictures to {output}")
 
 

@@ -8,6 +8,7 @@ batches and of the validation split).
 
 The prediction picture is the run's own ``predictions/<name>.png`` (drawn by `segjax.predict`).
 """
+
 import os
 import shutil
 
@@ -16,10 +17,12 @@ from absl import flags
 from segjax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished quickstart run.")
-_OUTPUT = flags.DEFINE_string("output", "docs/images", "Where to write quickstart.png and "
-                              "training_curves.png.")
-_PICTURE = flags.DEFINE_string("picture", "", "Which of the run's predictions/*.png to show "
-                               "(default: the first).")
+_OUTPUT = flags.DEFINE_string(
+  "output", "docs/images", "Where to write quickstart.png and training_curves.png."
+)
+_PICTURE = flags.DEFINE_string(
+  "picture", "", "Which of the run's predictions/*.png to show (default: the first)."
+)
 flags.mark_flags_as_required(["workdir"])
 flags.adopt_module_key_flags(cli)  # --verbose, --show_config in --help
 
@@ -27,13 +30,19 @@ flags.adopt_module_key_flags(cli)  # --verbose, --show_config in --help
 def main(argv):
   del argv
   from segjax import visualize  # pylint: disable=import-outside-toplevel
+
   workdir = _WORKDIR.value
   predictions = os.path.join(workdir, "predictions")
-  names = sorted(n for n in os.listdir(predictions) if n.endswith(".png")
-                 and n != "contact_sheet.png") if os.path.isdir(predictions) else []
+  names = (
+    sorted(n for n in os.listdir(predictions) if n.endswith(".png") and n != "contact_sheet.png")
+    if os.path.isdir(predictions)
+    else []
+  )
   if not names:
-    raise FileNotFoundError(f"{predictions} holds no prediction pictures: run the quickstart "
-                            "(experiments/quickstart.py) first.")
+    raise FileNotFoundError(
+      f"{predictions} holds no prediction pictures: run the quickstart "
+      "(experiments/quickstart.py) first."
+    )
   picture = _PICTURE.value or names[0]
   if picture not in names:
     raise FileNotFoundError(f"--picture={picture} is not in {predictions} ({', '.join(names)}).")

@@ -19,6 +19,7 @@ here, 2.4 steps/s: too weak a trunk to compare combinations of.) Validation mIoU
 whole 192x192 scenes; writes ``WORKDIR/hmsa.json``, ``WORKDIR/hmsa.md`` (mean ± std over the seeds)
 and ``WORKDIR/attention.png`` (the learned attention of each scale on validation scenes).
 """
+
 import os
 
 from absl import flags
@@ -33,16 +34,30 @@ _NUM_TRAIN = flags.DEFINE_integer("num_train", 2000, "Training scenes of the dat
 flags.mark_flags_as_required(["workdir"])
 flags.adopt_module_key_flags(cli)
 
-ROWS = {"trunk_1.0": "(a) trunk at scale 1.0", "trunk_avg": "(b) trunk, mean of 0.5/1.0/2.0",
-        "hmsa_0.5-1-2": "(c) HMSA on 0.5/1.0/2.0", "hmsa_0.5-1": "HMSA on 0.5/1.0 (its training scales)"}
+ROWS = {
+  "trunk_1.0": "(a) trunk at scale 1.0",
+  "trunk_avg": "(b) trunk, mean of 0.5/1.0/2.0",
+  "hmsa_0.5-1-2": "(c) HMSA on 0.5/1.0/2.0",
+  "hmsa_0.5-1": "HMSA on 0.5/1.0 (its training scales)",
+}
 
 
 def multiscale_data(config, num_train: int, data_dir: str | None):
   """``config.data`` set to the multi-scale shapes variant with scale augmentation."""
-  config.data.update(dict(
-      image_size=192, radii=(0.01, 0.5), thin=0.25, max_things=12, num_train=num_train,
-      num_validation=100, num_test=0, crop_size=(128, 128),
-      train_pp="random_scale(0.5, 2.0)|random_crop(128)|flip_lr", eval_pp=""))
+  config.data.update(
+    dict(
+      image_size=192,
+      radii=(0.01, 0.5),
+      thin=0.25,
+      max_things=12,
+      num_train=num_train,
+      num_validation=100,
+      num_test=0,
+      crop_size=(128, 128),
+      train_pp="random_scale(0.5, 2.0)|random_crop(128)|flip_lr",
+      eval_pp="",
+    )
+  )
   if data_dir:
     config.data.data_dir = data_dir
   config.eval_batch_size = 10
@@ -58,17 +73,24 @@ def evaluate(run_dir: str) -> dict:
   from segjax import predict
   from segjax import runs
   from segjax.data import pipeline
+
   run = runs.load(run_dir)
-  settings = ({"hmsa_0.5-1-2": dict(model_scales=(0.5, 1.0, 2.0)),
-               "hmsa_0.5-1": dict(model_scales=(0.5, 1.0))} if run.config.model.name == "hmsa"
-              else {"trunk_1.0": dict(scales=(1.0,)), "trunk_avg": dict(scales=(0.5, 1.0, 2.0))})
+  settings = (
+    {
+      "hmsa_0.5-1-2": dict(model_scales=(0.5, 1.0, 2.0)),
+      "hmsa_0.5-1": dict(model_scales=(0.5, 1.0)),
+    }
+    if run.config.model.name == "hmsa"
+    else {"trunk_1.0": dict(scales=(1.0,)), "trunk_avg": dict(scales=(0.5, 1.0, 2.0))}
+  )
   source = pipeline.get_source(run.config.data)
   results = {}
   for row, predict_settings in settings.items():
     config = run.config.copy_and_resolve_references()
     config.predict.update(predict_settings)
-    results[row] = evaluation.evaluate_predictor(predict.Predictor(run, config), source,
-                                                 "validation", batch_size=10)["mean_iou"]
+    results[row] = evaluation.evaluate_predictor(
+      predict.Predictor(run, config), source, "validation", batch_size=10
+    )["mean_iou"]
   return results
 
 
@@ -80,6 +102,7 @@ def attention_picture(run_dir: str, path: str, num_images: int = 3) -> None:
   from segjax import visualize
   from segjax.data import pipeline
   from segjax.models import hmsa
+
   run = runs.load(run_dir)
   source = pipeline.get_source(run.config.data)
   ds, _ = pipeline.eval_dataset(source, run.config.data, "validation", local_batch_size=num_images)
@@ -88,9 +111,13 @@ def attention_picture(run_dir: str, path: str, num_images: int = 3) -> None:
   weights = hmsa.scale_weights({k: np.asarray(v) for k, v in out["attention"].items()})
   rows = []
   for i in range(num_images):
-    panels = [("image", visualize.denormalize(batch["image"][i], run.config.data.mean,
-                                              run.config.data.std)),
-              ("ground truth", run.descriptor.colorize(batch["semantic"][i]))]
+    panels = [
+      (
+        "image",
+        visualize.denormalize(batch["image"][i], run.config.data.mean, run.config.data.std),
+      ),
+      ("ground truth", run.descriptor.colorize(batch["semantic"][i])),
+    ]
     for scale in sorted(weights, key=float):
       grey = np.uint8(np.round(255 * np.clip(weights[scale][i, ..., 0], 0, 1)))
       panels.append((f"weight of {scale}x", np.repeat(grey[..., None], 3, -1)))
@@ -103,16 +130,20 @@ def attention_picture(run_dir: str, path: str, num_images: int = 3) -> None:
 def markdown(results: dict) -> str:
   """Mean ± standard deviation (ddof 1) over the seeds of each row, and the per-seed values."""
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   seeds = sorted(results)
-  lines = [f"| model, inference scales | mIoU (mean ± std, {len(seeds)} seeds) | per seed |",
-           "|---|---|---|"]
+  lines = [
+    f"| model, inference scales | mIoU (mean ± std, {len(seeds)} seeds) | per seed |",
+    "|---|---|---|",
+  ]
   for row, title in ROWS.items():
     values = [results[s][row] for s in seeds if row in results[s]]
     if not values:
       continue
     std = np.std(values, ddof=1) if len(values) > 1 else float("nan")
-    lines.append(f"| {title} | {np.mean(values):.3f} ± {std:.3f} | "
-                 f"{' / '.join(f'{v:.3f}' for v in values)} |")
+    lines.append(
+      f"| {title} | {np.mean(values):.3f} ± {std:.3f} | {' / '.join(f'{v:.3f}' for v in values)} |"
+    )
   return "\n".join(lines)
 
 
@@ -122,13 +153,17 @@ def main(argv):
   from segjax import config_defaults
   from segjax import files
   from segjax import train
+
   root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
   workdir = os.path.abspath(_WORKDIR.value)
   results = {}
   for seed in (int(s) for s in _SEEDS.value):
     for name in ("unet_shapes", "hmsa_shapes"):
-      config = multiscale_data(config_defaults.load_config(os.path.join(root, f"{name}.py")),
-                               _NUM_TRAIN.value, _DATA_DIR.value)
+      config = multiscale_data(
+        config_defaults.load_config(os.path.join(root, f"{name}.py")),
+        _NUM_TRAIN.value,
+        _DATA_DIR.value,
+      )
       config.seed, config.num_train_steps = seed, _STEPS.value
       config.optimizer.learning_rate, config.eval_tta = 1e-2, ""
       if name == "hmsa_shapes":
@@ -139,8 +174,10 @@ def main(argv):
         return
       results.setdefault(seed, {}).update(evaluate(run_dir))
     files.write_json(os.path.join(workdir, "hmsa.json"), results)
-  attention_picture(os.path.join(workdir, f"hmsa_shapes_seed{_SEEDS.value[0]}"),
-                    os.path.join(workdir, "attention.png"))
+  attention_picture(
+    os.path.join(workdir, f"hmsa_shapes_seed{_SEEDS.value[0]}"),
+    os.path.join(workdir, "attention.png"),
+  )
   table = markdown(results)
   with open(os.path.join(workdir, "hmsa.md"), "w", encoding="utf-8") as f:
     f.write(table + "\n")

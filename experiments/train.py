@@ -9,13 +9,15 @@ shared --workdir; the JAX distributed runtime starts from --coordinator_address/
 and Open MPI, and with --distributed=on on TPU pod slices (docs/training.md: "Many devices and
 hosts").
 """
+
 from absl import flags
 
 from segjax import cli
 
 _CONFIG = cli.config_flag()
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results "
-                               "(created with its parents).")
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Directory for checkpoints, logs and results (created with its parents)."
+)
 flags.mark_flags_as_required(["workdir"])
 cli.define_distributed_flags()
 flags.adopt_module_key_flags(cli)  # --config, --verbose, --show_config, --distributed... in --help
@@ -25,6 +27,7 @@ def main(argv):
   del argv
   cli.start_distributed()
   from segjax import train  # pylint: disable=import-outside-toplevel
+
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

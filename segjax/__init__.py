@@ -4,6 +4,7 @@
 ...) are imported on first use, so ``segjax.data.folder_dataset(...)`` works after ``import
 segjax`` alone.
 """
+
 import importlib as _importlib
 
 from segjax import xla_cpu as _xla_cpu
@@ -13,9 +14,33 @@ __version__ = "0.1.0"
 # Before JAX starts a backend: CPU convolutions on XLA's Eigen kernels (see segjax/xla_cpu.py).
 _xla_cpu.prefer_eigen_convolutions()
 
-_SUBMODULES = ("checkpointing", "config_defaults", "data", "distributed", "evaluation", "export",
-               "inference", "labelstudio", "losses", "metrics", "models", "optim", "plan", "postprocess",
-               "predict", "registry", "runs", "sharding", "train", "train_state", "visualize")
+_SUBMODULES = (
+  "checkpointing",
+  "cutout",
+  "config_defaults",
+  "data",
+  "distributed",
+  "evaluation",
+  "geo",
+  "inference",
+  "labelstudio",
+  "losses",
+  "metrics",
+  "models",
+  "optim",
+  "plan",
+  "postprocess",
+  "pictures",
+  "predict",
+  "predict_files",
+  "prelabels",
+  "registry",
+  "runs",
+  "sharding",
+  "train",
+  "train_state",
+  "visualize",
+)
 
 
 def __getattr__(name):

@@ -12,6 +12,7 @@ asynchronous write) leaves only complete checkpoints behind, and ``latest_step``
 half-written one. `PreemptionGuard` turns a preemption notice
 (SIGTERM) into a question the training loop asks every step.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,14 +29,17 @@ class Checkpointer:
   """Saves every ``every_steps`` steps (in the background when ``asynchronous``), keeps the
   newest ``keep``, restores the latest."""
 
-  def __init__(self, directory: str, *, every_steps: int = 0, keep: int = 2,
-               asynchronous: bool = True):
+  def __init__(
+    self, directory: str, *, every_steps: int = 0, keep: int = 2, asynchronous: bool = True
+  ):
     self.directory = os.path.abspath(directory)
     self.every_steps = every_steps
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=asynchronous))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous
+      ),
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -49,10 +53,14 @@ class Checkpointer:
   def save(self, step: int, state: TrainState) -> None:
     """Writes ``state`` as checkpoint ``step``. Asynchronous: returns when the arrays are copied
     off the devices (so the caller may donate them), the write goes on in the background."""
-    self._manager.save(step, args=ocp.args.Composite(
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(
         variables=ocp.args.StandardSave(state.variables),
-        training=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state})),
-        force=True)
+        training=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
+      ),
+      force=True,
+    )
 
   def wait(self) -> None:
     """Returns when no write is in flight (every saved checkpoint is complete on disk)."""
@@ -61,30 +69,41 @@ class Checkpointer:
   def _step_or_latest(self, step: int | None) -> int:
     step = self.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"No checkpoint in {self.directory}; train first "
-                              "(experiments/train.py) or point --workdir at a training run.")
+      raise FileNotFoundError(
+        f"No checkpoint in {self.directory}; train first "
+        "(experiments/train.py) or point --workdir at a training run."
+      )
     if step not in self.all_steps():
-      raise FileNotFoundError(f"No checkpoint {step} in {self.directory}; it has "
-                              f"{self.all_steps()}.")
+      raise FileNotFoundError(
+        f"No checkpoint {step} in {self.directory}; it has {self.all_steps()}."
+      )
     return step
 
   def restore(self, state: TrainState, step: int | None = None) -> TrainState:
     """Restores ``step`` (default: the latest) into the shapes and shardings of ``state``."""
     step = self._step_or_latest(step)
     training = {"step": state.step, "opt_state": state.opt_state}
-    restored = self._manager.restore(step, args=ocp.args.Composite(
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(
         variables=ocp.args.StandardRestore(_abstract(state.variables)),
-        training=ocp.args.StandardRestore(_abstract(training))))
-    return state.replace(params=restored.variables["params"],
-                         batch_stats=restored.variables["batch_stats"],
-                         step=restored.training["step"], opt_state=restored.training["opt_state"])
+        training=ocp.args.StandardRestore(_abstract(training)),
+      ),
+    )
+    return state.replace(
+      params=restored.variables["params"],
+      batch_stats=restored.variables["batch_stats"],
+      step=restored.training["step"],
+      opt_state=restored.training["opt_state"],
+    )
 
   def restore_variables(self, variables, step: int | None = None) -> dict:
     """The model variables of ``step`` alone, into the shapes/shardings of ``variables`` (arrays
     or ``jax.ShapeDtypeStruct``s with shardings); the optimizer state is not read."""
     step = self._step_or_latest(step)
-    return self._manager.restore(step, args=ocp.args.Composite(
-        variables=ocp.args.StandardRestore(_abstract(variables)))).variables
+    return self._manager.restore(
+      step, args=ocp.args.Composite(variables=ocp.args.StandardRestore(_abstract(variables)))
+    ).variables
 
   def close(self):
     """Waits for a write in flight, then releases orbax's resources."""
@@ -94,7 +113,8 @@ class Checkpointer:
 
 def _abstract(tree):
   return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree
+  )
 
 
 class PreemptionGuard:
@@ -123,6 +143,7 @@ class PreemptionGuard:
   def stop_at(self, step: int) -> bool:
     if self._multi_process:
       from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
       self.requested = self.requested or multihost_utils.reached_preemption_sync_point(step)
     return self.requested
 

@@ -14,6 +14,7 @@ A run that fails on bad input (a missing file, a config key that does not exist,
 range, ...) prints ``error: <message>`` on one line and exits with status 1; ``--verbose`` shows the
 traceback and the libraries' logs.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,19 +36,30 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Full tracebacks and the libraries' INFO logs.")
-_SHOW_CONFIG = flags.DEFINE_bool("show_config", False, "Print this command's flags and its config "
-                                 "(every key, after the --config.<key>=... overrides), and exit.")
+_SHOW_CONFIG = flags.DEFINE_bool(
+  "show_config",
+  False,
+  "Print this command's flags and its config "
+  "(every key, after the --config.<key>=... overrides), and exit.",
+)
 
-CONFIG_HELP = ("Path to a config file (configs/*.py). Any key can be overridden with "
-               "--config.<key>=<value>; --show_config lists every key and its value.")
+CONFIG_HELP = (
+  "Path to a config file (configs/*.py). Any key can be overridden with "
+  "--config.<key>=<value>; --show_config lists every key and its value."
+)
 
 
-def config_flag(name: str = "config", help_text: str = CONFIG_HELP, required: bool = True,
-                default: str | None = None):
+def config_flag(
+  name: str = "config",
+  help_text: str = CONFIG_HELP,
+  required: bool = True,
+  default: str | None = None,
+):
   """``--config``: a config file (locked, so that an override of an unknown key is an error);
   ``path:argument`` passes the argument to its ``get_config``. With a ``default`` (a path
   relative to the repository, e.g. ``configs/unet_microscopy.py:cpu``) the flag is optional."""
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+
   if default is not None:
     default = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), default)
   holder = config_flags.DEFINE_config_file(name, default, help_text, lock_config=True)
@@ -76,6 +88,7 @@ def define_distributed_flags() -> None:
   """`segjax.distributed`'s flags, shown in the ``--help`` of a main that adopts this module's
   key flags (``flags.adopt_module_key_flags(cli)``, after this call)."""
   from segjax import distributed as runtime  # pylint: disable=import-outside-toplevel
+
   runtime.define_flags()
   flags.adopt_module_key_flags(runtime)
 
@@ -84,6 +97,7 @@ def start_distributed() -> None:
   """Starts the JAX distributed runtime from `segjax.distributed`'s flags (before anything touches
   a device)."""
   from segjax import distributed as runtime  # pylint: disable=import-outside-toplevel
+
   runtime.initialize_from_flags()
 
 
@@ -95,8 +109,10 @@ def one_line(error: BaseException) -> str:
     if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
       message = message[1:-1].encode().decode("unicode_escape")
   lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-  message = " ".join(line if line[-1] in ".:;,!?" or i == len(lines) - 1 else line + "."
-                     for i, line in enumerate(lines))
+  message = " ".join(
+    line if line[-1] in ".:;,!?" or i == len(lines) - 1 else line + "."
+    for i, line in enumerate(lines)
+  )
   if isinstance(error, (KeyError, AttributeError)) and "Did you mean" in message:
     return f"no config key {message}"
   return message
@@ -106,6 +122,7 @@ def _import_quietly(module: str) -> None:
   """Imports ``module`` with the process's stderr closed: TensorFlow's C++ notices (oneDNN, CPU
   features) print before any setting can silence them. A failing import raises as usual."""
   import importlib  # pylint: disable=import-outside-toplevel
+
   sys.stderr.flush()
   saved = os.dup(2)
   try:

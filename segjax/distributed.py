@@ -15,6 +15,7 @@ On CPU, cross-process collectives go through gloo (JAX's default CPU collectives
 After it, ``jax.devices()`` lists every device of every process, ``jax.process_index()`` is this
 process's id, and the global-view training code (`segjax.train`) runs unchanged.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,13 +42,18 @@ def _multi_process_job() -> bool:
   return False
 
 
-def initialize(mode: str = "auto", coordinator_address: str | None = None,
-               num_processes: int | None = None, process_id: int | None = None) -> bool:
+def initialize(
+  mode: str = "auto",
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> bool:
   """Starts ``jax.distributed`` as described in the module docstring; returns whether it did.
 
   Must run before anything touches a JAX device (``jax.devices()``, a computation, ...).
   """
   import jax  # pylint: disable=import-outside-toplevel
+
   if mode not in MODES:
     raise ValueError(f"distributed mode {mode!r} is not one of {MODES}.")
   if mode == "off" or jax.distributed.is_initialized():
@@ -55,13 +61,18 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
   num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
   process_id = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
-  explicit = {"coordinator_address": coordinator_address, "num_processes": num_processes,
-              "process_id": process_id}
+  explicit = {
+    "coordinator_address": coordinator_address,
+    "num_processes": num_processes,
+    "process_id": process_id,
+  }
   given = [k for k, v in explicit.items() if v is not None]
   if given and len(given) < 3 and not (mode == "on" or _multi_process_job()):
     missing = sorted(set(explicit) - set(given))
-    raise ValueError(f"Distributed training needs coordinator_address, num_processes and "
-                     f"process_id; got {given} but not {missing} (flags or JAX_* variables).")
+    raise ValueError(
+      f"Distributed training needs coordinator_address, num_processes and "
+      f"process_id; got {given} but not {missing} (flags or JAX_* variables)."
+    )
   if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
     raise ValueError(f"process_id={process_id} is not in [0, num_processes={num_processes}).")
   if not given and mode == "auto" and not _multi_process_job():
@@ -75,17 +86,28 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
 def define_flags() -> None:
   """``--distributed``, ``--coordinator_address``, ``--num_processes``, ``--process_id``."""
   from absl import flags
-  flags.DEFINE_enum("distributed", "auto", MODES,
-                    "Start jax.distributed: auto (when flags/JAX_* variables or a SLURM/MPI job "
-                    "say so), on (always; TPU pods), off.")
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (JAX_COORDINATOR_ADDRESS).")
+
+  flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    MODES,
+    "Start jax.distributed: auto (when flags/JAX_* variables or a SLURM/MPI job "
+    "say so), on (always; TPU pods), off.",
+  )
+  flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (JAX_COORDINATOR_ADDRESS)."
+  )
   flags.DEFINE_integer("num_processes", None, "Number of processes (JAX_NUM_PROCESSES).")
-  flags.DEFINE_integer("process_id", None, "This process's id, 0..num_processes-1 (JAX_PROCESS_ID).")
+  flags.DEFINE_integer(
+    "process_id", None, "This process's id, 0..num_processes-1 (JAX_PROCESS_ID)."
+  )
 
 
 def initialize_from_flags() -> bool:
   """`initialize` with the values of `define_flags`' flags."""
   from absl import flags
+
   values = flags.FLAGS
-  return initialize(values.distributed, values.coordinator_address, values.num_processes,
-                    values.process_id)
+  return initialize(
+    values.distributed, values.coordinator_address, values.num_processes, values.process_id
+  )

@@ -3,11 +3,12 @@
 The model's outputs go through ``config.postprocess`` (`segjax.postprocess.Chain`), and the
 metrics follow from what the chain produces: ``semantic`` → the confusion matrix (mIoU, pixel
 accuracy, ...; `segjax.metrics.summarize`), ``panoptic`` → PQ/SQ/RQ, ``instances`` → COCO mask AP.
-The confusion matrix and the PQ sums accumulate on device, summed by the compiler over the batch,
-the devices and the hosts; padding examples (``valid = False``) count nowhere. When every step of
+The confusion matrix and the PQ sums accumulate on device (exactly, in `segjax.metrics.ExactSum`),
+summed by the compiler over the batch, the devices and the hosts; padding examples (``valid = False``) count nowhere. When every step of
 the chain is jit-compatible, forward pass, post-processing and metric sums are one compiled step;
 host steps (OpenCV) run on each process's own examples between two compiled steps.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,14 +45,17 @@ class Evaluator:
     self.config = config
     self.chain = postprocess.Chain(config.get("postprocess", "argmax"), descriptor)
     image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    outputs = jax.eval_shape(lambda v, x: model.apply(v, x, train=False),
-                             jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(
-                                 image.shape), train=False)), image)
+    outputs = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False),
+      jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(image.shape), train=False)),
+      image,
+    )
     self.chain.check_outputs(outputs)
     produced = set(outputs) | {a for step in self.chain.steps for a in step.adds}
     if "semantic" not in produced:
-      raise ValueError(f"config.postprocess={self.chain.spec!r} makes no 'semantic' map; start "
-                       "it with 'argmax'.")
+      raise ValueError(
+        f"config.postprocess={self.chain.spec!r} makes no 'semantic' map; start it with 'argmax'."
+      )
     # PQ needs predicted panoptic maps and panoptic ground truth (instance labels).
     self.panoptic = "panoptic" in produced and panoptic_labels
     self.instances = "instances" in produced
@@ -61,53 +65,77 @@ class Evaluator:
     if tta not in inference.EVAL_TTA:
       raise ValueError(f"config.eval_tta={tta!r}; use one of {sorted(inference.EVAL_TTA)}")
     if tta and self.chain.reads() != {"logits"}:
-      raise ValueError(f"config.eval_tta={tta!r} averages class probabilities; the chain "
-                       f"{self.chain.spec!r} also reads {sorted(self.chain.reads() - {'logits'})}")
+      raise ValueError(
+        f"config.eval_tta={tta!r} averages class probabilities; the chain "
+        f"{self.chain.spec!r} also reads {sorted(self.chain.reads() - {'logits'})}"
+      )
 
     def predict(variables, images):
       apply = lambda x: model.apply(variables, x, train=False)
       # with TTA the chain reads only the logits: those of the averaged passes
-      outputs = ({"logits": inference.dihedral_tta(lambda x: apply(x)["logits"], images, tta)}
-                 if tta else apply(images))
+      outputs = (
+        {"logits": inference.dihedral_tta(lambda x: apply(x)["logits"], images, tta)}
+        if tta
+        else apply(images)
+      )
       predictions = self.chain.apply_compiled(outputs)
       return {k: v for k, v in predictions.items() if k in host_reads}
 
     def add_metrics(sums, predictions, batch):
-      new = {"confusion": sums["confusion"] + metrics.confusion_matrix(
-          predictions["semantic"], batch["semantic"], descriptor.num_classes,
-          ignore_label=descriptor.ignore_label, weights=batch["valid"][:, None, None])}
+      new = {
+        "confusion": metrics.confusion_matrix(
+          predictions["semantic"],
+          batch["semantic"],
+          descriptor.num_classes,
+          ignore_label=descriptor.ignore_label,
+          weights=batch["valid"][:, None, None],
+        )
+      }
       if self.panoptic:
-        new["panoptic"] = sums["panoptic"] + metrics.panoptic_sums(
-            predictions["panoptic"], batch["panoptic"], num_classes=descriptor.num_classes,
-            label_divisor=descriptor.label_divisor, thing_classes=descriptor.thing_classes,
-            stuff_classes=descriptor.stuff_classes, valid=batch["valid"])
-      return new
+        new["panoptic"] = metrics.panoptic_sums(
+          predictions["panoptic"],
+          batch["panoptic"],
+          num_classes=descriptor.num_classes,
+          label_divisor=descriptor.label_divisor,
+          thing_classes=descriptor.thing_classes,
+          stuff_classes=descriptor.stuff_classes,
+          valid=batch["valid"],
+        )
+      return sums.add(new)
 
     self.fused = not self.chain.host
     # fused: step(variables, sums, batch) -> sums; else predict(variables, images) -> predictions
     # on the devices, the host steps, then add_metrics(sums, predictions, batch) -> sums.
-    self.step = jax.jit(lambda variables, sums, batch: add_metrics(
-        sums, predict(variables, batch["image"]), batch), donate_argnums=(1,),
-                        out_shardings=replicated)
+    self.step = jax.jit(
+      lambda variables, sums, batch: add_metrics(sums, predict(variables, batch["image"]), batch),
+      donate_argnums=(1,),
+      out_shardings=replicated,
+    )
     self.predict = jax.jit(predict, out_shardings=rows)
     self.add_metrics = jax.jit(add_metrics, donate_argnums=(0,), out_shardings=replicated)
 
   def batch_keys(self) -> tuple[str, ...]:
     return ("image", "semantic", "valid") + (("panoptic",) if self.panoptic else ())
 
-  def zero_sums(self) -> dict:
+  def zero_sums(self) -> metrics.ExactSum:
+    """The split's running totals (`segjax.metrics.ExactSum`: exact past 2**32 pixels per cell)
+    of ``{"confusion": [C,C], "panoptic": PanopticSums}``."""
     sums = {"confusion": jnp.zeros((self.descriptor.num_classes,) * 2, jnp.int32)}
     if self.panoptic:
       sums["panoptic"] = metrics.PanopticSums.zeros(self.descriptor.num_classes)
-    return sums
+    return metrics.ExactSum.zeros(sums)
 
   def evaluate(self, variables, source, split: str) -> dict:
     """The metrics of ``split`` (see the module docstring), JSON-ready."""
     config, mesh, descriptor = self.config, self.mesh, self.descriptor
     ds, _ = pipeline.eval_dataset(
-        source, config.data, split,
-        local_batch_size=eval_local_batch_size(config.eval_batch_size, mesh),
-        process_index=jax.process_index(), process_count=jax.process_count())
+      source,
+      config.data,
+      split,
+      local_batch_size=eval_local_batch_size(config.eval_batch_size, mesh),
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
     variables = sharding.on_mesh(variables, mesh)
     sums = jax.device_put(self.zero_sums(), sharding.replicated(mesh))
     with_ap = self.instances and self.panoptic and config.get("eval_mask_ap", True)
@@ -117,21 +145,27 @@ class Evaluator:
       if self.fused:
         sums = self.step(variables, sums, batch)
         continue
-      predictions = {k: sharding.local_rows(v)
-                     for k, v in self.predict(variables, batch["image"]).items()}
+      predictions = {
+        k: sharding.local_rows(v) for k, v in self.predict(variables, batch["image"]).items()
+      }
       predictions = self.chain.apply_host(predictions)
       on_device = sharding.global_batch(
-          {k: np.asarray(predictions[k]) for k in METRIC_ENTRIES if k in predictions}, mesh)
+        {k: np.asarray(predictions[k]) for k in METRIC_ENTRIES if k in predictions}, mesh
+      )
       sums = self.add_metrics(sums, on_device, batch)
       if with_ap:  # each image within its own size: padding is neither truth nor prediction
         for i in np.flatnonzero(local["valid"]):
           height, width = local["size"][i]
           item = predictions["instances"][i]
           found.append({**item, "masks": np.asarray(item["masks"])[:, :height, :width]})
-          truths.append(metrics.instances_from_panoptic(
-              local["panoptic"][i, :height, :width], label_divisor=descriptor.label_divisor,
-              thing_classes=descriptor.thing_classes))
-    return self._summarize(jax.device_get(sums), truths, found, with_ap)
+          truths.append(
+            metrics.instances_from_panoptic(
+              local["panoptic"][i, :height, :width],
+              label_divisor=descriptor.label_divisor,
+              thing_classes=descriptor.thing_classes,
+            )
+          )
+    return self._summarize(jax.device_get(sums).value(), truths, found, with_ap)
 
   def _summarize(self, sums, truths, found, with_ap) -> dict:
     descriptor = self.descriptor
@@ -140,16 +174,22 @@ class Evaluator:
     summary["confusion_matrix"] = confusion.tolist()
     if self.panoptic:
       summary["panoptic"] = metrics.panoptic_summary(
-          sums["panoptic"], thing_classes=descriptor.thing_classes,
-          stuff_classes=descriptor.stuff_classes, class_names=descriptor.class_names)
+        sums["panoptic"],
+        thing_classes=descriptor.thing_classes,
+        stuff_classes=descriptor.stuff_classes,
+        class_names=descriptor.class_names,
+      )
       for group, suffix in (("all", ""), ("things", "_things"), ("stuff", "_stuff")):
         for key in ("pq", "sq", "rq"):  # flat copies for TensorBoard and metrics.jsonl
           summary[key + suffix] = summary["panoptic"][group][key]
     if with_ap:
       truths, found = gather_instances(truths), gather_instances(found)
       summary["mask_ap"] = metrics.mask_ap(
-          truths, found, class_ids=descriptor.thing_classes,
-          class_names=[descriptor.class_names[c] for c in descriptor.thing_classes])
+        truths,
+        found,
+        class_ids=descriptor.thing_classes,
+        class_names=[descriptor.class_names[c] for c in descriptor.thing_classes],
+      )
       summary["ap"], summary["ap50"] = summary["mask_ap"]["ap"], summary["mask_ap"]["ap50"]
     return summary
 
@@ -171,30 +211,40 @@ def gather_instances(per_image: list[dict]) -> list[dict]:
 
   def decode(item):
     rle, shape = item["masks"]
-    masks = (mask_utils.decode(rle).transpose(2, 0, 1).astype(bool) if shape[0]
-             else np.zeros(shape, bool))
+    masks = (
+      mask_utils.decode(rle).transpose(2, 0, 1).astype(bool) if shape[0] else np.zeros(shape, bool)
+    )
     return {**item, "masks": masks}
 
   payload = np.frombuffer(pickle.dumps([encode(i) for i in per_image]), np.uint8)
   sizes = np.asarray(multihost_utils.process_allgather(np.array([payload.size], np.int64)))
   padded = np.zeros(int(sizes.max()), np.uint8)
-  padded[:payload.size] = payload
+  padded[: payload.size] = payload
   everything = np.asarray(multihost_utils.process_allgather(padded))
-  return [decode(item) for p in range(len(sizes))
-          for item in pickle.loads(everything[p, :int(sizes[p, 0])].tobytes())]
+  return [
+    decode(item)
+    for p in range(len(sizes))
+    for item in pickle.loads(everything[p, : int(sizes[p, 0])].tobytes())
+  ]
 
 
 def format_summary(summary: dict) -> str:
   """One readable line of the main metrics and the per-class IoU."""
   number = lambda v: "n/a" if v is None else f"{v:.4f}"
   per_class = ", ".join(f"{name} {number(v)}" for name, v in summary["iou"].items())
-  panoptic = (f"PQ {number(summary['pq'])} (things {number(summary['pq_things'])}, stuff "
-              f"{number(summary['pq_stuff'])}), " if "pq" in summary else "")
+  panoptic = (
+    f"PQ {number(summary['pq'])} (things {number(summary['pq_things'])}, stuff "
+    f"{number(summary['pq_stuff'])}), "
+    if "pq" in summary
+    else ""
+  )
   if "ap" in summary:
     panoptic += f"mask AP {number(summary['ap'])} (AP50 {number(summary['ap50'])}), "
-  return (f"{panoptic}mIoU {number(summary['mean_iou'])}, pixel accuracy "
-          f"{number(summary['pixel_accuracy'])}, mean pixel accuracy "
-          f"{number(summary['mean_pixel_accuracy'])}; IoU: {per_class}")
+  return (
+    f"{panoptic}mIoU {number(summary['mean_iou'])}, pixel accuracy "
+    f"{number(summary['pixel_accuracy'])}, mean pixel accuracy "
+    f"{number(summary['mean_pixel_accuracy'])}; IoU: {per_class}"
+  )
 
 
 def evaluate_run(path: str, config=None, step: int | None = None) -> dict:
@@ -202,14 +252,21 @@ def evaluate_run(path: str, config=None, step: int | None = None) -> dict:
   ``config.eval_splits``; ``config`` (default: the run's) supplies the data location, evaluation
   and post-processing settings, the run the model and the normalisation. Metrics keyed by split."""
   from segjax import runs  # pylint: disable=import-outside-toplevel
+
   run = runs.load(path, step)
   config = runs.with_run_model(run, config)
   pipeline.check_config(config.data)
   mesh = sharding.make_mesh(config.get("num_devices"))
   source = pipeline.get_source(config.data)
   runs.check_same_classes(run.descriptor, source.descriptor)
-  evaluator = Evaluator(run.model, config, run.descriptor, mesh, runs.input_shape(config),
-                        panoptic_labels=pipeline.has_instances(source))
+  evaluator = Evaluator(
+    run.model,
+    config,
+    run.descriptor,
+    mesh,
+    runs.input_shape(config),
+    panoptic_labels=pipeline.has_instances(source),
+  )
   return {split: evaluator.evaluate(run.variables, source, split) for split in config.eval_splits}
 
 
@@ -225,7 +282,12 @@ def evaluate_predictor(predictor, source, split: str, batch_size: int = 8) -> di
     for i in np.flatnonzero(batch["valid"]):
       height, width = batch["size"][i]  # without the padding of eval_pad_to / size_multiple
       semantic = predictor.predict_image(batch["image"][i, :height, :width])[0]["semantic"][0]
-      confusion += np.asarray(metrics.confusion_matrix(
-          semantic, batch["semantic"][i, :height, :width], num_classes,
-          ignore_label=source.descriptor.ignore_label))
+      confusion += np.asarray(
+        metrics.confusion_matrix(
+          semantic,
+          batch["semantic"][i, :height, :width],
+          num_classes,
+          ignore_label=source.descriptor.ignore_label,
+        )
+      )
   return metrics.summarize(confusion, source.descriptor.class_names)

@@ -3,6 +3,7 @@ target, flushes it to the disk (``fsync``), renames it (``os.replace``, atomic o
 flushes the directory that holds the new name, so neither a killed process nor a power loss
 leaves a half-written file or loses one that was acknowledged, and an error removes the temporary
 file."""
+
 from __future__ import annotations
 
 import contextlib
@@ -77,32 +78,39 @@ def _json_default(value):
 def write_json(path: str, payload, private: bool = False) -> str:
   """``payload`` as indented JSON (numpy scalars as numbers; NaN is an error), atomically;
   ``private``: readable by its owner only (mode 0600 from its creation: for secrets)."""
+
   def write(tmp):
     opener = (lambda name, flags: os.open(name, flags, 0o600)) if private else None
     with open(tmp, "w", opener=opener) as f:
       json.dump(payload, f, indent=2, default=_json_default, allow_nan=False)
+
   return write_atomic(path, write, 0o600 if private else None)
 
 
 def write_bytes(path: str, data: bytes) -> str:
   """``data`` to ``path``, atomically."""
+
   def write(tmp):
     with open(tmp, "wb") as f:
       f.write(data)
+
   return write_atomic(path, write)
 
 
 def write_text(path: str, text: str) -> str:
   """``text`` to ``path``, atomically."""
+
   def write(tmp):
     with open(tmp, "w") as f:
       f.write(text)
+
   return write_atomic(path, write)
 
 
 def sha256(*paths: str) -> str:
   """The SHA-256 (hex) of the files' bytes, one after another."""
   import hashlib  # pylint: disable=import-outside-toplevel
+
   digest = hashlib.sha256()
   for path in paths:
     with open(path, "rb") as f:

@@ -3,6 +3,7 @@
 Both take ``apply_fn(images [B,h,w,C]) -> logits [B,h,w,K]`` (a compiled model in eval mode) and
 numpy images, and return class scores; `segjax.predict` uses them for pre-labels.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -78,8 +79,9 @@ class SlidingWindow:
       raise ValueError(f"overlap must be in [0, 1), not {overlap}")
     self.stride = tuple(max(1, int(round(w * (1 - overlap)))) for w in self.window)
     self.margin = tuple((w - s) // 2 for w, s in zip(self.window, self.stride))
-    self.padded = tuple(max(n + 2 * m, w) for n, m, w in zip((height, width), self.margin,
-                                                             self.window))
+    self.padded = tuple(
+      max(n + 2 * m, w) for n, m, w in zip((height, width), self.margin, self.window)
+    )
     self.rows = patches.grid_starts(self.padded[0], self.window[0], self.stride[0])
     self.cols = patches.grid_starts(self.padded[1], self.window[1], self.stride[1])
     self.pad_mode = pad_mode
@@ -96,8 +98,17 @@ def _scores_fn(apply_fn, output: str):
   raise ValueError(f"output must be 'probs' or 'logits', not {output!r}")
 
 
-def sliding_window_rows(apply_fn, image, *, window, overlap=0.25, pad_mode="reflect",
-                        blend="gaussian", batch_size=8, output="probs"):
+def sliding_window_rows(
+  apply_fn,
+  image,
+  *,
+  window,
+  overlap=0.25,
+  pad_mode="reflect",
+  blend="gaussian",
+  batch_size=8,
+  output="probs",
+):
   """Yields ``(y0, y1, scores [y1-y0, W, C])`` blocks of final per-class scores, top to bottom.
 
   Only the rows of windows that overlap the current block are held in memory, so peak memory
@@ -113,14 +124,17 @@ def sliding_window_rows(apply_fn, image, *, window, overlap=0.25, pad_mode="refl
   acc_top = 0  # padded row of acc[0]
   emitted = 0  # image rows written so far
   for r, row in enumerate(grid.rows):
-    strip = _gather(image, grid.row_index[row:row + wh], grid.col_index).astype(np.float32)
-    tiles = np.stack([strip[:, c:c + ww] for c in grid.cols])
+    strip = _gather(image, grid.row_index[row : row + wh], grid.col_index).astype(np.float32)
+    tiles = np.stack([strip[:, c : c + ww] for c in grid.cols])
     scores = []
     for start in range(0, len(tiles), batch_size):
-      chunk = tiles[start:start + batch_size]
-      padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk),) + chunk.shape[1:],
-                                                chunk.dtype)]) if len(chunk) < batch_size else chunk
-      scores.append(np.asarray(scores_fn(padded))[:len(chunk)])  # one compiled shape
+      chunk = tiles[start : start + batch_size]
+      padded = (
+        np.concatenate([chunk, np.zeros((batch_size - len(chunk),) + chunk.shape[1:], chunk.dtype)])
+        if len(chunk) < batch_size
+        else chunk
+      )
+      scores.append(np.asarray(scores_fn(padded))[: len(chunk)])  # one compiled shape
     scores = np.concatenate(scores)
     if acc is None:
       acc = np.zeros((0, grid.padded[1], scores.shape[-1]), np.float32)
@@ -130,34 +144,58 @@ def sliding_window_rows(apply_fn, image, *, window, overlap=0.25, pad_mode="refl
       acc = np.concatenate([acc, np.zeros((need,) + acc.shape[1:], np.float32)])
       norm = np.concatenate([norm, np.zeros((need,) + norm.shape[1:], np.float32)])
     for tile, col in zip(scores, grid.cols):
-      acc[row - acc_top:row - acc_top + wh, col:col + ww] += weights * tile
-      norm[row - acc_top:row - acc_top + wh, col:col + ww] += weights
+      acc[row - acc_top : row - acc_top + wh, col : col + ww] += weights * tile
+      norm[row - acc_top : row - acc_top + wh, col : col + ww] += weights
     final_until = grid.rows[r + 1] if r + 1 < len(grid.rows) else grid.padded[0]
     # padded rows [acc_top, final_until) are final; emit those inside the image
     lo = max(acc_top, grid.margin[0] + emitted)
     hi = min(final_until, grid.margin[0] + height)
     if hi > lo:
-      block = acc[lo - acc_top:hi - acc_top] / norm[lo - acc_top:hi - acc_top]
-      yield lo - grid.margin[0], hi - grid.margin[0], block[:, grid.margin[1]:grid.margin[1] + width]
+      block = acc[lo - acc_top : hi - acc_top] / norm[lo - acc_top : hi - acc_top]
+      yield (
+        lo - grid.margin[0],
+        hi - grid.margin[0],
+        block[:, grid.margin[1] : grid.margin[1] + width],
+      )
       emitted = hi - grid.margin[0]
     drop = final_until - acc_top
     acc, norm, acc_top = acc[drop:], norm[drop:], final_until
 
 
-def sliding_window_predict(apply_fn, image, *, window, overlap=0.25, pad_mode="reflect",
-                           blend="gaussian", batch_size=8, output="probs") -> np.ndarray:
+def sliding_window_predict(
+  apply_fn,
+  image,
+  *,
+  window,
+  overlap=0.25,
+  pad_mode="reflect",
+  blend="gaussian",
+  batch_size=8,
+  output="probs",
+) -> np.ndarray:
   """Per-class scores ``[H, W, C]`` of an image ``[H, W, Cin]`` of any size (smaller than the
   window too) by a padded sliding window (see `SlidingWindow`): windows are batched under one
   compiled ``apply_fn`` (``[B, h, w, Cin] -> [B, h, w, C]`` logits), their softmax scores
   (``output="probs"``, or the logits) blended with ``blend`` weights, and the padding cropped."""
-  blocks = [block for _, _, block in sliding_window_rows(
-      apply_fn, image, window=window, overlap=overlap, pad_mode=pad_mode, blend=blend,
-      batch_size=batch_size, output=output)]
+  blocks = [
+    block
+    for _, _, block in sliding_window_rows(
+      apply_fn,
+      image,
+      window=window,
+      overlap=overlap,
+      pad_mode=pad_mode,
+      blend=blend,
+      batch_size=batch_size,
+      output=output,
+    )
+  ]
   return np.concatenate(blocks)
 
 
-def sliding_window_to_file(apply_fn, image, labels_path: str, *, scores_path: str | None = None,
-                           **kwargs) -> np.ndarray:
+def sliding_window_to_file(
+  apply_fn, image, labels_path: str, *, scores_path: str | None = None, **kwargs
+) -> np.ndarray:
   """Writes the label map (uint8/uint16 ``.npy``, memory-mapped) and optionally the float16 class
   scores strip by strip; returns the label memmap. For images too large to hold their scores."""
   height, width = image.shape[:2]
@@ -167,11 +205,15 @@ def sliding_window_to_file(apply_fn, image, labels_path: str, *, scores_path: st
       if labels is None:
         dtype = np.uint8 if block.shape[-1] <= 256 else np.uint16
         labels = np.lib.format.open_memmap(
-            stack.enter_context(files.atomic_path(labels_path)), "w+", dtype, (height, width))
+          stack.enter_context(files.atomic_path(labels_path)), "w+", dtype, (height, width)
+        )
         if scores_path:
           scores = np.lib.format.open_memmap(
-              stack.enter_context(files.atomic_path(scores_path)), "w+", np.float16,
-              (height, width, block.shape[-1]))
+            stack.enter_context(files.atomic_path(scores_path)),
+            "w+",
+            np.float16,
+            (height, width, block.shape[-1]),
+          )
       labels[y0:y1] = np.argmax(block, axis=-1)
       if scores is not None:
         scores[y0:y1] = block
@@ -194,11 +236,14 @@ def tta_predict(apply_fn, image, *, scales=(1.0,), flip=False, window=None, **wi
   passes = 0
   for scale in scales:
     size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
-    scaled = image if scale == 1.0 else cv2.resize(np.asarray(image, np.float32), size,
-                                                   interpolation=cv2.INTER_LINEAR)
+    scaled = (
+      image
+      if scale == 1.0
+      else cv2.resize(np.asarray(image, np.float32), size, interpolation=cv2.INTER_LINEAR)
+    )
     if scaled.ndim == 2:
       scaled = scaled[..., None]
-    for flipped in ((False, True) if flip else (False,)):
+    for flipped in (False, True) if flip else (False,):
       x = scaled[:, ::-1] if flipped else scaled
       if window is not None:
         probs = sliding_window_predict(apply_fn, x, window=window, output="probs", **window_kwargs)
@@ -208,8 +253,9 @@ def tta_predict(apply_fn, image, *, scales=(1.0,), flip=False, window=None, **wi
       if flipped:
         probs = probs[:, ::-1]
       if scale != 1.0:
-        probs = cv2.resize(np.ascontiguousarray(probs), (width, height),
-                           interpolation=cv2.INTER_LINEAR)
+        probs = cv2.resize(
+          np.ascontiguousarray(probs), (width, height), interpolation=cv2.INTER_LINEAR
+        )
         if probs.ndim == 2:
           probs = probs[..., None]
       total = probs if total is None else total + probs
@@ -222,8 +268,11 @@ def tta_predict(apply_fn, image, *, scales=(1.0,), flip=False, window=None, **wi
 # ================================================================================================
 # (quarter turns, horizontal flip) of each pass: "flip" is MMSegmentation's flip test, "d4" the
 # eight symmetries of the square (for data without a preferred orientation: cells, aerial images).
-EVAL_TTA = {"": ((0, False),), "flip": ((0, False), (0, True)),
-            "d4": tuple((turns, flip) for turns in range(4) for flip in (False, True))}
+EVAL_TTA = {
+  "": ((0, False),),
+  "flip": ((0, False), (0, True)),
+  "d4": tuple((turns, flip) for turns in range(4) for flip in (False, True)),
+}
 
 
 def dihedral_tta(logits_fn, images, mode: str):

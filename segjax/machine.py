@@ -1,4 +1,5 @@
 """What this machine has, read without starting JAX: whether an accelerator is attached."""
+
 from __future__ import annotations
 
 import glob
@@ -12,5 +13,6 @@ _ENVIRONMENT = ("TPU_NAME", "TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES", "CUD
 
 def accelerator_present() -> bool:
   """Whether this machine has an NVIDIA GPU or a TPU (or says so in its environment)."""
-  return (any(glob.glob(pattern) for pattern in _DEVICE_FILES)
-          or any(key in os.environ for key in _ENVIRONMENT))
+  return any(glob.glob(pattern) for pattern in _DEVICE_FILES) or any(
+    key in os.environ for key in _ENVIRONMENT
+  )

@@ -19,6 +19,7 @@ The step time is an estimate, the largest of four times per step (the plan names
   on images of the dataset's size written as files (`input_rate`), scaled to the host's vCPUs.
 Chip figures (`segjax.chips`) are datasheet numbers; docs/recipes.md lists them with their sources.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,9 +43,11 @@ from segjax.chips import GiB
 from segjax.plan_input import input_plan, input_rate
 
 
-INSTALL_HINT = ("Planning needs the TPU compiler (libtpu) for TPU topologies and the CUDA plugin "
-                "for GPUs, which segjax does not install by default: pip install -e '.[plan]' "
-                "(or 'jax[tpu]' / 'jax-cuda12-plugin jax-cuda12-pjrt' of your jax version).")
+INSTALL_HINT = (
+  "Planning needs the TPU compiler (libtpu) for TPU topologies and the CUDA plugin "
+  "for GPUs, which segjax does not install by default: pip install -e '.[plan]' "
+  "(or 'jax[tpu]' / 'jax-cuda12-plugin jax-cuda12-pjrt' of your jax version)."
+)
 
 
 class PlanError(RuntimeError):
@@ -55,6 +58,7 @@ class PlanError(RuntimeError):
 class Target:
   """The devices compiled for, the chip, and how many devices share one chip (2 on TPU v4, whose
   two TensorCores the topology lists separately)."""
+
   name: str
   devices: list
   chip: chips.Chip
@@ -79,26 +83,37 @@ def target(topology: str) -> Target:
   ``"a100:8"`` (one node of NVIDIA GPUs)."""
   kind, _, shape = topology.partition(":")
   if kind not in chips.CHIPS or not re.fullmatch(r"\d+(x\d+)*", shape):
-    raise PlanError(f"Unknown topology {topology!r}: expected e.g. v5e:4x8, v4:2x2x4, v5p:2x2x2, "
-                    f"v6e:4x8, h100:8 or a100:8 (chips: {sorted(chips.CHIPS)}).")
+    raise PlanError(
+      f"Unknown topology {topology!r}: expected e.g. v5e:4x8, v4:2x2x4, v5p:2x2x2, "
+      f"v6e:4x8, h100:8 or a100:8 (chips: {sorted(chips.CHIPS)})."
+    )
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+
   # Compiling needs no TPU, so several planning processes (pytest workers) may load libtpu at once;
   # on a machine without one, libtpu is told it runs alone (else it prints its host errors).
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   if not machine.accelerator_present():
-    for key, value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "localhost"),
-                       ("TPU_ACCELERATOR_TYPE", "v5litepod-8")):
+    for key, value in (
+      ("TPU_SKIP_MDS_QUERY", "1"),
+      ("TPU_WORKER_HOSTNAMES", "localhost"),
+      ("TPU_ACCELERATOR_TYPE", "v5litepod-8"),
+    ):
       os.environ.setdefault(key, value)
   try:
     if kind in chips.GPU_TARGETS:
       description = topologies.get_topology_desc(
-          "gpu", "cuda", target_config=chips.gpu_target_config(kind), topology=f"1x1x{int(shape)}")
+        "gpu", "cuda", target_config=chips.gpu_target_config(kind), topology=f"1x1x{int(shape)}"
+      )
     else:
       description = topologies.get_topology_desc(platform="tpu", topology_name=topology)
   except Exception as e:  # the TPU/GPU compiler is missing or refuses the topology
     message = str(e).lower()
-    if ("unknown backend" in message or "not found" in message or "not installed" in message
-        or isinstance(e, ImportError)):
+    if (
+      "unknown backend" in message
+      or "not found" in message
+      or "not installed" in message
+      or isinstance(e, ImportError)
+    ):
       raise PlanError(f"No compiler for {topology}: {INSTALL_HINT}") from e
     raise PlanError(f"Cannot describe topology {topology!r}: {e}") from e
   devices = list(description.devices)
@@ -109,7 +124,8 @@ def target(topology: str) -> Target:
 
 def _with_sharding(tree, shardings):
   return jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+  )
 
 
 def _sharded_batch(batch: dict, mesh) -> dict:
@@ -135,8 +151,12 @@ def plan_batch_size(config, devices: int, batch_size: int | None) -> tuple[int, 
     return batch_size, ""
   recipe = config.batch_size
   planned = math.ceil(recipe / devices) * devices
-  note = (f"recipe batch {recipe} raised to {planned} ({planned // devices} per device); scale "
-          "the learning rate with it" if planned != recipe else "")
+  note = (
+    f"recipe batch {recipe} raised to {planned} ({planned // devices} per device); scale "
+    "the learning rate with it"
+    if planned != recipe
+    else ""
+  )
   return planned, note
 
 
@@ -161,43 +181,51 @@ def _cost(analysis) -> dict:
   return dict(analysis or {})
 
 
-def _program(lowered, compiled, seconds, error, target_: Target, images: int,
-             state_bytes: int) -> dict:
+def _program(
+  lowered, compiled, seconds, error, target_: Target, images: int, state_bytes: int
+) -> dict:
   """Memory, FLOPs and the time estimate of one compiled step, per device."""
   if compiled is None:
     return {"fits": False, "compile_s": seconds, "compiler_error": error}
   memory = compiled.memory_analysis()
-  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-           - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  total = (
+    memory.argument_size_in_bytes
+    + memory.output_size_in_bytes
+    - memory.alias_size_in_bytes
+    + memory.temp_size_in_bytes
+  )
   cost = _cost(compiled.cost_analysis())
   if not cost.get("flops"):  # the GPU compiler reports none: XLA's count on the lowered program
     cost = _cost(lowered.cost_analysis())
-    cost = {k: v / len(target_.devices) for k, v in cost.items() if k in ("flops",
-                                                                          "bytes accessed")}
+    cost = {
+      k: v / len(target_.devices) for k, v in cost.items() if k in ("flops", "bytes accessed")
+    }
   flops = float(cost.get("flops", 0.0))
   accessed = float(cost.get("bytes accessed", 0.0))
   compute, hbm = flops / target_.device_peak, accessed / target_.device_bandwidth
   xla_seconds = float(cost.get("optimal_seconds", -1.0))
   step = max(compute, hbm) if max(compute, hbm) > 0 else None
   return {
-      "fits": total <= target_.device_hbm,
-      "compile_s": seconds,
-      "memory_gib": {"state": state_bytes / GiB,
-                     "arguments": memory.argument_size_in_bytes / GiB,
-                     "outputs_not_aliased": (memory.output_size_in_bytes
-                                             - memory.alias_size_in_bytes) / GiB,
-                     "temporaries": memory.temp_size_in_bytes / GiB,
-                     "total": total / GiB, "hbm": target_.device_hbm / GiB},
-      "flops_per_device": flops,
-      "bytes_accessed_per_device": accessed,
-      "peak_flops_per_device": target_.device_peak,
-      "compute_seconds": compute,
-      "hbm_seconds": hbm,
-      "step_seconds": step,
-      "bound": ("compute" if compute >= hbm else "HBM") if step else None,
-      "xla_optimal_seconds": xla_seconds if xla_seconds > 0 else None,
-      "images_per_second": images / step if step else None,
-      "mfu": flops / (step * target_.device_peak) if step else None,
+    "fits": total <= target_.device_hbm,
+    "compile_s": seconds,
+    "memory_gib": {
+      "state": state_bytes / GiB,
+      "arguments": memory.argument_size_in_bytes / GiB,
+      "outputs_not_aliased": (memory.output_size_in_bytes - memory.alias_size_in_bytes) / GiB,
+      "temporaries": memory.temp_size_in_bytes / GiB,
+      "total": total / GiB,
+      "hbm": target_.device_hbm / GiB,
+    },
+    "flops_per_device": flops,
+    "bytes_accessed_per_device": accessed,
+    "peak_flops_per_device": target_.device_peak,
+    "compute_seconds": compute,
+    "hbm_seconds": hbm,
+    "step_seconds": step,
+    "bound": ("compute" if compute >= hbm else "HBM") if step else None,
+    "xla_optimal_seconds": xla_seconds if xla_seconds > 0 else None,
+    "images_per_second": images / step if step else None,
+    "mfu": flops / (step * target_.device_peak) if step else None,
   }
 
 
@@ -225,8 +253,14 @@ def communication(state, mesh, target_: Target, compiled=None) -> dict:
     else:
       allreduce += 2 * (n - 1) / n * size
   bandwidth = target_.chip.ici / target_.devices_per_chip
-  out = {"model": {"gradient_allreduce": allreduce, "fsdp_allgather": gather,
-                   "fsdp_reduce_scatter": scatter}, "bandwidth_per_device": bandwidth}
+  out = {
+    "model": {
+      "gradient_allreduce": allreduce,
+      "fsdp_allgather": gather,
+      "fsdp_reduce_scatter": scatter,
+    },
+    "bandwidth_per_device": bandwidth,
+  }
   if compiled is not None:
     out["compiled"] = compiled_collectives(compiled.as_text(), n)
   out["bytes_per_device"] = sum((out.get("compiled") or out["model"]).values())
@@ -234,8 +268,10 @@ def communication(state, mesh, target_: Target, compiled=None) -> dict:
   return out
 
 
-_COLLECTIVE = re.compile(r"= (.*?) (all-reduce|all-gather|reduce-scatter|all-to-all|"
-                         r"collective-permute)(?:-start)?\((.*)")
+_COLLECTIVE = re.compile(
+  r"= (.*?) (all-reduce|all-gather|reduce-scatter|all-to-all|"
+  r"collective-permute)(?:-start)?\((.*)"
+)
 _ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16)\[([\d,]*)\]")
 
 
@@ -261,30 +297,60 @@ def compiled_collectives(hlo_text: str, devices: int) -> dict:
   sent = {}
   for match in _COLLECTIVE.finditer(hlo_text):
     shape, kind, attributes = match.groups()
-    size = sum(_BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
-               for dtype, dims in _ARRAY.findall(shape))
+    size = sum(
+      _BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
+      for dtype, dims in _ARRAY.findall(shape)
+    )
     n = _group_size(attributes, devices)
-    factor = {"all-reduce": 2 * (n - 1) / n, "all-gather": (n - 1) / n,
-              "all-to-all": (n - 1) / n, "reduce-scatter": n - 1,
-              "collective-permute": 1.0}[kind]
+    factor = {
+      "all-reduce": 2 * (n - 1) / n,
+      "all-gather": (n - 1) / n,
+      "all-to-all": (n - 1) / n,
+      "reduce-scatter": n - 1,
+      "collective-permute": 1.0,
+    }[kind]
     sent[kind] = sent.get(kind, 0.0) + factor * size
   return sent
 
 
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
-          "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+_BYTES = {
+  "pred": 1,
+  "s8": 1,
+  "u8": 1,
+  "s16": 2,
+  "u16": 2,
+  "f16": 2,
+  "bf16": 2,
+  "s32": 4,
+  "u32": 4,
+  "f32": 4,
+  "s64": 8,
+  "u64": 8,
+  "f64": 8,
+}
 
 
-def add_communication_and_input(result: dict, config, state, mesh, target_: Target, info, *,
-                                compiled=None, input_size=None, with_input: bool = True) -> None:
+def add_communication_and_input(
+  result: dict,
+  config,
+  state,
+  mesh,
+  target_: Target,
+  info,
+  *,
+  compiled=None,
+  input_size=None,
+  with_input: bool = True,
+) -> None:
   """Adds ``result["ici"]`` (`communication`) and ``result["input"]`` (`input_rate`, `input_plan`)
   to a plan and re-estimates its train step (`estimate_step`)."""
   result["ici"] = communication(state, mesh, target_, compiled)
   if with_input:
     size = tuple(input_size or info.plan_size or tuple(config.data.crop_size))
     devices_seconds = max(result["train"].get("step_seconds") or 0.0, result["ici"]["seconds"])
-    result["input"] = input_plan(input_rate(config.data, info, size), target_,
-                                 result["batch_size"], devices_seconds or None)
+    result["input"] = input_plan(
+      input_rate(config.data, info, size), target_, result["batch_size"], devices_seconds or None
+    )
   estimate_step(result)
 
 
@@ -293,8 +359,10 @@ def refresh(result: dict, config, *, input_size=None) -> dict:
   made again on this machine, the compiled figures kept: no compilation, so the interconnect is
   the model's (exact for data parallelism; a plan with ``fsdp`` > 1 must be compiled again)."""
   if result["fsdp"] > 1:
-    raise PlanError(f"{result.get('config')}: a plan with fsdp={result['fsdp']} takes its "
-                    "interconnect bytes from the compiled program: plan it again.")
+    raise PlanError(
+      f"{result.get('config')}: a plan with fsdp={result['fsdp']} takes its "
+      "interconnect bytes from the compiled program: plan it again."
+    )
   target_ = target(result["topology"])
   mesh = sharding.make_mesh(devices=target_.devices, fsdp=result["fsdp"])
   info = pipeline.dataset_info(config.data)
@@ -303,9 +371,11 @@ def refresh(result: dict, config, *, input_size=None) -> dict:
   state = train.abstract_train_state(model, tx, runs.input_shape(config), mesh, min_size)
   train_ = result["train"]
   if train_.get("flops_per_device"):
-    train_.update(peak_flops_per_device=target_.device_peak,
-                  compute_seconds=train_["flops_per_device"] / target_.device_peak,
-                  hbm_seconds=train_["bytes_accessed_per_device"] / target_.device_bandwidth)
+    train_.update(
+      peak_flops_per_device=target_.device_peak,
+      compute_seconds=train_["flops_per_device"] / target_.device_peak,
+      hbm_seconds=train_["bytes_accessed_per_device"] / target_.device_bandwidth,
+    )
     train_["step_seconds"] = max(train_["compute_seconds"], train_["hbm_seconds"])
     train_["mfu"] = train_["compute_seconds"] / train_["step_seconds"]
   add_communication_and_input(result, config, state, mesh, target_, info, input_size=input_size)
@@ -318,23 +388,41 @@ def estimate_step(result: dict) -> None:
   train_ = result["train"]
   if not train_.get("flops_per_device"):
     return
-  times = {"compute": train_["compute_seconds"], "HBM": train_["hbm_seconds"],
-           "ICI": (result.get("ici") or {}).get("seconds", 0.0),
-           "input": (result.get("input") or {}).get("seconds", 0.0)}
+  times = {
+    "compute": train_["compute_seconds"],
+    "HBM": train_["hbm_seconds"],
+    "ICI": (result.get("ici") or {}).get("seconds", 0.0),
+    "input": (result.get("input") or {}).get("seconds", 0.0),
+  }
   bound = max(times, key=times.get)
   step = times[bound]
-  train_.update(step_seconds=step, bound=bound, images_per_second=result["batch_size"] / step,
-                mfu=train_["flops_per_device"] / (step * train_["peak_flops_per_device"]))
+  train_.update(
+    step_seconds=step,
+    bound=bound,
+    images_per_second=result["batch_size"] / step,
+    mfu=train_["flops_per_device"] / (step * train_["peak_flops_per_device"]),
+  )
   if result.get("schedule"):
     steps = result["schedule"]["steps"]
     hours = steps * step / 3600
-    result["schedule"].update(hours=hours, chip_hours=hours * result["devices"]
-                              / result["devices_per_chip"])
+    result["schedule"].update(
+      hours=hours, chip_hours=hours * result["devices"] / result["devices_per_chip"]
+    )
 
 
-def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | None = None,
-         eval_batch_size: int | None = None, eval_size=None, with_eval: bool = True,
-         input_size=None, with_input: bool = True, log=lambda message: None) -> dict:
+def plan(
+  config,
+  topology: str,
+  *,
+  fsdp: int | None = None,
+  batch_size: int | None = None,
+  eval_batch_size: int | None = None,
+  eval_size=None,
+  with_eval: bool = True,
+  input_size=None,
+  with_input: bool = True,
+  log=lambda message: None,
+) -> dict:
   """The plan of ``config`` on ``topology`` (see the module docstring), JSON-ready; ``log`` gets a
   line as each stage starts and ends (compiling a large recipe takes minutes); the input is
   planned on images of ``input_size`` (default: the dataset's, `segjax.data.pipeline.DataInfo`
@@ -352,42 +440,73 @@ def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | No
   state = train.abstract_train_state(model, tx, runs.input_shape(config), mesh, min_size)
   batch_size, note = plan_batch_size(config, devices, batch_size)
   batch = pipeline.abstract_train_batch(config.data, info, batch_size)
-  sums = jax.eval_shape(lambda: train.zero_sums(model, objective, metric_terms, state.variables,
-                                                batch))
+  sums = jax.eval_shape(
+    lambda: train.zero_sums(model, objective, metric_terms, state.variables, batch)
+  )
   sums = _with_sharding(sums, jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), sums))
-  step = train.make_train_step(model, tx, objective, metric_terms, mesh, config.seed,
-                               state_sharding=sharding.shardings_of(state))
+  step = train.make_train_step(
+    model,
+    tx,
+    objective,
+    metric_terms,
+    mesh,
+    config.seed,
+    state_sharding=sharding.shardings_of(state),
+  )
   state_bytes = shard_bytes(state)
   result = {
-      "topology": topology, "chip": target_.chip.name, "devices": devices,
-      "devices_per_chip": target_.devices_per_chip, "hosts": target_.hosts, "fsdp": fsdp,
-      "model": config.model.name, "dataset": descriptor.name,
-      "reference": config.get("reference", ""),
-      "crop_size": list(config.data.crop_size), "dtype": config.model.get("dtype", "float32"),
-      "batch_size": batch_size, "batch_per_device": batch_size // devices,
-      "recipe_batch_size": config.batch_size, "note": note,
-      "parameters": models.count_params(state.params),
+    "topology": topology,
+    "chip": target_.chip.name,
+    "devices": devices,
+    "devices_per_chip": target_.devices_per_chip,
+    "hosts": target_.hosts,
+    "fsdp": fsdp,
+    "model": config.model.name,
+    "dataset": descriptor.name,
+    "reference": config.get("reference", ""),
+    "crop_size": list(config.data.crop_size),
+    "dtype": config.model.get("dtype", "float32"),
+    "batch_size": batch_size,
+    "batch_per_device": batch_size // devices,
+    "recipe_batch_size": config.batch_size,
+    "note": note,
+    "parameters": models.count_params(state.params),
   }
   log(f"compiling the train step: batch {batch_size} over {devices} {target_.chip.name} devices")
   compiled = _compile(step, state, sums, _sharded_batch(batch, mesh))
   result["train"] = _program(*compiled, target_, batch_size, state_bytes)
-  log(f"train step compiled in {compiled[2]:.0f} s: "
-      f"{'fits' if result['train']['fits'] else 'does not fit'}")
+  log(
+    f"train step compiled in {compiled[2]:.0f} s: "
+    f"{'fits' if result['train']['fits'] else 'does not fit'}"
+  )
   train_step = result["train"]
   if train_step.get("step_seconds"):
     # The recipe's schedule in images: steps x its batch, at the planned batch.
     steps = config.num_train_steps * config.batch_size / batch_size
     hours = steps * train_step["step_seconds"] / 3600
-    result["schedule"] = {"steps": steps, "hours": hours,
-                          "chip_hours": hours * devices / target_.devices_per_chip}
+    result["schedule"] = {
+      "steps": steps,
+      "hours": hours,
+      "chip_hours": hours * devices / target_.devices_per_chip,
+    }
   if with_input:
     log("measuring the recipe's decoding and augmentation on this CPU")
-  add_communication_and_input(result, config, state, mesh, target_, info, compiled=compiled[1],
-                              input_size=input_size, with_input=with_input)
+  add_communication_and_input(
+    result,
+    config,
+    state,
+    mesh,
+    target_,
+    info,
+    compiled=compiled[1],
+    input_size=input_size,
+    with_input=with_input,
+  )
   if with_eval:
     log("compiling the evaluation step")
-    result["eval"] = _plan_eval(config, model, info, mesh, target_, state, eval_batch_size,
-                                eval_size)
+    result["eval"] = _plan_eval(
+      config, model, info, mesh, target_, state, eval_batch_size, eval_size
+    )
     log("evaluation step compiled")
   return result
 
@@ -395,13 +514,15 @@ def plan(config, topology: str, *, fsdp: int | None = None, batch_size: int | No
 def _plan_eval(config, model, info, mesh, target_, state, eval_batch_size, eval_size) -> dict:
   devices = mesh.devices.size
   global_batch = math.ceil((eval_batch_size or config.eval_batch_size) / devices) * devices
-  evaluator = evaluation.Evaluator(model, config, info.descriptor, mesh, runs.input_shape(config),
-                                   panoptic_labels=info.instances)
+  evaluator = evaluation.Evaluator(
+    model, config, info.descriptor, mesh, runs.input_shape(config), panoptic_labels=info.instances
+  )
   batch = pipeline.abstract_eval_batch(config.data, info, global_batch, eval_size)
   batch = _sharded_batch({k: batch[k] for k in evaluator.batch_keys()}, mesh)
   variables = _with_sharding(
-      jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.variables),
-      sharding.shardings_of(state.variables))
+    jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.variables),
+    sharding.shardings_of(state.variables),
+  )
   sums = jax.eval_shape(evaluator.zero_sums)
   sums = _with_sharding(sums, jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), sums))
   if evaluator.fused:
@@ -409,8 +530,11 @@ def _plan_eval(config, model, info, mesh, target_, state, eval_batch_size, eval_
   else:  # the compiled part: forward pass and jit post-processing (host steps follow on CPU)
     compiled = _compile(evaluator.predict, variables, batch["image"])
   out = _program(*compiled, target_, global_batch, shard_bytes(variables))
-  out.update(batch_size=global_batch, image_size=list(batch["image"].shape[1:3]),
-             host_postprocess=[s.spec for s in evaluator.chain.host])
+  out.update(
+    batch_size=global_batch,
+    image_size=list(batch["image"].shape[1:3]),
+    host_postprocess=[s.spec for s in evaluator.chain.host],
+  )
   return out
 
 
@@ -419,8 +543,15 @@ def _gib(program: dict) -> str:
   return f"{memory['total']:.2f}" if memory else "?"
 
 
-def sweep(config, topology: str, *, fsdp_values=(1, 2, 4, 8), max_per_device: int = 64,
-          with_eval: bool = False, log=print) -> dict:
+def sweep(
+  config,
+  topology: str,
+  *,
+  fsdp_values=(1, 2, 4, 8),
+  max_per_device: int = 64,
+  with_eval: bool = False,
+  log=print,
+) -> dict:
   """Batch per device (1, 2, 4, ...) × ``fsdp``: for each fsdp, the largest batch that fits
   (compiling until one does not); returns every plan made and the best (most images/s)."""
   devices = len(target(topology).devices)
@@ -428,17 +559,26 @@ def sweep(config, topology: str, *, fsdp_values=(1, 2, 4, 8), max_per_device: in
   for fsdp in [f for f in fsdp_values if devices % f == 0]:
     per_device = 1
     while per_device <= max_per_device:
-      result = plan(config, topology, fsdp=fsdp, batch_size=per_device * devices,
-                    with_eval=with_eval, with_input=False)
+      result = plan(
+        config,
+        topology,
+        fsdp=fsdp,
+        batch_size=per_device * devices,
+        with_eval=with_eval,
+        with_input=False,
+      )
       tried.append(result)
       fits = result["train"]["fits"]
-      log(f"fsdp {fsdp}, batch {per_device}/device: "
-          f"{'fits' if fits else 'does not fit'} "
-          f"({_gib(result['train'])} GiB of {result['train'].get('memory_gib', {}).get('hbm', 0):.1f})")
+      log(
+        f"fsdp {fsdp}, batch {per_device}/device: "
+        f"{'fits' if fits else 'does not fit'} "
+        f"({_gib(result['train'])} GiB of {result['train'].get('memory_gib', {}).get('hbm', 0):.1f})"
+      )
       if not fits:
         break
       if best is None or (result["train"]["images_per_second"] or 0) > (
-          best["train"]["images_per_second"] or 0):
+        best["train"]["images_per_second"] or 0
+      ):
         best = result
       per_device *= 2
   return {"plans": tried, "best": best}

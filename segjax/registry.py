@@ -8,6 +8,7 @@ bound to the registered callable with ``functools.partial``. A spec may also nam
 function, ``"my_project.losses:boundary_loss(theta=3)"``, so that a config file that holds only
 strings can reach code outside segjax (and ``config.json`` can record it).
 """
+
 from __future__ import annotations
 
 import ast
@@ -19,10 +20,13 @@ from typing import Any, Callable
 _REGISTRY: dict[tuple[str, str], Callable[..., Any]] = {}
 _IMPORTABLE = re.compile(r"^\s*([A-Za-z_][\w.]*):([A-Za-z_][\w.]*)\s*(\(.*\))?\s*$", re.S)
 # How each kind is called in error messages ("Unknown loss ... Registered losses: ...").
-_NAMES = {"loss": ("loss", "losses"), "pp": ("preprocessing op", "preprocessing ops"),
-          "postprocess": ("post-processor", "post-processors"),
-          "train_metric": ("training metric", "training metrics"),
-          "schedule": ("learning-rate schedule", "learning-rate schedules")}
+_NAMES = {
+  "loss": ("loss", "losses"),
+  "pp": ("preprocessing op", "preprocessing ops"),
+  "postprocess": ("post-processor", "post-processors"),
+  "train_metric": ("training metric", "training metrics"),
+  "schedule": ("learning-rate schedule", "learning-rate schedules"),
+}
 
 
 def register(kind: str, name: str | None = None):
@@ -41,8 +45,10 @@ def register(kind: str, name: str | None = None):
 def get(kind: str, name: str) -> Any:
   """The entry registered as ``kind`` under exactly ``name`` (no spec parsing)."""
   if (kind, name) not in _REGISTRY:
-    raise KeyError(f"Unknown {describe(kind)} {name!r}. Registered {describe(kind, True)}: "
-                   f"{', '.join(names(kind)) or 'none'}.")
+    raise KeyError(
+      f"Unknown {describe(kind)} {name!r}. Registered {describe(kind, True)}: "
+      f"{', '.join(names(kind)) or 'none'}."
+    )
   return _REGISTRY[(kind, name)]
 
 
@@ -69,8 +75,10 @@ def parse_spec(spec: str) -> tuple[str, tuple, dict[str, Any]]:
   try:
     node = ast.parse(spec.strip(), mode="eval").body
   except SyntaxError as e:
-    raise ValueError(f"Cannot parse spec {spec!r}: expected 'name', 'name(value, key=value, ...)' "
-                     "or 'package.module:function(...)'.") from e
+    raise ValueError(
+      f"Cannot parse spec {spec!r}: expected 'name', 'name(value, key=value, ...)' "
+      "or 'package.module:function(...)'."
+    ) from e
   if isinstance(node, ast.Name):
     return node.id, (), {}
   if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -78,13 +86,17 @@ def parse_spec(spec: str) -> tuple[str, tuple, dict[str, Any]]:
       args = tuple(ast.literal_eval(arg) for arg in node.args)
       kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
     except ValueError as e:
-      raise ValueError(f"Arguments of spec {spec!r} must be Python literals (numbers, strings, "
-                       "tuples, lists, dicts).") from e
+      raise ValueError(
+        f"Arguments of spec {spec!r} must be Python literals (numbers, strings, "
+        "tuples, lists, dicts)."
+      ) from e
     if None in kwargs:
       raise ValueError(f"Cannot parse spec {spec!r}: '**' arguments are not allowed.")
     return node.func.id, args, kwargs
-  raise ValueError(f"Cannot parse spec {spec!r}: expected 'name', 'name(value, key=value, ...)' "
-                   "or 'package.module:function(...)'.")
+  raise ValueError(
+    f"Cannot parse spec {spec!r}: expected 'name', 'name(value, key=value, ...)' "
+    "or 'package.module:function(...)'."
+  )
 
 
 def is_importable(spec: str) -> bool:
@@ -134,7 +146,9 @@ def lookup(kind: str, spec: str | Callable[..., Any], *args, **kwargs) -> Callab
   elif (kind, name) in _REGISTRY:
     fn = _REGISTRY[(kind, name)]
   else:
-    raise KeyError(f"Unknown {describe(kind)} {name!r}. Registered {describe(kind, True)}: "
-                   f"{', '.join(names(kind)) or 'none'}.")
+    raise KeyError(
+      f"Unknown {describe(kind)} {name!r}. Registered {describe(kind, True)}: "
+      f"{', '.join(names(kind)) or 'none'}."
+    )
   bound_args, bound = (*spec_args, *args), {**spec_kwargs, **kwargs}
   return functools.partial(fn, *bound_args, **bound) if bound_args or bound else fn

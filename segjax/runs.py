@@ -16,6 +16,7 @@ An exported model (``experiments/export.py``, `export`) is one ``.safetensors`` 
 variable as a tensor named by its path (``params/down0/ConvNormAct_0/Conv_0/kernel``) and, in the
 file's metadata, the config and the descriptor — everything `load` needs to predict.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,6 +47,7 @@ INPUT_KEYS = ("channels", "normalization", "mean", "std", "percentiles")
 # ------------------------------------------------------------------------ config
 def config_to_dict(config) -> dict:
   """``config`` as JSON-able data; a function is recorded by its importable name."""
+
   def convert(value, path):
     if isinstance(value, Mapping):
       return {k: convert(v, f"{path}.{k}") for k, v in value.items()}
@@ -54,11 +56,14 @@ def config_to_dict(config) -> dict:
     if callable(value):
       name = registry.importable_name(getattr(value, "func", value))
       if name is None or getattr(value, "args", None) or getattr(value, "keywords", None):
-        raise ValueError(f"{path} holds {value!r}, which config.json cannot record: use a "
-                         "function defined at the top level of a module (recorded as "
-                         "'module:function'), or its registered name.")
+        raise ValueError(
+          f"{path} holds {value!r}, which config.json cannot record: use a "
+          "function defined at the top level of a module (recorded as "
+          "'module:function'), or its registered name."
+        )
       return name
     return value
+
   return convert(config.to_dict() if hasattr(config, "to_dict") else dict(config), "config")
 
 
@@ -91,15 +96,17 @@ def descriptor_from_dict(data: Mapping) -> DatasetDescriptor:
   return DatasetDescriptor(**values)
 
 
-def write(workdir: str, config, descriptor: DatasetDescriptor,
-          pretrained: dict | None = None) -> None:
+def write(
+  workdir: str, config, descriptor: DatasetDescriptor, pretrained: dict | None = None
+) -> None:
   """Writes ``config.json``, ``descriptor.json`` and, given ``pretrained`` (what hub weights
   resolved to), ``pretrained.json`` into ``workdir`` (process 0; atomically)."""
   if jax.process_index() != 0:
     return
   files.write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
-  files.write_json(os.path.join(workdir, DESCRIPTOR_FILE),
-                   descriptor_to_dict(descriptor, config.data))
+  files.write_json(
+    os.path.join(workdir, DESCRIPTOR_FILE), descriptor_to_dict(descriptor, config.data)
+  )
   if pretrained:
     files.write_json(os.path.join(workdir, PRETRAINED_FILE), pretrained)
 
@@ -109,8 +116,10 @@ def _read_json(path: str):
     with open(path) as f:
       return json.load(f)
   except FileNotFoundError:
-    raise FileNotFoundError(f"{path} does not exist: is {os.path.dirname(path)} a segjax run "
-                            "directory (experiments/train.py --workdir=...)?") from None
+    raise FileNotFoundError(
+      f"{path} does not exist: is {os.path.dirname(path)} a segjax run "
+      "directory (experiments/train.py --workdir=...)?"
+    ) from None
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON ({e}).") from e
 
@@ -129,6 +138,7 @@ class Run:
   """A trained model and what it needs to predict: ``config`` (its ``data`` keys say how images
   are normalised; ``predict`` and ``postprocess`` how outputs become predictions), ``descriptor``,
   the ``model`` and its ``variables``."""
+
   config: ml_collections.ConfigDict
   descriptor: DatasetDescriptor
   model: Any
@@ -153,15 +163,30 @@ def abstract_variables(model, config, sharding=None) -> dict:
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   shapes = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
   return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes
+  )
 
 
 # What a user's config may set for evaluating or predicting with a trained model; the model, the
 # classes and the normalisation always come from the run.
-SETTINGS_KEYS = ("predict", "postprocess", "eval_splits", "eval_batch_size", "eval_tta",
-                 "eval_mask_ap", "num_devices")
-DATA_LOCATION_KEYS = ("root", "data_dir", "skip_bad", "eval_pp", "eval_pad_to",
-                      "eval_size_multiple", "eval_pad_mode")
+SETTINGS_KEYS = (
+  "predict",
+  "postprocess",
+  "eval_splits",
+  "eval_batch_size",
+  "eval_tta",
+  "eval_mask_ap",
+  "num_devices",
+)
+DATA_LOCATION_KEYS = (
+  "root",
+  "data_dir",
+  "skip_bad",
+  "eval_pp",
+  "eval_pad_to",
+  "eval_size_multiple",
+  "eval_pad_mode",
+)
 
 
 def with_run_model(run: Run, config=None) -> ml_collections.ConfigDict:
@@ -182,8 +207,10 @@ def with_run_model(run: Run, config=None) -> ml_collections.ConfigDict:
 def check_same_classes(trained: DatasetDescriptor, data: DatasetDescriptor) -> None:
   """Raises when evaluation data has other classes than the run was trained on."""
   if tuple(trained.class_names) != tuple(data.class_names):
-    raise ValueError(f"The evaluation data ({data.name}) has the classes {list(data.class_names)}, "
-                     f"but the model was trained on {list(trained.class_names)}.")
+    raise ValueError(
+      f"The evaluation data ({data.name}) has the classes {list(data.class_names)}, "
+      f"but the model was trained on {list(trained.class_names)}."
+    )
 
 
 def load(path: str, step: int | None = None) -> Run:
@@ -198,8 +225,10 @@ def load(path: str, step: int | None = None) -> Run:
   try:
     variables = checkpointer.restore_variables(abstract_variables(model, config), step)
   except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"The checkpoint in {checkpointer.directory} does not fit the model of "
-                     f"{os.path.join(path, CONFIG_FILE)}. Orbax said: {e}") from e
+    raise ValueError(
+      f"The checkpoint in {checkpointer.directory} does not fit the model of "
+      f"{os.path.join(path, CONFIG_FILE)}. Orbax said: {e}"
+    ) from e
   finally:
     checkpointer.close()
   return Run(config, descriptor, model, variables, path=path)
@@ -208,39 +237,56 @@ def load(path: str, step: int | None = None) -> Run:
 def export(run: Run, path: str) -> str:
   """Writes ``run``'s variables, config and descriptor as one ``.safetensors`` file (atomically)."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+
   flat = flax.traverse_util.flatten_dict(jax.device_get(run.variables), sep="/")
-  metadata = {"format": EXPORT_FORMAT,
-              "config": json.dumps(config_to_dict(run.config)),
-              "descriptor": json.dumps(descriptor_to_dict(run.descriptor, run.config.data))}
-  return files.write_atomic(path, lambda tmp: save_file(
-      {k: np.ascontiguousarray(v) for k, v in flat.items()}, tmp, metadata=metadata))
+  metadata = {
+    "format": EXPORT_FORMAT,
+    "config": json.dumps(config_to_dict(run.config)),
+    "descriptor": json.dumps(descriptor_to_dict(run.descriptor, run.config.data)),
+  }
+  return files.write_atomic(
+    path,
+    lambda tmp: save_file(
+      {k: np.ascontiguousarray(v) for k, v in flat.items()}, tmp, metadata=metadata
+    ),
+  )
 
 
 def load_exported(path: str) -> Run:
   """A `Run` from a file written by `export`; every tensor checked against the model's shapes."""
   from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+
   try:
     with safe_open(path, framework="numpy") as f:
       metadata = f.metadata() or {}
       tensors = {k: f.get_tensor(k) for k in f.keys()}
   except Exception as e:  # safetensors raises its own error types for a bad header
-    raise ValueError(f"{path} is not a segjax model file (.safetensors from "
-                     f"experiments/export.py): {e}") from e
+    raise ValueError(
+      f"{path} is not a segjax model file (.safetensors from experiments/export.py): {e}"
+    ) from e
   if metadata.get("format") != EXPORT_FORMAT:
-    raise ValueError(f"{path} is a safetensors file but not a segjax model export (its metadata "
-                     f"has format {metadata.get('format')!r}, not {EXPORT_FORMAT!r}).")
+    raise ValueError(
+      f"{path} is a safetensors file but not a segjax model export (its metadata "
+      f"has format {metadata.get('format')!r}, not {EXPORT_FORMAT!r})."
+    )
   config = config_from_dict(json.loads(metadata["config"]))
   descriptor = descriptor_from_dict(json.loads(metadata["descriptor"]))
   model = models.from_config(config.model, descriptor.num_classes)
   expected = flax.traverse_util.flatten_dict(abstract_variables(model, config), sep="/")
   missing = sorted(set(expected) - set(tensors))
   extra = sorted(set(tensors) - set(expected))
-  wrong = [f"{k}: file {tensors[k].shape} vs model {expected[k].shape}" for k in expected
-           if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
+  wrong = [
+    f"{k}: file {tensors[k].shape} vs model {expected[k].shape}"
+    for k in expected
+    if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)
+  ]
   if missing or extra or wrong:
-    raise ValueError(f"{path} does not fit its own config's model: missing {missing[:5]}, "
-                     f"left over {extra[:5]}, other shapes {wrong[:5]}.")
+    raise ValueError(
+      f"{path} does not fit its own config's model: missing {missing[:5]}, "
+      f"left over {extra[:5]}, other shapes {wrong[:5]}."
+    )
   variables = flax.traverse_util.unflatten_dict(
-      {tuple(k.split("/")): jnp.asarray(v, expected[k].dtype) for k, v in tensors.items()})
+    {tuple(k.split("/")): jnp.asarray(v, expected[k].dtype) for k, v in tensors.items()}
+  )
   variables.setdefault("batch_stats", {})
   return Run(config, descriptor, model, variables, path=path)

@@ -12,6 +12,7 @@ process-local slice of the batch and ``jax.make_array_from_process_local_data`` 
 global array. Devices are ordered by process, so an ``fsdp`` group that divides the local device
 count stays within one host.
 """
+
 from __future__ import annotations
 
 import jax
@@ -67,8 +68,10 @@ def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """This process's share of the global batch; checks that it divides over the devices."""
   num_devices = mesh.devices.size
   if global_batch_size % num_devices:
-    raise ValueError(f"Batch size {global_batch_size} is not divisible by the {num_devices} devices "
-                     "of the mesh; choose a multiple.")
+    raise ValueError(
+      f"Batch size {global_batch_size} is not divisible by the {num_devices} devices "
+      "of the mesh; choose a multiple."
+    )
   return global_batch_size // jax.process_count()
 
 
@@ -76,7 +79,8 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   """Turns a process-local numpy batch into globally sharded ``jax.Array``s."""
   sharding = batch_sharded(mesh)
   return jax.tree_util.tree_map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
+  )
 
 
 def shardings_of(tree):
@@ -108,6 +112,9 @@ def on_mesh(tree, mesh: Mesh):
   if jax.process_count() > 1:  # each process holds the whole tree: build the global arrays from it
     target = replicated(mesh)
     return jax.tree_util.tree_map(
-        lambda x: jax.make_array_from_callback(np.shape(x), target,
-                                               lambda index, x=np.asarray(x): x[index]), tree)
+      lambda x: jax.make_array_from_callback(
+        np.shape(x), target, lambda index, x=np.asarray(x): x[index]
+      ),
+      tree,
+    )
   return jax.device_put(tree, replicated(mesh))

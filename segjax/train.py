@@ -7,6 +7,7 @@ name (`segjax.models.from_config`), the objective from loss terms over the model
 evaluation from post-processors (`segjax.evaluation`, `segjax.postprocess`). Nothing here knows a
 model, a head or a dataset by name.
 """
+
 from __future__ import annotations
 
 import collections
@@ -24,7 +25,7 @@ import optax
 from segjax import checkpointing
 from segjax import evaluation
 from segjax import files
-from segjax import logging as run_logging
+from segjax import run_log
 from segjax import losses
 from segjax import models
 from segjax import optim
@@ -68,8 +69,10 @@ def device_batches(batches: Iterator[dict], mesh, prefetch: int = 2) -> Iterator
 
 def abstract_batch(element_spec, global_batch_size: int) -> dict:
   """Shapes and dtypes of a global training batch from the pipeline's (local) element spec."""
-  return {k: jax.ShapeDtypeStruct((global_batch_size, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
-          for k, spec in element_spec.items()}
+  return {
+    k: jax.ShapeDtypeStruct((global_batch_size, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
+    for k, spec in element_spec.items()
+  }
 
 
 # ================================================================================================
@@ -79,8 +82,13 @@ def _init_fn(model, tx, image_shape):
   def init(rng):
     variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
     params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables.get("batch_stats", {}),
+      opt_state=tx.init(params),
+    )
+
   return init
 
 
@@ -89,8 +97,9 @@ def abstract_train_state(model, tx, image_shape, mesh, min_shard_size: int = 2**
   nothing is allocated."""
   abstract = jax.eval_shape(_init_fn(model, tx, image_shape), jax.random.key(0, impl="rbg"))
   shardings = sharding.state_shardings(abstract, mesh, min_shard_size)
-  return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                abstract, shardings)
+  return jax.tree_util.tree_map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
+  )
 
 
 def state_initializer(model, tx, image_shape, mesh, min_shard_size: int = 2**12):
@@ -100,8 +109,9 @@ def state_initializer(model, tx, image_shape, mesh, min_shard_size: int = 2**12)
   return jax.jit(_init_fn(model, tx, image_shape), out_shardings=sharding.shardings_of(abstract))
 
 
-def create_train_state(model, tx, image_shape, seed: int, mesh,
-                       min_shard_size: int = 2**12) -> TrainState:
+def create_train_state(
+  model, tx, image_shape, seed: int, mesh, min_shard_size: int = 2**12
+) -> TrainState:
   """The initial state, directly in its sharding. The "rbg" generator compiles initialisers ~6x
   faster than threefry on CPU; the parameters it draws are replicated, so every device agrees."""
   init = state_initializer(model, tx, image_shape, mesh, min_shard_size)
@@ -113,25 +123,11 @@ def with_variables(state: TrainState, tx, variables: dict) -> TrainState:
   fresh optimizer state for them."""
   variables = jax.device_put(variables, sharding.shardings_of(state.variables))
   opt_state = jax.jit(tx.init, out_shardings=sharding.shardings_of(state.opt_state))(
-      variables["params"])
-  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
-                       opt_state=opt_state)
-
-
-def load_pretrained(state: TrainState, tx, path: str, model=None
-                    ) -> tuple[TrainState, dict | None]:
-  """``state`` with the model's pretrained part from ``path`` (``config.model.pretrained``: a
-  file, or a hub name ``"hf-hub:owner/repo[@revision]"``): a torchvision ResNet (or timm's) into
-  its ``backbone`` (Mask2Former: its ``pretrained_subtree``), or, for SegFormer, a transformers
-  checkpoint into its MiT encoder; and for a hub name the resolved revision and file hash
-  (`segjax.models.hub.HubWeights.record`; else None)."""
-  subtree = getattr(model, "pretrained_subtree", "backbone")
-  weights = pretrained.read_source(path)
-  if getattr(model, "pretrained_format", "torchvision") == "transformers":
-    variables = pretrained.load_transformers_encoder(state.variables, weights, subtree=subtree)
-  else:
-    variables = pretrained.load_backbone(state.variables, weights, subtree=subtree)
-  return with_variables(state, tx, variables), weights.record
+    variables["params"]
+  )
+  return state.replace(
+    params=variables["params"], batch_stats=variables["batch_stats"], opt_state=opt_state
+  )
 
 
 def init_from_run(state: TrainState, tx, path: str) -> TrainState:
@@ -141,8 +137,10 @@ def init_from_run(state: TrainState, tx, path: str) -> TrainState:
   expected = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), state.variables)
   found = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), trained.variables)
   if expected != found:
-    raise ValueError(f"config.init_from={path}: its model's variables differ from this config's "
-                     f"model ({trained.config.model.to_dict()} vs. this config's config.model).")
+    raise ValueError(
+      f"config.init_from={path}: its model's variables differ from this config's "
+      f"model ({trained.config.model.to_dict()} vs. this config's config.model)."
+    )
   return with_variables(state, tx, trained.variables)
 
 
@@ -155,14 +153,17 @@ def zero_sums(model, objective, train_metrics, variables, batch) -> MetricSums:
   ``batch`` (a dict of `jax.ShapeDtypeStruct`); wrap in `jax.eval_shape` for shapes only. The
   trainer, the plan and the benchmark all build their sums here."""
   outputs = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"],
-                               rngs={"dropout": jax.random.key(0)})[0], variables, batch["image"])
+    lambda v, x: model.apply(
+      v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}
+    )[0],
+    variables,
+    batch["image"],
+  )
   names = ["loss"] + [f"loss/{k}" for k in objective.term_labels(outputs, batch)]
   return MetricSums.zeros(names, jax.eval_shape(train_metrics, outputs, batch))
 
 
-def make_train_step(model, tx, objective, train_metrics, mesh, seed: int = 0,
-                    state_sharding=None):
+def make_train_step(model, tx, objective, train_metrics, mesh, seed: int = 0, state_sharding=None):
   """The compiled train step ``(state, sums, batch) -> (state, sums)``; state and sums donated.
 
   ``objective(outputs, batch) -> (total, terms)`` (`segjax.losses.Objective`); ``train_metrics
@@ -174,34 +175,45 @@ def make_train_step(model, tx, objective, train_metrics, mesh, seed: int = 0,
     dropout = jax.random.fold_in(jax.random.key(seed, impl="rbg"), state.step)
 
     def compute_loss(params):
-      outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                     batch["image"], train=True, mutable=["batch_stats"],
-                                     rngs={"dropout": dropout})
+      outputs, updates = model.apply(
+        {"params": params, "batch_stats": state.batch_stats},
+        batch["image"],
+        train=True,
+        mutable=["batch_stats"],
+        rngs={"dropout": dropout},
+      )
       total, terms = objective(outputs, batch, rng=jax.random.fold_in(dropout, 1))
       return total, (terms, updates, outputs)
 
     (total, (terms, updates, outputs)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
-        state.params)
+      state.params
+    )
     param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1,
-                              params=jax.tree_util.tree_map(jnp.add, state.params, param_updates),
-                              batch_stats=updates.get("batch_stats", state.batch_stats),
-                              opt_state=opt_state)
+    new_state = state.replace(
+      step=state.step + 1,
+      params=jax.tree_util.tree_map(jnp.add, state.params, param_updates),
+      batch_stats=updates.get("batch_stats", state.batch_stats),
+      opt_state=opt_state,
+    )
     terms = {"loss": total, **{f"loss/{k}": v for k, v in terms.items()}}
     # A step is good when its loss and the parameters it produced are finite.
     finite = jnp.isfinite(total) & jnp.isfinite(optax.global_norm(new_state.params))
     new_sums = MetricSums(
-        loss_sums={k: sums.loss_sums[k] + terms[k] for k in sums.loss_sums},
-        steps=sums.steps + 1,
-        metric_sums=jax.tree_util.tree_map(jnp.add, sums.metric_sums,
-                                           train_metrics(jax.lax.stop_gradient(outputs), batch)),
-        first_nonfinite_step=jnp.where((sums.first_nonfinite_step < 0) & ~finite, state.step + 1,
-                                       sums.first_nonfinite_step))
+      loss_sums={k: sums.loss_sums[k] + terms[k] for k in sums.loss_sums},
+      steps=sums.steps + 1,
+      metric_sums=jax.tree_util.tree_map(
+        jnp.add, sums.metric_sums, train_metrics(jax.lax.stop_gradient(outputs), batch)
+      ),
+      first_nonfinite_step=jnp.where(
+        (sums.first_nonfinite_step < 0) & ~finite, state.step + 1, sums.first_nonfinite_step
+      ),
+    )
     return new_state, new_sums
 
   replicated = sharding.replicated(mesh)
-  return jax.jit(step, donate_argnums=(0, 1),
-                 out_shardings=(state_sharding or replicated, replicated))
+  return jax.jit(
+    step, donate_argnums=(0, 1), out_shardings=(state_sharding or replicated, replicated)
+  )
 
 
 # ================================================================================================
@@ -210,6 +222,7 @@ def make_train_step(model, tx, objective, train_metrics, mesh, seed: int = 0,
 @dataclasses.dataclass
 class Trainer:
   """What a training run is made of; `setup` builds it from a config (also for benchmarks)."""
+
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
   descriptor: object
@@ -223,14 +236,25 @@ class Trainer:
 
   def train_dataset(self, start_step: int = 0):
     return pipeline.train_dataset(
-        self.source, self.config.data,
-        local_batch_size=sharding.local_batch_size(self.config.batch_size, self.mesh),
-        seed=self.config.seed, start_step=start_step, process_index=jax.process_index(),
-        process_count=jax.process_count())
+      self.source,
+      self.config.data,
+      local_batch_size=sharding.local_batch_size(self.config.batch_size, self.mesh),
+      seed=self.config.seed,
+      start_step=start_step,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
 
   def train_step(self):
-    return make_train_step(self.model, self.tx, self.objective, self.train_metrics, self.mesh,
-                           self.config.seed, state_sharding=sharding.shardings_of(self.state))
+    return make_train_step(
+      self.model,
+      self.tx,
+      self.objective,
+      self.train_metrics,
+      self.mesh,
+      self.config.seed,
+      state_sharding=sharding.shardings_of(self.state),
+    )
 
   def zero_sums(self, batch) -> MetricSums:
     """Zero sums on the devices (replicated); ``batch``: shapes of a global batch."""
@@ -240,8 +264,14 @@ class Trainer:
   def evaluator(self, panoptic_labels: bool | None = None) -> evaluation.Evaluator:
     if panoptic_labels is None:
       panoptic_labels = pipeline.has_instances(self.source)
-    return evaluation.Evaluator(self.model, self.config, self.descriptor, self.mesh,
-                                runs.input_shape(self.config), panoptic_labels=panoptic_labels)
+    return evaluation.Evaluator(
+      self.model,
+      self.config,
+      self.descriptor,
+      self.mesh,
+      runs.input_shape(self.config),
+      panoptic_labels=panoptic_labels,
+    )
 
 
 def check_config(config) -> list:
@@ -251,7 +281,7 @@ def check_config(config) -> list:
   datasets.dataset(config.data)  # the name is known
   pipeline.check_config(config.data)
   optim.make_optimizer(config.optimizer, config.num_train_steps)  # names and settings
-  run_logging.check_profile_steps(config.get("profile_steps"))
+  run_log.check_profile_steps(config.get("profile_steps"))
   postprocess.validate(config.get("postprocess", "argmax"))
   make_train_metrics(config, 1, 255)
   return terms
@@ -259,8 +289,9 @@ def check_config(config) -> list:
 
 def make_train_metrics(config, num_classes: int, ignore_label: int):
   """The metrics of ``config.train_metrics`` (default: the confusion of ``logits``)."""
-  return train_metrics_lib.TrainMetrics(config.get("train_metrics", ("confusion",)), num_classes,
-                                        ignore_label)
+  return train_metrics_lib.TrainMetrics(
+    config.get("train_metrics", ("confusion",)), num_classes, ignore_label
+  )
 
 
 def parts(config, descriptor, terms=None):
@@ -268,10 +299,12 @@ def parts(config, descriptor, terms=None):
   dataset: what `setup` builds and `segjax.plan` compiles (``terms``: the loss terms, default
   ``config.loss`` and ``config.losses``)."""
   terms = losses.make_terms(config.get("loss"), config.get("losses")) if terms is None else terms
-  return (models.from_config(config.model, descriptor.num_classes),
-          optim.make_optimizer(config.optimizer, config.num_train_steps),
-          losses.Objective(terms, descriptor.ignore_label),
-          make_train_metrics(config, descriptor.num_classes, descriptor.ignore_label))
+  return (
+    models.from_config(config.model, descriptor.num_classes),
+    optim.make_optimizer(config.optimizer, config.num_train_steps),
+    losses.Objective(terms, descriptor.ignore_label),
+    make_train_metrics(config, descriptor.num_classes, descriptor.ignore_label),
+  )
 
 
 def setup(config, mesh=None, data: bool = True) -> Trainer:
@@ -284,15 +317,23 @@ def setup(config, mesh=None, data: bool = True) -> Trainer:
   source = pipeline.get_source(config.data) if data else None
   descriptor = source.descriptor if data else pipeline.dataset_info(config.data).descriptor
   model, tx, objective, metric_terms = parts(config, descriptor, terms)
-  state = create_train_state(model, tx, runs.input_shape(config), config.seed, mesh,
-                             min_shard_size=options.get("fsdp_min_size", 2**12))
+  state = create_train_state(
+    model,
+    tx,
+    runs.input_shape(config),
+    config.seed,
+    mesh,
+    min_shard_size=options.get("fsdp_min_size", 2**12),
+  )
   record = None
   if config.model.get("pretrained"):
-    state, record = load_pretrained(state, tx, config.model.pretrained, model)
+    variables, record = pretrained.load_pretrained(state.variables, config.model.pretrained, model)
+    state = with_variables(state, tx, variables)
   if config.get("init_from"):
     state = init_from_run(state, tx, config.init_from)
-  return Trainer(config, mesh, descriptor, source, model, tx, objective, metric_terms, state,
-                 record)
+  return Trainer(
+    config, mesh, descriptor, source, model, tx, objective, metric_terms, state, record
+  )
 
 
 # ================================================================================================
@@ -302,6 +343,7 @@ def setup(config, mesh=None, data: bool = True) -> Trainer:
 class TrainResult:
   """How a run ended: ``metrics`` of ``config.eval_splits`` by split (empty without eval splits);
   ``preempted`` when a SIGTERM stopped it after saving checkpoint ``step`` (run again to resume)."""
+
   metrics: dict
   preempted: bool
   step: int
@@ -323,10 +365,12 @@ def restore_or_keep(checkpointer, state: TrainState) -> TrainState:
   try:
     restored = checkpointer.restore(state, step)
   except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"Checkpoint {step} in {checkpointer.directory} does not fit the model of "
-                     "this config (was the workdir used with another model?). Use a new --workdir "
-                     f"or the config that wrote it. Orbax said: {e}") from e
-  run_logging.info("Resumed from checkpoint %d in %s", step, checkpointer.directory)
+    raise ValueError(
+      f"Checkpoint {step} in {checkpointer.directory} does not fit the model of "
+      "this config (was the workdir used with another model?). Use a new --workdir "
+      f"or the config that wrote it. Orbax said: {e}"
+    ) from e
+  run_log.info("Resumed from checkpoint %d in %s", step, checkpointer.directory)
   return restored
 
 
@@ -337,18 +381,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   trainer = setup(config)
   descriptor, mesh = trainer.descriptor, trainer.mesh
   runs.write(workdir, config, descriptor, pretrained=trainer.pretrained)
-  writer = run_logging.MetricWriter(workdir)
-  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                            every_steps=config.checkpoint_every_steps,
-                                            keep=config.keep_checkpoints,
-                                            asynchronous=config.get("checkpoint_async", True))
+  writer = run_log.MetricWriter(workdir)
+  checkpointer = checkpointing.Checkpointer(
+    os.path.join(workdir, "checkpoints"),
+    every_steps=config.checkpoint_every_steps,
+    keep=config.keep_checkpoints,
+    asynchronous=config.get("checkpoint_async", True),
+  )
   state = restore_or_keep(checkpointer, trainer.state)
   start_step, total_steps = int(jax.device_get(state.step)), config.num_train_steps
   train_ds = trainer.train_dataset(start_step)
   train_step, evaluator = trainer.train_step(), trainer.evaluator()
-  new_sums = functools.partial(trainer.zero_sums,
-                               abstract_batch(train_ds.element_spec, config.batch_size))
-  sums, progress, last_saved = new_sums(), run_logging.Progress(total_steps, start_step), None
+  new_sums = functools.partial(
+    trainer.zero_sums, abstract_batch(train_ds.element_spec, config.batch_size)
+  )
+  sums, progress, last_saved = new_sums(), run_log.Progress(total_steps, start_step), None
 
   def log_and_check(step):
     nonlocal sums
@@ -356,28 +403,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if bad_step >= 0:
       checkpointer.wait()  # the last good checkpoint may still be being written
       raise FloatingPointError(
-          f"The training loss became NaN or infinite at step {bad_step} ({scalars}). Training "
-          f"stopped; the last good checkpoint (step {last_saved}) in {checkpointer.directory} is "
-          "intact. Lower config.optimizer.learning_rate, set config.optimizer.grad_clip_norm, or "
-          "check the input data.")
+        f"The training loss became NaN or infinite at step {bad_step} ({scalars}). Training "
+        f"stopped; the last good checkpoint (step {last_saved}) in {checkpointer.directory} is "
+        "intact. Lower config.optimizer.learning_rate, set config.optimizer.grad_clip_norm, or "
+        "check the input data."
+      )
     scalars["steps_per_second"] = progress.report(step, scalars)
     writer.write_scalars(step, scalars, prefix="train/")
     sums = new_sums()
 
   def evaluate_all(step):
     start = time.perf_counter()
-    results = {split: evaluator.evaluate(state.variables, trainer.source, split)
-               for split in config.eval_splits}
+    results = {
+      split: evaluator.evaluate(state.variables, trainer.source, split)
+      for split in config.eval_splits
+    }
     for split, summary in results.items():
       writer.write_scalars(step, summary, prefix=f"{split}/")
       if step < total_steps:  # the final evaluation is printed below
-        run_logging.info("step %d %s: %s", step, split, evaluation.format_summary(summary))
+        run_log.info("step %d %s: %s", step, split, evaluation.format_summary(summary))
     progress.exclude(time.perf_counter() - start)  # steps/s and the ETA count training only
     return results
 
-  batches = device_batches(pipeline.as_numpy(train_ds, trainer.source), mesh,
-                           config.get("device_prefetch", 2))
-  profiler = run_logging.Profiler(workdir, config.get("profile_steps") or ())
+  batches = device_batches(
+    pipeline.as_numpy(train_ds, trainer.source), mesh, config.get("device_prefetch", 2)
+  )
+  profiler = run_log.Profiler(workdir, config.get("profile_steps") or ())
   with checkpointing.PreemptionGuard() as preemption:
     for step in range(start_step + 1, total_steps + 1):
       profiler.before(step)
@@ -395,8 +446,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         last_saved = step
       if (stopping or (saving and preemption.requested)) and step < total_steps:
         checkpointer.close()  # waits for the write in flight
-        run_logging.info("SIGTERM received: saved checkpoint %d in %s and stopped.", step,
-                         checkpointer.directory)
+        run_log.info(
+          "SIGTERM received: saved checkpoint %d in %s and stopped.", step, checkpointer.directory
+        )
         profiler.stop()
         writer.close()
         return TrainResult({}, preempted=True, step=step)
@@ -406,7 +458,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   profiler.stop()
   final = evaluate_all(total_steps)
   for split, summary in final.items():
-    run_logging.info("%s: %s", split, evaluation.format_summary(summary))
+    run_log.info("%s: %s", split, evaluation.format_summary(summary))
   if jax.process_index() == 0:
     files.write_json(os.path.join(workdir, "final_metrics.json"), final)
   checkpointer.close()

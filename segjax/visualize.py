@@ -1,4 +1,5 @@
 """Pictures of images, labels and predictions, and a run's training curves."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def _text(canvas: np.ndarray, text: str, origin, scale: float = 0.45) -> None:
 OUTLINE = (40, 40, 40)
 
 
-def panel(picture: np.ndarray, title: str, height: int,
-           labels: np.ndarray | None = None) -> np.ndarray:
+def panel(
+  picture: np.ndarray, title: str, height: int, labels: np.ndarray | None = None
+) -> np.ndarray:
   """``picture`` scaled (nearest neighbour, whole pixels visible) to ``height`` rows, with
   ``title`` above it on white; with ``labels`` (the map ``picture`` draws), the boundaries between
   regions outlined in dark grey on the last row/column of the scaled pixels before each change."""
@@ -54,10 +56,12 @@ def panel(picture: np.ndarray, title: str, height: int,
   if labels is not None and factor > 1:
     big = np.repeat(np.repeat(labels, factor, 0), factor, 1)
     edge = np.zeros(big.shape, bool)
-    edge[:, :-1] |= (big[:, :-1] != big[:, 1:]) & (np.arange(big.shape[1] - 1) % factor
-                                                   == factor - 1)
-    edge[:-1] |= (big[:-1] != big[1:]) & (np.arange(big.shape[0] - 1) % factor
-                                          == factor - 1)[:, None]
+    edge[:, :-1] |= (big[:, :-1] != big[:, 1:]) & (
+      np.arange(big.shape[1] - 1) % factor == factor - 1
+    )
+    edge[:-1] |= (big[:-1] != big[1:]) & (np.arange(big.shape[0] - 1) % factor == factor - 1)[
+      :, None
+    ]
     picture = np.where(edge[..., None], np.array(OUTLINE, np.uint8), picture)
   canvas = np.full((TITLE_HEIGHT + picture.shape[0], picture.shape[1], 3), 255, np.uint8)
   canvas[TITLE_HEIGHT:] = picture
@@ -88,9 +92,14 @@ def legend(descriptor: DatasetDescriptor, classes, width: int) -> np.ndarray:
   return canvas
 
 
-def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetDescriptor,
-                 label: np.ndarray | None = None, panoptic: bool = False,
-                 height: int = 256) -> np.ndarray:
+def side_by_side(
+  image: np.ndarray,
+  prediction: np.ndarray,
+  descriptor: DatasetDescriptor,
+  label: np.ndarray | None = None,
+  panoptic: bool = False,
+  height: int = 256,
+) -> np.ndarray:
   """A figure of one prediction: titled panels "image", "ground truth" (if given), "prediction"
   (each in the dataset's class colours, regions outlined; panoptic id maps with `panoptic`, each
   instance its own shade; the prediction titled with the image's mIoU) and, with a ground truth,
@@ -103,16 +112,19 @@ def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetD
     panels.append(("ground truth", colorize(label), label))
   title = "prediction"
   if label is not None:
-    score = image_miou(prediction // divisor, label // divisor, descriptor.num_classes,
-                       descriptor.ignore_label)  # void: class ignore_label in both maps
+    score = image_miou(
+      prediction // divisor, label // divisor, descriptor.num_classes, descriptor.ignore_label
+    )  # void: class ignore_label in both maps
     title = f"prediction (mIoU {score:.2f})" if score is not None else title
   panels.append((title, colorize(prediction), prediction))
   if label is not None:
     grey = np.repeat(np.mean(image, -1, keepdims=True), 3, -1) * 0.6 + 100
     wrong = (prediction // divisor != label // divisor) & (
-        label // divisor != descriptor.ignore_label)
-    panels.append(("errors (red)", np.where(wrong[..., None], (230, 0, 0), grey).astype(np.uint8),
-                   None))
+      label // divisor != descriptor.ignore_label
+    )
+    panels.append(
+      ("errors (red)", np.where(wrong[..., None], (230, 0, 0), grey).astype(np.uint8), None)
+    )
   panels = [panel(p, title, height, labels) for title, p, labels in panels]
   gap = np.full((panels[0].shape[0], 6, 3), 255, np.uint8)
   top = np.concatenate(sum(([p, gap] for p in panels), [])[:-1], axis=1)
@@ -121,11 +133,13 @@ def side_by_side(image: np.ndarray, prediction: np.ndarray, descriptor: DatasetD
   return np.concatenate([top, legend(descriptor, classes, top.shape[1])], axis=0)
 
 
-def image_miou(prediction: np.ndarray, label: np.ndarray, num_classes: int,
-               ignore_label: int) -> float | None:
+def image_miou(
+  prediction: np.ndarray, label: np.ndarray, num_classes: int, ignore_label: int
+) -> float | None:
   """The mean IoU of one image over the classes in its ground truth or its prediction (labelled
   pixels only; `segjax.metrics`); None without labelled pixels."""
   from segjax import metrics  # pylint: disable=import-outside-toplevel
+
   cm = metrics.confusion_matrix(prediction, label, num_classes, ignore_label=ignore_label)
   score = metrics.mean_iou(np.asarray(cm))
   return None if np.isnan(score) else score
@@ -137,13 +151,15 @@ def contact_sheet(pictures: list[np.ndarray], gap: int = 8) -> np.ndarray:
   width = max(p.shape[1] for p in pictures)
   rows = []
   for picture in pictures:
-    rows.append(np.pad(picture, ((0, gap), (0, width - picture.shape[1]), (0, 0)),
-                       constant_values=255))
+    rows.append(
+      np.pad(picture, ((0, gap), (0, width - picture.shape[1]), (0, 0)), constant_values=255)
+    )
   return np.concatenate(rows)[:-gap]
 
 
-def panel_offsets(num_panels: int, image_width: int, height: int = 256,
-                  image_height: int | None = None) -> list[tuple[int, int]]:
+def panel_offsets(
+  num_panels: int, image_width: int, height: int = 256, image_height: int | None = None
+) -> list[tuple[int, int]]:
   """``(row, column)`` of the top-left pixel of each panel of a `side_by_side` figure."""
   factor = max(1, height // (image_height or image_width))
   width = image_width * factor
@@ -153,9 +169,11 @@ def panel_offsets(num_panels: int, image_width: int, height: int = 256,
 def write_png(path: str, rgb: np.ndarray) -> str:
   """Writes an RGB (or RGBA) uint8 picture atomically (temporary file, then rename)."""
   order = cv2.COLOR_RGBA2BGRA if rgb.shape[-1] == 4 else cv2.COLOR_RGB2BGR
+
   def write(tmp):
     if not cv2.imwrite(tmp, cv2.cvtColor(rgb, order)):
       raise OSError(f"Could not write {path}.")
+
   return files.write_atomic(path, write)
 
 
@@ -179,13 +197,23 @@ CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
 
 def _nice_ticks(low: float, high: float, count: int = 5) -> np.ndarray:
   raw = (high - low) / max(count - 1, 1) or 1.0
-  step = min((m * 10 ** np.floor(np.log10(raw)) for m in (1, 2, 2.5, 5, 10)
-              if m * 10 ** np.floor(np.log10(raw)) >= raw))
+  step = min(
+    (
+      m * 10 ** np.floor(np.log10(raw))
+      for m in (1, 2, 2.5, 5, 10)
+      if m * 10 ** np.floor(np.log10(raw)) >= raw
+    )
+  )
   return np.arange(np.ceil(low / step) * step, high + step * 1e-6, step)
 
 
-def line_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str,
-              size=(300, 460), y_range=None, x_label: str = "step") -> np.ndarray:
+def line_plot(
+  curves: dict[str, tuple[np.ndarray, np.ndarray]],
+  title: str,
+  size=(300, 460),
+  y_range=None,
+  x_label: str = "step",
+) -> np.ndarray:
   """One plot of ``curves`` (``{label: (x, y)}``) against ``x_label``: axes with ticks, a legend, a
   title; RGB, ``size`` = (height, width). A curve of at most 20 points also marks each point."""
   height, width = size
@@ -195,8 +223,10 @@ def line_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str,
   ys = np.concatenate([y for _, y in curves.values() if len(y)] or [np.zeros(1)])
   x0, x1 = 0.0, float(max(xs.max(), 1))
   y0, y1 = y_range or (float(min(ys.min(), 0.0)), float(ys.max()) * 1.05 or 1.0)
-  to_px = lambda x, y: (int(round(left + (x - x0) / (x1 - x0) * (width - left - right))),
-                        int(round(height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom))))
+  to_px = lambda x, y: (
+    int(round(left + (x - x0) / (x1 - x0) * (width - left - right))),
+    int(round(height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom))),
+  )
   for y in _nice_ticks(y0, y1):
     _, py = to_px(x0, y)
     cv2.line(canvas, (left, py), (width - right, py), (230, 230, 230), 1)
@@ -225,7 +255,10 @@ def training_curves(metrics_jsonl: str, split: str = "validation") -> np.ndarray
   ``split`` (wherever the run evaluated it), side by side; RGB."""
   curves = read_curves(metrics_jsonl, ("train/loss", "train/mean_iou", f"{split}/mean_iou"))
   loss = line_plot({"training loss": curves["train/loss"]}, "loss")
-  miou = line_plot({"training batches": curves["train/mean_iou"],
-                    split: curves[f"{split}/mean_iou"]}, "mIoU", y_range=(0.0, 1.0))
+  miou = line_plot(
+    {"training batches": curves["train/mean_iou"], split: curves[f"{split}/mean_iou"]},
+    "mIoU",
+    y_range=(0.0, 1.0),
+  )
   gap = np.full((loss.shape[0], 8, 3), 255, np.uint8)
   return np.concatenate([loss, gap, miou], axis=1)

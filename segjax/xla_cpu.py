@@ -16,6 +16,7 @@ setting there, when ``SEGJAX_XLA_CPU_DEFAULTS=1`` asks for XLA's defaults, and f
 outside those known to accept the flag (an unknown XLA flag aborts the process). GPU and TPU
 compilers do not use XLA's CPU options.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -35,8 +36,9 @@ def _release(version: str) -> tuple | None:
   return tuple(int(part) for part in match.groups()) if match else None
 
 
-def prefer_eigen_convolutions(environ: MutableMapping[str, str] = os.environ,
-                              jaxlib_version: str | None = None) -> bool:
+def prefer_eigen_convolutions(
+  environ: MutableMapping[str, str] = os.environ, jaxlib_version: str | None = None
+) -> bool:
   """Appends :data:`SETTING` to ``environ["XLA_FLAGS"]`` where it applies; True if it did."""
   flags = environ.get("XLA_FLAGS", "")
   if environ.get(OPT_OUT, "") not in ("", "0") or FLAG in flags:

@@ -1,4 +1,5 @@
 """Test set-up: 4 simulated CPU devices (before JAX starts) and shared tiny fixtures."""
+
 import os
 
 
@@ -32,8 +33,11 @@ import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The longest tests start first, so that the two xdist workers finish together.
-SLOW_FIRST = ("test_recipes.py", "test_multihost.py::test_two_processes",
-              "test_labelstudio.py::test_labelling_loop")
+SLOW_FIRST = (
+  "test_recipes.py",
+  "test_multihost.py::test_two_processes",
+  "test_labelstudio.py::test_labelling_loop",
+)
 
 
 def pytest_collection_modifyitems(items):
@@ -44,6 +48,7 @@ def load_config(name: str):
   """``get_config()`` of ``configs/<name>.py``; ``name:argument`` calls ``get_config(argument)``
   (`segjax.config_defaults.load_config`)."""
   from segjax import config_defaults  # pylint: disable=import-outside-toplevel
+
   name, _, argument = name.partition(":")
   return config_defaults.load_config(os.path.join(ROOT, "configs", f"{name}.py"), argument or None)
 
@@ -55,6 +60,7 @@ def records_of_mock_data(builder, split):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   from segjax.data import stream  # pylint: disable=import-outside-toplevel
+
   features = builder.info.features
   fill = tfds.testing.mocking.RandomFakeGenerator(features, 1)[0]
   directory = tempfile.mkdtemp(prefix="segjax-mock-records-")
@@ -88,12 +94,18 @@ def _fit_shapes(example: dict, features) -> dict:
   """Images of a mocked example resized (nearest) to the fixed shape its feature declares (a
   small fake Cityscapes scene to 1024x2048), so that tfds serializes it."""
   import cv2  # pylint: disable=import-outside-toplevel
+
   out = dict(example)
   for key, feature in features.items():
     shape = getattr(feature, "shape", None)
     value = out.get(key)
-    if (isinstance(value, np.ndarray) and shape and len(shape) == 3 and None not in shape
-        and value.shape != tuple(shape)):
+    if (
+      isinstance(value, np.ndarray)
+      and shape
+      and len(shape) == 3
+      and None not in shape
+      and value.shape != tuple(shape)
+    ):
       resized = cv2.resize(value, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
       out[key] = resized.reshape(shape).astype(value.dtype)
   return out
@@ -102,9 +114,18 @@ def _fit_shapes(example: dict, features) -> dict:
 def tiny_config(data_dir: str):
   """The quickstart config shrunk to seconds: 32x32 images, a 2-level UNet of width 4."""
   config = load_config("unet_shapes")
-  config.data.update(dict(data_dir=data_dir, image_size=32, num_train=24, num_validation=10,
-                          num_test=6, crop_size=(32, 32), max_things=3,
-                          train_pp="random_scale(0.75, 1.25)|random_crop(32)|flip_lr"))
+  config.data.update(
+    dict(
+      data_dir=data_dir,
+      image_size=32,
+      num_train=24,
+      num_validation=10,
+      num_test=6,
+      crop_size=(32, 32),
+      max_things=3,
+      train_pp="random_scale(0.75, 1.25)|random_crop(32)|flip_lr",
+    )
+  )
   config.model.update(dict(features=4, depth=2))
   config.eval_tta = ""  # the tests compare evaluation with single forward passes
   config.optimizer.warmup_steps = 1
@@ -131,14 +152,17 @@ def config(data_dir):
 def straight_run(data_dir, tmp_path_factory):
   """One uninterrupted tiny run shared by several tests: (config, workdir, final metrics)."""
   from segjax import train  # pylint: disable=import-outside-toplevel
+
   config = tiny_config(data_dir)
   workdir = str(tmp_path_factory.mktemp("straight") / "run")
   return config, workdir, train.train_and_evaluate(config, workdir).metrics
 
 
 DOCS = [os.path.join(ROOT, "README.md")] + sorted(
-    os.path.join(ROOT, "docs", name) for name in os.listdir(os.path.join(ROOT, "docs"))
-    if name.endswith(".md"))
+  os.path.join(ROOT, "docs", name)
+  for name in os.listdir(os.path.join(ROOT, "docs"))
+  if name.endswith(".md")
+)
 
 
 def documented_commands(path: str) -> list[list[str]]:
@@ -147,14 +171,16 @@ def documented_commands(path: str) -> list[list[str]]:
   joined) and its inline code, ``[optional]`` parts and ``# comments`` dropped."""
   import re  # pylint: disable=import-outside-toplevel
   import shlex  # pylint: disable=import-outside-toplevel
+
   with open(path) as f:
     text = f.read()
   lines = []
   for lang, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M):
     if lang != "python":
       lines += re.sub(r"\\\n\s*", " ", body).splitlines()
-  lines += re.findall(r"`([^`\n]*experiments/\w+\.py[^`\n]*)`",
-                      re.sub(r"^```.*?^```", "", text, flags=re.S | re.M))
+  lines += re.findall(
+    r"`([^`\n]*experiments/\w+\.py[^`\n]*)`", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+  )
   commands = []
   for line in lines:
     match = re.search(r"experiments/\w+\.py[^#\"]*", line)

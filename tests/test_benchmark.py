@@ -1,4 +1,5 @@
 """experiments/benchmark.py's library times the trainer's own compiled train step (not a copy)."""
+
 from segjax import benchmark
 from segjax import train
 
@@ -9,12 +10,15 @@ def test_models_section_times_the_trainers_train_step(tmp_path, monkeypatch):
   config = tiny_config(str(tmp_path))
   made = []
   original = train.Trainer.train_step
+
   def spy(self, *args, **kwargs):
     made.append(self)
     return original(self, *args, **kwargs)
+
   monkeypatch.setattr(train.Trainer, "train_step", spy)
-  rows = benchmark.models_section({"tiny": config}, benchmark.Timing(repeats=2, warmup=0),
-                                  batch_per_device=2)
+  rows = benchmark.models_section(
+    {"tiny": config}, benchmark.Timing(repeats=2, warmup=0), batch_per_device=2
+  )
   assert len(made) == 1  # the step compiled and timed is the one the trainer makes
   (row,) = rows
   assert row["config"] == "tiny" and row["params"] > 0 and row["batch_per_device"] == 2
@@ -26,6 +30,7 @@ def test_models_section_times_the_trainers_train_step(tmp_path, monkeypatch):
 
 def test_scaling_metrics_pipeline_and_inference_sections(tmp_path):
   import jax
+
   config = tiny_config(str(tmp_path))
   timing = benchmark.Timing(repeats=2, warmup=0)
   rows = benchmark.scaling_section(config, timing, batch_per_device=2)
@@ -35,8 +40,12 @@ def test_scaling_metrics_pipeline_and_inference_sections(tmp_path):
   assert [r["batch_per_device"] for r in rows] == [2] * len(rows)  # weak scaling
 
   rows = benchmark.metrics_section(timing, batch=1, size=(32, 64), features=4)
-  assert [r["what"] for r in rows] == ["eval forward (UNet, argmax)", "confusion matrix",
-                                       "forward + confusion matrix", "panoptic-quality sums"]
+  assert [r["what"] for r in rows] == [
+    "eval forward (UNet, argmax)",
+    "confusion matrix",
+    "forward + confusion matrix",
+    "panoptic-quality sums",
+  ]
   assert rows[0]["relative_to_forward"] == 1.0 and all(r["median_ms"] > 0 for r in rows)
 
   (row,) = benchmark.pipeline_section({"tiny": config}, timing, batches=3)

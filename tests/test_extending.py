@@ -1,6 +1,7 @@
 """docs/extending.md as a user runs it: its module and config written from the page, a training run
 with them in its own process (dataset, model, loss, op, optimizer, schedule and post-processor all
 named by the config), and each piece checked by value."""
+
 import json
 import os
 import re
@@ -38,6 +39,7 @@ def project(tmp_path_factory):
   (root / "my_project" / "__init__.py").write_text("")
   sys.path.insert(0, str(root))
   import my_project.extensions as extensions
+
   yield root, extensions
   sys.path.remove(str(root))
 
@@ -48,14 +50,27 @@ def test_the_page_trains_with_every_piece_named_in_its_config(project, tmp_path)
   workdir = tmp_path / "run"
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), ROOT])}
   result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments", "train.py"),
-       f"--config={root / 'my_project' / 'stripes_config.py'}", f"--workdir={workdir}",
-       f"--config.data.data_dir={tmp_path / 'tfds'}"],
-      capture_output=True, text=True, timeout=600, cwd=root, env=env)
+    [
+      sys.executable,
+      os.path.join(ROOT, "experiments", "train.py"),
+      f"--config={root / 'my_project' / 'stripes_config.py'}",
+      f"--workdir={workdir}",
+      f"--config.data.data_dir={tmp_path / 'tfds'}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    cwd=root,
+    env=env,
+  )
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   config = json.load(open(workdir / "config.json"))
-  assert (config["data"]["name"], config["model"]["name"], config["optimizer"]["name"],
-          config["optimizer"]["schedule"]) == ("stripes", "tiny_fcn", "lion", "linear")
+  assert (
+    config["data"]["name"],
+    config["model"]["name"],
+    config["optimizer"]["name"],
+    config["optimizer"]["schedule"],
+  ) == ("stripes", "tiny_fcn", "lion", "linear")
   final = json.load(open(workdir / "final_metrics.json"))["validation"]
   # 30 steps on stripes this easy find them (all background would score 0.38).
   assert final["mean_iou"] > 0.9, final
@@ -78,13 +93,18 @@ def test_each_piece_by_value(project, tmp_path):
   labels = jnp.array([[[0, 1, 255]]])
   fn = terms.make_terms("stripe_focused_ce(stripe_weight=3.0)")[0].loss
   nll0, nll1 = np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0))
-  np.testing.assert_allclose(fn(logits, labels, ignore_label=255), (nll0 + 3 * nll1) / 4,
-                             rtol=1e-6)
+  np.testing.assert_allclose(fn(logits, labels, ignore_label=255), (nll0 + 3 * nll1) / 4, rtol=1e-6)
 
   # Preprocessing op: probability 1 inverts the image and leaves the labels.
-  descriptor = DatasetDescriptor(name="d", class_names=("a", "b"), colormap=((0, 0, 0),) * 2,
-                                 stuff_classes=(0, 1), thing_classes=(), ignore_label=255,
-                                 label_divisor=1000)
+  descriptor = DatasetDescriptor(
+    name="d",
+    class_names=("a", "b"),
+    colormap=((0, 0, 0),) * 2,
+    stuff_classes=(0, 1),
+    thing_classes=(),
+    ignore_label=255,
+    label_divisor=1000,
+  )
   op = ops.build("invert(1.0)", ops.Context(descriptor))
   image = tf.random.uniform((4, 4, 3), seed=1)
   out = op({"image": image, "semantic": tf.zeros((4, 4, 1), tf.int32)}, tf.constant([1, 2]))
@@ -98,13 +118,23 @@ def test_each_piece_by_value(project, tmp_path):
   np.testing.assert_array_equal(got["semantic"], [[[1, 0, 0]] * 3])
 
   # Optimizer and schedule: equal to optax's Lion over a linear decay.
-  opt_config = ml_collections.ConfigDict(dict(name="lion", schedule="linear", learning_rate=0.1,
-                                              warmup_steps=0, weight_decay=0.0, end_factor=0.0))
+  opt_config = ml_collections.ConfigDict(
+    dict(
+      name="lion",
+      schedule="linear",
+      learning_rate=0.1,
+      warmup_steps=0,
+      weight_decay=0.0,
+      end_factor=0.0,
+    )
+  )
   schedule = optim.make_schedule(opt_config, total_steps=10)
   np.testing.assert_allclose([schedule(0), schedule(5), schedule(10)], [0.1, 0.05, 0.0], atol=1e-7)
   params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, -0.25])}
-  tx, reference = optim.make_optimizer(opt_config, 10), optax.lion(optax.linear_schedule(0.1, 0, 10),
-                                                                    weight_decay=0.0)
+  tx, reference = (
+    optim.make_optimizer(opt_config, 10),
+    optax.lion(optax.linear_schedule(0.1, 0, 10), weight_decay=0.0),
+  )
   got, _ = tx.update(grads, tx.init(params), params)
   want, _ = reference.update(grads, reference.init(params), params)
   np.testing.assert_allclose(got["w"], want["w"])

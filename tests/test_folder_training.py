@@ -1,6 +1,7 @@
 """Folder datasets of every pixel format a user brings train, evaluate and predict: 8- and 16-bit,
 grey and colour, into 1- and 3-channel models, with each intensity normalisation (a few steps on
 files written here, through the trainer and the predictor users run)."""
+
 import itertools
 import json
 import os
@@ -11,19 +12,27 @@ import pytest
 from PIL import Image
 
 from segjax import predict
+from segjax import predict_files
+from segjax import pictures
 from segjax import runs
 from segjax import train
 from segjax.data import pipeline
 
 from conftest import load_config
 
-FORMATS = {"grey8": (np.uint8, 1), "rgb8": (np.uint8, 3), "grey16": (np.uint16, 1),
-           "rgb16": (np.uint16, 3)}
+FORMATS = {
+  "grey8": (np.uint8, 1),
+  "rgb8": (np.uint8, 3),
+  "grey16": (np.uint16, 1),
+  "rgb16": (np.uint16, 3),
+}
 NORMALISATIONS = ("mean_std", "minmax", "percentile")
 # Each format with each normalisation; the model's channels alternate so that every format and
 # every normalisation meets both 1- and 3-channel models.
-CASES = [(fmt, norm, (1, 3)[(i + j) % 2]) for (i, fmt), (j, norm) in
-         itertools.product(enumerate(FORMATS), enumerate(NORMALISATIONS))]
+CASES = [
+  (fmt, norm, (1, 3)[(i + j) % 2])
+  for (i, fmt), (j, norm) in itertools.product(enumerate(FORMATS), enumerate(NORMALISATIONS))
+]
 SIZE = (40, 48)
 
 
@@ -61,18 +70,36 @@ def folders(tmp_path_factory):
 @pytest.mark.parametrize("fmt,normalization,channels", CASES)
 def test_folder_trains_evaluates_and_predicts(folders, tmp_path, fmt, normalization, channels):
   config = load_config("unet_folder")
-  config.data.update(dict(
-      root=str(folders / fmt), data_dir=str(folders / "tfds"), channels=channels,
-      normalization=normalization, mean=(0.5,) * channels, std=(0.25,) * channels,
-      patch_size=(32, 32), patch_stride=(16, 16), crop_size=(32, 32)))
+  config.data.update(
+    dict(
+      root=str(folders / fmt),
+      data_dir=str(folders / "tfds"),
+      channels=channels,
+      normalization=normalization,
+      mean=(0.5,) * channels,
+      std=(0.25,) * channels,
+      patch_size=(32, 32),
+      patch_stride=(16, 16),
+      crop_size=(32, 32),
+    )
+  )
   config.model.update(dict(features=4, depth=2))
-  config.update(dict(num_devices=1, batch_size=2, eval_batch_size=1, num_train_steps=2,
-                     log_every_steps=1, checkpoint_every_steps=2))
+  config.update(
+    dict(
+      num_devices=1,
+      batch_size=2,
+      eval_batch_size=1,
+      num_train_steps=2,
+      log_every_steps=1,
+      checkpoint_every_steps=2,
+    )
+  )
   config.predict.num_images = 0
   # What the model sees: ``channels`` channels of the normalised frame (undoing mean/std): the
   # dtype's range for mean_std (the disc is drawn at 0.7 of it), stretched to [0, 1] otherwise.
-  ds, _ = pipeline.eval_dataset(pipeline.get_source(config.data), config.data,
-                                config.eval_splits[0], local_batch_size=1)
+  ds, _ = pipeline.eval_dataset(
+    pipeline.get_source(config.data), config.data, config.eval_splits[0], local_batch_size=1
+  )
   unit = next(pipeline.as_numpy(ds))["image"][0] * 0.25 + 0.5
   assert unit.shape == (*SIZE, channels)
   low, high = float(unit.min()), float(unit.max())
@@ -90,7 +117,7 @@ def test_folder_trains_evaluates_and_predicts(folders, tmp_path, fmt, normalizat
   assert run.config.data.normalization == normalization
   predictor = predict.Predictor(run)
   images = predict.list_inputs(str(folders / fmt / "val" / "images"))
-  rows = predict.predict_files(predictor, images, str(tmp_path / "labels"))
+  rows = predict_files.predict_files(predictor, images, str(tmp_path / "labels"))
   assert len(rows) == 1
   mask = np.asarray(Image.open(tmp_path / "labels" / "masks" / "val0.png"))  # palette indices
   assert mask.shape == SIZE and set(np.unique(mask)) <= {0, 1}
@@ -104,6 +131,7 @@ def test_a_folder_of_mixed_image_sizes_trains_evaluates_draws_and_predicts(tmp_p
   and predicted files are at each image's own size."""
   from segjax import evaluation
   from segjax import visualize
+
   rng = np.random.default_rng(1)
   root = tmp_path / "data"
   val_sizes = [(36, 44), (40, 52), (36, 44), (45, 38), (40, 52)]
@@ -114,14 +142,34 @@ def test_a_folder_of_mixed_image_sizes_trains_evaluates_draws_and_predicts(tmp_p
       mask = np.zeros(size, np.uint8)
       cv2.circle(mask, (int(rng.integers(10, 28)), int(rng.integers(10, 26))), 8, 1, -1)
       cv2.rectangle(mask, (size[1] - 14, size[0] - 12), (size[1] - 3, size[0] - 3), 2, -1)
-      image = (4000 + 20000.0 * (mask > 0) + 9000.0 * (mask == 2) + rng.normal(0, 800, size)).clip(0, 65535).astype(np.uint16)
+      image = (
+        (4000 + 20000.0 * (mask > 0) + 9000.0 * (mask == 2) + rng.normal(0, 800, size))
+        .clip(0, 65535)
+        .astype(np.uint16)
+      )
       assert cv2.imwrite(str(root / split / "images" / f"{split}{i}.tif"), image)
       assert cv2.imwrite(str(root / split / "masks" / f"{split}{i}.png"), mask)
-  (root / "classes.json").write_text(json.dumps({"classes": [
-      {"id": 0, "name": "background"}, {"id": 1, "name": "cell"}, {"id": 2, "name": "debris"}]}))
+  (root / "classes.json").write_text(
+    json.dumps(
+      {
+        "classes": [
+          {"id": 0, "name": "background"},
+          {"id": 1, "name": "cell"},
+          {"id": 2, "name": "debris"},
+        ]
+      }
+    )
+  )
   config = load_config("unet_folder")
-  config.data.update(dict(root=str(root), data_dir=str(tmp_path / "tfds"),
-                          patch_size=(32, 32), patch_stride=(16, 16), crop_size=(32, 32)))
+  config.data.update(
+    dict(
+      root=str(root),
+      data_dir=str(tmp_path / "tfds"),
+      patch_size=(32, 32),
+      patch_stride=(16, 16),
+      crop_size=(32, 32),
+    )
+  )
   config.model.update(dict(features=4, depth=2))
   config.update(dict(num_train_steps=6, log_every_steps=3, checkpoint_every_steps=6))
   config.predict.update(dict(num_images=5))
@@ -132,7 +180,8 @@ def test_a_folder_of_mixed_image_sizes_trains_evaluates_draws_and_predicts(tmp_p
   one = config.copy_and_resolve_references()
   one.update(dict(eval_batch_size=1, num_devices=1))
   np.testing.assert_array_equal(
-      evaluation.evaluate_run(workdir, one)["validation"]["confusion_matrix"], confusion)
+    evaluation.evaluate_run(workdir, one)["validation"]["confusion_matrix"], confusion
+  )
   padded = {}
   for batch, devices in ((1, 1), (4, 0)):  # each image padded alone: batching changes nothing
     settings = config.copy_and_resolve_references()
@@ -143,18 +192,23 @@ def test_a_folder_of_mixed_image_sizes_trains_evaluates_draws_and_predicts(tmp_p
   assert np.sum(padded[1]) == confusion.sum()  # the padding is counted nowhere
   drawn = []
   original = visualize.side_by_side
-  monkeypatch.setattr(visualize, "side_by_side", lambda image, prediction, descriptor, label,
-                      **kw: drawn.append((image.shape[:2], prediction.shape, label.shape)) or
-                      original(image, prediction, descriptor, label, **kw))
+  monkeypatch.setattr(
+    visualize,
+    "side_by_side",
+    lambda image, prediction, descriptor, label, **kw: (
+      drawn.append((image.shape[:2], prediction.shape, label.shape))
+      or original(image, prediction, descriptor, label, **kw)
+    ),
+  )
   run = runs.load(workdir)
   settings = runs.with_run_model(run, config)
   settings.data.eval_pad_to = (64, 64)
   predictor = predict.Predictor(run, settings)
-  paths = predict.draw_split(predictor, pipeline.get_source(settings.data), str(tmp_path / "pics"))
+  paths = pictures.draw_split(predictor, pipeline.get_source(settings.data), str(tmp_path / "pics"))
   assert len(paths) == 5 and all(os.path.exists(p) for p in paths)
   assert sorted(d[0] for d in drawn) == sorted(val_sizes)
   assert all(a == b == c for a, b, c in drawn)
   images = predict.list_inputs(str(root / "val" / "images"))
-  predict.predict_files(predictor, images, str(tmp_path / "labels"))
+  predict_files.predict_files(predictor, images, str(tmp_path / "labels"))
   for i, size in enumerate(val_sizes):
     assert np.asarray(Image.open(tmp_path / "labels" / "masks" / f"val{i}.png")).shape == size

@@ -3,6 +3,7 @@ huggingface_hub's layout (``models--owner--name/{refs,snapshots}``) and read off
 transformers fixtures (checkpoint names and transformers 5's in-memory names) and a timm-style
 ResNet, by `from_pretrained`, `from_transformers`, `from_torchvision` and
 ``config.model.pretrained``; pinned revisions; what a run records; errors that name the repository."""
+
 import hashlib
 import json
 import os
@@ -51,6 +52,7 @@ def hub_cache(tmp_path, monkeypatch):
   """An offline hub cache holding nvidia/segformer-tiny (main: the checkpoint; tag "memory" at
   another commit: transformers 5's in-memory state dict) and timm/resnet18.tiny."""
   from huggingface_hub import constants  # pylint: disable=import-outside-toplevel
+
   cache = tmp_path / "hf" / "hub"
   cache.mkdir(parents=True)
   monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -58,21 +60,37 @@ def hub_cache(tmp_path, monkeypatch):
   monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
   monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
   config = os.path.join(SEGFORMER, "config.json")
-  write_repo(cache, "nvidia/segformer-tiny", MAIN,
-             {"config.json": config, "model.safetensors": os.path.join(SEGFORMER,
-                                                                       "model.safetensors")})
-  write_repo(cache, "nvidia/segformer-tiny", PINNED,
-             {"config.json": config,
-              "model.safetensors": os.path.join(FIXTURES, "segformer_tiny_state_dict.safetensors")},
-             refs=("memory",))
+  write_repo(
+    cache,
+    "nvidia/segformer-tiny",
+    MAIN,
+    {"config.json": config, "model.safetensors": os.path.join(SEGFORMER, "model.safetensors")},
+  )
+  write_repo(
+    cache,
+    "nvidia/segformer-tiny",
+    PINNED,
+    {
+      "config.json": config,
+      "model.safetensors": os.path.join(FIXTURES, "segformer_tiny_state_dict.safetensors"),
+    },
+    refs=("memory",),
+  )
   from test_pretrained import torchvision_resnet_state_dict  # pylint: disable=import-outside-toplevel
+
   state = torchvision_resnet_state_dict(18, np.random.default_rng(7))
   state = {k: np.asarray(v) for k, v in state.items() if "num_batches_tracked" not in k}
   weights = tmp_path / "resnet18.safetensors"
   save_file(state, str(weights))
-  write_repo(cache, "timm/resnet18.tiny", MAIN,
-             {"config.json": {"architecture": "resnet18", "num_classes": 1000},
-              "model.safetensors": str(weights)})
+  write_repo(
+    cache,
+    "timm/resnet18.tiny",
+    MAIN,
+    {
+      "config.json": {"architecture": "resnet18", "num_classes": 1000},
+      "model.safetensors": str(weights),
+    },
+  )
   return cache, state
 
 
@@ -84,11 +102,15 @@ def segformer_logits(model, variables):
 
 @pytest.mark.slow
 def test_from_pretrained_by_hub_name_equals_transformers_logits_at_main_and_a_pinned_revision(
-    hub_cache):
+  hub_cache,
+):
   """main holds the checkpoint's key names, the tag "memory" (another commit) transformers 5's
   in-memory names (segformer.stages.N...): both give transformers' logits."""
-  for name in ("hf-hub:nvidia/segformer-tiny", "hf-hub:nvidia/segformer-tiny@memory",
-               f"hf-hub:nvidia/segformer-tiny@{PINNED}"):
+  for name in (
+    "hf-hub:nvidia/segformer-tiny",
+    "hf-hub:nvidia/segformer-tiny@memory",
+    f"hf-hub:nvidia/segformer-tiny@{PINNED}",
+  ):
     model, variables = models.from_pretrained(name)
     assert model.num_heads == (1, 2, 3, 4)  # from the repository's config.json
     logits, io = segformer_logits(model, variables)
@@ -105,75 +127,119 @@ def test_from_pretrained_by_hub_name_equals_transformers_logits_at_main_and_a_pi
 
 def test_timm_resnet_by_hub_name_in_from_pretrained_and_from_torchvision(hub_cache):
   _, state = hub_cache
-  for model, variables in (models.from_pretrained("hf-hub:timm/resnet18.tiny"),
-                           models.from_torchvision("resnet18", "hf-hub:timm/resnet18.tiny")):
+  for model, variables in (
+    models.from_pretrained("hf-hub:timm/resnet18.tiny"),
+    models.from_torchvision("resnet18", "hf-hub:timm/resnet18.tiny"),
+  ):
     assert model.depth == 18
-    np.testing.assert_array_equal(variables["params"]["layer2"]["0"]["conv1"]["kernel"],
-                                  state["layer2.0.conv1.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(variables["batch_stats"]["bn1"]["var"],
-                                  state["bn1.running_var"])
+    np.testing.assert_array_equal(
+      variables["params"]["layer2"]["0"]["conv1"]["kernel"],
+      state["layer2.0.conv1.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(variables["batch_stats"]["bn1"]["var"], state["bn1.running_var"])
 
 
 @pytest.mark.slow
 def test_config_model_pretrained_hub_name_loads_the_backbone_and_the_run_records_it(
-    hub_cache, data_dir, tmp_path, monkeypatch):
+  hub_cache, data_dir, tmp_path, monkeypatch
+):
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+
   _, state = hub_cache
   config = tiny_config(data_dir)
-  config.model = ml_collections.ConfigDict(dict(
-      name="deeplabv3plus", backbone="resnet18", aspp_features=8, decoder_features=8,
-      low_level_features=8, dtype="float32", pretrained=f"hf-hub:timm/resnet18.tiny@{MAIN}"))
+  config.model = ml_collections.ConfigDict(
+    dict(
+      name="deeplabv3plus",
+      backbone="resnet18",
+      aspp_features=8,
+      decoder_features=8,
+      low_level_features=8,
+      dtype="float32",
+      pretrained=f"hf-hub:timm/resnet18.tiny@{MAIN}",
+    )
+  )
   trainer = train.setup(config)
   backbone = jax.device_get(trainer.state.params["backbone"])
-  np.testing.assert_array_equal(backbone["conv1"]["kernel"],
-                                state["conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+    backbone["conv1"]["kernel"], state["conv1.weight"].transpose(2, 3, 1, 0)
+  )
   snapshot = hub_cache[0] / "models--timm--resnet18.tiny" / "snapshots" / MAIN
   assert trainer.pretrained == {
-      "name": f"hf-hub:timm/resnet18.tiny@{MAIN}", "repo_id": "timm/resnet18.tiny",
-      "revision": MAIN, "files": ["model.safetensors"],
-      "sha256": sha256(snapshot / "model.safetensors")}
+    "name": f"hf-hub:timm/resnet18.tiny@{MAIN}",
+    "repo_id": "timm/resnet18.tiny",
+    "revision": MAIN,
+    "files": ["model.safetensors"],
+    "sha256": sha256(snapshot / "model.safetensors"),
+  }
   runs.write(str(tmp_path), config, trainer.descriptor, pretrained=trainer.pretrained)
   with open(tmp_path / runs.PRETRAINED_FILE, encoding="utf-8") as f:
     assert json.load(f) == trainer.pretrained
 
 
 def test_hub_errors_name_the_repository_revision_and_file(hub_cache):
-  with pytest.raises(FileNotFoundError, match=r"hf-hub:nvidia/absent: revision main of "
-                                              r"nvidia/absent is not in the hub cache .* "
-                                              r"HF_HUB_OFFLINE=1"):
+  with pytest.raises(
+    FileNotFoundError,
+    match=r"hf-hub:nvidia/absent: revision main of "
+    r"nvidia/absent is not in the hub cache .* "
+    r"HF_HUB_OFFLINE=1",
+  ):
     models.from_pretrained("hf-hub:nvidia/absent")
   with pytest.raises(FileNotFoundError, match="revision v9 of nvidia/segformer-tiny"):
     hub.resolve("hf-hub:nvidia/segformer-tiny@v9")
   with pytest.raises(ValueError, match=r"'hf-hub:segformer': the repository must be owner/name"):
     hub.resolve("hf-hub:segformer")
   write_repo(hub_cache[0], "someone/no-weights", MAIN, {"config.json": {"architecture": "x"}})
-  with pytest.raises(FileNotFoundError, match="no-weights: the repository has none of "
-                                              "model.safetensors"):
+  with pytest.raises(
+    FileNotFoundError, match="no-weights: the repository has none of model.safetensors"
+  ):
     hub.resolve("hf-hub:someone/no-weights")
-  write_repo(hub_cache[0], "someone/vit", MAIN,
-             {"config.json": {"architecture": "vit_base_patch16_224"},
-              "model.safetensors": os.path.join(SEGFORMER, "model.safetensors")})
+  write_repo(
+    hub_cache[0],
+    "someone/vit",
+    MAIN,
+    {
+      "config.json": {"architecture": "vit_base_patch16_224"},
+      "model.safetensors": os.path.join(SEGFORMER, "model.safetensors"),
+    },
+  )
   with pytest.raises(ValueError, match="someone/vit: config.json names 'vit_base_patch16_224'"):
     models.from_pretrained("hf-hub:someone/vit")
 
 
 def test_the_environment_variables_choose_the_cache_and_offline_mode(hub_cache, tmp_path):
   """HF_HOME and HF_HUB_OFFLINE as a user sets them, read by huggingface_hub at start-up."""
-  script = ("import json; from segjax.models import hub; "
-            "print(json.dumps(hub.resolve('hf-hub:nvidia/segformer-tiny@memory').record()))")
-  env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
-         "JAX_PLATFORMS": "cpu"}
+  script = (
+    "import json; from segjax.models import hub; "
+    "print(json.dumps(hub.resolve('hf-hub:nvidia/segformer-tiny@memory').record()))"
+  )
+  env = {
+    **os.environ,
+    "HF_HOME": str(tmp_path / "hf"),
+    "HF_HUB_OFFLINE": "1",
+    "JAX_PLATFORMS": "cpu",
+  }
   env.pop("HF_HUB_CACHE", None)
-  out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
-                       text=True, check=True, timeout=300)
+  out = subprocess.run(
+    [sys.executable, "-c", script],
+    env=env,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=True,
+    timeout=300,
+  )
   record = json.loads(out.stdout.strip().splitlines()[-1])
   assert record["revision"] == PINNED and record["files"] == ["model.safetensors"]
 
 
 def test_mask2former_by_hub_name_equals_the_checkpoint_directory(hub_cache):
   directory = os.path.join(FIXTURES, "mask2former_tiny")
-  write_repo(hub_cache[0], "facebook/mask2former-tiny", MAIN,
-             {name: os.path.join(directory, name) for name in os.listdir(directory)})
+  write_repo(
+    hub_cache[0],
+    "facebook/mask2former-tiny",
+    MAIN,
+    {name: os.path.join(directory, name) for name in os.listdir(directory)},
+  )
   _, by_name = models.from_pretrained("hf-hub:facebook/mask2former-tiny")
   _, by_path = models.from_transformers("mask2former", directory)
   jax.tree.map(np.testing.assert_array_equal, by_name, by_path)

@@ -1,5 +1,6 @@
 """Label Studio: brush RLE against label-studio-sdk, labelling configs, annotations painted by hand,
 exports that train as they are, and the whole labelling loop against a real Label Studio."""
+
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from segjax import export
+from segjax import prelabels
 from segjax.data import folder
 from segjax.data.descriptor import DatasetDescriptor
 from segjax.data.shapes import DESCRIPTOR, render_scene
@@ -26,9 +27,15 @@ from segjax.labelstudio import tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Two stuff classes (one of them background) and a thing class.
-CELLS = DatasetDescriptor(name="cells", class_names=("background", "membrane", 'cell "B"<1>'),
-                          colormap=((0, 0, 0), (255, 0, 0), (0, 128, 255)), stuff_classes=(0, 1),
-                          thing_classes=(2,), ignore_label=255, label_divisor=1000)
+CELLS = DatasetDescriptor(
+  name="cells",
+  class_names=("background", "membrane", 'cell "B"<1>'),
+  colormap=((0, 0, 0), (255, 0, 0), (0, 128, 255)),
+  stuff_classes=(0, 1),
+  thing_classes=(2,),
+  ignore_label=255,
+  label_divisor=1000,
+)
 
 
 @pytest.fixture(scope="session")
@@ -45,19 +52,34 @@ def rle_cases():
   holed[15:25, 15:30] = False
   single = np.zeros((9, 11), bool)
   single[4, 6] = True
-  return {"random_half": rng.random((37, 53)) < 0.5, "random_sparse": rng.random((64, 64)) < 0.03,
-          "holed": holed, "single_pixel": single, "empty": np.zeros((5, 7), bool),
-          "full_long_runs": np.ones((300, 300), bool),  # one run of 360,000 > 2^16 values
-          "one_by_one": np.ones((1, 1), bool)}
+  return {
+    "random_half": rng.random((37, 53)) < 0.5,
+    "random_sparse": rng.random((64, 64)) < 0.03,
+    "holed": holed,
+    "single_pixel": single,
+    "empty": np.zeros((5, 7), bool),
+    "full_long_runs": np.ones((300, 300), bool),  # one run of 360,000 > 2^16 values
+    "one_by_one": np.ones((1, 1), bool),
+  }
 
 
 def test_rle_equals_label_studio_sdk_both_ways(label_studio_python, tmp_path):
   cases = rle_cases()
   mine = {name: rle.encode(mask) for name, mask in cases.items()}
-  np.savez(tmp_path / "in.npz", **{f"mask_{n}": m.astype(np.uint8) for n, m in cases.items()},
-           **{f"rle_{n}": np.asarray(r, np.uint8) for n, r in mine.items()})
-  subprocess.run([label_studio_python, os.path.join(ROOT, "tools", "label_studio_reference.py"),
-                  str(tmp_path / "in.npz"), str(tmp_path / "out.npz")], check=True)
+  np.savez(
+    tmp_path / "in.npz",
+    **{f"mask_{n}": m.astype(np.uint8) for n, m in cases.items()},
+    **{f"rle_{n}": np.asarray(r, np.uint8) for n, r in mine.items()},
+  )
+  subprocess.run(
+    [
+      label_studio_python,
+      os.path.join(ROOT, "tools", "label_studio_reference.py"),
+      str(tmp_path / "in.npz"),
+      str(tmp_path / "out.npz"),
+    ],
+    check=True,
+  )
   sdk = np.load(tmp_path / "out.npz")
   for name, mask in cases.items():
     assert mine[name] == sdk[f"sdk_rle_{name}"].tolist(), name  # the same bytes as mask2rle
@@ -67,9 +89,11 @@ def test_rle_equals_label_studio_sdk_both_ways(label_studio_python, tmp_path):
 
 def test_rle_hand_computed_and_errors():
   # 1x1 inside pixel: 4 values of 255 = one repeated run of length 4 (field 0, 3 bits: 011).
-  bits = f"{4:032b}" + "00111" + "0010" "0011" "0111" "1111" + "1" "00" "011" + "11111111"
+  bits = f"{4:032b}" + "00111" + "0010001101111111" + "100011" + "11111111"
   bits += "0" * (8 - len(bits) % 8)
-  assert rle.encode(np.ones((1, 1), bool)) == [int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)]
+  assert rle.encode(np.ones((1, 1), bool)) == [
+    int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)
+  ]
   code = rle.encode(np.ones((3, 3), bool))
   with pytest.raises(ValueError, match="not 2 x 5 x 4"):
     rle.decode(code, 2, 5)
@@ -85,12 +109,20 @@ def test_labelling_config_lists_the_classes_and_polygons_for_things():
   brush, polygon = view.find("BrushLabels"), view.find("PolygonLabels")
   assert brush.get("toName") == view.find("Image").get("name") == "image"
   assert [(l.get("value"), l.get("background")) for l in brush] == [
-      ("membrane", "#ff0000"), ('cell "B"<1>', "#0080ff")]  # background is what is left unpainted
+    ("membrane", "#ff0000"),
+    ('cell "B"<1>', "#0080ff"),
+  ]  # background is what is left unpainted
   assert [l.get("value") for l in polygon] == ['cell "B"<1>']
   assert ET.fromstring(tasks.labelling_config(DESCRIPTOR)).find("PolygonLabels") is not None
-  stuff_only = DatasetDescriptor(name="s", class_names=("a", "b"), colormap=((1, 2, 3), (4, 5, 6)),
-                                 stuff_classes=(0, 1), thing_classes=(), ignore_label=255,
-                                 label_divisor=1000)
+  stuff_only = DatasetDescriptor(
+    name="s",
+    class_names=("a", "b"),
+    colormap=((1, 2, 3), (4, 5, 6)),
+    stuff_classes=(0, 1),
+    thing_classes=(),
+    ignore_label=255,
+    label_divisor=1000,
+  )
   assert ET.fromstring(tasks.labelling_config(stuff_only)).find("PolygonLabels") is None
 
 
@@ -104,8 +136,11 @@ def test_prediction_regions_read_back_to_the_same_labels():
   probs = np.full((12, 10, 3), 0.1)
   probs[..., 1] = np.where(labels == 1, 0.75, 0.1)
   result = tasks.prediction_result(labels, instance, CELLS, probs, scores={(2, 2): 0.3})
-  assert [r["value"]["brushlabels"] for r in result] == [["membrane"], ['cell "B"<1>'],
-                                                         ['cell "B"<1>']]  # no background region
+  assert [r["value"]["brushlabels"] for r in result] == [
+    ["membrane"],
+    ['cell "B"<1>'],
+    ['cell "B"<1>'],
+  ]  # no background region
   assert [r.get("score") for r in result] == [pytest.approx(0.75), pytest.approx(0.1), 0.3]
   semantic, painted = tasks.annotation_labels(result, CELLS, 12, 10)
   np.testing.assert_array_equal(semantic, labels)
@@ -117,11 +152,18 @@ def test_annotation_painted_by_hand():
   pixels are background (or, without a background class, the ignore label)."""
   membrane = np.zeros((6, 8), bool)
   membrane[:, :3] = True
-  polygon = {"type": "polygonlabels", "original_width": 8, "original_height": 6,
-             "value": {"points": [[25, 0], [75, 0], [75, 50], [25, 50]],
-                       "polygonlabels": ['cell "B"<1>']}}
-  brush = {"type": "brushlabels", "original_width": 8, "original_height": 6,
-           "value": {"format": "rle", "rle": rle.encode(membrane), "brushlabels": ["membrane"]}}
+  polygon = {
+    "type": "polygonlabels",
+    "original_width": 8,
+    "original_height": 6,
+    "value": {"points": [[25, 0], [75, 0], [75, 50], [25, 50]], "polygonlabels": ['cell "B"<1>']},
+  }
+  brush = {
+    "type": "brushlabels",
+    "original_width": 8,
+    "original_height": 6,
+    "value": {"format": "rle", "rle": rle.encode(membrane), "brushlabels": ["membrane"]},
+  }
   choice = {"type": "choices", "value": {"choices": ["blurry"]}}
   semantic, instance = tasks.annotation_labels([brush, polygon, choice], CELLS, 6, 8)
   expected = np.zeros((6, 8), np.int32)
@@ -139,8 +181,13 @@ def test_annotation_painted_by_hand():
 
 
 def test_annotation_errors_name_the_annotation():
-  brush = {"id": "r1", "type": "brushlabels", "original_width": 8, "original_height": 6,
-           "value": {"format": "rle", "rle": rle.encode(np.ones((6, 8))), "brushlabels": ["nuclei"]}}
+  brush = {
+    "id": "r1",
+    "type": "brushlabels",
+    "original_width": 8,
+    "original_height": 6,
+    "value": {"format": "rle", "rle": rle.encode(np.ones((6, 8))), "brushlabels": ["nuclei"]},
+  }
   with pytest.raises(ValueError, match=r"task 7, annotation 3: label 'nuclei' is not a class"):
     tasks.annotation_labels([brush], CELLS, 6, 8, where="task 7, annotation 3")
   with pytest.raises(ValueError, match="region r1 is drawn on a 8x6 image, but the image is 8x5"):
@@ -148,11 +195,18 @@ def test_annotation_errors_name_the_annotation():
 
 
 def test_chosen_annotation_latest_or_by_annotator_never_cancelled():
-  item = {"annotations": [
+  item = {
+    "annotations": [
       {"id": 1, "completed_by": 1, "updated_at": "2026-12-01T10:00:00Z"},
-      {"id": 2, "completed_by": {"id": 2, "email": "b@x.org"}, "updated_at": "2026-12-01T12:00:00Z"},
+      {
+        "id": 2,
+        "completed_by": {"id": 2, "email": "b@x.org"},
+        "updated_at": "2026-12-01T12:00:00Z",
+      },
       {"id": 3, "completed_by": 1, "updated_at": "2026-12-01T11:00:00Z"},
-      {"id": 4, "completed_by": 1, "updated_at": "2026-12-01T13:00:00Z", "was_cancelled": True}]}
+      {"id": 4, "completed_by": 1, "updated_at": "2026-12-01T13:00:00Z", "was_cancelled": True},
+    ]
+  }
   assert tasks.chosen_annotation(item)["id"] == 2
   assert tasks.chosen_annotation(item, annotator=1)["id"] == 3
   assert tasks.chosen_annotation(item, annotator="b@x.org")["id"] == 2
@@ -175,17 +229,30 @@ def test_export_to_folder_reads_back_as_a_folder_dataset(tmp_path):
   truth = write_scenes(tmp_path / "images", 3)
   items = []
   for number, (stem, (semantic, instance)) in enumerate(truth.items(), start=1):
-    stale = {"id": 1, "completed_by": 1, "updated_at": "2026-12-01T09:00:00Z",
-             "result": tasks.prediction_result(np.zeros_like(semantic), None, DESCRIPTOR)}
-    latest = {"id": 2, "completed_by": 1, "updated_at": "2026-12-01T10:00:00Z",
-              "result": tasks.prediction_result(semantic, instance, DESCRIPTOR)}
-    items.append({"id": number, "data": {"image": f"/data/local-files/?d=images/{stem}.png"},
-                  "annotations": [latest, stale]})
-  items.append({"id": 9, "data": {"image": "/data/local-files/?d=images/none.png"},
-                "annotations": []})  # not annotated: left out, never fetched
+    stale = {
+      "id": 1,
+      "completed_by": 1,
+      "updated_at": "2026-12-01T09:00:00Z",
+      "result": tasks.prediction_result(np.zeros_like(semantic), None, DESCRIPTOR),
+    }
+    latest = {
+      "id": 2,
+      "completed_by": 1,
+      "updated_at": "2026-12-01T10:00:00Z",
+      "result": tasks.prediction_result(semantic, instance, DESCRIPTOR),
+    }
+    items.append(
+      {
+        "id": number,
+        "data": {"image": f"/data/local-files/?d=images/{stem}.png"},
+        "annotations": [latest, stale],
+      }
+    )
+  items.append(
+    {"id": 9, "data": {"image": "/data/local-files/?d=images/none.png"}, "annotations": []}
+  )  # not annotated: left out, never fetched
   images = tasks.TaskImages(str(tmp_path / "cache"), document_root=str(tmp_path))
-  written = tasks.export_to_folder(items, str(tmp_path / "data" / "train"), DESCRIPTOR,
-                                   images.path)
+  written = tasks.export_to_folder(items, str(tmp_path / "data" / "train"), DESCRIPTOR, images.path)
   assert written == {"scene_0": 1, "scene_1": 2, "scene_2": 3}
   with open(tmp_path / "data" / "classes.json") as f:
     assert [c["name"] for c in json.load(f)["classes"]] == list(DESCRIPTOR.class_names)
@@ -194,8 +261,9 @@ def test_export_to_folder_reads_back_as_a_folder_dataset(tmp_path):
   assert sorted(got) == sorted(truth)
   for stem, (semantic, instance) in truth.items():
     np.testing.assert_array_equal(got[stem]["semantic"][..., 0], semantic)
-    pairs = set(zip(instance[instance > 0].tolist(),
-                    got[stem]["instance"][..., 0][instance > 0].tolist()))
+    pairs = set(
+      zip(instance[instance > 0].tolist(), got[stem]["instance"][..., 0][instance > 0].tolist())
+    )
     assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
 
 
@@ -204,19 +272,25 @@ def test_init_from_starts_from_the_runs_variables(straight_run, tmp_path):
   from segjax import runs  # pylint: disable=import-outside-toplevel
   from segjax import train  # pylint: disable=import-outside-toplevel
   from segjax.labelstudio import backend  # pylint: disable=import-outside-toplevel
+
   config, workdir, _ = straight_run
   truth = write_scenes(tmp_path / "data" / "train" / "images", 2)
   for stem, (semantic, _) in truth.items():
-    export.write_indexed_png(export.output_path(str(tmp_path / "data" / "train"), "masks", stem,
-                                                ".png"), semantic, DESCRIPTOR.colormap)
-  tuned = backend.finetune_config(runs.read_config(workdir), str(tmp_path / "data"),
-                                  init_from=workdir, steps=7)
+    prelabels.write_indexed_png(
+      prelabels.output_path(str(tmp_path / "data" / "train"), "masks", stem, ".png"),
+      semantic,
+      DESCRIPTOR.colormap,
+    )
+  tuned = backend.finetune_config(
+    runs.read_config(workdir), str(tmp_path / "data"), init_from=workdir, steps=7
+  )
   assert (tuned.data.name, tuned.num_train_steps, tuned.eval_splits) == ("folder", 7, ())
   assert tuned.data.patch_size == tuned.data.crop_size == config.data.crop_size
   trainer = train.setup(tuned)
   trained = runs.load(workdir).variables
-  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(trainer.state.variables),
-                         jax.device_get(trained))
+  jax.tree_util.tree_map(
+    np.testing.assert_array_equal, jax.device_get(trainer.state.variables), jax.device_get(trained)
+  )
   assert int(trainer.state.step) == 0
   other = runs.config_from_dict(runs.config_to_dict(tuned))
   other.model.features = 8
@@ -230,10 +304,12 @@ def test_import_prelabels_then_export_annotations(straight_run, tmp_path):
   from segjax import predict  # pylint: disable=import-outside-toplevel
   from segjax import runs  # pylint: disable=import-outside-toplevel
   from segjax.labelstudio import session  # pylint: disable=import-outside-toplevel
+
   _, workdir, _ = straight_run
   truth = write_scenes(tmp_path / "served" / "images", 2)
-  count = session.import_prelabels(workdir, str(tmp_path / "served" / "images"),
-                                   str(tmp_path / "tasks.json"))
+  count = session.import_prelabels(
+    workdir, str(tmp_path / "served" / "images"), str(tmp_path / "tasks.json")
+  )
   with open(tmp_path / "tasks.json") as f:
     imported = json.load(f)
   assert count == len(imported) == 2
@@ -242,29 +318,34 @@ def test_import_prelabels_then_export_annotations(straight_run, tmp_path):
     assert item["data"]["image"].startswith("/data/local-files/?d=images/scene_")
     [prediction] = item.pop("predictions")
     stem = item["data"]["image"].rsplit("/", 1)[1][:-4]
-    expected, probs = predict.predict_file(predictor, str(tmp_path / "served" / "images" /
-                                                          f"{stem}.png"))
-    assert prediction["score"] == pytest.approx(1 - export.uncertainty(probs))
+    expected, probs = predict.predict_file(
+      predictor, str(tmp_path / "served" / "images" / f"{stem}.png")
+    )
+    assert prediction["score"] == pytest.approx(1 - prelabels.uncertainty(probs))
     item.update(id=number, annotations=[{"id": number, "result": prediction["result"]}])
     item["expected"] = expected["semantic"][0]
   with open(tmp_path / "export.json", "w") as f:
     json.dump([{k: v for k, v in item.items() if k != "expected"} for item in imported], f)
-  written = session.export_annotations(workdir, str(tmp_path / "DATA" / "train"),
-                                       path=str(tmp_path / "export.json"),
-                                       document_root=str(tmp_path / "served"))
+  written = session.export_annotations(
+    workdir,
+    str(tmp_path / "DATA" / "train"),
+    path=str(tmp_path / "export.json"),
+    document_root=str(tmp_path / "served"),
+  )
   assert sorted(written) == sorted(truth)
   for item in imported:
     stem = item["data"]["image"].rsplit("/", 1)[1][:-4]
     np.testing.assert_array_equal(
-        folder.read_mask(str(tmp_path / "DATA" / "train" / "masks" / f"{stem}.png")),
-        item["expected"])
+      folder.read_mask(str(tmp_path / "DATA" / "train" / "masks" / f"{stem}.png")), item["expected"]
+    )
   with pytest.raises(ValueError, match="either --input=export.json or --url"):
     session.export_annotations(workdir, str(tmp_path / "x"))
 
 
 def _post(url, payload):
-  request = urllib.request.Request(url, data=payload if isinstance(payload, bytes) else
-                                   json.dumps(payload).encode(), method="POST")
+  request = urllib.request.Request(
+    url, data=payload if isinstance(payload, bytes) else json.dumps(payload).encode(), method="POST"
+  )
   try:
     with urllib.request.urlopen(request, timeout=60) as response:
       return response.status, json.load(response)
@@ -276,6 +357,7 @@ def test_backend_protocol_in_process(straight_run, tmp_path):
   import threading  # pylint: disable=import-outside-toplevel
   from segjax import predict  # pylint: disable=import-outside-toplevel
   from segjax.labelstudio import backend  # pylint: disable=import-outside-toplevel
+
   _, trained_run, _ = straight_run
   workdir = str(tmp_path / "cells")
   shutil.copytree(trained_run, workdir)
@@ -285,18 +367,26 @@ def test_backend_protocol_in_process(straight_run, tmp_path):
   url = f"http://127.0.0.1:{http.server_address[1]}"
   threading.Thread(target=http.serve_forever, daemon=True).start()
   try:
-    assert _get(url + "/health") == {"status": "UP", "model_class": "segjax",
-                                     "model_version": "cells-v0"}
-    assert _post(url + "/setup", {"project": "1.1", "hostname": "http://127.0.0.1:1",
-                                  "access_token": "abc"}) == (200, {"model_version": "cells-v0"})
-    assert oct(os.stat(os.path.join(workdir, "labelstudio", "connection.json")).st_mode)[-3:] == "600"
+    assert _get(url + "/health") == {
+      "status": "UP",
+      "model_class": "segjax",
+      "model_version": "cells-v0",
+    }
+    assert _post(
+      url + "/setup", {"project": "1.1", "hostname": "http://127.0.0.1:1", "access_token": "abc"}
+    ) == (200, {"model_version": "cells-v0"})
+    assert (
+      oct(os.stat(os.path.join(workdir, "labelstudio", "connection.json")).st_mode)[-3:] == "600"
+    )
     assert _post(url + "/nothing", {})[0] == 404
     status, answer = _post(url + "/webhook", b"{not json")
     assert status == 400 and "not JSON" in answer["error"]
     status, answer = _post(url + "/webhook", {"action": "ANNOTATION_CREATED"})
     assert status == 400 and "without the 'task' and 'annotation'" in answer["error"]
-    tasks_ = [{"id": i, "data": {"image": f"/data/local-files/?d=images/{stem}.png"}}
-              for i, stem in enumerate(sorted(truth), start=1)]
+    tasks_ = [
+      {"id": i, "data": {"image": f"/data/local-files/?d=images/{stem}.png"}}
+      for i, stem in enumerate(sorted(truth), start=1)
+    ]
     status, answer = _post(url + "/predict", {"tasks": tasks_})
     assert status == 200 and len(answer["results"]) == 2
     predictor = predict.Predictor(served.served()[1].run)
@@ -306,8 +396,10 @@ def test_backend_protocol_in_process(straight_run, tmp_path):
       np.testing.assert_array_equal(got, expected["semantic"][0])
       assert result["model_version"] == "cells-v0" and 0 <= result["score"] <= 1
     annotation = {"id": 5, "result": tasks.prediction_result(*truth["scene_0"], DESCRIPTOR)}
-    assert _post(url + "/webhook", {"action": "ANNOTATION_CREATED", "task": tasks_[0],
-                                    "annotation": annotation})[1]["stored"]
+    assert _post(
+      url + "/webhook",
+      {"action": "ANNOTATION_CREATED", "task": tasks_[0], "annotation": annotation},
+    )[1]["stored"]
     [item] = served.annotated_tasks()
     assert item["id"] == 1 and item["annotations"] == [annotation]
     _post(url + "/webhook", {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 5}]})
@@ -332,10 +424,18 @@ def start_backend(workdir, port, log_path):
   PASSWORD (from the environment); returns the process and its /health."""
   log = open(log_path, "ab")  # pylint: disable=consider-using-with
   process = subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, "experiments", "label_studio_backend.py"),
-       f"--workdir={workdir}", f"--port={port}", "--steps=4"],
-      stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-      env=dict(os.environ, SEGJAX_BACKEND_USER=USER, SEGJAX_BACKEND_PASSWORD=PASSWORD))
+    [
+      sys.executable,
+      os.path.join(ROOT, "experiments", "label_studio_backend.py"),
+      f"--workdir={workdir}",
+      f"--port={port}",
+      "--steps=4",
+    ],
+    stdout=log,
+    stderr=subprocess.STDOUT,
+    cwd=ROOT,
+    env=dict(os.environ, SEGJAX_BACKEND_USER=USER, SEGJAX_BACKEND_PASSWORD=PASSWORD),
+  )
   deadline = time.time() + 180
   while time.time() < deadline:
     assert process.poll() is None, open(log_path).read()[-2000:]
@@ -354,6 +454,7 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
   after), Start Training fine-tunes a new version, which then serves."""
   from segjax import predict  # pylint: disable=import-outside-toplevel
   from segjax import runs  # pylint: disable=import-outside-toplevel
+
   del label_studio_python
   _, trained_run, _ = straight_run
   workdir = str(tmp_path / "run")
@@ -362,8 +463,9 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
   truth = write_scenes(images, 3)
   port, backend_port = server.free_port(), server.free_port()
   backend_url = f"http://127.0.0.1:{backend_port}"
-  studio = server.LabelStudio(str(tmp_path / "studio"), port=port,
-                              document_root=str(tmp_path / "served"))
+  studio = server.LabelStudio(
+    str(tmp_path / "studio"), port=port, document_root=str(tmp_path / "served")
+  )
   backend, processes = None, []
   try:
     studio.start()
@@ -373,8 +475,13 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
     run = runs.load(workdir)
     project = studio.create_project("cells", tasks.labelling_config(run.descriptor))
     studio.add_local_storage(project, images)
-    studio.import_tasks(project, [tasks.task(tasks.local_file_url(
-        os.path.join(images, f"{stem}.png"), studio.document_root)) for stem in truth])
+    studio.import_tasks(
+      project,
+      [
+        tasks.task(tasks.local_file_url(os.path.join(images, f"{stem}.png"), studio.document_root))
+        for stem in truth
+      ],
+    )
     ml = studio.connect_backend(project, backend_url, user=USER, password=PASSWORD)
     studio.retrieve_predictions(project)  # the backend fetches each image from Label Studio
 
@@ -387,7 +494,7 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
       expected, probs = predict.predict_file(predictor, os.path.join(images, f"{stem}.png"))
       got, _ = tasks.annotation_labels(prediction["result"], run.descriptor, 32, 32)
       np.testing.assert_array_equal(got, expected["semantic"][0])
-      assert prediction["score"] == pytest.approx(1 - export.uncertainty(probs), abs=1e-6)
+      assert prediction["score"] == pytest.approx(1 - prelabels.uncertainty(probs), abs=1e-6)
 
     # A person corrects the first image: its ground truth, drawn as brush regions.
     stem = sorted(truth)[0]
@@ -395,8 +502,9 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
     annotation = studio.annotate(items[stem]["id"], correction)  # returns after the webhook
     backend.send_signal(signal.SIGKILL)
     backend.wait()
-    stored = os.path.join(workdir, "labelstudio", "annotations",
-                          f"{items[stem]['id']}-{annotation['id']}.json")
+    stored = os.path.join(
+      workdir, "labelstudio", "annotations", f"{items[stem]['id']}-{annotation['id']}.json"
+    )
     with open(stored) as f:
       kept = json.load(f)
     semantic, _ = tasks.annotation_labels(kept["annotation"]["result"], run.descriptor, 32, 32)
@@ -415,10 +523,13 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
     assert [(v["version"], v["state"]) for v in versions] == [(0, "trained"), (1, "trained")]
     assert versions[1]["images"] == 1
     version_dir = os.path.join(workdir, "labelstudio", "versions", "v1")
-    assert sorted(os.listdir(os.path.join(version_dir, "data", "train", "masks"))) == [f"{stem}.png"]
+    assert sorted(os.listdir(os.path.join(version_dir, "data", "train", "masks"))) == [
+      f"{stem}.png"
+    ]
     np.testing.assert_array_equal(
-        folder.read_mask(os.path.join(version_dir, "data", "train", "masks", f"{stem}.png")),
-        truth[stem][0])
+      folder.read_mask(os.path.join(version_dir, "data", "train", "masks", f"{stem}.png")),
+      truth[stem][0],
+    )
     studio.retrieve_predictions(project)
     newest = studio.api("GET", f"/api/predictions?task={items[stem]['id']}")
     assert sorted(p["model_version"] for p in newest) == ["run-v0", "run-v1"]
@@ -438,20 +549,28 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
 
 def test_campaign_tiles_and_pixels_to_reach(tmp_path):
   from segjax.labelstudio import campaign  # pylint: disable=import-outside-toplevel
+
   image = np.arange(8 * 16, dtype=np.uint16).reshape(8, 16)
   instances = np.zeros((8, 16), np.uint16)
   instances[0:2, 0:2], instances[5:7, 9:11] = 7, 9
   tiles = campaign.write_tiles(str(tmp_path), image, instances, 4)
   assert sorted(os.path.basename(p) for p in tiles["pool"]) == [
-      "tile_0000_0000.tif", "tile_0000_0004.tif", "tile_0004_0000.tif", "tile_0004_0004.tif"]
+    "tile_0000_0000.tif",
+    "tile_0000_0004.tif",
+    "tile_0004_0000.tif",
+    "tile_0004_0004.tif",
+  ]
   assert len(tiles["held_out"]) == 4  # the right half's columns 8..15
   first = os.path.join(str(tmp_path), "pool", "tile_0000_0000.tif")
   np.testing.assert_array_equal(folder.read_image(first)[..., 0], image[:4, :4])
   assert tiles["pool"][first].max() == 1 and tiles["pool"][first][:2, :2].all()  # renumbered
   held = tiles["held_out"][os.path.join(str(tmp_path), "held_out", "tile_0004_0008.tif")]
   assert held.sum() == 4 and held[1:3, 1:3].all()
-  rows = [{"iou": 0.5, "pixels_corrected": 10}, {"iou": 0.72, "pixels_corrected": 25},
-          {"iou": 0.81, "pixels_corrected": 40}]
+  rows = [
+    {"iou": 0.5, "pixels_corrected": 10},
+    {"iou": 0.72, "pixels_corrected": 25},
+    {"iou": 0.81, "pixels_corrected": 40},
+  ]
   assert campaign.pixels_to_reach(rows, 0.7, "pixels_corrected") == 25
   assert campaign.pixels_to_reach(rows, 0.8, "pixels_corrected") == 40
   assert campaign.pixels_to_reach(rows, 0.9, "pixels_corrected") is None

@@ -1,7 +1,7 @@
 """The ML backend under load: 32 /predict requests at once (64×64 to 1024×1024 images) while an
 annotation arrives and a fine-tuning runs; every answer equals its model version's own
 prediction and nothing deadlocks."""
-import os
+
 import shutil
 import threading
 
@@ -23,6 +23,7 @@ def test_32_predictions_at_once_while_an_annotation_trains(straight_run, tmp_pat
   from segjax import predict  # pylint: disable=import-outside-toplevel
   from segjax import runs  # pylint: disable=import-outside-toplevel
   from segjax.data.shapes import render_scene  # pylint: disable=import-outside-toplevel
+
   _, trained_run, _ = straight_run
   workdir = str(tmp_path / "run")
   shutil.copytree(trained_run, workdir)
@@ -39,17 +40,29 @@ def test_32_predictions_at_once_while_an_annotation_trains(straight_run, tmp_pat
   threading.Thread(target=http.serve_forever, daemon=True).start()
   sides = [SIDES[i % len(SIDES)] for i in range(32)]
   try:
-    annotation = {"task": {"id": 900, "data": {"image": "/data/upload/scene_64.png"}},
-                  "annotation": {"id": 1, "result": tasks.prediction_result(
-                      *truth[64], served.predictor.descriptor)}}
-    out = load.run_load(url, [f"/data/upload/scene_{s}.png" for s in sides], CREDENTIALS,
-                        concurrency=32, annotation=annotation, train=True)
+    annotation = {
+      "task": {"id": 900, "data": {"image": "/data/upload/scene_64.png"}},
+      "annotation": {
+        "id": 1,
+        "result": tasks.prediction_result(*truth[64], served.predictor.descriptor),
+      },
+    }
+    out = load.run_load(
+      url,
+      [f"/data/upload/scene_{s}.png" for s in sides],
+      CREDENTIALS,
+      concurrency=32,
+      annotation=annotation,
+      train=True,
+    )
     assert out["webhook"] == (200, {"action": "ANNOTATION_CREATED", "stored": True})
     assert out["train"] == (200, {"training": "started"})
     served.wait_for_training(timeout=600)
     assert served._training is None, "the fine-tuning did not finish"
-    assert [(v["version"], v["state"]) for v in served.versions()] == [(0, "trained"),
-                                                                      (1, "trained")]
+    assert [(v["version"], v["state"]) for v in served.versions()] == [
+      (0, "trained"),
+      (1, "trained"),
+    ]
   finally:
     http.shutdown()
     http.server_close()
@@ -61,7 +74,8 @@ def test_32_predictions_at_once_while_an_annotation_trains(straight_run, tmp_pat
     version = result["model_version"]
     if (version, side) not in expected:
       expected[version, side] = predict.predict_file(
-          predictors[version], str(data / f"scene_{side}.png"))[0]["semantic"][0]
+        predictors[version], str(data / f"scene_{side}.png")
+      )[0]["semantic"][0]
     got, _ = tasks.annotation_labels(result["result"], served.predictor.descriptor, side, side)
     np.testing.assert_array_equal(got, expected[version, side])
   assert {v for v, _ in expected} <= {"run-v0", "run-v1"}

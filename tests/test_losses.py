@@ -8,7 +8,11 @@ from segjax import losses
 
 def _log_softmax(x):
   x = np.asarray(x, np.float64)
-  return x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(-1, keepdims=True)
+  return (
+    x
+    - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    - x.max(-1, keepdims=True)
+  )
 
 
 def _random_case(seed=0, shape=(2, 5, 4), num_classes=3, ignore_fraction=0.2):
@@ -54,12 +58,17 @@ def test_dice_and_jaccard_hand_computed_binary():
   logits = np.array([[[0.0, np.log(3.0)]]])
   labels = np.array([[[1, 0]]])
   tp, fp, fn = 0.5, 0.75, 0.5
-  np.testing.assert_allclose(losses.dice_loss(logits, labels, mode="binary"),
-                             1 - 2 * tp / (2 * tp + fp + fn), rtol=1e-6)
-  np.testing.assert_allclose(losses.jaccard_loss(logits, labels, mode="binary"),
-                             1 - tp / (tp + fp + fn), rtol=1e-6)
-  np.testing.assert_allclose(losses.tversky_loss(logits, labels, mode="binary", alpha=0.3, beta=0.7),
-                             1 - tp / (tp + 0.3 * fp + 0.7 * fn), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.dice_loss(logits, labels, mode="binary"), 1 - 2 * tp / (2 * tp + fp + fn), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    losses.jaccard_loss(logits, labels, mode="binary"), 1 - tp / (tp + fp + fn), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    losses.tversky_loss(logits, labels, mode="binary", alpha=0.3, beta=0.7),
+    1 - tp / (tp + 0.3 * fp + 0.7 * fn),
+    rtol=1e-6,
+  )
 
 
 def test_multiclass_dice_averages_present_classes_and_skips_ignored():
@@ -73,8 +82,9 @@ def test_multiclass_dice_averages_present_classes_and_skips_ignored():
   np.testing.assert_allclose(losses.dice_loss(logits, labels), np.mean(1 - dice[:2]), rtol=1e-5)
 
 
-@pytest.mark.parametrize("fn", [losses.cross_entropy, losses.dice_loss, losses.jaccard_loss,
-                                losses.tversky_loss])
+@pytest.mark.parametrize(
+  "fn", [losses.cross_entropy, losses.dice_loss, losses.jaccard_loss, losses.tversky_loss]
+)
 def test_losses_are_zero_and_finite_when_everything_is_ignored(fn):
   logits, labels = _random_case()
   labels[:] = 255
@@ -99,17 +109,26 @@ def test_bf16_logits_give_float32_scalar():
 
 def test_parse_loss_expression_and_list_forms():
   assert losses.parse_loss("cross_entropy + 0.5 * dice_loss(smooth=1.0)") == [
-      ("cross_entropy", 1.0), ("dice_loss(smooth=1.0)", 0.5)]
+    ("cross_entropy", 1.0),
+    ("dice_loss(smooth=1.0)", 0.5),
+  ]
   assert losses.parse_loss("dice_loss * 2") == [("dice_loss", 2.0)]
   assert losses.parse_loss([("cross_entropy", 1), ("dice_loss(smooth=1.0)", 0.5)]) == [
-      ("cross_entropy", 1.0), ("dice_loss(smooth=1.0)", 0.5)]
+    ("cross_entropy", 1.0),
+    ("dice_loss(smooth=1.0)", 0.5),
+  ]
   assert losses.parse_loss("segjax.losses:dice_loss(smooth=2.0)") == [
-      ("segjax.losses:dice_loss(smooth=2.0)", 1.0)]
+    ("segjax.losses:dice_loss(smooth=2.0)", 1.0)
+  ]
   # Module paths inside a sum, with their arguments; the weight on either side.
-  assert losses.parse_loss("cross_entropy + 0.5 * segjax.losses.functions:dice_loss(smooth=2.0)"
-                           " + segjax.losses:focal_loss * 3") == [
-      ("cross_entropy", 1.0), ("segjax.losses.functions:dice_loss(smooth=2.0)", 0.5),
-      ("segjax.losses:focal_loss", 3.0)]
+  assert losses.parse_loss(
+    "cross_entropy + 0.5 * segjax.losses.functions:dice_loss(smooth=2.0)"
+    " + segjax.losses:focal_loss * 3"
+  ) == [
+    ("cross_entropy", 1.0),
+    ("segjax.losses.functions:dice_loss(smooth=2.0)", 0.5),
+    ("segjax.losses:focal_loss", 3.0),
+  ]
   (term,) = losses.make_terms("0.5 * segjax.losses.functions:dice_loss(smooth=2.0)")
   assert term.weight == 0.5 and term.loss.func is losses.dice_loss
   assert term.loss.keywords == {"smooth": 2.0}
@@ -127,8 +146,9 @@ def test_objective_combines_terms_and_accepts_functions():
   def twice_ce(logits, labels, *, ignore_label=255):
     return 2 * losses.cross_entropy(logits, labels, ignore_label=ignore_label)
 
-  objective = losses.Objective(losses.make_terms("cross_entropy + 0.5 * dice_loss",
-                                                 [("logits", "semantic", twice_ce, 0.25)]))
+  objective = losses.Objective(
+    losses.make_terms("cross_entropy + 0.5 * dice_loss", [("logits", "semantic", twice_ce, 0.25)])
+  )
   total, terms = objective({"logits": logits}, {"semantic": labels})
   ce = losses.cross_entropy(logits, labels)
   dice = losses.dice_loss(logits, labels)
@@ -141,8 +161,9 @@ def test_registered_loss_is_usable_by_name_and_unknown_names_fail_early():
   def zero_test_loss(logits, labels, *, ignore_label=255):
     return jnp.zeros(())
 
-  total, terms = _objective("zero_test_loss")({"logits": _random_case()[0]},
-                                              {"semantic": _random_case()[1]})
+  total, terms = _objective("zero_test_loss")(
+    {"logits": _random_case()[0]}, {"semantic": _random_case()[1]}
+  )
   assert float(total) == 0.0 and list(terms) == ["zero_test_loss"]
   with pytest.raises(KeyError, match="Unknown loss 'dice'.*dice_loss"):
     losses.make_terms("cross_entropy + dice")
@@ -158,8 +179,9 @@ def test_focal_loss_hand_computed_and_reduces_to_cross_entropy():
   expected = (0.25 * np.log(2) + 0.0625 * -np.log(0.75)) / 2
   np.testing.assert_allclose(losses.focal_loss(logits, labels), expected, rtol=1e-6)
   logits, labels = _random_case()
-  np.testing.assert_allclose(losses.focal_loss(logits, labels, gamma=0.0),
-                             losses.cross_entropy(logits, labels), rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.focal_loss(logits, labels, gamma=0.0), losses.cross_entropy(logits, labels), rtol=1e-5
+  )
   alpha = np.array([0.2, 0.3, 0.5])
   valid = labels != 255
   y = np.where(valid, labels, 0)
@@ -177,25 +199,30 @@ def test_binary_focal_and_bce_match_their_formulas():
   s = 1 / (1 + np.exp(-x))
   tt = np.where(keep, t, 0)
   pt = np.where(tt == 1, s, 1 - s)
-  ref = (-(1 - pt) ** 2 * np.log(pt) * (0.25 * tt + 0.75 * (1 - tt)))[keep].mean()
+  ref = (-((1 - pt) ** 2) * np.log(pt) * (0.25 * tt + 0.75 * (1 - tt)))[keep].mean()
   np.testing.assert_allclose(losses.focal_loss(x, t, mode="binary", alpha=0.25), ref, rtol=1e-5)
   ref_bce = (-(3.0 * tt * np.log(s) + (1 - tt) * np.log(1 - s)))[keep].mean()
-  np.testing.assert_allclose(losses.binary_cross_entropy(x[..., None], t, pos_weight=3.0), ref_bce,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.binary_cross_entropy(x[..., None], t, pos_weight=3.0), ref_bce, rtol=1e-5
+  )
 
 
 def test_focal_tversky_is_tversky_to_a_power():
   logits, labels = _random_case()
   tversky = losses.tversky_loss(logits, labels, alpha=0.3, beta=0.7)
-  np.testing.assert_allclose(losses.focal_tversky_loss(logits, labels, gamma=1.0), tversky, rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.focal_tversky_loss(logits, labels, gamma=1.0), tversky, rtol=1e-5
+  )
   tp, fp, fn, support = losses.soft_confusion(logits, labels)
   ti = np.asarray(tp / (tp + 0.3 * fp + 0.7 * fn))
-  np.testing.assert_allclose(losses.focal_tversky_loss(logits, labels),
-                             np.mean((1 - ti) ** 0.75), rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.focal_tversky_loss(logits, labels), np.mean((1 - ti) ** 0.75), rtol=1e-5
+  )
 
 
 def test_lovasz_equals_jaccard_loss_on_hard_predictions():
   from segjax import metrics
+
   rng = np.random.default_rng(5)
   labels = rng.integers(0, 3, size=(2, 6, 5))
   labels[0, 0] = 255
@@ -203,10 +230,15 @@ def test_lovasz_equals_jaccard_loss_on_hard_predictions():
   pred = np.where(labels == 255, 0, pred)
   logits = 100.0 * np.eye(3)[pred]  # probabilities exactly 0 / 1
   iou = metrics.iou(np.asarray(metrics.confusion_matrix(pred, labels, 3)))
-  np.testing.assert_allclose(losses.lovasz_softmax_loss(logits, labels), np.mean(1 - iou), rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.lovasz_softmax_loss(logits, labels), np.mean(1 - iou), rtol=1e-5
+  )
   # A perfect prediction has zero loss; a soft one is differentiable.
-  np.testing.assert_allclose(losses.lovasz_softmax_loss(100.0 * np.eye(3)[np.where(labels == 255, 0, labels)],
-                                                        labels), 0.0, atol=1e-6)
+  np.testing.assert_allclose(
+    losses.lovasz_softmax_loss(100.0 * np.eye(3)[np.where(labels == 255, 0, labels)], labels),
+    0.0,
+    atol=1e-6,
+  )
   grads = jax.grad(lambda x: losses.lovasz_softmax_loss(x, labels))(jnp.asarray(logits / 50.0))
   assert bool(jnp.all(jnp.isfinite(grads))) and bool(jnp.any(grads != 0))
 
@@ -216,21 +248,33 @@ def _ce(x, y, ignore_label):
 
 
 BROKEN_LOSSES = {
-    "scalar float32": lambda x, y, *, ignore_label=255: jnp.mean(x, axis=(1, 2, 3)),
-    "jit": lambda x, y, *, ignore_label=255: _ce(x, y, ignore_label) * float(jnp.sum(y > 0) > 0),
-    "gradient": lambda x, y, *, ignore_label=255: jnp.mean(
-        (jnp.argmax(x, -1) != y).astype(jnp.float32)) + 0 * jnp.sum(jax.lax.stop_gradient(x)),
-    "absent class": lambda x, y, *, ignore_label=255: jnp.mean(
-        jnp.sum(jax.nn.softmax(x) * jax.nn.one_hot(y, x.shape[-1]), (0, 1, 2))
-        / jnp.sum(jax.nn.one_hot(y, x.shape[-1]), (0, 1, 2))) + _ce(x, y, ignore_label),
-    "all pixels ignored": lambda x, y, *, ignore_label=255: jnp.sum(
-        jnp.where(y != ignore_label, -jax.nn.log_softmax(x)[..., 0], 0.0)) / jnp.sum(y != ignore_label),
-    "extreme logits": lambda x, y, *, ignore_label=255: _ce(x, y, ignore_label) + jnp.mean(
-        jnp.log(jax.nn.softmax(x)) * 0.0 + jnp.log(jnp.exp(x).sum(-1))),
-    "bf16 logits": lambda x, y, *, ignore_label=255: jnp.mean(x * 0).astype(x.dtype) + _ce(
-        x, y, ignore_label).astype(x.dtype),
-    "blind to ignored pixels": lambda x, y, *, ignore_label=255: _ce(x, y, ignore_label) + jnp.mean(x ** 2),
-    "batch order": lambda x, y, *, ignore_label=255: _ce(x[:1], y[:1], ignore_label),
+  "scalar float32": lambda x, y, *, ignore_label=255: jnp.mean(x, axis=(1, 2, 3)),
+  "jit": lambda x, y, *, ignore_label=255: _ce(x, y, ignore_label) * float(jnp.sum(y > 0) > 0),
+  "gradient": lambda x, y, *, ignore_label=255: (
+    jnp.mean((jnp.argmax(x, -1) != y).astype(jnp.float32)) + 0 * jnp.sum(jax.lax.stop_gradient(x))
+  ),
+  "absent class": lambda x, y, *, ignore_label=255: (
+    jnp.mean(
+      jnp.sum(jax.nn.softmax(x) * jax.nn.one_hot(y, x.shape[-1]), (0, 1, 2))
+      / jnp.sum(jax.nn.one_hot(y, x.shape[-1]), (0, 1, 2))
+    )
+    + _ce(x, y, ignore_label)
+  ),
+  "all pixels ignored": lambda x, y, *, ignore_label=255: (
+    jnp.sum(jnp.where(y != ignore_label, -jax.nn.log_softmax(x)[..., 0], 0.0))
+    / jnp.sum(y != ignore_label)
+  ),
+  "extreme logits": lambda x, y, *, ignore_label=255: (
+    _ce(x, y, ignore_label)
+    + jnp.mean(jnp.log(jax.nn.softmax(x)) * 0.0 + jnp.log(jnp.exp(x).sum(-1)))
+  ),
+  "bf16 logits": lambda x, y, *, ignore_label=255: (
+    jnp.mean(x * 0).astype(x.dtype) + _ce(x, y, ignore_label).astype(x.dtype)
+  ),
+  "blind to ignored pixels": lambda x, y, *, ignore_label=255: (
+    _ce(x, y, ignore_label) + jnp.mean(x**2)
+  ),
+  "batch order": lambda x, y, *, ignore_label=255: _ce(x[:1], y[:1], ignore_label),
 }
 
 

@@ -2,6 +2,7 @@
 shortest-path search against Dijkstra in NumPy, the dual update against the optimality conditions,
 the augmentation on a hand-made path, and the assignment against SciPy on random and degenerate
 cost matrices (ties, infinities, NaN, rectangular, rows left out)."""
+
 import heapq
 
 import jax
@@ -74,18 +75,25 @@ def test_dual_update_keeps_reduced_costs_non_negative_and_zero_on_the_assignment
       assigned = col4row >= 0
       reduced = cost[assigned] - u[assigned, None] - v[None]
       assert (reduced >= -1e-5).all()
-      np.testing.assert_allclose(reduced[np.arange(assigned.sum()), col4row[assigned]], 0,
-                                 atol=1e-5)
+      np.testing.assert_allclose(
+        reduced[np.arange(assigned.sum()), col4row[assigned]], 0, atol=1e-5
+      )
 
 
 def test_augment_shifts_the_assignments_along_the_path():
   """Rows 0 and 1 hold columns 0 and 1; row 2's path: column 2 (free) <- row 1 <- column 1 <-
   row 0 <- column 0 <- row 2. After it: row 2 -> 0, row 0 -> 1, row 1 -> 2."""
-  state = matching.Assignment(jnp.zeros(3), jnp.zeros(4), jnp.array([0, 1, -1]),
-                              jnp.array([0, 1, -1, -1]))
-  path = matching.Path(sink=jnp.array(2), length=jnp.float32(0), distance=jnp.zeros(4),
-                       previous=jnp.array([2, 0, 1, -1]), seen_rows=jnp.ones(3, bool),
-                       seen_cols=jnp.array([True, True, True, False]))
+  state = matching.Assignment(
+    jnp.zeros(3), jnp.zeros(4), jnp.array([0, 1, -1]), jnp.array([0, 1, -1, -1])
+  )
+  path = matching.Path(
+    sink=jnp.array(2),
+    length=jnp.float32(0),
+    distance=jnp.zeros(4),
+    previous=jnp.array([2, 0, 1, -1]),
+    seen_rows=jnp.ones(3, bool),
+    seen_cols=jnp.array([True, True, True, False]),
+  )
   out = matching.augment(state, 2, path)
   np.testing.assert_array_equal(out.col4row, [1, 2, 0])
   np.testing.assert_array_equal(out.row4col, [2, 0, 1, -1])
@@ -94,8 +102,9 @@ def test_augment_shifts_the_assignments_along_the_path():
 def check_optimal(cost, got):
   rows, cols = scipy_assignment(cost)
   assert len(set(got.tolist())) == len(got)  # distinct columns
-  np.testing.assert_allclose(cost[np.arange(len(got)), got].sum(), cost[rows, cols].sum(),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    cost[np.arange(len(got)), got].sum(), cost[rows, cols].sum(), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_the_assignment_equals_scipy_on_random_and_degenerate_costs():

@@ -22,7 +22,8 @@ def test_confusion_matrix_weights_skip_padding_and_jit():
   pred = jnp.array([[[0, 0]], [[1, 1]]])
   valid = jnp.array([True, False])
   cm = jax.jit(lambda p, l, v: metrics.confusion_matrix(p, l, 2, weights=v[:, None, None]))(
-      pred, label, valid)
+    pred, label, valid
+  )
   np.testing.assert_array_equal(cm, [[1, 0], [1, 0]])
 
 
@@ -63,10 +64,14 @@ def test_agrees_with_scikit_learn_on_random_pixels():
   keep = label != 255
   y, p = label[keep], pred[keep]
   np.testing.assert_array_equal(cm, skm.confusion_matrix(y, p, labels=range(5)))
-  np.testing.assert_allclose(metrics.iou(cm), skm.jaccard_score(y, p, average=None, labels=range(5)))
+  np.testing.assert_allclose(
+    metrics.iou(cm), skm.jaccard_score(y, p, average=None, labels=range(5))
+  )
   np.testing.assert_allclose(metrics.precision(cm), skm.precision_score(y, p, average=None))
   np.testing.assert_allclose(metrics.recall(cm), skm.recall_score(y, p, average=None))
-  np.testing.assert_allclose(metrics.f_score(cm, 0.5), skm.fbeta_score(y, p, beta=0.5, average=None))
+  np.testing.assert_allclose(
+    metrics.f_score(cm, 0.5), skm.fbeta_score(y, p, beta=0.5, average=None)
+  )
   np.testing.assert_allclose(metrics.pixel_accuracy(cm), skm.accuracy_score(y, p))
   np.testing.assert_allclose(metrics.mean_pixel_accuracy(cm), skm.balanced_accuracy_score(y, p))
 
@@ -81,22 +86,28 @@ def test_summarize_names_classes_and_checks_count():
 
 def test_per_image_miou_of_the_picture_titles_hand_computed():
   from segjax import visualize
+
   label = np.array([[0, 0, 1, 1], [2, 2, 255, 255]])
   prediction = np.array([[0, 1, 1, 1], [2, 0, 2, 0]])
   # class 0: inter 1, union 3; class 1: inter 2, union 3; class 2: inter 1, union 2 (the ignored
   # pixels' predictions do not count).
-  assert visualize.image_miou(prediction, label, 3, 255) == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+  assert visualize.image_miou(prediction, label, 3, 255) == pytest.approx(
+    (1 / 3 + 2 / 3 + 1 / 2) / 3
+  )
   assert visualize.image_miou(label, label, 3, 255) == 1.0
   assert visualize.image_miou(prediction, np.full_like(label, 255), 3, 255) is None
 
 
 def test_training_curves_read_the_run_log_and_draw_each_value_at_its_place(tmp_path):
   from segjax import visualize  # pylint: disable=import-outside-toplevel
+
   log = tmp_path / "metrics.jsonl"
-  rows = [{"step": 100, "train/loss": 1.5, "train/mean_iou": 0.25},
-          {"step": 200, "train/loss": float("nan"), "train/mean_iou": 0.5},
-          {"step": 200, "validation/mean_iou": 0.4},
-          {"step": 300, "train/loss": 0.5, "train/mean_iou": 0.75}]
+  rows = [
+    {"step": 100, "train/loss": 1.5, "train/mean_iou": 0.25},
+    {"step": 200, "train/loss": float("nan"), "train/mean_iou": 0.5},
+    {"step": 200, "validation/mean_iou": 0.4},
+    {"step": 300, "train/loss": 0.5, "train/mean_iou": 0.75},
+  ]
   log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
   curves = visualize.read_curves(str(log), ("train/loss", "validation/mean_iou"))
   np.testing.assert_array_equal(curves["train/loss"][0], [100, 300])  # the NaN is left out
@@ -104,11 +115,52 @@ def test_training_curves_read_the_run_log_and_draw_each_value_at_its_place(tmp_p
   np.testing.assert_array_equal(curves["validation/mean_iou"][0], [200])
   # A flat line at 0.5 on a 0..1 axis lies half-way between the plot's top and bottom edges.
   steps = np.array([0, 100])
-  plot = visualize.line_plot({"flat": (steps, np.array([0.5, 0.5]))}, "t", size=(300, 400),
-                             y_range=(0.0, 1.0))
+  plot = visualize.line_plot(
+    {"flat": (steps, np.array([0.5, 0.5]))}, "t", size=(300, 400), y_range=(0.0, 1.0)
+  )
   colour = np.all(plot == visualize.CURVE_COLOURS[0], axis=-1)
   rows_drawn = np.nonzero(colour[:, 200])[0]  # the column in the middle of the plot
   top, bottom = visualize.TITLE_HEIGHT + 6, 300 - 34
   assert abs(rows_drawn.mean() - (top + bottom) / 2) <= 1.0
   picture = visualize.training_curves(str(log))
   assert picture.ndim == 3 and picture.shape[1] > 800
+
+
+def test_exact_sums_carry_counts_past_2_32_and_keep_float_sums_to_double_precision():
+  # 40 additions of 2**28 + 3 to each cell: 10,737,418,360, five times what int32 holds (it would
+  # have wrapped); 2**20 additions of float32(0.1): the float32 pair equals the float64 sum exactly
+  # here, where a float32 running total is off by 1,034.
+  like = {"confusion": jnp.zeros((2, 2), jnp.int32), "iou": jnp.zeros((3,), jnp.float32)}
+  step = {
+    "confusion": jnp.full((2, 2), 2**28 + 3, jnp.int32),
+    "iou": jnp.full((3,), 0.1, jnp.float32),
+  }
+  add = lambda n: jax.jit(lambda z: jax.lax.fori_loop(0, n, lambda _, z: z.add(step), z))(
+    metrics.ExactSum.zeros(like)
+  ).value()
+  counts = add(40)["confusion"]
+  assert counts.dtype == np.int64
+  np.testing.assert_array_equal(counts, np.full((2, 2), 40 * (2**28 + 3), np.int64))
+  sums = add(2**20)["iou"]
+  assert sums.dtype == np.float64
+  np.testing.assert_array_equal(sums, np.full(3, 2**20 * np.float64(np.float32(0.1))))
+  plain = jax.jit(
+    lambda: jax.lax.fori_loop(0, 2**20, lambda _, t: t + jnp.float32(0.1), jnp.float32(0))
+  )()
+  assert abs(float(plain) - sums[0]) > 1000
+
+
+def test_exact_sums_of_panoptic_sums_keep_their_structure():
+  sums = metrics.ExactSum.zeros(metrics.PanopticSums.zeros(3))
+  one = metrics.PanopticSums(
+    jnp.array([0.75, 0.5, 0.0]),
+    jnp.array([1, 1, 0]),
+    jnp.array([0, 2, 0]),
+    jnp.array([3, 0, 0]),
+    jnp.array(0),
+  )
+  total = sums.add(one).add(one).value()
+  assert isinstance(total, metrics.PanopticSums)
+  np.testing.assert_array_equal(total.iou, [1.5, 1.0, 0.0])
+  np.testing.assert_array_equal(total.fp, [0, 4, 0])
+  assert total.tp.dtype == np.int64

@@ -1,6 +1,7 @@
 """segjax.data.microscopy and experiments/microscopy.py on frames the tests write: the wheel and folder
 readers, the training/held-out regions, Otsu's threshold against OpenCV's and its definition, the
 scores of hand-made masks, and the script end to end (two steps) with its table."""
+
 import json
 import os
 import subprocess
@@ -51,7 +52,10 @@ def test_read_frame_from_a_wheel_and_a_folder(tmp_path):
 
 def test_read_frame_names_what_is_wrong(tmp_path):
   image, instances = _frame()
-  other = {"image": "stardist/data/images/img3d.tif", "instances": "stardist/data/images/mask2d.tif"}
+  other = {
+    "image": "stardist/data/images/img3d.tif",
+    "instances": "stardist/data/images/mask2d.tif",
+  }
   with pytest.raises(folder.BadFileError, match=r"no stardist/data/images/img2d\.tif"):
     microscopy.read_frame(_wheel(tmp_path / "old.whl", image, instances, other))
   with pytest.raises(folder.BadFileError, match=r"differ in size"):
@@ -128,14 +132,27 @@ def test_microscopy_script_trains_and_writes_the_table(tmp_path):
   source = _wheel(tmp_path / "stardist.whl", image, instances)
   workdir = tmp_path / "nuclei"
   result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments", "microscopy.py"), f"--source={source}",
-       f"--workdir={workdir}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-       "--config.num_train_steps=2", "--config.model.features=4", "--config.model.depth=2",
-       "--config.batch_size=2", "--config.data.crop_size=(32, 32)",
-       "--config.data.patch_size=(48, 48)", "--config.data.patch_stride=(16, 16)",
-       "--config.data.train_pp=flip_lr|random_crop(32)|boundary_distance(25)"],
-      capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
-      env={**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": xla_flags(1)})
+    [
+      sys.executable,
+      os.path.join(ROOT, "experiments", "microscopy.py"),
+      f"--source={source}",
+      f"--workdir={workdir}",
+      f"--config.data.data_dir={tmp_path / 'tfds'}",
+      "--config.num_train_steps=2",
+      "--config.model.features=4",
+      "--config.model.depth=2",
+      "--config.batch_size=2",
+      "--config.data.crop_size=(32, 32)",
+      "--config.data.patch_size=(48, 48)",
+      "--config.data.patch_stride=(16, 16)",
+      "--config.data.train_pp=flip_lr|random_crop(32)|boundary_distance(25)",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    cwd=str(tmp_path),
+    env={**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": xla_flags(1)},
+  )
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   rows = json.loads((workdir / "nuclei.json").read_text())
   assert list(rows) == ["model", "otsu", "otsu_gaussian1", "true_mask"]

@@ -1,5 +1,6 @@
 """Multi-process training on the JAX distributed runtime: 2 processes x 2 CPU devices (gloo
 collectives on localhost, launched through experiments/train.py) against 1 process x 4 devices."""
+
 import json
 import os
 import shutil
@@ -34,18 +35,31 @@ def _start(tmp_path, data_dir, workdir, *flags, num_processes: int = 2, override
   (``overrides``: Python statements on ``c``, the config)."""
   config_file = tmp_path / "multihost_config.py"
   config_file.write_text(
-      f"import sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
-      "from test_multihost import _config\n\n"
-      f"def get_config():\n  c = _config({data_dir!r})\n  {overrides}\n  return c\n")
+    f"import sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
+    "from test_multihost import _config\n\n"
+    f"def get_config():\n  c = _config({data_dir!r})\n  {overrides}\n  return c\n"
+  )
   address = f"localhost:{_free_port()}"
-  env = {**os.environ, "XLA_FLAGS": xla_flags(2),
-         "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-  return [subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, "experiments", "train.py"), f"--config={config_file}",
-       f"--workdir={workdir}", f"--coordinator_address={address}",
-       f"--num_processes={num_processes}", f"--process_id={i}", *flags],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(num_processes)]
+  env = {**os.environ, "XLA_FLAGS": xla_flags(2), "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+  return [
+    subprocess.Popen(
+      [
+        sys.executable,
+        os.path.join(ROOT, "experiments", "train.py"),
+        f"--config={config_file}",
+        f"--workdir={workdir}",
+        f"--coordinator_address={address}",
+        f"--num_processes={num_processes}",
+        f"--process_id={i}",
+        *flags,
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(num_processes)
+  ]
 
 
 def _launch(tmp_path, data_dir, workdir, *flags, num_processes: int = 2):
@@ -73,8 +87,9 @@ def test_two_processes_match_one_process_and_resume(straight_run, data_dir, tmp_
   assert "step 6/6" in first[0] and "step 6/6" not in first[1]  # only process 0 logs
   want, got = _losses(single), _losses(multi)
   assert sorted(want) == sorted(got) == [2, 3, 4, 6]
-  np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)],
-                             rtol=2e-5)
+  np.testing.assert_allclose(
+    [got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=2e-5
+  )
   assert want[2] != want[6]  # it trained
   # ... then, without the last checkpoint, a new 2-process launch resumes from step 3.
   shutil.rmtree(os.path.join(multi, "checkpoints", "6"))
@@ -95,8 +110,13 @@ def test_two_processes_match_one_process_and_resume(straight_run, data_dir, tmp_
 
 
 def test_distributed_settings_are_checked(monkeypatch):
-  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_NTASKS",
-               "OMPI_COMM_WORLD_SIZE"):
+  for name in (
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "JAX_PROCESS_ID",
+    "SLURM_NTASKS",
+    "OMPI_COMM_WORLD_SIZE",
+  ):
     monkeypatch.delenv(name, raising=False)
   assert distributed.initialize("auto") is False  # nothing asks for it: a single process
   assert distributed.initialize("off", "localhost:1", 2, 0) is False
@@ -117,9 +137,16 @@ def test_sigterm_to_one_process_stops_both_at_one_saved_step(data_dir, tmp_path)
   both processes save the same checkpoint step, stop, and exit 0."""
   import re
   import signal
+
   workdir = str(tmp_path / "preempted")
-  procs = _start(tmp_path, data_dir, workdir, overrides=(
-      "c.update(dict(num_train_steps=100000, log_every_steps=1, checkpoint_every_steps=100000))"))
+  procs = _start(
+    tmp_path,
+    data_dir,
+    workdir,
+    overrides=(
+      "c.update(dict(num_train_steps=100000, log_every_steps=1, checkpoint_every_steps=100000))"
+    ),
+  )
   try:
     lines = []
     for line in procs[0].stdout:  # process 0 logs the steps
@@ -144,13 +171,26 @@ def _start_predict(workdir, inputs, output, num_processes=2):
   """experiments/predict.py in ``num_processes`` processes with 2 CPU devices each."""
   address = f"localhost:{_free_port()}"
   env = {**os.environ, "XLA_FLAGS": xla_flags(2), "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-  return [subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, "experiments", "predict.py"), f"--workdir={workdir}",
-       f"--input={inputs}", f"--output={output}", "--format=coco",
-       f"--coordinator_address={address}", f"--num_processes={num_processes}",
-       f"--process_id={i}"],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(num_processes)]
+  return [
+    subprocess.Popen(
+      [
+        sys.executable,
+        os.path.join(ROOT, "experiments", "predict.py"),
+        f"--workdir={workdir}",
+        f"--input={inputs}",
+        f"--output={output}",
+        "--format=coco",
+        f"--coordinator_address={address}",
+        f"--num_processes={num_processes}",
+        f"--process_id={i}",
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(num_processes)
+  ]
 
 
 def _tree(root):
@@ -165,8 +205,7 @@ def _tree(root):
 
 
 @pytest.mark.slow
-def test_two_process_prediction_equals_one_process_and_resumes_after_a_kill(straight_run,
-                                                                             tmp_path):
+def test_two_process_prediction_equals_one_process_and_resumes_after_a_kill(straight_run, tmp_path):
   """Pre-labels of 40 images of two sizes: 2 processes x 2 devices (each its share, batched over
   its devices), killed once some images are done and started again, write the same files, byte
   for byte, as 1 process x 4 devices; the images done before the kill are not written again."""
@@ -174,17 +213,25 @@ def test_two_process_prediction_equals_one_process_and_resumes_after_a_kill(stra
   import time
   import cv2
   from segjax import predict, runs
+  from segjax import predict_files  # pylint: disable=import-outside-toplevel
   from segjax.data.shapes import render_scene
+
   _, workdir, _ = straight_run
   inputs = tmp_path / "inputs"
   inputs.mkdir()
   for i in range(40):
     image, _, _ = render_scene(np.random.default_rng(i), 52, 5)
-    cv2.imwrite(str(inputs / f"scene_{i:02d}.png"),
-                image[:40, :52, ::-1] if i % 3 else image[:33, :33, ::-1])
+    cv2.imwrite(
+      str(inputs / f"scene_{i:02d}.png"), image[:40, :52, ::-1] if i % 3 else image[:33, :33, ::-1]
+    )
   single = str(tmp_path / "single")
-  predict.predict_files(predict.Predictor(runs.load(workdir)),
-                        predict.list_inputs(str(inputs)), single, "coco", progress=False)
+  predict_files.predict_files(
+    predict.Predictor(runs.load(workdir)),
+    predict.list_inputs(str(inputs)),
+    single,
+    "coco",
+    progress=False,
+  )
   multi = tmp_path / "multi"
   procs = _start_predict(workdir, str(inputs), str(multi))
   records = multi / "records"
@@ -197,8 +244,11 @@ def test_two_process_prediction_equals_one_process_and_resumes_after_a_kill(stra
     for p in procs:
       p.send_signal(signal.SIGKILL)
       p.communicate(timeout=60)
-  done = {name: os.stat(records / name).st_mtime_ns for name in os.listdir(records)
-          if name.endswith(".json") and ".tmp" not in name}  # not a record the kill cut short
+  done = {
+    name: os.stat(records / name).st_mtime_ns
+    for name in os.listdir(records)
+    if name.endswith(".json") and ".tmp" not in name
+  }  # not a record the kill cut short
   assert 4 <= len(done) < 40, len(done)
   assert not (multi / "review.csv").exists()  # killed before the merge
   procs = _start_predict(workdir, str(inputs), str(multi))
@@ -219,6 +269,7 @@ def test_mask_ap_of_two_processes_equals_one_process(straight_run, data_dir, tmp
   each process post-processes its own images, the instances are gathered, and mask AP (and every
   other metric) equals the single-process evaluation."""
   from segjax import evaluation
+
   config, workdir, _ = straight_run
   chain = "argmax|remove_small(6)|semantic_instances|scored_instances"
   single = config.copy_and_resolve_references()
@@ -229,17 +280,31 @@ def test_mask_ap_of_two_processes_equals_one_process(straight_run, data_dir, tmp
   shutil.copytree(workdir, copy)
   config_file = tmp_path / "eval_config.py"
   config_file.write_text(
-      f"import sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
-      "from conftest import tiny_config\n\n"
-      f"def get_config():\n  c = tiny_config({data_dir!r})\n  c.postprocess = {chain!r}\n"
-      "  return c\n")
+    f"import sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
+    "from conftest import tiny_config\n\n"
+    f"def get_config():\n  c = tiny_config({data_dir!r})\n  c.postprocess = {chain!r}\n"
+    "  return c\n"
+  )
   address = f"localhost:{_free_port()}"
   env = {**os.environ, "XLA_FLAGS": xla_flags(2), "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-  procs = [subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, "experiments", "evaluate.py"), f"--workdir={copy}",
-       f"--config={config_file}", f"--coordinator_address={address}", "--num_processes=2",
-       f"--process_id={i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        os.path.join(ROOT, "experiments", "evaluate.py"),
+        f"--workdir={copy}",
+        f"--config={config_file}",
+        f"--coordinator_address={address}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outputs = [p.communicate(timeout=300)[0] for p in procs]
   for i, (p, out) in enumerate(zip(procs, outputs)):
     assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
@@ -252,14 +317,22 @@ def test_mask_ap_of_two_processes_equals_one_process(straight_run, data_dir, tmp
 
 
 def test_a_restart_removes_what_a_kill_left_half_written_of_its_images(tmp_path):
-  from segjax import predict
-  for name in ("records/scene_08.json.tmp20921-140245.json", "masks/scene_08.png.tmp5.png",
-               "records/scene_08.json", "masks/scene_080.png.tmp5.png",
-               "records/scene_08_x.json.tmp3.json"):
+  from segjax import predict_files
+
+  for name in (
+    "records/scene_08.json.tmp20921-140245.json",
+    "masks/scene_08.png.tmp5.png",
+    "records/scene_08.json",
+    "masks/scene_080.png.tmp5.png",
+    "records/scene_08_x.json.tmp3.json",
+  ):
     (tmp_path / name).parent.mkdir(exist_ok=True)
     (tmp_path / name).write_text("")
-  predict.remove_partial_files(str(tmp_path), "scene_08")
+  predict_files.remove_partial_files(str(tmp_path), "scene_08")
   left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
   # Only scene_08's temporary files go: its finished record and other images' files stay.
-  assert left == ["masks/scene_080.png.tmp5.png", "records/scene_08.json",
-                  "records/scene_08_x.json.tmp3.json"]
+  assert left == [
+    "masks/scene_080.png.tmp5.png",
+    "records/scene_08.json",
+    "records/scene_08_x.json.tmp3.json",
+  ]

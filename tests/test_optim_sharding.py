@@ -9,13 +9,18 @@ from segjax.data.descriptor import DatasetDescriptor
 
 
 def _opt(**kwargs):
-  return ml_collections.ConfigDict({**dict(name="adamw", learning_rate=1.0, warmup_steps=10), **kwargs})
+  return ml_collections.ConfigDict(
+    {**dict(name="adamw", learning_rate=1.0, warmup_steps=10), **kwargs}
+  )
 
 
 def test_warmup_then_cosine_schedule_values():
   schedule = optim.make_schedule(_opt(schedule="cosine"), total_steps=110)
-  np.testing.assert_allclose([schedule(0), schedule(5), schedule(10), schedule(60), schedule(110)],
-                             [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+  np.testing.assert_allclose(
+    [schedule(0), schedule(5), schedule(10), schedule(60), schedule(110)],
+    [0.0, 0.5, 1.0, 0.5, 0.0],
+    atol=1e-6,
+  )
 
 
 def test_poly_and_constant_schedules():
@@ -26,28 +31,47 @@ def test_poly_and_constant_schedules():
 
 
 def test_step_schedule_and_per_path_learning_rates():
-  step = optim.make_schedule(_opt(schedule="step", warmup_steps=0, boundaries=(0.5, 0.75),
-                                  gamma=0.1), total_steps=100)
-  np.testing.assert_allclose([step(49), step(50), step(74), step(75), step(99)],
-                             [1.0, 0.1, 0.1, 0.01, 0.01], rtol=1e-6)
+  step = optim.make_schedule(
+    _opt(schedule="step", warmup_steps=0, boundaries=(0.5, 0.75), gamma=0.1), total_steps=100
+  )
+  np.testing.assert_allclose(
+    [step(49), step(50), step(74), step(75), step(99)], [1.0, 0.1, 0.1, 0.01, 0.01], rtol=1e-6
+  )
   with pytest.raises(ValueError, match=r"boundaries=\(1.5,\)"):
     optim.make_schedule(_opt(schedule="step", boundaries=(1.5,)), total_steps=100)
   # SGD without momentum at lr 1: the update is -grad, times the factor of the first match
-  tx = optim.make_optimizer(ml_collections.ConfigDict(dict(
-      name="sgd", learning_rate=1.0, momentum=0.0, schedule="constant",
-      lr_multipliers=(("encoder/", 0.1), ("head", 10.0)))), 10)
-  params = {"encoder": {"kernel": np.ones(2)}, "head": {"kernel": np.ones(2)},
-            "neck": {"kernel": np.ones(2)}}
+  tx = optim.make_optimizer(
+    ml_collections.ConfigDict(
+      dict(
+        name="sgd",
+        learning_rate=1.0,
+        momentum=0.0,
+        schedule="constant",
+        lr_multipliers=(("encoder/", 0.1), ("head", 10.0)),
+      )
+    ),
+    10,
+  )
+  params = {
+    "encoder": {"kernel": np.ones(2)},
+    "head": {"kernel": np.ones(2)},
+    "neck": {"kernel": np.ones(2)},
+  }
   updates, _ = tx.update(jax.tree.map(np.ones_like, params), tx.init(params), params)
   np.testing.assert_allclose(updates["encoder"]["kernel"], [-0.1, -0.1], rtol=1e-6)
   np.testing.assert_allclose(updates["head"]["kernel"], [-10.0, -10.0], rtol=1e-6)
   np.testing.assert_allclose(updates["neck"]["kernel"], [-1.0, -1.0], rtol=1e-6)
   with pytest.raises(ValueError, match=r"\['backbone/'\] match no parameter"):
-    optim.make_optimizer(ml_collections.ConfigDict(dict(
-        name="adam", learning_rate=1.0, lr_multipliers=(("backbone/", 0.1),))), 10).init(params)
+    optim.make_optimizer(
+      ml_collections.ConfigDict(
+        dict(name="adam", learning_rate=1.0, lr_multipliers=(("backbone/", 0.1),))
+      ),
+      10,
+    ).init(params)
   with pytest.raises(ValueError, match="expected \\(path pattern, factor\\)"):
-    optim.make_optimizer(ml_collections.ConfigDict(dict(
-        name="adam", learning_rate=1.0, lr_multipliers=((0.1,),))), 10)
+    optim.make_optimizer(
+      ml_collections.ConfigDict(dict(name="adam", learning_rate=1.0, lr_multipliers=((0.1,),))), 10
+    )
 
 
 def test_unknown_optimizer_and_schedule_are_named():
@@ -67,13 +91,17 @@ def test_batch_must_divide_over_devices_and_mesh_size_is_checked():
 
 
 def test_descriptor_validates_and_colorizes():
-  descriptor = DatasetDescriptor("toy", ("a", "b"), ((1, 2, 3), (4, 5, 6)), thing_classes=(1,),
-                                 stuff_classes=(0,))
-  np.testing.assert_array_equal(descriptor.colorize(np.array([[0, 1, 255]])),
-                                [[[1, 2, 3], [4, 5, 6], [255, 255, 255]]])
+  descriptor = DatasetDescriptor(
+    "toy", ("a", "b"), ((1, 2, 3), (4, 5, 6)), thing_classes=(1,), stuff_classes=(0,)
+  )
+  np.testing.assert_array_equal(
+    descriptor.colorize(np.array([[0, 1, 255]])), [[[1, 2, 3], [4, 5, 6], [255, 255, 255]]]
+  )
   with pytest.raises(ValueError, match="1 colours for 2 classes"):
     DatasetDescriptor("toy", ("a", "b"), ((1, 2, 3),))
   with pytest.raises(ValueError, match="both thing and stuff"):
-    DatasetDescriptor("toy", ("a", "b"), ((1, 2, 3), (4, 5, 6)), thing_classes=(1,), stuff_classes=(1,))
+    DatasetDescriptor(
+      "toy", ("a", "b"), ((1, 2, 3), (4, 5, 6)), thing_classes=(1,), stuff_classes=(1,)
+    )
   with pytest.raises(ValueError, match="ignore_label 1 is a class id"):
     DatasetDescriptor("toy", ("a", "b"), ((1, 2, 3), (4, 5, 6)), ignore_label=1)

@@ -1,27 +1,28 @@
 """Panoptic quality against hand-computed cases and a line-by-line port of COCO's panopticapi;
 mask AP through pycocotools on cases worked out by hand."""
+
 import jax
 import numpy as np
 import pytest
 
 from segjax import metrics
 
-D = 1000          # label divisor
-VOID = 255 * D    # a pixel of the void / ignore class
+D = 1000  # label divisor
+VOID = 255 * D  # a pixel of the void / ignore class
 THINGS, STUFF = [1, 2], [0]
 
 
 def pq(pred, gt, things=THINGS, stuff=STUFF):
-  return metrics.panoptic_quality(np.array(pred), np.array(gt), label_divisor=D,
-                                  thing_classes=things, stuff_classes=stuff)
+  return metrics.panoptic_quality(
+    np.array(pred), np.array(gt), label_divisor=D, thing_classes=things, stuff_classes=stuff
+  )
 
 
 def reference_sums(pred, gt, num_classes, things, stuff):
   """pq_compute_single_core of github.com/cocodataset/panopticapi, on id maps instead of PNGs."""
   categories = set(things) | set(stuff)
   iou, tp, fp, fn = (np.zeros(num_classes) for _ in range(4))
-  segments = lambda m: {int(i): int((m == i).sum()) for i in np.unique(m)
-                        if i // D in categories}
+  segments = lambda m: {int(i): int((m == i).sum()) for i in np.unique(m) if i // D in categories}
   gt_segms, pred_segms = segments(gt), segments(pred)
   is_crowd = lambda label: label // D in things and label % D == 0
   pairs = {}
@@ -73,8 +74,14 @@ def test_void_is_taken_out_of_the_union():
 
 def test_iou_of_exactly_half_is_not_a_match():
   result = pq([[1001, 1001, 1001, 1001]], [[1001, 1001, 1002, 1002]])
-  assert result["per_class"]["class_1"] == {"pq": 0.0, "sq": 0.0, "rq": 0.0, "tp": 0, "fp": 1,
-                                            "fn": 2}
+  assert result["per_class"]["class_1"] == {
+    "pq": 0.0,
+    "sq": 0.0,
+    "rq": 0.0,
+    "tp": 0,
+    "fp": 1,
+    "fn": 2,
+  }
 
 
 def test_crowd_region_excuses_predictions_but_is_never_a_false_negative():
@@ -83,8 +90,14 @@ def test_crowd_region_excuses_predictions_but_is_never_a_false_negative():
   result = pq([[1001, 1001, 0, 0]], [[1000, 1000, 1000, 0]])
   assert "class_1" not in result["per_class"]
   assert result["things"]["pq"] is None
-  assert result["per_class"]["class_0"] == {"pq": 0.0, "sq": 0.0, "rq": 0.0, "tp": 0, "fp": 1,
-                                            "fn": 1}
+  assert result["per_class"]["class_0"] == {
+    "pq": 0.0,
+    "sq": 0.0,
+    "rq": 0.0,
+    "tp": 0,
+    "fp": 1,
+    "fn": 1,
+  }
   assert result["all"] == {"pq": 0.0, "sq": 0.0, "rq": 0.0, "num_classes": 1}
 
 
@@ -119,11 +132,17 @@ def test_matches_panopticapi_port_on_random_maps_and_streams_over_images():
   rng = np.random.default_rng(0)
   num_classes, things, stuff = 5, [2, 3, 4], [0, 1]
   gt = np.stack([random_panoptic(rng, (24, 32), num_classes, things) for _ in range(6)])
-  pred = np.stack([np.where(rng.random((24, 32)) < noise,
-                            random_panoptic(rng, (24, 32), num_classes, things), g)
-                   for g, noise in zip(gt, np.linspace(0.1, 0.6, len(gt)))])
-  fn = jax.jit(lambda p, g: metrics.panoptic_sums(p, g, num_classes=num_classes, label_divisor=D,
-                                                   thing_classes=things, stuff_classes=stuff))
+  pred = np.stack(
+    [
+      np.where(rng.random((24, 32)) < noise, random_panoptic(rng, (24, 32), num_classes, things), g)
+      for g, noise in zip(gt, np.linspace(0.1, 0.6, len(gt)))
+    ]
+  )
+  fn = jax.jit(
+    lambda p, g: metrics.panoptic_sums(
+      p, g, num_classes=num_classes, label_divisor=D, thing_classes=things, stuff_classes=stuff
+    )
+  )
   batch = fn(pred, gt)
   streamed = metrics.PanopticSums.zeros(num_classes)
   expected = [np.zeros(num_classes) for _ in range(4)]
@@ -139,8 +158,16 @@ def test_matches_panopticapi_port_on_random_maps_and_streams_over_images():
 
 def test_padding_images_are_dropped_and_overflow_is_refused():
   gt = np.array([[[0, 1001]], [[0, 1002]]])
-  sums_fn = jax.jit(metrics.panoptic_sums, static_argnames=(
-      "num_classes", "label_divisor", "thing_classes", "stuff_classes", "max_segments"))
+  sums_fn = jax.jit(
+    metrics.panoptic_sums,
+    static_argnames=(
+      "num_classes",
+      "label_divisor",
+      "thing_classes",
+      "stuff_classes",
+      "max_segments",
+    ),
+  )
   kwargs = dict(num_classes=2, label_divisor=D, thing_classes=(1,), stuff_classes=(0,))
   sums = sums_fn(gt, gt, valid=np.array([True, False]), **kwargs)
   np.testing.assert_array_equal(sums.tp, [1, 1])
@@ -154,7 +181,7 @@ def test_padding_images_are_dropped_and_overflow_is_refused():
 
 def square(y, x, size, shape=(20, 20)):
   mask = np.zeros(shape, bool)
-  mask[y:y + size, x:x + size] = True
+  mask[y : y + size, x : x + size] = True
   return mask
 
 
@@ -167,11 +194,13 @@ def test_mask_ap_hand_computed():
   # COCO matches when IoU >= threshold (0.50, 0.55, ..., 0.95). A 10x8 box inside the 10x10 one:
   # IoU 0.8, a match at 7 of the 10 thresholds -> AP = 0.7. A 10x5 box: IoU 0.5, a match at 0.50
   # only -> AP = 0.1, AP50 = 1, AP75 = 0.
-  inner = [{"masks": np.stack([square(0, 0, 10) & ~square(0, 8, 10)]), "classes": [1],
-            "scores": [0.9]}]
+  inner = [
+    {"masks": np.stack([square(0, 0, 10) & ~square(0, 8, 10)]), "classes": [1], "scores": [0.9]}
+  ]
   assert metrics.mask_ap(gt, inner, class_ids=[1])["ap"] == pytest.approx(0.7)
-  half = [{"masks": np.stack([square(0, 0, 10) & ~square(0, 5, 10)]), "classes": [1],
-           "scores": [0.9]}]
+  half = [
+    {"masks": np.stack([square(0, 0, 10) & ~square(0, 5, 10)]), "classes": [1], "scores": [0.9]}
+  ]
   result = metrics.mask_ap(gt, half, class_ids=[1])
   assert result["ap"] == pytest.approx(0.1)
   assert (result["ap50"], result["ap75"]) == (pytest.approx(1.0), pytest.approx(0.0))
@@ -181,8 +210,11 @@ def test_mask_ap_ranks_by_score_and_handles_no_predictions():
   gt = [{"masks": np.stack([square(0, 0, 8), square(10, 10, 8)]), "classes": [1, 1]}]
   # A false positive with the highest score, then the two true instances: precision 1/2, 2/3 at
   # recalls 1/2 and 1; COCO's interpolated precision is 2/3 for every recall level -> AP = 2/3.
-  dets = {"masks": np.stack([square(0, 12, 6), square(0, 0, 8), square(10, 10, 8)]),
-          "classes": [1, 1, 1], "scores": [0.9, 0.8, 0.7]}
+  dets = {
+    "masks": np.stack([square(0, 12, 6), square(0, 0, 8), square(10, 10, 8)]),
+    "classes": [1, 1, 1],
+    "scores": [0.9, 0.8, 0.7],
+  }
   assert metrics.mask_ap(gt, [dets], class_ids=[1])["ap"] == pytest.approx(2 / 3)
   empty = {"masks": np.zeros((0, 20, 20), bool), "classes": [], "scores": []}
   assert metrics.mask_ap(gt, [empty], class_ids=[1])["ap"] == pytest.approx(0.0)

@@ -1,5 +1,6 @@
 """Plans compiled for TPU slices on this CPU (libtpu's compiler; nothing runs): memory per device,
 FLOPs, the fits / does-not-fit verdict, FSDP's memory saving, multi-host slices."""
+
 import json
 import os
 import re
@@ -41,7 +42,8 @@ def test_plan_of_a_small_recipe_compiles_the_trainer_steps(topology, hosts):
   params = result["parameters"]
   assert result["train"]["memory_gib"]["state"] * 2**30 == pytest.approx(3 * 4 * params, rel=0.01)
   assert result["schedule"]["steps"] == pytest.approx(
-      config.num_train_steps * config.batch_size / result["batch_size"])
+    config.num_train_steps * config.batch_size / result["batch_size"]
+  )
   assert result["eval"]["image_size"] == [32, 32]
 
 
@@ -53,16 +55,24 @@ def state_bytes(config, topology: str, fsdp: int) -> dict:
   import jax.numpy as jnp
   from segjax import models, optim, runs, sharding, train
   from segjax.data import pipeline
+
   target = plan.target(topology)
   mesh = sharding.make_mesh(devices=target.devices, fsdp=fsdp)
-  model = models.from_config(config.model, pipeline.dataset_info(config.data).descriptor.num_classes)
+  model = models.from_config(
+    config.model, pipeline.dataset_info(config.data).descriptor.num_classes
+  )
   tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
-  abstract = train.abstract_train_state(model, tx, runs.input_shape(config), mesh,
-                                        config.sharding.fsdp_min_size)
-  allocate = jax.jit(lambda: jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), abstract),
-                     out_shardings=sharding.shardings_of(abstract))
-  return {"compiled": allocate.lower().compile().memory_analysis().output_size_in_bytes,
-          "shards": plan.shard_bytes(abstract)}
+  abstract = train.abstract_train_state(
+    model, tx, runs.input_shape(config), mesh, config.sharding.fsdp_min_size
+  )
+  allocate = jax.jit(
+    lambda: jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), abstract),
+    out_shardings=sharding.shardings_of(abstract),
+  )
+  return {
+    "compiled": allocate.lower().compile().memory_analysis().output_size_in_bytes,
+    "shards": plan.shard_bytes(abstract),
+  }
 
 
 def test_fsdp_over_four_chips_shrinks_deeplabv3_r101_state_memory():
@@ -90,15 +100,25 @@ def test_a_batch_that_cannot_fit_is_reported_not_raised():
 
 
 def test_a_near_miss_is_shown_with_two_decimals():
-  result = {"model": "m", "topology": "v5e:4x8", "batch_size": 32, "reference": "",
-            "train": {"fits": False, "compiler_error": "RESOURCE_EXHAUSTED: Ran out of memory on "
-                      "HBM, the total memory required for HLO temporaries (15.78G) exceeds "
-                      "available HBM (15.75G)."}}
+  result = {
+    "model": "m",
+    "topology": "v5e:4x8",
+    "batch_size": 32,
+    "reference": "",
+    "train": {
+      "fits": False,
+      "compiler_error": "RESOURCE_EXHAUSTED: Ran out of memory on "
+      "HBM, the total memory required for HLO temporaries (15.78G) exceeds "
+      "available HBM (15.75G).",
+    },
+  }
   assert "| temporaries 15.78 > 15.75 | **no** |" in plan_table.markdown_row(result)
   result["train"]["compiler_error"] = result["train"]["compiler_error"].replace("15.78", "23.3")
   assert "| temporaries 23.3 > 15.8 | **no** |" in plan_table.markdown_row(result)
   other = dict(result, topology="v4:2x2x4")
-  assert len(plan_table.markdown_table([other, result]).splitlines()) == 2 + 2  # header, rule, 2 rows
+  assert (
+    len(plan_table.markdown_table([other, result]).splitlines()) == 2 + 2
+  )  # header, rule, 2 rows
   table = plan_table.markdown_table([other, result], topology="v5e:4x8").splitlines()
   assert len(table) == 3 and "| m | v5e:4x8 |" in table[2]
 
@@ -109,26 +129,41 @@ def test_bad_topologies_and_batches_are_named():
   with pytest.raises(plan.PlanError, match="--batch_size=6 does not divide over 4 devices"):
     plan.plan(_small_config(), "v5e:2x2", batch_size=6)
   assert plan.plan_batch_size(_small_config(), 32, None) == (
-      32, "recipe batch 8 raised to 32 (1 per device); scale the learning rate with it")
+    32,
+    "recipe batch 8 raised to 32 (1 per device); scale the learning rate with it",
+  )
 
 
 @pytest.mark.slow
 def test_plan_main_writes_json(tmp_path):
   config = tmp_path / "small.py"
-  config.write_text("import sys\nsys.path.insert(0, %r)\nfrom test_plan import _small_config\n\n"
-                    "def get_config():\n  return _small_config()\n" % os.path.join(ROOT, "tests"))
+  config.write_text(
+    "import sys\nsys.path.insert(0, %r)\nfrom test_plan import _small_config\n\n"
+    "def get_config():\n  return _small_config()\n" % os.path.join(ROOT, "tests")
+  )
   result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments", "plan.py"), f"--config={config}",
-       "--topology=v5e:2x2", "--no_eval", f"--output={tmp_path}"],
-      capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
+    [
+      sys.executable,
+      os.path.join(ROOT, "experiments", "plan.py"),
+      f"--config={config}",
+      "--topology=v5e:2x2",
+      "--no_eval",
+      f"--output={tmp_path}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={**os.environ, "PYTHONPATH": ROOT},
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert "| small | v5e:2x2 | 8 |" in result.stdout
   assert "TPU_WORKER_HOSTNAMES" not in result.stdout + result.stderr  # libtpu's host errors
   # Its stages as they start and end, with the seconds since the start.
   stages = re.findall(r"^\[ *(\d+) s\] (.*)$", result.stdout, re.M)
   assert [text for _, text in stages][::2] == [
-      "compiling the train step: batch 8 over 4 TPU v5e devices",
-      "measuring the recipe's decoding and augmentation on this CPU"]
+    "compiling the train step: batch 8 over 4 TPU v5e devices",
+    "measuring the recipe's decoding and augmentation on this CPU",
+  ]
   assert len(stages) == 3 and re.fullmatch(r"train step compiled in \d+ s: fits", stages[1][1])
   assert [int(t) for t, _ in stages] == sorted(int(t) for t, _ in stages)
   written = json.load(open(tmp_path / "plan_small_v5e_2x2.json"))
@@ -137,13 +172,18 @@ def test_plan_main_writes_json(tmp_path):
 
 @pytest.mark.slow
 def test_collectives_are_read_from_the_compiled_program_and_the_model_matches_them():
-  hlo = ("%a = (f32[4]{0}, f32[2]{0}) all-reduce(%x, %y), replica_groups={{0,1,2,3},{4,5,6,7}}\n"
-         "%b = bf16[8,2]{1,0} all-gather(%z), replica_groups=[2,4]<=[8], dimensions={0}\n"
-         "%c = f32[3]{0} reduce-scatter(%w), replica_groups=mesh['axis_0'=2,'axis_1'=4] "
-         "{'axis_1'}, dimensions={0}\n")
+  hlo = (
+    "%a = (f32[4]{0}, f32[2]{0}) all-reduce(%x, %y), replica_groups={{0,1,2,3},{4,5,6,7}}\n"
+    "%b = bf16[8,2]{1,0} all-gather(%z), replica_groups=[2,4]<=[8], dimensions={0}\n"
+    "%c = f32[3]{0} reduce-scatter(%w), replica_groups=mesh['axis_0'=2,'axis_1'=4] "
+    "{'axis_1'}, dimensions={0}\n"
+  )
   # all-reduce: 2 x 3/4 x 24 bytes; all-gather: 3/4 x 32; reduce-scatter: (4 - 1) x 12 bytes.
-  assert plan.compiled_collectives(hlo, 8) == {"all-reduce": 36.0, "all-gather": 24.0,
-                                                "reduce-scatter": 36.0}
+  assert plan.compiled_collectives(hlo, 8) == {
+    "all-reduce": 36.0,
+    "all-gather": 24.0,
+    "reduce-scatter": 36.0,
+  }
   config = _small_config()
   config.model.update(dict(features=8, depth=3))
   result = plan.plan(config, "v5e:4x4", with_eval=False, with_input=False)
@@ -168,21 +208,34 @@ def test_collectives_are_read_from_the_compiled_program_and_the_model_matches_th
 
 
 def test_the_step_is_bound_by_the_slowest_of_compute_hbm_ici_and_input():
-  result = {"batch_size": 32, "devices": 32, "devices_per_chip": 1,
-            "schedule": {"steps": 1000}, "ici": {"seconds": 0.3}, "input": {"seconds": 0.5},
-            "train": {"fits": True, "flops_per_device": 2e13, "peak_flops_per_device": 1e14,
-                      "compute_seconds": 0.2, "hbm_seconds": 0.4}}
+  result = {
+    "batch_size": 32,
+    "devices": 32,
+    "devices_per_chip": 1,
+    "schedule": {"steps": 1000},
+    "ici": {"seconds": 0.3},
+    "input": {"seconds": 0.5},
+    "train": {
+      "fits": True,
+      "flops_per_device": 2e13,
+      "peak_flops_per_device": 1e14,
+      "compute_seconds": 0.2,
+      "hbm_seconds": 0.4,
+    },
+  }
   plan.estimate_step(result)
   train_ = result["train"]
   assert train_["bound"] == "input" and train_["step_seconds"] == 0.5
   assert train_["images_per_second"] == 64 and train_["mfu"] == pytest.approx(0.4)
   assert result["schedule"]["hours"] == pytest.approx(1000 * 0.5 / 3600)
   assert "| 200 / 400 / 300 / 500 | 500 (input) |" in plan_table.markdown_row(
-      dict(result, model="m", topology="v5e:4x8", reference=""))
+    dict(result, model="m", topology="v5e:4x8", reference="")
+  )
 
 
 def test_input_plan_from_the_recipes_pipeline_on_images_of_the_datasets_size():
   from segjax.data import pipeline
+
   config = _small_config()
   info = pipeline.dataset_info(config.data)
   small = plan.input_rate(config.data, info, (64, 64))
@@ -202,13 +255,21 @@ def test_sweep_doubles_the_batch_until_it_does_not_fit_and_keeps_the_fastest(mon
   """`plan.sweep`'s search over plans (each `plan.plan` replaced by a stand-in whose memory and
   speed are known): per fsdp, batches 1, 2, 4, ... per device until one does not fit; the best is
   the fastest that fits."""
+
   def fake_plan(config, topology, *, fsdp, batch_size, with_eval, with_input):
     per_device = batch_size // 4
     fits = per_device * 6 / fsdp <= 16  # GiB of a v5e chip
     images_per_second = batch_size / (0.01 * per_device + 0.02) if fits else None
-    return {"fsdp": fsdp, "batch_per_device": per_device,
-            "train": {"fits": fits, "images_per_second": images_per_second,
-                      "memory_gib": {"total": per_device * 6 / fsdp, "hbm": 16.0}}}
+    return {
+      "fsdp": fsdp,
+      "batch_per_device": per_device,
+      "train": {
+        "fits": fits,
+        "images_per_second": images_per_second,
+        "memory_gib": {"total": per_device * 6 / fsdp, "hbm": 16.0},
+      },
+    }
+
   monkeypatch.setattr(plan, "plan", fake_plan)
   messages = []
   result = plan.sweep(_small_config(), "v5e:2x2", fsdp_values=(1, 2, 3), log=messages.append)

@@ -1,4 +1,5 @@
 """Post-processing steps on hand-drawn masks."""
+
 import cv2
 import numpy as np
 import pytest
@@ -16,11 +17,11 @@ def disc(shape, centre, radius):
 
 def test_opening_removes_a_thin_spur_and_gives_it_to_the_surrounding_class():
   labels = np.zeros((20, 20), np.uint8)
-  labels[5:15, 5:15] = 1       # a square of class 1 ...
-  labels[9:10, 15:19] = 1      # ... with a 1-pixel-thin spur
+  labels[5:15, 5:15] = 1  # a square of class 1 ...
+  labels[9:10, 15:19] = 1  # ... with a 1-pixel-thin spur
   out = morphology.morphology(labels, "opening", classes=[1], kernel_shape="rect", size=3)
-  assert (out[9, 15:19] == 0).all()            # spur gone, background took it
-  assert (out[5:15, 5:15] == 1).all()          # the square survives an opening unchanged
+  assert (out[9, 15:19] == 0).all()  # spur gone, background took it
+  assert (out[5:15, 5:15] == 1).all()  # the square survives an opening unchanged
 
 
 def test_closing_erosion_dilation():
@@ -36,8 +37,8 @@ def test_closing_erosion_dilation():
 
 def test_remove_small_components_and_fill():
   labels = np.full((10, 10), 2, np.uint8)
-  labels[1, 1] = 1                 # 1-pixel speck of class 1 inside class 2
-  labels[5:9, 5:9] = 1             # 16-pixel region of class 1: kept
+  labels[1, 1] = 1  # 1-pixel speck of class 1 inside class 2
+  labels[5:9, 5:9] = 1  # 16-pixel region of class 1: kept
   out = morphology.remove_small(labels, min_area=5, classes=[1])
   assert out[1, 1] == 2 and (out[5:9, 5:9] == 1).all()
   assert morphology.remove_small(labels, 5, classes=[1], fill=0)[1, 1] == 0
@@ -46,8 +47,8 @@ def test_remove_small_components_and_fill():
 def test_fill_holes_only_enclosed_and_small_enough():
   labels = np.zeros((12, 12), np.uint8)
   labels[2:10, 2:10] = 1
-  labels[4:6, 4:6] = 0     # 4-pixel hole: enclosed
-  labels[7:9, 6:9] = 3     # enclosed by class 1 too, but 6 pixels
+  labels[4:6, 4:6] = 0  # 4-pixel hole: enclosed
+  labels[7:9, 6:9] = 3  # enclosed by class 1 too, but 6 pixels
   out = morphology.fill_holes(labels, classes=[1], max_area=4)
   assert (out[4:6, 4:6] == 1).all() and (out[7:9, 6:9] == 3).all()
   assert (morphology.fill_holes(labels, classes=[1])[7:9, 6:9] == 1).all()
@@ -80,20 +81,22 @@ def test_chain_steps_from_config_and_bad_steps():
 
 
 def test_chain_splits_compiled_and_host_steps_and_checks_model_outputs():
-  chain = postprocess.Chain("argmax|panoptic_deeplab(top_k=8)|remove_small(2)|scored_instances",
-                            DESCRIPTOR)
+  chain = postprocess.Chain(
+    "argmax|panoptic_deeplab(top_k=8)|remove_small(2)|scored_instances", DESCRIPTOR
+  )
   assert [s.spec for s in chain.compiled] == ["argmax", "panoptic_deeplab(top_k=8)"]
   assert chain.reads() == {"logits", "center", "offset"}
-  with pytest.raises(KeyError, match="'panoptic_deeplab\\(top_k=8\\)' reads \\['center', "
-                                     "'offset'\\]"):
+  with pytest.raises(
+    KeyError, match="'panoptic_deeplab\\(top_k=8\\)' reads \\['center', 'offset'\\]"
+  ):
     chain.check_outputs({"logits": None, "features": None})
 
 
 def test_semantic_instances_give_panoptic_ids_and_scores():
-  labels = np.zeros((1, 12, 12), np.int32)          # stripes everywhere ...
-  labels[0, 1:4, 1:4] = 2                           # ... a disc,
-  labels[0, 6:10, 6:10] = 3                         # a triangle,
-  labels[0, 0, 11] = 4                              # and a 1-pixel square (below min_area: void)
+  labels = np.zeros((1, 12, 12), np.int32)  # stripes everywhere ...
+  labels[0, 1:4, 1:4] = 2  # ... a disc,
+  labels[0, 6:10, 6:10] = 3  # a triangle,
+  labels[0, 0, 11] = 4  # and a 1-pixel square (below min_area: void)
   logits = np.log(np.full((1, 12, 12, 5), 0.1, np.float32))
   logits[0, 1:4, 1:4, 2] = np.log(0.6)
   chain = postprocess.Chain("semantic_instances(min_area=2)|scored_instances", DESCRIPTOR)

@@ -1,5 +1,6 @@
 """The torchvision weight converter, without torch or downloads: state dicts the tests build with
 torchvision's key names and shapes (written out here from torchvision's architecture)."""
+
 import importlib.util
 
 import numpy as np
@@ -30,12 +31,17 @@ def torchvision_resnet_state_dict(depth, rng, *, prefix="", fc=True):
     for b in range(count):
       p = f"layer{layer}.{b}"
       if kind == "basic":
-        conv(f"{p}.conv1", planes, inplanes, 3); bn(f"{p}.bn1", planes)
-        conv(f"{p}.conv2", planes, planes, 3); bn(f"{p}.bn2", planes)
+        conv(f"{p}.conv1", planes, inplanes, 3)
+        bn(f"{p}.bn1", planes)
+        conv(f"{p}.conv2", planes, planes, 3)
+        bn(f"{p}.bn2", planes)
       else:
-        conv(f"{p}.conv1", planes, inplanes, 1); bn(f"{p}.bn1", planes)
-        conv(f"{p}.conv2", planes, planes, 3); bn(f"{p}.bn2", planes)
-        conv(f"{p}.conv3", planes * 4, planes, 1); bn(f"{p}.bn3", planes * 4)
+        conv(f"{p}.conv1", planes, inplanes, 1)
+        bn(f"{p}.bn1", planes)
+        conv(f"{p}.conv2", planes, planes, 3)
+        bn(f"{p}.bn2", planes)
+        conv(f"{p}.conv3", planes * 4, planes, 1)
+        bn(f"{p}.bn3", planes * 4)
       if b == 0 and (layer > 1 or inplanes != planes * expansion):
         conv(f"{p}.downsample.0", planes * expansion, inplanes, 1)
         bn(f"{p}.downsample.1", planes * expansion)
@@ -49,24 +55,33 @@ def torchvision_resnet_state_dict(depth, rng, *, prefix="", fc=True):
 def torchvision_deeplab_head(rng, num_classes, aux):
   """Keys of torchvision's DeepLabHead(2048, C) (and FCNHead(1024, C))."""
   sd = {}
+
   def conv(name, out, inp, k, bias=False):
     sd[f"{name}.weight"] = rng.normal(size=(out, inp, k, k)).astype(np.float32)
     if bias:
       sd[f"{name}.bias"] = rng.normal(size=out).astype(np.float32)
+
   def bn(name, n):
     for leaf in ("weight", "bias", "running_mean"):
       sd[f"{name}.{leaf}"] = rng.normal(size=n).astype(np.float32)
     sd[f"{name}.running_var"] = rng.uniform(0.5, 2, size=n).astype(np.float32)
     sd[f"{name}.num_batches_tracked"] = np.array(3)
-  conv("classifier.0.convs.0.0", 256, 2048, 1); bn("classifier.0.convs.0.1", 256)
+
+  conv("classifier.0.convs.0.0", 256, 2048, 1)
+  bn("classifier.0.convs.0.1", 256)
   for i in (1, 2, 3):
-    conv(f"classifier.0.convs.{i}.0", 256, 2048, 3); bn(f"classifier.0.convs.{i}.1", 256)
-  conv("classifier.0.convs.4.1", 256, 2048, 1); bn("classifier.0.convs.4.2", 256)
-  conv("classifier.0.project.0", 256, 1280, 1); bn("classifier.0.project.1", 256)
-  conv("classifier.1", 256, 256, 3); bn("classifier.2", 256)
+    conv(f"classifier.0.convs.{i}.0", 256, 2048, 3)
+    bn(f"classifier.0.convs.{i}.1", 256)
+  conv("classifier.0.convs.4.1", 256, 2048, 1)
+  bn("classifier.0.convs.4.2", 256)
+  conv("classifier.0.project.0", 256, 1280, 1)
+  bn("classifier.0.project.1", 256)
+  conv("classifier.1", 256, 256, 3)
+  bn("classifier.2", 256)
   conv("classifier.4", num_classes, 256, 1, bias=True)
   if aux:
-    conv("aux_classifier.0", 256, 1024, 3); bn("aux_classifier.1", 256)
+    conv("aux_classifier.0", 256, 1024, 3)
+    bn("aux_classifier.1", 256)
     conv("aux_classifier.4", num_classes, 256, 1, bias=True)
   return sd
 
@@ -75,13 +90,16 @@ def test_resnet18_converts_every_tensor_by_name():
   sd = torchvision_resnet_state_dict(18, np.random.default_rng(0))
   model, variables = pretrained.from_torchvision("resnet18", sd)
   params, stats = variables["params"], variables["batch_stats"]
-  np.testing.assert_array_equal(params["layer2"]["0"]["conv1"]["kernel"],
-                                sd["layer2.0.conv1.weight"].transpose(2, 3, 1, 0))
-  np.testing.assert_array_equal(params["layer3"]["0"]["downsample"]["1"]["scale"],
-                                sd["layer3.0.downsample.1.weight"])
+  np.testing.assert_array_equal(
+    params["layer2"]["0"]["conv1"]["kernel"], sd["layer2.0.conv1.weight"].transpose(2, 3, 1, 0)
+  )
+  np.testing.assert_array_equal(
+    params["layer3"]["0"]["downsample"]["1"]["scale"], sd["layer3.0.downsample.1.weight"]
+  )
   # A stage's repeated blocks are stacked (nn.scan): layer4.1 is entry 0 of layer4/blocks.
-  np.testing.assert_array_equal(stats["layer4"]["blocks"]["block"]["bn2"]["var"][0],
-                                sd["layer4.1.bn2.running_var"])
+  np.testing.assert_array_equal(
+    stats["layer4"]["blocks"]["block"]["bn2"]["var"][0], sd["layer4.1.bn2.running_var"]
+  )
   # Round trip: every variable back under its torchvision key gives the file (without fc).
   back = pretrained.to_state_dict(variables)
   expected = {k: v for k, v in sd.items() if not k.startswith("fc.") and "num_batches" not in k}
@@ -100,18 +118,24 @@ def test_deeplabv3_resnet50_converts_with_and_without_aux(aux, tmp_path):
   model, variables = pretrained.from_torchvision("deeplabv3_resnet50", path)
   assert model.aux_head == aux and model.num_classes == 21 and model.output_stride == 8
   params = variables["params"]
-  np.testing.assert_array_equal(params["classifier"]["0"]["convs_4"]["1"]["kernel"],
-                                sd["classifier.0.convs.4.1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+    params["classifier"]["0"]["convs_4"]["1"]["kernel"],
+    sd["classifier.0.convs.4.1.weight"].transpose(2, 3, 1, 0),
+  )
   np.testing.assert_array_equal(params["classifier"]["4"]["bias"], sd["classifier.4.bias"])
 
 
 def write_safetensors(path, tensors):
   import json
+
   header, blobs, offset = {}, [], 0
   for k, v in tensors.items():
     raw = np.ascontiguousarray(v).tobytes()
-    header[k] = {"dtype": {"float32": "F32", "int64": "I64"}[str(v.dtype)], "shape": list(v.shape),
-                 "data_offsets": [offset, offset + len(raw)]}
+    header[k] = {
+      "dtype": {"float32": "F32", "int64": "I64"}[str(v.dtype)],
+      "shape": list(v.shape),
+      "data_offsets": [offset, offset + len(raw)],
+    }
     blobs.append(raw)
     offset += len(raw)
   text = json.dumps(header).encode()
@@ -148,4 +172,3 @@ def test_clear_errors_for_missing_extra_and_misshapen_tensors(tmp_path):
       pretrained.read_state_dict(str(tmp_path / "w.pth"))
   with pytest.raises(FileNotFoundError, match="nowhere.npz"):
     pretrained.read_state_dict(str(tmp_path / "nowhere.npz"))
-

@@ -6,7 +6,10 @@ from segjax import registry
 def test_parse_spec_reads_name_and_literal_arguments():
   assert registry.parse_spec("unet") == ("unet", (), {})
   assert registry.parse_spec(" unet(features=32, depth=3, name='x', scales=(0.5, 1.0)) ") == (
-      "unet", (), {"features": 32, "depth": 3, "name": "x", "scales": (0.5, 1.0)})
+    "unet",
+    (),
+    {"features": 32, "depth": 3, "name": "x", "scales": (0.5, 1.0)},
+  )
   assert registry.parse_spec("random_scale(0.5, 2.0)") == ("random_scale", (0.5, 2.0), {})
   assert registry.parse_spec("pkg.mod:fn(1, a='b')") == ("pkg.mod:fn", (1,), {"a": "b"})
   assert registry.parse_spec("pkg.mod:Cls.method") == ("pkg.mod:Cls.method", (), {})
@@ -33,6 +36,7 @@ def test_lookup_binds_arguments_and_overrides():
 def test_importable_functions_stand_for_names_and_are_recorded_by_name():
   fn = registry.lookup("loss", "segjax.losses.functions:dice_loss(smooth=1.0)")
   from segjax.losses import functions
+
   assert fn.func is functions.dice_loss and fn.keywords == {"smooth": 1.0}
   assert registry.importable_name(functions.dice_loss) == "segjax.losses.functions:dice_loss"
   assert registry.importable_name(lambda x: x) is None

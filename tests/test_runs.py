@@ -1,5 +1,6 @@
 """Self-describing runs: prediction and evaluation from the run directory alone (training data and
 optimizer state deleted), exported models, configs recorded so that they reproduce the run."""
+
 import json
 import os
 import shutil
@@ -23,9 +24,20 @@ def write_shapes_folder(root, counts=(("train", 6), ("val", 2)), size=32):
   d = shapes.DESCRIPTOR
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, "classes.json"), "w") as f:
-    json.dump({"classes": [{"id": i, "name": n, "color": list(d.colormap[i]),
-                            "kind": "thing" if i in d.thing_classes else "stuff"}
-                           for i, n in enumerate(d.class_names)]}, f)
+    json.dump(
+      {
+        "classes": [
+          {
+            "id": i,
+            "name": n,
+            "color": list(d.colormap[i]),
+            "kind": "thing" if i in d.thing_classes else "stuff",
+          }
+          for i, n in enumerate(d.class_names)
+        ]
+      },
+      f,
+    )
   for split, count in counts:
     for sub in ("images", "masks"):
       os.makedirs(os.path.join(root, split, sub), exist_ok=True)
@@ -37,20 +49,39 @@ def write_shapes_folder(root, counts=(("train", 6), ("val", 2)), size=32):
 
 def tiny_folder_config(root, data_dir):
   config = load_config("unet_folder")
-  config.data.update(dict(root=root, data_dir=data_dir, patch_size=(32, 32),
-                          patch_stride=(32, 32), crop_size=(32, 32), class_balanced=0.0,
-                          min_labelled_fraction=0.0))
+  config.data.update(
+    dict(
+      root=root,
+      data_dir=data_dir,
+      patch_size=(32, 32),
+      patch_stride=(32, 32),
+      crop_size=(32, 32),
+      class_balanced=0.0,
+      min_labelled_fraction=0.0,
+    )
+  )
   config.model.update(dict(features=4, depth=2))
-  config.update(dict(batch_size=4, eval_batch_size=2, num_train_steps=2, log_every_steps=1,
-                     checkpoint_every_steps=2))
+  config.update(
+    dict(
+      batch_size=4,
+      eval_batch_size=2,
+      num_train_steps=2,
+      log_every_steps=1,
+      checkpoint_every_steps=2,
+    )
+  )
   config.predict.split = "validation"
   return config
 
 
 def _main(name, *flags):
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", f"{name}.py"),
-                           *flags], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": ROOT})
+  result = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "experiments", f"{name}.py"), *flags],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={**os.environ, "PYTHONPATH": ROOT},
+  )
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   return result.stdout
 
@@ -76,8 +107,9 @@ def test_prediction_and_evaluation_need_neither_training_data_nor_optimizer_stat
   for step in os.listdir(os.path.join(workdir, "checkpoints")):
     shutil.rmtree(os.path.join(workdir, "checkpoints", step, "training"))
   out = str(tmp / "prelabels")
-  printed = _main("predict", f"--workdir={workdir}", f"--input={photos}", f"--output={out}",
-                  "--format=coco")
+  printed = _main(
+    "predict", f"--workdir={workdir}", f"--input={photos}", f"--output={out}", "--format=coco"
+  )
   assert "Pre-labelled 2 images" in printed
   coco = json.load(open(os.path.join(out, "annotations.json")))
   assert [c["name"] for c in coco["categories"]] == list(shapes.DESCRIPTOR.class_names)
@@ -112,6 +144,7 @@ def test_exported_model_predicts_alone_and_holds_only_the_model(folder_run, tmp_
 def test_config_records_functions_by_importable_name():
   config = load_config("unet_shapes")
   from segjax.losses import functions
+
   config.losses = (("logits", "semantic", functions.dice_loss, 0.5),)
   recorded = runs.config_to_dict(config)
   assert recorded["losses"][0][2] == "segjax.losses.functions:dice_loss"
@@ -124,9 +157,12 @@ def test_config_records_functions_by_importable_name():
   config.losses = ()
   config.loss = [(functions.cross_entropy, 1.0), (functions.dice_loss, 0.5, {"smooth": 1.0})]
   recorded = runs.config_to_dict(config)
-  assert recorded["loss"] == [["segjax.losses.functions:cross_entropy", 1.0],
-                              ["segjax.losses.functions:dice_loss", 0.5, {"smooth": 1.0}]]
+  assert recorded["loss"] == [
+    ["segjax.losses.functions:cross_entropy", 1.0],
+    ["segjax.losses.functions:dice_loss", 0.5, {"smooth": 1.0}],
+  ]
   from segjax.losses import terms  # pylint: disable=import-outside-toplevel
+
   made = terms.make_terms(recorded["loss"])  # the recorded form builds the same terms
   assert [(t.label, t.weight) for t in made] == [("cross_entropy", 1.0), ("dice_loss", 0.5)]
   assert made[1].loss.keywords == {"smooth": 1.0}

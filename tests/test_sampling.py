@@ -1,5 +1,6 @@
 """Bilinear sampling (`segjax.models.sampling`) against PyTorch's ``grid_sample`` computed point by
 point, and the deformable attention built on it."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,6 +1,7 @@
 """segjax against PyTorch/torchvision, on the reference outputs tools/torch_reference.py wrote with
 torch and torchvision (tests/fixtures; CI needs no PyTorch): torchvision networks converted by
 `segjax.models.from_torchvision` give torchvision's outputs, and the losses PyTorch's values."""
+
 import json
 import os
 
@@ -17,8 +18,8 @@ from conftest import ROOT
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 # fixture -> (from_torchvision name, keyword arguments of the narrow model)
 NETWORKS = {
-    "resnet18_w4": ("resnet18", dict(width=4)),
-    "deeplabv3_resnet50_w2": ("deeplabv3_resnet50", dict(width=2, aspp_features=8)),
+  "resnet18_w4": ("resnet18", dict(width=4)),
+  "deeplabv3_resnet50_w2": ("deeplabv3_resnet50", dict(width=2, aspp_features=8)),
 }
 
 
@@ -26,7 +27,8 @@ NETWORKS = {
 def test_converted_torchvision_networks_give_torchvisions_outputs(fixture):
   name, kwargs = NETWORKS[fixture]
   model, variables = segjax.models.from_torchvision(
-      name, os.path.join(FIXTURES, f"{fixture}.npz"), **kwargs)
+    name, os.path.join(FIXTURES, f"{fixture}.npz"), **kwargs
+  )
   io = np.load(os.path.join(FIXTURES, f"{fixture}_io.npz"))
   ours = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, jnp.asarray(io["image"]))
   keys = [k for k in io.files if k != "image" and not k.endswith("_torch_float32")]

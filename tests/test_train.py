@@ -1,4 +1,5 @@
 """End-to-end trainer tests on a tiny shapes dataset and a tiny UNet (4 simulated CPU devices)."""
+
 import json
 import os
 import shutil
@@ -18,6 +19,8 @@ from segjax import losses
 from segjax import metrics
 from segjax import models
 from segjax import predict
+from segjax import predict_files
+from segjax import pictures
 from segjax import runs
 from segjax import sharding
 from segjax import train
@@ -58,10 +61,34 @@ def test_evaluation_counts_every_pixel_exactly_once(straight_run):
   config, workdir, _ = straight_run
   summary = json.load(open(os.path.join(workdir, "final_metrics.json")))["validation"]
   source = pipeline.get_source(config.data)
-  labels = np.stack([ex["semantic"] for ex in source.builder.as_dataset(split="validation").as_numpy_iterator()])
+  labels = np.stack(
+    [ex["semantic"] for ex in source.builder.as_dataset(split="validation").as_numpy_iterator()]
+  )
   assert labels.shape[0] == 10
   expected = np.bincount(labels.reshape(-1), minlength=5)
   np.testing.assert_array_equal(np.asarray(summary["confusion_matrix"]).sum(axis=1), expected)
+
+
+def test_evaluation_counts_stay_exact_past_2_31_pixels_a_cell(straight_run, monkeypatch):
+  # The split's totals start at 2**32 - 7 in every cell (what a split of ~4e9 pixels a cell
+  # leaves): evaluating adds the split's own counts exactly, past int32 and uint32.
+  config, workdir, _ = straight_run
+  run = runs.load(workdir)
+  source = pipeline.get_source(config.data)
+  evaluator = evaluation.Evaluator(
+    run.model, config, source.descriptor, sharding.make_mesh(), (32, 32, 3)
+  )
+  plain = np.asarray(evaluator.evaluate(run.variables, source, "validation")["confusion_matrix"])
+  zeros = evaluator.zero_sums
+  start = 2**32 - 7
+  monkeypatch.setattr(
+    evaluator,
+    "zero_sums",
+    lambda: zeros().add({"confusion": jnp.full(plain.shape, start, jnp.uint32)}),
+  )
+  large = np.asarray(evaluator.evaluate(run.variables, source, "validation")["confusion_matrix"])
+  np.testing.assert_array_equal(large, plain.astype(np.int64) + start)
+  assert large.max() > 2**32 and plain.sum() == 10 * 32 * 32
 
 
 def test_resumed_run_ends_with_the_same_parameters(straight_run, tmp_path, monkeypatch):
@@ -111,20 +138,24 @@ def test_kill_during_an_asynchronous_save_then_resume(straight_run, data_dir, tm
   ends with the uninterrupted run's parameters and final metrics."""
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
+
   config, straight, final = straight_run
   interrupted = str(tmp_path / "interrupted")
-  script = KILL_DURING_ASYNC_SAVE.format(tests=os.path.dirname(os.path.abspath(__file__)),
-                                         data_dir=data_dir, workdir=interrupted)
-  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=600)
+  script = KILL_DURING_ASYNC_SAVE.format(
+    tests=os.path.dirname(os.path.abspath(__file__)), data_dir=data_dir, workdir=interrupted
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+  )
   assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
   left = os.listdir(os.path.join(interrupted, "checkpoints"))
   assert set(left) <= {"3"} or any("tmp" in name for name in left), left  # nothing else
   resumed = train.train_and_evaluate(config, interrupted)
   a, b = _params(straight), _params(interrupted)
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
-  np.testing.assert_allclose(resumed.metrics["validation"]["mean_iou"],
-                             final["validation"]["mean_iou"], rtol=1e-5)
+  np.testing.assert_allclose(
+    resumed.metrics["validation"]["mean_iou"], final["validation"]["mean_iou"], rtol=1e-5
+  )
 
 
 def test_device_prefetch_keeps_order_and_runs_ahead():
@@ -147,13 +178,17 @@ def test_device_prefetch_keeps_order_and_runs_ahead():
 
 def test_profile_window_and_deeper_prefetch_leave_the_run_unchanged(straight_run, tmp_path):
   import glob  # pylint: disable=import-outside-toplevel
+
   config, straight, _ = straight_run
   config = runs.config_from_dict(runs.config_to_dict(config))
   config.device_prefetch, config.profile_steps = 3, (2, 3)
   workdir = str(tmp_path / "profiled")
   train.train_and_evaluate(config, workdir)
-  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
-                         _params(straight), _params(workdir))
+  jax.tree_util.tree_map(
+    lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+    _params(straight),
+    _params(workdir),
+  )
   assert glob.glob(os.path.join(workdir, "profile", "plugins", "profile", "*", "*.xplane.pb"))
   assert glob.glob(os.path.join(workdir, "profile", "plugins", "profile", "*", "*.trace.json.gz"))
   for bad in ((3, 2), (0, 2), (5,), ("a", 2)):
@@ -171,12 +206,15 @@ def _step_losses(config, batches, num_devices, fsdp=1, dtype="float32"):
   state = train.create_train_state(model, tx, (32, 32, 3), 0, mesh, min_shard_size=0)
   objective = losses.Objective(losses.make_terms(config.loss, config.get("losses") or ()), 255)
   metric_terms = train.make_train_metrics(config, 5, 255)
-  step = train.make_train_step(model, tx, objective, metric_terms, mesh,
-                               state_sharding=sharding.shardings_of(state))
+  step = train.make_train_step(
+    model, tx, objective, metric_terms, mesh, state_sharding=sharding.shardings_of(state)
+  )
   history = []
   for batch in batches:
-    sums = jax.device_put(train.zero_sums(model, objective, metric_terms, state.variables, batch),
-                          sharding.replicated(mesh))
+    sums = jax.device_put(
+      train.zero_sums(model, objective, metric_terms, state.variables, batch),
+      sharding.replicated(mesh),
+    )
     state, sums = step(state, sums, sharding.global_batch(batch, mesh))
     history.append(float(sums.loss_sums["loss"]))
   return history, state
@@ -185,8 +223,9 @@ def _step_losses(config, batches, num_devices, fsdp=1, dtype="float32"):
 @pytest.fixture(scope="module")
 def three_batches(data_dir):
   config = tiny_config(data_dir)
-  ds = pipeline.train_dataset(pipeline.get_source(config.data), config.data, local_batch_size=4,
-                              seed=0)
+  ds = pipeline.train_dataset(
+    pipeline.get_source(config.data), config.data, local_batch_size=4, seed=0
+  )
   return [next(iter(pipeline.as_numpy(ds.skip(i)))) for i in range(3)]
 
 
@@ -199,11 +238,13 @@ def data_parallel_losses(data_dir, three_batches):
 
 
 @pytest.mark.slow
-def test_same_global_batch_gives_same_losses_on_1_device_and_with_fsdp(config, three_batches,
-                                                                       data_parallel_losses):
+def test_same_global_batch_gives_same_losses_on_1_device_and_with_fsdp(
+  config, three_batches, data_parallel_losses
+):
   assert jax.device_count() == 4
-  np.testing.assert_allclose(_step_losses(config, three_batches, 1)[0], data_parallel_losses,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    _step_losses(config, three_batches, 1)[0], data_parallel_losses, rtol=1e-5
+  )
   # Parameters and optimizer state split over the 4 devices (FSDP): the same losses.
   losses, state = _step_losses(config, three_batches, 4, fsdp=4)
   np.testing.assert_allclose(losses, data_parallel_losses, rtol=1e-5)
@@ -214,8 +255,9 @@ def test_same_global_batch_gives_same_losses_on_1_device_and_with_fsdp(config, t
   assert mu.sharding.spec == kernel.sharding.spec
 
 
-def test_bfloat16_computation_keeps_float32_parameters_and_close_losses(config, three_batches,
-                                                                        data_parallel_losses):
+def test_bfloat16_computation_keeps_float32_parameters_and_close_losses(
+  config, three_batches, data_parallel_losses
+):
   losses, state = _step_losses(config, three_batches, 4, dtype="bfloat16")
   assert all(np.isfinite(losses))
   np.testing.assert_allclose(losses, data_parallel_losses, rtol=0.03)
@@ -224,8 +266,9 @@ def test_bfloat16_computation_keeps_float32_parameters_and_close_losses(config, 
   assert {p.dtype for p in jax.tree_util.tree_leaves(state.batch_stats)} == {jnp.dtype(jnp.float32)}
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_good_checkpoints(config, tmp_path,
-                                                                       monkeypatch):
+def test_nan_loss_stops_with_a_clear_error_and_keeps_good_checkpoints(
+  config, tmp_path, monkeypatch
+):
   """A NaN image in the third batch: steps 1 and 2 are checkpointed, step 3 is not, and the
   error names step 3."""
   config.checkpoint_every_steps = 1
@@ -236,13 +279,16 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_good_checkpoints(config, tm
     def third_is_nan():
       for i, batch in enumerate(batches):
         yield {**batch, "image": np.full_like(batch["image"], np.nan)} if i == 2 else batch
+
     return device_batches(third_is_nan(), mesh, prefetch)
 
   monkeypatch.setattr(train, "device_batches", poisoned)
   workdir = str(tmp_path / "nan")
   with pytest.raises(FloatingPointError, match=r"NaN or infinite at step 3\b.*step 2\)"):
     train.train_and_evaluate(config, workdir)
-  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1, keep=3)
+  checkpointer = checkpointing.Checkpointer(
+    os.path.join(workdir, "checkpoints"), every_steps=1, keep=3
+  )
   assert list(checkpointer.all_steps()) == [1, 2]
   params = _params(workdir)
   assert all(np.all(np.isfinite(p)) for p in jax.tree_util.tree_leaves(params))
@@ -264,7 +310,7 @@ def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path
   config.predict.num_images = 3
   predictor = predict.Predictor(runs.load(workdir), config)
   source = pipeline.get_source(config.data)
-  paths = predict.draw_split(predictor, source, str(tmp_path / "pictures"))
+  paths = pictures.draw_split(predictor, source, str(tmp_path / "pictures"))
   assert len(paths) == 3
   picture = cv2.cvtColor(cv2.imread(paths[0]), cv2.COLOR_BGR2RGB)
   # Four titled panels (image, ground truth, prediction, errors) of 32x32 scaled by 8, a legend.
@@ -273,7 +319,7 @@ def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path
   test_example = next(source.builder.as_dataset(split="test").as_numpy_iterator())
   row, column = visualize.panel_offsets(4, 32)[1]
   truth = source.descriptor.colorize(test_example["semantic"][..., 0])
-  np.testing.assert_array_equal(picture[row:row + 256:8, column:column + 256:8], truth)
+  np.testing.assert_array_equal(picture[row : row + 256 : 8, column : column + 256 : 8], truth)
   # Region boundaries are outlined on the last column of the scaled pixel before each change.
   semantic = test_example["semantic"][..., 0]
   ys, xs = np.nonzero(semantic[:, :-1] != semantic[:, 1:])
@@ -281,22 +327,24 @@ def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path
   for y, x in zip(ys[:5], xs[:5]):
     assert tuple(picture[row + 8 * y + 3, column + 8 * x + 7]) == visualize.OUTLINE
   # ... and nowhere inside a region: a pixel whose right and lower neighbours share its label.
-  inside = np.nonzero((semantic[:-1, :-1] == semantic[:-1, 1:]) &
-                      (semantic[:-1, :-1] == semantic[1:, :-1]))
+  inside = np.nonzero(
+    (semantic[:-1, :-1] == semantic[:-1, 1:]) & (semantic[:-1, :-1] == semantic[1:, :-1])
+  )
   assert len(inside[0]) > 0
   for y, x in zip(inside[0][:5], inside[1][:5]):
     assert tuple(picture[row + 8 * y + 3, column + 8 * x + 7]) != visualize.OUTLINE
   # All three, one under the other 8 rows apart, in the contact sheet.
-  sheet = cv2.cvtColor(cv2.imread(str(tmp_path / "pictures" / "contact_sheet.png")),
-                       cv2.COLOR_BGR2RGB)
+  sheet = cv2.cvtColor(
+    cv2.imread(str(tmp_path / "pictures" / "contact_sheet.png")), cv2.COLOR_BGR2RGB
+  )
   assert sheet.shape == (3 * picture.shape[0] + 2 * 8, picture.shape[1], 3)
-  np.testing.assert_array_equal(sheet[:picture.shape[0]], picture)
+  np.testing.assert_array_equal(sheet[: picture.shape[0]], picture)
   third = cv2.cvtColor(cv2.imread(paths[2]), cv2.COLOR_BGR2RGB)
-  np.testing.assert_array_equal(sheet[-picture.shape[0]:], third)
+  np.testing.assert_array_equal(sheet[-picture.shape[0] :], third)
   # With test-time augmentation in config.predict, the picture shows its prediction.
   config.predict.update(dict(num_images=1, flip=True, scales=(0.75, 1.0, 1.5)))
   predictor = predict.Predictor(runs.load(workdir), config)
-  [path] = predict.draw_split(predictor, source, str(tmp_path / "tta"))
+  [path] = pictures.draw_split(predictor, source, str(tmp_path / "tta"))
   drawn = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
   ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split, local_batch_size=1)
   image = next(pipeline.as_numpy(ds))["image"][0]
@@ -304,26 +352,32 @@ def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path
   plain = predictor.predict_batch(image[None])["semantic"][0]
   assert np.any(augmented != plain)  # the settings matter for this model and image
   row, column = visualize.panel_offsets(4, 32)[2]
-  np.testing.assert_array_equal(drawn[row:row + 256:8, column:column + 256:8],
-                                source.descriptor.colorize(augmented))
+  np.testing.assert_array_equal(
+    drawn[row : row + 256 : 8, column : column + 256 : 8], source.descriptor.colorize(augmented)
+  )
 
 
 class _PanopticFromSemantic(nn.Module):
   """A test double for a panoptic model: the UNet's argmax as panoptic ids, all pixels of a thing
   class in one instance (1)."""
+
   inner: nn.Module
 
   def __call__(self, image, train: bool = False):
     out = self.inner(image, train=train)
     pred = jnp.argmax(out["logits"], axis=-1).astype(jnp.int32)
-    return out | {"panoptic": jnp.where(pred >= 2, pred * 1000 + 1, pred * 1000),
-                  "center": jax.nn.sigmoid(out["logits"][..., 0])}
+    return out | {
+      "panoptic": jnp.where(pred >= 2, pred * 1000 + 1, pred * 1000),
+      "center": jax.nn.sigmoid(out["logits"][..., 0]),
+    }
 
 
 def _wrapped_run(workdir, postprocess="argmax"):
   run = runs.load(workdir)
-  variables = {"params": {"inner": run.variables["params"]},
-               "batch_stats": {"inner": run.variables["batch_stats"]}}
+  variables = {
+    "params": {"inner": run.variables["params"]},
+    "batch_stats": {"inner": run.variables["batch_stats"]},
+  }
   config = run.config.copy_and_resolve_references()
   config.postprocess = postprocess
   return runs.Run(config, run.descriptor, _PanopticFromSemantic(run.model), variables)
@@ -343,9 +397,14 @@ def test_panoptic_quality_in_evaluation_streams_exactly(straight_run):
   batch = next(pipeline.as_numpy(ds))
   pred = run.apply(batch["image"])["panoptic"]
   d = source.descriptor
-  expected = metrics.panoptic_quality(np.asarray(pred), batch["panoptic"], label_divisor=1000,
-                                      thing_classes=d.thing_classes, stuff_classes=d.stuff_classes,
-                                      class_names=d.class_names)
+  expected = metrics.panoptic_quality(
+    np.asarray(pred),
+    batch["panoptic"],
+    label_divisor=1000,
+    thing_classes=d.thing_classes,
+    stuff_classes=d.stuff_classes,
+    class_names=d.class_names,
+  )
   for group in ("all", "things", "stuff"):
     assert summary["panoptic"][group] == pytest.approx(expected[group])
   assert summary["panoptic"]["per_class"].keys() == expected["per_class"].keys()
@@ -364,66 +423,82 @@ def test_host_post_processing_in_evaluation_equals_the_chain_on_all_images(strai
   config = run.config.copy_and_resolve_references()
   config.postprocess = "argmax|remove_small(6)|semantic_instances|scored_instances"
   source = pipeline.get_source(config.data)
-  evaluator = evaluation.Evaluator(run.model, config, source.descriptor, sharding.make_mesh(),
-                                   (32, 32, 3))
+  evaluator = evaluation.Evaluator(
+    run.model, config, source.descriptor, sharding.make_mesh(), (32, 32, 3)
+  )
   assert not evaluator.fused and evaluator.panoptic and evaluator.instances
   summary = evaluator.evaluate(run.variables, source, "validation")
   ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=10)
   batch = next(pipeline.as_numpy(ds))
   from segjax import postprocess
+
   chain = postprocess.Chain(config.postprocess, source.descriptor)
   predictions = chain({"logits": np.asarray(run.apply(batch["image"])["logits"])})
   cm = metrics.confusion_matrix(predictions["semantic"], batch["semantic"], 5)
   np.testing.assert_array_equal(summary["confusion_matrix"], np.asarray(cm))
   d = source.descriptor
-  expected = metrics.panoptic_quality(predictions["panoptic"], batch["panoptic"],
-                                      label_divisor=1000, thing_classes=d.thing_classes,
-                                      stuff_classes=d.stuff_classes)
+  expected = metrics.panoptic_quality(
+    predictions["panoptic"],
+    batch["panoptic"],
+    label_divisor=1000,
+    thing_classes=d.thing_classes,
+    stuff_classes=d.stuff_classes,
+  )
   assert summary["pq"] == pytest.approx(expected["all"]["pq"])
   # Mask AP over the instances of every valid image (none of the padding), as on the host.
-  truths = [metrics.instances_from_panoptic(p, label_divisor=1000, thing_classes=d.thing_classes)
-            for p in batch["panoptic"]]
-  want = metrics.mask_ap(truths, list(predictions["instances"]), class_ids=d.thing_classes,
-                         class_names=[d.class_names[c] for c in d.thing_classes])
+  truths = [
+    metrics.instances_from_panoptic(p, label_divisor=1000, thing_classes=d.thing_classes)
+    for p in batch["panoptic"]
+  ]
+  want = metrics.mask_ap(
+    truths,
+    list(predictions["instances"]),
+    class_ids=d.thing_classes,
+    class_names=[d.class_names[c] for c in d.thing_classes],
+  )
   assert summary["mask_ap"].keys() == want.keys()
   for key, value in want.items():
     assert summary["mask_ap"][key] == (pytest.approx(value) if isinstance(value, float) else value)
-  assert summary["ap"] == pytest.approx(want["ap"]) and summary["ap50"] == pytest.approx(want["ap50"])
+  assert summary["ap"] == pytest.approx(want["ap"]) and summary["ap50"] == pytest.approx(
+    want["ap50"]
+  )
   assert sum(len(t) for t in truths) > 10 and sum(len(f) for f in predictions["instances"]) > 0
 
 
 def test_prelabel_files_with_window_tta_postprocess_and_instances(straight_run, tmp_path):
   from segjax.data.shapes import render_scene
   import cv2
+
   config, workdir, _ = straight_run
   inputs = []
   for i, size in enumerate([(40, 52), (23, 31)]):  # larger and smaller than the window
     image, _, _ = render_scene(np.random.default_rng(i), max(size), 4)
     path = str(tmp_path / f"photo_{i}.png")
-    cv2.imwrite(path, image[:size[0], :size[1], ::-1])
+    cv2.imwrite(path, image[: size[0], : size[1], ::-1])
     inputs.append(path)
   config = config.copy_and_resolve_references()
   config.predict.update(dict(window=(32, 32), flip=True))
   config.postprocess = "argmax|remove_small(4)|semantic_instances('watershed')"
   out = str(tmp_path / "out")
   predictor = predict.Predictor(runs.load(workdir), config)
-  rows = predict.predict_files(predictor, inputs, out, "coco", progress=False)
+  rows = predict_files.predict_files(predictor, inputs, out, "coco", progress=False)
   assert [r["uncertainty"] for r in rows] == sorted((r["uncertainty"] for r in rows), reverse=True)
   coco = json.load(open(os.path.join(out, "annotations.json")))
   assert [im["file_name"] for im in coco["images"]] == ["photo_0.png", "photo_1.png"]
   from PIL import Image
+
   mask = np.asarray(Image.open(os.path.join(out, "masks", "photo_1.png")))
   assert mask.shape == (23, 31) and mask.max() < 5
   assert os.path.exists(os.path.join(out, "review.csv"))
   assert os.path.exists(os.path.join(out, "classes.json"))
 
 
-def test_panoptic_prelabels_carry_instance_scores_and_pictures_are_panoptic(straight_run,
-                                                                              tmp_path):
+def test_panoptic_prelabels_carry_instance_scores_and_pictures_are_panoptic(straight_run, tmp_path):
   from segjax.data.shapes import render_scene
   from segjax.postprocess.panoptic import instance_predictions
   from segjax import visualize
   import cv2
+
   config, workdir, _ = straight_run
   run = _wrapped_run(workdir, "argmax|scored_instances")
   image, _, _ = render_scene(np.random.default_rng(3), 40, 4)
@@ -432,23 +507,29 @@ def test_panoptic_prelabels_carry_instance_scores_and_pictures_are_panoptic(stra
   out = str(tmp_path / "out")
   predictor = predict.Predictor(run)
   assert not predictor.semantic_only  # it reads the model's panoptic map and centre heatmap
-  predict.predict_files(predictor, [path], out, "coco", progress=False)
+  predict_files.predict_files(predictor, [path], out, "coco", progress=False)
   coco = json.load(open(os.path.join(out, "annotations.json")))
   # Expected scores from the model's own outputs on the same normalised image.
   import tensorflow as tf
+
   x = pipeline.prepare_image({"image": tf.constant(image)}, config.data)["image"].numpy()[None]
   outputs = run.apply(x)
-  expected = instance_predictions(outputs["panoptic"][0], outputs["center"][0],
-                                  jax.nn.softmax(outputs["logits"][0]), label_divisor=1000,
-                                  thing_classes=(2, 3, 4))
+  expected = instance_predictions(
+    outputs["panoptic"][0],
+    outputs["center"][0],
+    jax.nn.softmax(outputs["logits"][0]),
+    label_divisor=1000,
+    thing_classes=(2, 3, 4),
+  )
   things = [a for a in coco["annotations"] if a["category_id"] in (2, 3, 4)]
   assert len(things) == len(expected["ids"]) > 0
-  np.testing.assert_allclose(sorted(a["score"] for a in things), sorted(expected["scores"]),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    sorted(a["score"] for a in things), sorted(expected["scores"]), rtol=1e-5
+  )
   # Instance pre-labels of a dataset with things: no stuff regions unless asked.
   assert {a["category_id"] for a in coco["annotations"]} <= {2, 3, 4}
   predictor.config.predict.export_stuff = True
-  predict.predict_files(predictor, [path], out, "coco", progress=False)
+  predict_files.predict_files(predictor, [path], out, "coco", progress=False)
   coco = json.load(open(os.path.join(out, "annotations.json")))
   stuff = [a for a in coco["annotations"] if a["category_id"] in (0, 1)]
   assert stuff and all("score" not in a for a in stuff)
@@ -456,13 +537,15 @@ def test_panoptic_prelabels_carry_instance_scores_and_pictures_are_panoptic(stra
   # Pictures of a split: the ground-truth panel is the panoptic drawing.
   predictor.config.predict.num_images = 1
   source = pipeline.get_source(config.data)
-  [picture] = predict.draw_split(predictor, source, str(tmp_path / "pictures"))
+  [picture] = pictures.draw_split(predictor, source, str(tmp_path / "pictures"))
   drawn = cv2.imread(picture)[..., ::-1]
   ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split, local_batch_size=4)
   truth = next(pipeline.as_numpy(ds))["panoptic"][0]
   row, column = visualize.panel_offsets(4, 32)[1]
-  np.testing.assert_array_equal(drawn[row:row + 256:8, column:column + 256:8],
-                                visualize.colorize_panoptic(truth, source.descriptor))
+  np.testing.assert_array_equal(
+    drawn[row : row + 256 : 8, column : column + 256 : 8],
+    visualize.colorize_panoptic(truth, source.descriptor),
+  )
 
 
 def test_checkpoint_of_another_model_is_refused_naming_its_step(straight_run, tmp_path):
@@ -471,8 +554,11 @@ def test_checkpoint_of_another_model_is_refused_naming_its_step(straight_run, tm
   shutil.copytree(os.path.join(workdir, "checkpoints"), other / "checkpoints")
   wider = config.copy_and_resolve_references()
   wider.model.features = 8  # the checkpoint holds a width-4 UNet
-  with pytest.raises(ValueError, match=r"Checkpoint 6 in .*other.*does not fit the model of this "
-                                       r"config"):
+  with pytest.raises(
+    ValueError,
+    match=r"Checkpoint 6 in .*other.*does not fit the model of this "
+    r"config",
+  ):
     train.train_and_evaluate(wider, str(other))
   assert sorted(os.listdir(other / "checkpoints")) == ["3", "6"]  # nothing lost
 
@@ -481,32 +567,49 @@ def test_pretrained_backbone_file_named_in_the_config_is_loaded(data_dir, tmp_pa
   """``config.model.pretrained``: the backbone of the first state comes from the torchvision file,
   tensor by tensor; the rest of the model keeps its initial values; Adam starts at zero."""
   from test_pretrained import torchvision_resnet_state_dict
+
   sd = torchvision_resnet_state_dict(18, np.random.default_rng(5))
   path = str(tmp_path / "resnet18.npz")
   np.savez(path, **sd)
   config = tiny_config(data_dir)
-  config.model = ml_collections.ConfigDict(dict(
-      name="deeplabv3plus", backbone="resnet18", aspp_features=8, decoder_features=8,
-      low_level_features=8, dtype="float32", pretrained=path))
+  config.model = ml_collections.ConfigDict(
+    dict(
+      name="deeplabv3plus",
+      backbone="resnet18",
+      aspp_features=8,
+      decoder_features=8,
+      low_level_features=8,
+      dtype="float32",
+      pretrained=path,
+    )
+  )
   initial = {}
   create = train.create_train_state
+
   def keep_initial(*args, **kwargs):
     state = create(*args, **kwargs)
     initial["state"] = jax.device_get(state)
     return state
+
   monkeypatch.setattr(train, "create_train_state", keep_initial)
   state = jax.device_get(train.setup(config).state)
   backbone = state.params["backbone"]
-  np.testing.assert_array_equal(backbone["conv1"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0))
-  np.testing.assert_array_equal(backbone["layer4"]["blocks"]["block"]["bn2"]["scale"][0],
-                                sd["layer4.1.bn2.weight"])
+  np.testing.assert_array_equal(
+    backbone["conv1"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0)
+  )
+  np.testing.assert_array_equal(
+    backbone["layer4"]["blocks"]["block"]["bn2"]["scale"][0], sd["layer4.1.bn2.weight"]
+  )
   np.testing.assert_array_equal(state.batch_stats["backbone"]["bn1"]["var"], sd["bn1.running_var"])
-  for before, after in zip(jax.tree_util.tree_leaves(initial["state"].params["backbone"]),
-                           jax.tree_util.tree_leaves(backbone)):
+  for before, after in zip(
+    jax.tree_util.tree_leaves(initial["state"].params["backbone"]),
+    jax.tree_util.tree_leaves(backbone),
+  ):
     assert before.shape == after.shape and not np.array_equal(before, after)
   for name in set(state.params) - {"backbone"}:
-    jax.tree_util.tree_map(np.testing.assert_array_equal, state.params[name],
-                           initial["state"].params[name])
+    jax.tree_util.tree_map(
+      np.testing.assert_array_equal, state.params[name], initial["state"].params[name]
+    )
   assert all(not np.any(m) for m in jax.tree_util.tree_leaves(state.opt_state))  # moments, count
 
 
@@ -528,22 +631,26 @@ def test_periodic_and_padded_evaluation(config, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_tiny_unet_learns_the_shapes(data_dir, tmp_path):
-  """200 steps of a width-8 UNet on 200 training scenes of 32x32: validation mIoU about twice the
-  majority-class prediction's (which scores IoU = its pixel share on one class, 0 on the rest)
-  and pixel accuracy well above that share (measured: mIoU 0.172 vs 0.089, accuracy 0.564 vs
-  0.445)."""
+  """400 steps of a width-8 UNet on 200 training scenes of 32x32 (flips only): validation mIoU
+  over twice the majority-class prediction's (which scores IoU = its pixel share on one class, 0
+  on the rest) and pixel accuracy 0.15 above that share. Measured (2-core CPU, 2026-12-07):
+  mIoU 0.328 vs 0.089, accuracy 0.762 vs 0.446; with seeds 1-3 instead of 0 the lowest were mIoU
+  0.218 and accuracy 0.649."""
   config = tiny_config(data_dir)
-  config.data.update(dict(num_train=200))
+  config.data.update(dict(num_train=200, train_pp="flip_lr"))
   config.model.update(dict(features=8, depth=3))
-  config.update(dict(num_train_steps=200, batch_size=16, log_every_steps=100,
-                     checkpoint_every_steps=200))
-  config.optimizer.update(dict(learning_rate=3e-3, warmup_steps=20))
+  config.update(
+    dict(num_train_steps=400, batch_size=16, log_every_steps=200, checkpoint_every_steps=400)
+  )
+  config.optimizer.update(dict(learning_rate=1e-2, warmup_steps=20))
   summary = train.train_and_evaluate(config, str(tmp_path / "learns")).metrics["validation"]
   confusion = np.asarray(summary["confusion_matrix"])
   majority_share = confusion.sum(axis=1).max() / confusion.sum()
-  assert summary["mean_iou"] > 1.5 * majority_share / len(confusion), summary["mean_iou"]
-  assert summary["pixel_accuracy"] > majority_share + 0.07, (summary["pixel_accuracy"],
-                                                              majority_share)
+  assert summary["mean_iou"] > 2 * majority_share / len(confusion), summary["mean_iou"]
+  assert summary["pixel_accuracy"] > majority_share + 0.15, (
+    summary["pixel_accuracy"],
+    majority_share,
+  )
 
 
 def test_evaluation_tta_averages_the_eight_symmetries_of_the_square(straight_run):
@@ -554,15 +661,19 @@ def test_evaluation_tta_averages_the_eight_symmetries_of_the_square(straight_run
   config = run.config.copy_and_resolve_references()
   config.eval_tta = "d4"
   source = pipeline.get_source(config.data)
-  evaluator = evaluation.Evaluator(run.model, config, source.descriptor, sharding.make_mesh(),
-                                   (32, 32, 3))
+  evaluator = evaluation.Evaluator(
+    run.model, config, source.descriptor, sharding.make_mesh(), (32, 32, 3)
+  )
   summary = evaluator.evaluate(run.variables, source, "validation")
   ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=10)
   batch = next(pipeline.as_numpy(ds))
-  logits = lambda x: np.asarray(run.model.apply(run.variables, np.ascontiguousarray(x),
-                                                train=False)["logits"], np.float64)
-  softmax = lambda z: np.exp(z - z.max(-1, keepdims=True)) / np.exp(
-      z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
+  logits = lambda x: np.asarray(
+    run.model.apply(run.variables, np.ascontiguousarray(x), train=False)["logits"], np.float64
+  )
+  softmax = lambda z: (
+    np.exp(z - z.max(-1, keepdims=True))
+    / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
+  )
   total = 0
   for turns in range(4):
     for flip in (False, True):
@@ -578,14 +689,18 @@ def test_evaluation_tta_averages_the_eight_symmetries_of_the_square(straight_run
   with pytest.raises(ValueError, match=r"config.eval_tta='rot'; use one of \['', 'd4', 'flip'\]"):
     evaluation.Evaluator(run.model, config, source.descriptor, sharding.make_mesh(), (32, 32, 3))
 
-
   class CentreOffset(nn.Module):  # a model whose chain reads more than the logits
     @nn.compact
     def __call__(self, x, train=False):
       logits = nn.Conv(5, (1, 1))(x)
       return {"logits": logits, "center": logits[..., :1], "offset": logits[..., :2]}
+
   config.eval_tta, config.postprocess = "flip", "argmax|panoptic_deeplab"
-  with pytest.raises(ValueError, match=r"averages class probabilities; the chain .* also reads "
-                                       r"\['center', 'offset'\]"):
-    evaluation.Evaluator(CentreOffset(), config, source.descriptor, sharding.make_mesh(),
-                         (32, 32, 3))
+  with pytest.raises(
+    ValueError,
+    match=r"averages class probabilities; the chain .* also reads "
+    r"\['center', 'offset'\]",
+  ):
+    evaluation.Evaluator(
+      CentreOffset(), config, source.descriptor, sharding.make_mesh(), (32, 32, 3)
+    )

@@ -1,4 +1,5 @@
 """segjax's XLA:CPU setting: where it is applied, and that convolutions compile without YNNPACK."""
+
 import importlib.metadata
 import os
 
@@ -14,8 +15,10 @@ from segjax import xla_cpu
 def test_setting_is_appended_only_where_it_applies():
   env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
   assert xla_cpu.prefer_eigen_convolutions(env, jaxlib_version="0.10.2")
-  assert env["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=4 "
-                              "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
+  assert env["XLA_FLAGS"] == (
+    "--xla_force_host_platform_device_count=4 "
+    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+  )
   # Once only; a user's own YNNPACK choice is kept as it is.
   assert not xla_cpu.prefer_eigen_convolutions(env, jaxlib_version="0.10.2")
   assert env["XLA_FLAGS"].count("ynn_fusion_type") == 1
@@ -47,7 +50,7 @@ def _reference_conv(x, k):
   out = np.zeros(x.shape[:3] + (k.shape[-1],))
   for i in range(3):
     for j in range(3):
-      out += padded[:, i:i + height, j:j + width] @ k[i, j].astype(np.float64)
+      out += padded[:, i : i + height, j : j + width] @ k[i, j].astype(np.float64)
   return out
 
 
@@ -60,16 +63,18 @@ def test_cpu_convolutions_compile_to_xla_kernels_with_the_same_values():
   if xla_cpu.FLAG in flags and xla_cpu.SETTING not in flags:
     pytest.skip(f"XLA_FLAGS={flags!r} sets {xla_cpu.FLAG} itself")
   if not xla_cpu.KNOWN_JAXLIB[0] <= xla_cpu._release(version) < xla_cpu.KNOWN_JAXLIB[1]:
-    pytest.skip(f"jaxlib {version} is outside {xla_cpu.KNOWN_JAXLIB}, where segjax leaves "
-                "XLA_FLAGS alone")
+    pytest.skip(
+      f"jaxlib {version} is outside {xla_cpu.KNOWN_JAXLIB}, where segjax leaves XLA_FLAGS alone"
+    )
   assert xla_cpu.SETTING in flags, f"import segjax did not apply the setting: {flags!r}"
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, 9, 7, 5)).astype(np.float32)
   k = rng.normal(size=(3, 3, 5, 4)).astype(np.float32)
 
   def conv(x, k):
-    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+      x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
   compiled = jax.jit(conv).lower(x, k).compile()
   assert "convolution(" in compiled.as_text()
@@ -79,6 +84,10 @@ def test_cpu_convolutions_compile_to_xla_kernels_with_the_same_values():
   g = rng.normal(size=(2, 9, 7, 4)).astype(np.float32)
   dk = jax.jit(jax.grad(lambda k: jnp.sum(conv(x, k) * g)))(k)
   padded = _padded(x)
-  expected = np.stack([np.stack([np.einsum("bhwc,bhwo->co", padded[:, i:i + 9, j:j + 7], g)
-                                 for j in range(3)]) for i in range(3)])
+  expected = np.stack(
+    [
+      np.stack([np.einsum("bhwc,bhwo->co", padded[:, i : i + 9, j : j + 7], g) for j in range(3)])
+      for i in range(3)
+    ]
+  )
   np.testing.assert_allclose(dk, expected, rtol=1e-4, atol=1e-4)

@@ -22,6 +22,7 @@ train mode for training:
 A train step is forward, cross-entropy, backward and an SGD-with-momentum update (in place in
 PyTorch; a donated, jit-compiled step in JAX). Times are medians after warm-up.
 """
+
 import json
 import os
 import statistics
@@ -62,9 +63,14 @@ def median_time(fn, repeats=None) -> float:
 
 class TorchDoubleConv(tnn.Sequential):
   def __init__(self, cin, cout):
-    super().__init__(tnn.Conv2d(cin, cout, 3, padding=1, bias=False), tnn.BatchNorm2d(cout),
-                     tnn.ReLU(inplace=True), tnn.Conv2d(cout, cout, 3, padding=1, bias=False),
-                     tnn.BatchNorm2d(cout), tnn.ReLU(inplace=True))
+    super().__init__(
+      tnn.Conv2d(cin, cout, 3, padding=1, bias=False),
+      tnn.BatchNorm2d(cout),
+      tnn.ReLU(inplace=True),
+      tnn.Conv2d(cout, cout, 3, padding=1, bias=False),
+      tnn.BatchNorm2d(cout),
+      tnn.ReLU(inplace=True),
+    )
 
 
 class TorchUNet(tnn.Module):
@@ -73,13 +79,16 @@ class TorchUNet(tnn.Module):
   def __init__(self, num_classes, features=64, depth=4):
     super().__init__()
     widths = [features * 2**level for level in range(depth + 1)]
-    self.down = tnn.ModuleList(TorchDoubleConv(cin, cout) for cin, cout in
-                               zip([3] + widths[:depth - 1], widths[:depth]))
+    self.down = tnn.ModuleList(
+      TorchDoubleConv(cin, cout) for cin, cout in zip([3] + widths[: depth - 1], widths[:depth])
+    )
     self.bottleneck = TorchDoubleConv(widths[depth - 1], widths[depth])
-    self.upsample = tnn.ModuleList(tnn.ConvTranspose2d(widths[level + 1], widths[level], 2, 2)
-                                   for level in range(depth))
-    self.up = tnn.ModuleList(TorchDoubleConv(2 * widths[level], widths[level])
-                             for level in range(depth))
+    self.upsample = tnn.ModuleList(
+      tnn.ConvTranspose2d(widths[level + 1], widths[level], 2, 2) for level in range(depth)
+    )
+    self.up = tnn.ModuleList(
+      TorchDoubleConv(2 * widths[level], widths[level]) for level in range(depth)
+    )
     self.head = tnn.Conv2d(features, num_classes, 1)
 
   def forward(self, x):
@@ -101,7 +110,8 @@ class TorchUNet(tnn.Module):
 def _jax_side(model, image_size, infer_batch, train_batch, num_classes) -> dict:
   rng = np.random.default_rng(0)
   variables = jax.jit(lambda x: model.init(jax.random.key(0, impl="rbg"), x, train=False))(
-      jnp.zeros((1, image_size, image_size, 3)))
+    jnp.zeros((1, image_size, image_size, 3))
+  )
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False)["logits"])
   x = jnp.asarray(rng.normal(size=(infer_batch, image_size, image_size, 3)), jnp.float32)
   infer = median_time(lambda: forward(variables, x).block_until_ready())
@@ -111,10 +121,15 @@ def _jax_side(model, image_size, infer_batch, train_batch, num_classes) -> dict:
 
   def step(params, batch_stats, opt_state, image, labels):
     def compute(params):
-      out, updates = model.apply({"params": params, "batch_stats": batch_stats}, image,
-                                 train=True, mutable=["batch_stats"],
-                                 rngs={"dropout": jax.random.key(1)})
+      out, updates = model.apply(
+        {"params": params, "batch_stats": batch_stats},
+        image,
+        train=True,
+        mutable=["batch_stats"],
+        rngs={"dropout": jax.random.key(1)},
+      )
       return losses.cross_entropy(out["logits"], labels), updates["batch_stats"]
+
     (loss, batch_stats), grads = jax.value_and_grad(compute, has_aux=True)(params)
     delta, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, delta), batch_stats, opt_state, loss
@@ -129,8 +144,11 @@ def _jax_side(model, image_size, infer_batch, train_batch, num_classes) -> dict:
     carry[:] = out[:3]
     jax.block_until_ready(out)
 
-  return {"params": count_params(params), "infer_s": infer,
-          "train_s": median_time(run_step, max(3, _REPEATS.value // 2))}
+  return {
+    "params": count_params(params),
+    "infer_s": infer,
+    "train_s": median_time(run_step, max(3, _REPEATS.value // 2)),
+  }
 
 
 def _torch_side(model, image_size, infer_batch, train_batch, num_classes) -> dict:
@@ -156,8 +174,11 @@ def _torch_side(model, image_size, infer_batch, train_batch, num_classes) -> dic
     tnn.functional.cross_entropy(out, labels).backward()
     optimizer.step()
 
-  return {"params": sum(p.numel() for p in model.parameters()), "infer_s": infer_s,
-          "train_s": median_time(step, max(3, _REPEATS.value // 2))}
+  return {
+    "params": sum(p.numel() for p in model.parameters()),
+    "infer_s": infer_s,
+    "train_s": median_time(step, max(3, _REPEATS.value // 2)),
+  }
 
 
 def compare_model(name) -> dict:
@@ -169,17 +190,25 @@ def compare_model(name) -> dict:
     spec = dict(image=512, infer_batch=1, train_batch=2, classes=21)
     ours = models.create("deeplabv3", num_classes=21, backbone="resnet50")
     theirs = torchvision.models.segmentation.deeplabv3_resnet50(
-        weights=None, weights_backbone=None, num_classes=21, aux_loss=False)
+      weights=None, weights_backbone=None, num_classes=21, aux_loss=False
+    )
   args = (spec["image"], spec["infer_batch"], spec["train_batch"], spec["classes"])
   jax_row, torch_row = _jax_side(ours, *args), _torch_side(theirs, *args)
   if jax_row["params"] != torch_row["params"]:
-    raise AssertionError(f"{name}: {jax_row['params']} parameters in segjax, "
-                         f"{torch_row['params']} in PyTorch")
-  return {"case": name, **spec, "params": jax_row["params"],
-          "jax_infer_ms": 1e3 * jax_row["infer_s"], "torch_infer_ms": 1e3 * torch_row["infer_s"],
-          "jax_train_ms": 1e3 * jax_row["train_s"], "torch_train_ms": 1e3 * torch_row["train_s"],
-          "infer_speedup": torch_row["infer_s"] / jax_row["infer_s"],
-          "train_speedup": torch_row["train_s"] / jax_row["train_s"]}
+    raise AssertionError(
+      f"{name}: {jax_row['params']} parameters in segjax, {torch_row['params']} in PyTorch"
+    )
+  return {
+    "case": name,
+    **spec,
+    "params": jax_row["params"],
+    "jax_infer_ms": 1e3 * jax_row["infer_s"],
+    "torch_infer_ms": 1e3 * torch_row["infer_s"],
+    "jax_train_ms": 1e3 * jax_row["train_s"],
+    "torch_train_ms": 1e3 * torch_row["train_s"],
+    "infer_speedup": torch_row["infer_s"] / jax_row["infer_s"],
+    "train_speedup": torch_row["train_s"] / jax_row["train_s"],
+  }
 
 
 def compare_conv() -> dict:
@@ -189,55 +218,80 @@ def compare_conv() -> dict:
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(b, h, w, c)), jnp.float32)
   k = jnp.asarray(rng.normal(size=(3, 3, c, c)), jnp.float32)
-  conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  conv = lambda x, k: jax.lax.conv_general_dilated(
+    x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   g = conv(x, k)
   fwd = jax.jit(conv)
   dx = jax.jit(lambda g: jax.vjp(conv, x, k)[1](g)[0])
   dk = jax.jit(lambda g: jax.vjp(lambda k: conv(x, k), k)[1](g)[0])
   row = {"case": "conv", "shape": f"{b}x{h}x{w}, 3x3 {c}->{c}"}
-  for label, fn, arg in (("forward", fwd, (x, k)), ("input_grad", dx, (g,)),
-                         ("weight_grad", dk, (g,))):
-    row[f"jax_{label}_gflops"] = flops / median_time(lambda: fn(*arg).block_until_ready()) / 1e9
+  for label, fn, arg in (
+    ("forward", fwd, (x, k)),
+    ("input_grad", dx, (g,)),
+    ("weight_grad", dk, (g,)),
+  ):
+    row[f"jax_{label}_gflops"] = (
+      flops / median_time(lambda fn=fn, arg=arg: fn(*arg).block_until_ready()) / 1e9
+    )
   tx = torch.randn(b, c, h, w, requires_grad=True)
   tk = torch.randn(c, c, 3, 3, requires_grad=True)
   tg = torch.randn(b, c, h, w)
   tconv = lambda: tnn.functional.conv2d(tx, tk, padding=1)
   with torch.no_grad():
     row["torch_forward_gflops"] = flops / median_time(tconv) / 1e9
-  row["torch_input_grad_gflops"] = flops / median_time(
-      lambda: torch.nn.grad.conv2d_input(tx.shape, tk, tg, padding=1)) / 1e9
-  row["torch_weight_grad_gflops"] = flops / median_time(
-      lambda: torch.nn.grad.conv2d_weight(tx, tk.shape, tg, padding=1)) / 1e9
+  row["torch_input_grad_gflops"] = (
+    flops / median_time(lambda: torch.nn.grad.conv2d_input(tx.shape, tk, tg, padding=1)) / 1e9
+  )
+  row["torch_weight_grad_gflops"] = (
+    flops / median_time(lambda: torch.nn.grad.conv2d_weight(tx, tk.shape, tg, padding=1)) / 1e9
+  )
   return row
 
 
 def markdown(rows) -> str:
-  lines = ["| model | input | params | inference ms segjax / PyTorch | speed-up | "
-           "train step ms segjax / PyTorch | speed-up |", "|---|---|---:|---:|---:|---:|---:|"]
+  lines = [
+    "| model | input | params | inference ms segjax / PyTorch | speed-up | "
+    "train step ms segjax / PyTorch | speed-up |",
+    "|---|---|---:|---:|---:|---:|---:|",
+  ]
   for r in rows:
     if r["case"] == "conv":
       continue
-    lines.append(f"| {r['case']} | {r['image']}², batch {r['infer_batch']} (train "
-                 f"{r['train_batch']}) | {r['params']:,} | {r['jax_infer_ms']:.0f} / "
-                 f"{r['torch_infer_ms']:.0f} | {r['infer_speedup']:.2f}× | "
-                 f"{r['jax_train_ms']:.0f} / {r['torch_train_ms']:.0f} | "
-                 f"{r['train_speedup']:.2f}× |")
+    lines.append(
+      f"| {r['case']} | {r['image']}², batch {r['infer_batch']} (train "
+      f"{r['train_batch']}) | {r['params']:,} | {r['jax_infer_ms']:.0f} / "
+      f"{r['torch_infer_ms']:.0f} | {r['infer_speedup']:.2f}× | "
+      f"{r['jax_train_ms']:.0f} / {r['torch_train_ms']:.0f} | "
+      f"{r['train_speedup']:.2f}× |"
+    )
   for r in rows:
     if r["case"] == "conv":
-      lines += ["", f"Convolution {r['shape']} (GFLOP/s, segjax/XLA vs PyTorch):", "",
-                "| pass | XLA | PyTorch |", "|---|---:|---:|"]
-      lines += [f"| {label} | {r[f'jax_{label}_gflops']:.0f} | {r[f'torch_{label}_gflops']:.0f} |"
-                for label in ("forward", "input_grad", "weight_grad")]
+      lines += [
+        "",
+        f"Convolution {r['shape']} (GFLOP/s, segjax/XLA vs PyTorch):",
+        "",
+        "| pass | XLA | PyTorch |",
+        "|---|---:|---:|",
+      ]
+      lines += [
+        f"| {label} | {r[f'jax_{label}_gflops']:.0f} | {r[f'torch_{label}_gflops']:.0f} |"
+        for label in ("forward", "input_grad", "weight_grad")
+      ]
   return "\n".join(lines)
 
 
 def main(argv):
   del argv
   rows = [compare_conv() if case == "conv" else compare_model(case) for case in _CASES.value]
-  info = {"torch": torch.__version__, "torchvision": torchvision.__version__,
-          "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
-          "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  info = {
+    "torch": torch.__version__,
+    "torchvision": torchvision.__version__,
+    "torch_threads": torch.get_num_threads(),
+    "jax": jax.__version__,
+    "cpu_count": os.cpu_count(),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
   table = markdown(rows)
   print(json.dumps(info))
   print(table)

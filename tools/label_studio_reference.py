@@ -10,6 +10,7 @@ IN.npz holds masks ``mask_<name>`` (2-D uint8) and RLE byte arrays ``rle_<name>`
 ``sdk_rle_<name>`` = ``converter.brush.mask2rle(mask * 255)`` and ``sdk_decoded_<name>`` =
 ``converter.brush.decode_rle(rle)``.
 """
+
 import sys
 
 import numpy as np
@@ -22,8 +23,9 @@ def main(source: str, target: str) -> None:
   for key in data.files:
     kind, index = key.split("_", 1)
     if kind == "mask":
-      out[f"sdk_rle_{index}"] = np.asarray(brush.mask2rle(data[key].astype(np.uint8) * 255),
-                                           np.uint8)
+      out[f"sdk_rle_{index}"] = np.asarray(
+        brush.mask2rle(data[key].astype(np.uint8) * 255), np.uint8
+      )
     elif kind == "rle":
       out[f"sdk_decoded_{index}"] = brush.decode_rle(bytes(data[key].tolist()))
   np.savez(target, **out)

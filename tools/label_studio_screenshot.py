@@ -8,6 +8,7 @@ started by ``experiments/label_studio.py start``:
   /tmp/pw/bin/python tools/label_studio_screenshot.py --url=http://127.0.0.1:8080 --project=1 \
       --output=docs/images
 """
+
 import argparse
 import json
 import os
@@ -19,9 +20,12 @@ TOKEN = "5e9a1a7b0c3d4e2f8a6b9c0d1e2f3a4b5c6d7e8f"
 
 
 def api(url, method="GET", payload=None):
-  request = urllib.request.Request(url, method=method, headers={
-      "Authorization": f"Token {TOKEN}", "Content-Type": "application/json"},
-      data=None if payload is None else json.dumps(payload).encode())
+  request = urllib.request.Request(
+    url,
+    method=method,
+    headers={"Authorization": f"Token {TOKEN}", "Content-Type": "application/json"},
+    data=None if payload is None else json.dumps(payload).encode(),
+  )
   with urllib.request.urlopen(request) as response:
     return json.load(response)
 
@@ -34,18 +38,28 @@ def main():
   parser.add_argument("--chromium", default="/usr/bin/chromium")
   args = parser.parse_args()
   from playwright.sync_api import sync_playwright  # pylint: disable=import-outside-toplevel
+
   # Show the current model version's predictions as the starting annotation.
-  versions = sorted({p["model_version"] for p in api(
-      f"{args.url}/api/predictions?project={args.project}")})
-  api(f"{args.url}/api/projects/{args.project}", "PATCH",
-      {"show_collab_predictions": True, "model_version": versions[-1]})
-  tasks = api(f"{args.url}/api/projects/{args.project}/export?exportType=JSON&download_all_tasks=true")
-  scores = {t["id"]: min(p["score"] for p in api(f"{args.url}/api/predictions?task={t['id']}"))
-            for t in tasks}
+  versions = sorted(
+    {p["model_version"] for p in api(f"{args.url}/api/predictions?project={args.project}")}
+  )
+  api(
+    f"{args.url}/api/projects/{args.project}",
+    "PATCH",
+    {"show_collab_predictions": True, "model_version": versions[-1]},
+  )
+  tasks = api(
+    f"{args.url}/api/projects/{args.project}/export?exportType=JSON&download_all_tasks=true"
+  )
+  scores = {
+    t["id"]: min(p["score"] for p in api(f"{args.url}/api/predictions?task={t['id']}"))
+    for t in tasks
+  }
   least_certain = min(scores, key=scores.get)
   with sync_playwright() as playwright:
-    browser = playwright.chromium.launch(executable_path=args.chromium,
-                                         args=["--no-sandbox", "--disable-gpu"])
+    browser = playwright.chromium.launch(
+      executable_path=args.chromium, args=["--no-sandbox", "--disable-gpu"]
+    )
     page = browser.new_page(viewport={"width": 1400, "height": 800})
     page.goto(f"{args.url}/user/login/")
     page.fill("input[name=email]", USERNAME)

@@ -18,6 +18,7 @@ Writes, per network, ``<name>.npz`` (the state dict, torchvision's keys) and ``<
 ``<output>_torch_float32``, in float32: the float32 rounding error of PyTorch itself), and ``losses.json`` (cross-entropy with
 class weights / label smoothing / ignore index, BCE with pos_weight, on the arrays it lists).
 """
+
 import argparse
 import json
 import os
@@ -32,10 +33,16 @@ from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabV3
 from torchvision.models.segmentation.fcn import FCNHead
 
 NETWORKS = {
-    # name: (segjax from_torchvision name, block, layers, width, dilate layer3/4, aspp channels)
-    "resnet18_w4": ("resnet18", resnet.BasicBlock, (2, 2, 2, 2), 4, (False, False), None),
-    "deeplabv3_resnet50_w2": ("deeplabv3_resnet50", resnet.Bottleneck, (3, 4, 6, 3), 2,
-                              (True, True), 8),
+  # name: (segjax from_torchvision name, block, layers, width, dilate layer3/4, aspp channels)
+  "resnet18_w4": ("resnet18", resnet.BasicBlock, (2, 2, 2, 2), 4, (False, False), None),
+  "deeplabv3_resnet50_w2": (
+    "deeplabv3_resnet50",
+    resnet.Bottleneck,
+    (3, 4, 6, 3),
+    2,
+    (True, True),
+    8,
+  ),
 }
 
 
@@ -63,13 +70,20 @@ def build(name):
   _, block, layers, width, dilate, aspp = NETWORKS[name]
   trunk = narrow_resnet(block, layers, width, dilate)
   if aspp is None:
-    return nn.Sequential(*[getattr(trunk, n) for n in
-                           ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
-                            "layer4")]), trunk
+    return nn.Sequential(
+      *[
+        getattr(trunk, n)
+        for n in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+      ]
+    ), trunk
   channels = width * 8 * block.expansion
   classifier = nn.Sequential(  # torchvision's DeepLabHead, 256 -> aspp
-      ASPP(channels, [12, 24, 36], out_channels=aspp), nn.Conv2d(aspp, aspp, 3, padding=1, bias=False),
-      nn.BatchNorm2d(aspp), nn.ReLU(), nn.Conv2d(aspp, 5, 1))
+    ASPP(channels, [12, 24, 36], out_channels=aspp),
+    nn.Conv2d(aspp, aspp, 3, padding=1, bias=False),
+    nn.BatchNorm2d(aspp),
+    nn.ReLU(),
+    nn.Conv2d(aspp, 5, 1),
+  )
   backbone = IntermediateLayerGetter(trunk, return_layers={"layer4": "out", "layer3": "aux"})
   net = DeepLabV3(backbone, classifier, FCNHead(channels // 2, 5))
   return net, net
@@ -103,12 +117,17 @@ def write_network(name, output):
   for suffix, dtype in (("", torch.float64), ("_torch_float32", torch.float32)):
     with torch.no_grad():
       out = net.to(dtype)(torch.from_numpy(image.transpose(0, 3, 1, 2)).to(dtype))
-    out = {"logits": out["out"], "aux_logits": out["aux"]} if isinstance(out, dict) else {"layer4": out}
-    outputs.update({k + suffix: v.numpy().transpose(0, 2, 3, 1).astype(np.float32)
-                    for k, v in out.items()})
+    out = (
+      {"logits": out["out"], "aux_logits": out["aux"]} if isinstance(out, dict) else {"layer4": out}
+    )
+    outputs.update(
+      {k + suffix: v.numpy().transpose(0, 2, 3, 1).astype(np.float32) for k, v in out.items()}
+    )
   np.savez_compressed(os.path.join(output, f"{name}_io.npz"), image=image, **outputs)
-  print(f"{name}: {sum(v.size for v in state.values()):,} numbers; outputs "
-        f"{ {k: tuple(v.shape) for k, v in outputs.items()} }")
+  print(
+    f"{name}: {sum(v.size for v in state.values()):,} numbers; outputs "
+    f"{ {k: tuple(v.shape) for k, v in outputs.items()} }"
+  )
 
 
 def write_losses(output):
@@ -117,23 +136,38 @@ def write_losses(output):
   labels = rng.integers(0, 5, size=(2, 9, 11))
   labels[0, :3] = 255
   weights = rng.uniform(0.5, 2, size=5).astype(np.float32)
-  t_logits, t_labels = torch.from_numpy(logits.transpose(0, 3, 1, 2)).double(), torch.from_numpy(labels)
+  t_logits, t_labels = (
+    torch.from_numpy(logits.transpose(0, 3, 1, 2)).double(),
+    torch.from_numpy(labels),
+  )
   cases = []
   for kwargs in ({}, {"class_weights": weights.tolist()}, {"label_smoothing": 0.1}):
     value = torch.nn.functional.cross_entropy(
-        t_logits, t_labels, ignore_index=255,
-        weight=torch.tensor(kwargs["class_weights"]).double() if "class_weights" in kwargs else None,
-        label_smoothing=kwargs.get("label_smoothing", 0.0))
+      t_logits,
+      t_labels,
+      ignore_index=255,
+      weight=torch.tensor(kwargs["class_weights"]).double() if "class_weights" in kwargs else None,
+      label_smoothing=kwargs.get("label_smoothing", 0.0),
+    )
     cases.append({"loss": "cross_entropy", "kwargs": kwargs, "torch": float(value)})
   binary = (rng.normal(size=(2, 9, 11)) * 3).astype(np.float32)
   targets = rng.integers(0, 2, size=(2, 9, 11))
   value = torch.nn.functional.binary_cross_entropy_with_logits(
-      torch.from_numpy(binary).double(), torch.from_numpy(targets).double(),
-      pos_weight=torch.tensor(2.5).double())
-  cases.append({"loss": "binary_cross_entropy", "kwargs": {"pos_weight": 2.5}, "torch": float(value)})
-  data = {"logits": logits.tolist(), "labels": labels.tolist(), "binary": binary.tolist(),
-          "targets": targets.tolist(), "cases": cases,
-          "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__}}
+    torch.from_numpy(binary).double(),
+    torch.from_numpy(targets).double(),
+    pos_weight=torch.tensor(2.5).double(),
+  )
+  cases.append(
+    {"loss": "binary_cross_entropy", "kwargs": {"pos_weight": 2.5}, "torch": float(value)}
+  )
+  data = {
+    "logits": logits.tolist(),
+    "labels": labels.tolist(),
+    "binary": binary.tolist(),
+    "targets": targets.tolist(),
+    "cases": cases,
+    "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
+  }
   with open(os.path.join(output, "losses.json"), "w") as f:
     json.dump(data, f)
 
@@ -146,8 +180,10 @@ def main():
   for name in NETWORKS:
     write_network(name, args.output)
   write_losses(args.output)
-  print(f"Wrote {sorted(os.listdir(args.output))} to {args.output} "
-        f"(torch {torch.__version__}, torchvision {torchvision.__version__})")
+  print(
+    f"Wrote {sorted(os.listdir(args.output))} to {args.output} "
+    f"(torch {torch.__version__}, torchvision {torchvision.__version__})"
+  )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ Writes ``segformer_tiny_state_dict.safetensors``: the in-memory ``state_dict()``
 ``segformer_tiny/`` (transformers 5's module names; ``--only=state_dict`` writes this alone from
 the existing ``segformer_tiny/``).
 """
+
 import argparse
 import json
 import os
@@ -35,23 +36,46 @@ import transformers
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-TINY = dict(num_channels=3, num_encoder_blocks=4, depths=[1, 2, 1, 1], sr_ratios=[8, 4, 2, 1],
-            hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 2, 3, 4],
-            decoder_hidden_size=16, num_labels=5)
+TINY = dict(
+  num_channels=3,
+  num_encoder_blocks=4,
+  depths=[1, 2, 1, 1],
+  sr_ratios=[8, 4, 2, 1],
+  hidden_sizes=[8, 16, 24, 32],
+  num_attention_heads=[1, 2, 3, 4],
+  decoder_hidden_size=16,
+  num_labels=5,
+)
 # The MiT variants of the paper (transformers' nvidia/mit-b0 ... mit-b5 configs).
-VARIANTS = {"b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], decoder_hidden_size=256),
-            "b5": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 6, 40, 3],
-                       decoder_hidden_size=768)}
+VARIANTS = {
+  "b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], decoder_hidden_size=256),
+  "b5": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 6, 40, 3], decoder_hidden_size=768),
+}
 
 # Mask2Former: ResNet (basic blocks, width 4, blocks 2/1/1/1), 32 pixel-decoder channels (the
 # GroupNorm minimum), 16 decoder channels (so the decoder's input projections exist), 2 deformable
 # encoder layers, 3 decoder layers, 4 heads, 6 queries, 5 classes.
-M2F_BACKBONE = dict(num_channels=3, embedding_size=4, hidden_sizes=[4, 8, 16, 32],
-                    depths=[2, 1, 1, 1], layer_type="basic",
-                    out_features=["stage1", "stage2", "stage3", "stage4"])
-M2F_TINY = dict(feature_size=32, mask_feature_size=16, hidden_dim=16, encoder_feedforward_dim=32,
-                dim_feedforward=32, encoder_layers=2, decoder_layers=4, num_attention_heads=4,
-                num_queries=6, num_labels=5, output_auxiliary_logits=True)
+M2F_BACKBONE = dict(
+  num_channels=3,
+  embedding_size=4,
+  hidden_sizes=[4, 8, 16, 32],
+  depths=[2, 1, 1, 1],
+  layer_type="basic",
+  out_features=["stage1", "stage2", "stage3", "stage4"],
+)
+M2F_TINY = dict(
+  feature_size=32,
+  mask_feature_size=16,
+  hidden_dim=16,
+  encoder_feedforward_dim=32,
+  dim_feedforward=32,
+  encoder_layers=2,
+  decoder_layers=4,
+  num_attention_heads=4,
+  num_queries=6,
+  num_labels=5,
+  output_auxiliary_logits=True,
+)
 
 
 def unit_gain_(model, small=()):
@@ -84,19 +108,29 @@ def mask2former(output):
     out32 = model(pixel_values=image)
     out64 = model.double()(pixel_values=image.double())
   stack = lambda out, key: np.stack(
-      [a[key].numpy() for a in out.auxiliary_logits] + [getattr(out, key).numpy()])
-  np.savez_compressed(os.path.join(output, "mask2former_tiny_io.npz"),
-                      image=image.permute(0, 2, 3, 1).numpy().astype(np.float32),
-                      class_logits=stack(out64, "class_queries_logits").astype(np.float32),
-                      mask_logits=stack(out64, "masks_queries_logits").astype(np.float32),
-                      class_logits_torch_float32=out32.class_queries_logits.numpy(),
-                      mask_logits_torch_float32=out32.masks_queries_logits.numpy())
-  r50 = ResNetConfig(embedding_size=64, hidden_sizes=[256, 512, 1024, 2048], depths=[3, 4, 6, 3],
-                     layer_type="bottleneck",
-                     out_features=["stage1", "stage2", "stage3", "stage4"])
+    [a[key].numpy() for a in out.auxiliary_logits] + [getattr(out, key).numpy()]
+  )
+  np.savez_compressed(
+    os.path.join(output, "mask2former_tiny_io.npz"),
+    image=image.permute(0, 2, 3, 1).numpy().astype(np.float32),
+    class_logits=stack(out64, "class_queries_logits").astype(np.float32),
+    mask_logits=stack(out64, "masks_queries_logits").astype(np.float32),
+    class_logits_torch_float32=out32.class_queries_logits.numpy(),
+    mask_logits_torch_float32=out32.masks_queries_logits.numpy(),
+  )
+  r50 = ResNetConfig(
+    embedding_size=64,
+    hidden_sizes=[256, 512, 1024, 2048],
+    depths=[3, 4, 6, 3],
+    layer_type="bottleneck",
+    out_features=["stage1", "stage2", "stage3", "stage4"],
+  )
   big = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(backbone_config=r50, num_labels=133))
-  sizes = {"transformers": transformers.__version__, "torch": torch.__version__,
-           "resnet50_coco": sum(p.numel() for p in big.parameters())}
+  sizes = {
+    "transformers": transformers.__version__,
+    "torch": torch.__version__,
+    "resnet50_coco": sum(p.numel() for p in big.parameters()),
+  }
   with open(os.path.join(output, "mask2former_sizes.json"), "w", encoding="utf-8") as f:
     json.dump(sizes, f, indent=2)
 
@@ -106,17 +140,22 @@ def in_memory_state_dict(output):
   loaded by this transformers (5 renames SegFormer's modules: ``segformer.stages.N...``, while
   ``save_pretrained`` writes the checkpoint names)."""
   from safetensors.torch import save_file  # pylint: disable=import-outside-toplevel
+
   model = SegformerForSemanticSegmentation.from_pretrained(os.path.join(output, "segformer_tiny"))
   state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-  save_file(state, os.path.join(output, "segformer_tiny_state_dict.safetensors"),
-            metadata={"transformers": transformers.__version__})
+  save_file(
+    state,
+    os.path.join(output, "segformer_tiny_state_dict.safetensors"),
+    metadata={"transformers": transformers.__version__},
+  )
 
 
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--output", required=True)
-  parser.add_argument("--only", default="",
-                      help="segformer, mask2former or state_dict (default: all)")
+  parser.add_argument(
+    "--only", default="", help="segformer, mask2former or state_dict (default: all)"
+  )
   args = parser.parse_args()
   if args.only in ("", "mask2former"):
     mask2former(args.output)
@@ -146,10 +185,12 @@ def main():
     logits32 = model(pixel_values=image).logits
     logits64 = model.double()(pixel_values=image.double()).logits
   nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()
-  np.savez_compressed(os.path.join(args.output, "segformer_tiny_io.npz"),
-                      image=nhwc(image).astype(np.float32),
-                      logits=nhwc(logits64).astype(np.float32),
-                      logits_torch_float32=nhwc(logits32))
+  np.savez_compressed(
+    os.path.join(args.output, "segformer_tiny_io.npz"),
+    image=nhwc(image).astype(np.float32),
+    logits=nhwc(logits64).astype(np.float32),
+    logits_torch_float32=nhwc(logits32),
+  )
   sizes = {"transformers": transformers.__version__, "torch": torch.__version__}
   for name, spec in VARIANTS.items():
     big = SegformerForSemanticSegmentation(SegformerConfig(num_labels=150, **spec))

@@ -1,18 +1,36 @@
 """Datasets (tfds builders with a descriptor each) and the tf.data input pipeline.
 
-  segjax.data.folder_dataset(root, "train")   # a folder of images and masks, as stored
-  segjax.data.get_source(config.data)         # any configured dataset (shapes, folder, tfds:...)
-  segjax.data.train_dataset(...), segjax.data.eval_dataset(...)
+segjax.data.folder_dataset(root, "train")   # a folder of images and masks, as stored
+segjax.data.get_source(config.data)         # any configured dataset (shapes, folder, tfds:...)
+segjax.data.train_dataset(...), segjax.data.eval_dataset(...)
 """
+
 import importlib as _importlib
 
 from segjax.data.descriptor import DatasetDescriptor
 
 # Imported on first use (they import TensorFlow).
-_LAZY = {"folder_dataset": "folder", "get_source": "datasets", "dataset_info": "datasets",
-         "train_dataset": "pipeline", "eval_dataset": "pipeline", "as_numpy": "pipeline"}
-_SUBMODULES = ("builders", "catalogue", "datasets", "folder", "microscopy", "ops", "patches",
-               "pipeline", "preparing", "shapes", "targets")
+_LAZY = {
+  "folder_dataset": "folder",
+  "get_source": "datasets",
+  "dataset_info": "datasets",
+  "train_dataset": "pipeline",
+  "eval_dataset": "pipeline",
+  "as_numpy": "pipeline",
+}
+_SUBMODULES = (
+  "builders",
+  "catalogue",
+  "datasets",
+  "folder",
+  "microscopy",
+  "ops",
+  "patches",
+  "pipeline",
+  "preparing",
+  "shapes",
+  "targets",
+)
 
 __all__ = ["DatasetDescriptor", *_LAZY]
 

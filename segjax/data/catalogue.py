@@ -17,6 +17,7 @@ so it runs inside the tf.data pipeline. The datasets themselves are prepared by 
 The builders marked segjax are defined in `segjax.data.builders` (the catalogue has no such
 dataset) and read the official files from tfds's manual directory.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,6 +55,7 @@ class Adapter:
   and for planning: the image size when every image has the same (``None`` when they vary), the
   size the input plan decodes (that size, or a representative one of the official images), and
   the stored image format (``"png"`` or ``"jpeg"``)."""
+
   builder: str
   descriptor: DatasetDescriptor
   adapt: Callable[[dict], dict]
@@ -66,10 +68,12 @@ class Adapter:
 def _lookup(table: np.ndarray):
   """A tf function mapping integer labels through ``table`` (values beyond it -> IGNORE)."""
   table = tf.constant(np.append(table, IGNORE).astype(np.int32))
+
   def apply(labels):
     labels = tf.cast(labels, tf.int32)
     labels = tf.where((labels >= 0) & (labels < len(table) - 1), labels, len(table) - 1)
     return tf.gather(table, labels)
+
   return apply
 
 
@@ -83,12 +87,49 @@ def _adapt_pet(example):
 
 
 # ------------------------------------------------------------------------ cityscapes
-CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-                      "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
-                      "truck", "bus", "train", "motorcycle", "bicycle")
+CITYSCAPES_CLASSES = (
+  "road",
+  "sidewalk",
+  "building",
+  "wall",
+  "fence",
+  "pole",
+  "traffic light",
+  "traffic sign",
+  "vegetation",
+  "terrain",
+  "sky",
+  "person",
+  "rider",
+  "car",
+  "truck",
+  "bus",
+  "train",
+  "motorcycle",
+  "bicycle",
+)
 # label id -> train id (cityscapesScripts' labels.py); everything else is ignored.
-_CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
-                         24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+_CITYSCAPES_TRAIN_IDS = {
+  7: 0,
+  8: 1,
+  11: 2,
+  12: 3,
+  13: 4,
+  17: 5,
+  19: 6,
+  20: 7,
+  21: 8,
+  22: 9,
+  23: 10,
+  24: 11,
+  25: 12,
+  26: 13,
+  27: 14,
+  28: 15,
+  31: 16,
+  32: 17,
+  33: 18,
+}
 CITYSCAPES_TABLE = np.full(34, IGNORE)
 for _label_id, _train_id in _CITYSCAPES_TRAIN_IDS.items():
   CITYSCAPES_TABLE[_label_id] = _train_id
@@ -100,7 +141,9 @@ def _adapt_cityscapes(example):
 
 
 # ------------------------------------------------------------------------ cityscapes_panoptic
-_CITYSCAPES_THINGS = tuple(range(11, 19))  # person, rider, car, truck, bus, train, motorcycle, bicycle
+_CITYSCAPES_THINGS = tuple(
+  range(11, 19)
+)  # person, rider, car, truck, bus, train, motorcycle, bicycle
 
 
 def _adapt_cityscapes_panoptic(example):
@@ -111,8 +154,11 @@ def _adapt_cityscapes_panoptic(example):
   semantic = _CITYSCAPES(label_id)
   is_thing = (semantic >= _CITYSCAPES_THINGS[0]) & (semantic <= _CITYSCAPES_THINGS[-1])
   instance = tf.where((ids >= 1000) & is_thing, ids % 1000 + 1, 0)
-  return {"image": example["image_left"], "semantic": semantic[..., None],
-          "instance": instance[..., None]}
+  return {
+    "image": example["image_left"],
+    "semantic": semantic[..., None],
+    "instance": instance[..., None],
+  }
 
 
 # ------------------------------------------------------------------------ voc
@@ -144,38 +190,103 @@ def _adapt_coco_panoptic(example):
   index = tf.argmax(tf.cast(match, tf.int32), axis=-1)
   semantic = tf.where(found, tf.gather(labels, index), IGNORE)
   instance = tf.where(found, tf.gather(instance_ids, index), 0)
-  return {"image": example["image"], "semantic": semantic[..., None],
-          "instance": instance[..., None]}
+  return {
+    "image": example["image"],
+    "semantic": semantic[..., None],
+    "instance": instance[..., None],
+  }
 
 
 ADAPTERS = {
-    "oxford_iiit_pet": Adapter("oxford_iiit_pet", DatasetDescriptor(
-        name="oxford_iiit_pet", class_names=("background", "pet"),
-        colormap=((0, 0, 0), (200, 60, 60)), stuff_classes=(0,), thing_classes=(1,),
-        ignore_label=IGNORE, label_divisor=1000), _adapt_pet),
-    "cityscapes": Adapter("cityscapes/semantic_segmentation", DatasetDescriptor(
-        name="cityscapes", class_names=CITYSCAPES_CLASSES, colormap=_palette(19),
-        stuff_classes=tuple(range(11)), thing_classes=_CITYSCAPES_THINGS,
-        ignore_label=IGNORE, label_divisor=1000), _adapt_cityscapes, image_size=(1024, 2048),
-        plan_size=(1024, 2048), image_format="png"),
-    "cityscapes_panoptic": Adapter("cityscapes_panoptic", DatasetDescriptor(
-        name="cityscapes_panoptic", class_names=CITYSCAPES_CLASSES, colormap=_palette(19),
-        stuff_classes=tuple(range(11)), thing_classes=_CITYSCAPES_THINGS,
-        ignore_label=IGNORE, label_divisor=1000), _adapt_cityscapes_panoptic, instances=True,
-        image_size=(1024, 2048), plan_size=(1024, 2048), image_format="png"),
-    "voc": Adapter("voc2012_segmentation", DatasetDescriptor(
-        name="voc", class_names=builders.VOC_CLASSES, colormap=_palette(21),
-        stuff_classes=(0,), thing_classes=tuple(range(1, 21)), ignore_label=IGNORE,
-        label_divisor=1000), _adapt_voc, plan_size=(375, 500)),  # VOC: at most 500 pixels
-    "scene_parse150": Adapter("scene_parse150", DatasetDescriptor(
-        name="scene_parse150", class_names=tuple(f"ade_{i}" for i in range(1, 151)),
-        colormap=_palette(150), stuff_classes=tuple(range(150)), thing_classes=(),
-        ignore_label=IGNORE, label_divisor=1000), _adapt_ade, plan_size=(512, 683)),
-    "coco_panoptic": Adapter("coco/2017_panoptic", DatasetDescriptor(
-        name="coco_panoptic", class_names=tuple(f"coco_{i}" for i in range(133)),
-        colormap=_palette(133), stuff_classes=tuple(range(80, 133)),
-        thing_classes=tuple(range(80)), ignore_label=IGNORE, label_divisor=1000),
-        _adapt_coco_panoptic, instances=True, plan_size=(480, 640)),  # COCO: at most 640
+  "oxford_iiit_pet": Adapter(
+    "oxford_iiit_pet",
+    DatasetDescriptor(
+      name="oxford_iiit_pet",
+      class_names=("background", "pet"),
+      colormap=((0, 0, 0), (200, 60, 60)),
+      stuff_classes=(0,),
+      thing_classes=(1,),
+      ignore_label=IGNORE,
+      label_divisor=1000,
+    ),
+    _adapt_pet,
+  ),
+  "cityscapes": Adapter(
+    "cityscapes/semantic_segmentation",
+    DatasetDescriptor(
+      name="cityscapes",
+      class_names=CITYSCAPES_CLASSES,
+      colormap=_palette(19),
+      stuff_classes=tuple(range(11)),
+      thing_classes=_CITYSCAPES_THINGS,
+      ignore_label=IGNORE,
+      label_divisor=1000,
+    ),
+    _adapt_cityscapes,
+    image_size=(1024, 2048),
+    plan_size=(1024, 2048),
+    image_format="png",
+  ),
+  "cityscapes_panoptic": Adapter(
+    "cityscapes_panoptic",
+    DatasetDescriptor(
+      name="cityscapes_panoptic",
+      class_names=CITYSCAPES_CLASSES,
+      colormap=_palette(19),
+      stuff_classes=tuple(range(11)),
+      thing_classes=_CITYSCAPES_THINGS,
+      ignore_label=IGNORE,
+      label_divisor=1000,
+    ),
+    _adapt_cityscapes_panoptic,
+    instances=True,
+    image_size=(1024, 2048),
+    plan_size=(1024, 2048),
+    image_format="png",
+  ),
+  "voc": Adapter(
+    "voc2012_segmentation",
+    DatasetDescriptor(
+      name="voc",
+      class_names=builders.VOC_CLASSES,
+      colormap=_palette(21),
+      stuff_classes=(0,),
+      thing_classes=tuple(range(1, 21)),
+      ignore_label=IGNORE,
+      label_divisor=1000,
+    ),
+    _adapt_voc,
+    plan_size=(375, 500),
+  ),  # VOC: at most 500 pixels
+  "scene_parse150": Adapter(
+    "scene_parse150",
+    DatasetDescriptor(
+      name="scene_parse150",
+      class_names=tuple(f"ade_{i}" for i in range(1, 151)),
+      colormap=_palette(150),
+      stuff_classes=tuple(range(150)),
+      thing_classes=(),
+      ignore_label=IGNORE,
+      label_divisor=1000,
+    ),
+    _adapt_ade,
+    plan_size=(512, 683),
+  ),
+  "coco_panoptic": Adapter(
+    "coco/2017_panoptic",
+    DatasetDescriptor(
+      name="coco_panoptic",
+      class_names=tuple(f"coco_{i}" for i in range(133)),
+      colormap=_palette(133),
+      stuff_classes=tuple(range(80, 133)),
+      thing_classes=tuple(range(80)),
+      ignore_label=IGNORE,
+      label_divisor=1000,
+    ),
+    _adapt_coco_panoptic,
+    instances=True,
+    plan_size=(480, 640),
+  ),  # COCO: at most 640
 }
 
 

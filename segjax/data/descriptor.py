@@ -1,4 +1,5 @@
 """The dataset descriptor: what every builder publishes and every config reads."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +18,7 @@ class DatasetDescriptor:
   ``panoptic = class_id * label_divisor + instance_id``; stuff classes always have instance 0; a thing
   pixel with instance 0 is crowd. Pixels equal to ``ignore_label`` are void.
   """
+
   name: str
   class_names: tuple[str, ...]
   colormap: tuple[tuple[int, int, int], ...]
@@ -27,11 +29,14 @@ class DatasetDescriptor:
 
   def __post_init__(self):
     if len(self.colormap) != len(self.class_names):
-      raise ValueError(f"Dataset {self.name!r}: {len(self.colormap)} colours for "
-                       f"{len(self.class_names)} classes.")
+      raise ValueError(
+        f"Dataset {self.name!r}: {len(self.colormap)} colours for {len(self.class_names)} classes."
+      )
     overlap = set(self.thing_classes) & set(self.stuff_classes)
     if overlap:
-      raise ValueError(f"Dataset {self.name!r}: classes {sorted(overlap)} are both thing and stuff.")
+      raise ValueError(
+        f"Dataset {self.name!r}: classes {sorted(overlap)} are both thing and stuff."
+      )
     if 0 <= self.ignore_label < self.num_classes:
       raise ValueError(f"Dataset {self.name!r}: ignore_label {self.ignore_label} is a class id.")
 
@@ -42,5 +47,5 @@ class DatasetDescriptor:
   def colorize(self, semantic: np.ndarray) -> np.ndarray:
     """RGB picture ``[H,W,3]`` uint8 of a class-id map; ignored pixels are white."""
     palette = np.full((256 if self.ignore_label < 256 else self.ignore_label + 1, 3), 255, np.uint8)
-    palette[:self.num_classes] = np.asarray(self.colormap, np.uint8)
+    palette[: self.num_classes] = np.asarray(self.colormap, np.uint8)
     return palette[np.clip(semantic, 0, len(palette) - 1)]

@@ -1,6 +1,7 @@
 """Microscopy frames for experiments/microscopy.py: one annotated frame split into a training and a
 held-out region (written as a folder dataset), and the classical baseline, Otsu thresholding,
 scored with the metrics and post-processing of a trained model."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,10 @@ from segjax import postprocess
 from segjax.data import folder
 
 # The 2018 Data Science Bowl frame that the stardist wheel ships (stardist/data/images/).
-WHEEL_MEMBERS = {"image": "stardist/data/images/img2d.tif", "instances": "stardist/data/images/mask2d.tif"}
+WHEEL_MEMBERS = {
+  "image": "stardist/data/images/img2d.tif",
+  "instances": "stardist/data/images/mask2d.tif",
+}
 
 
 def _decode(data: bytes, where: str) -> np.ndarray:
@@ -36,23 +40,29 @@ def read_frame(source: str) -> tuple[np.ndarray, np.ndarray]:
     for key, name in names.items():
       path = os.path.join(base, name)
       if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist (--source needs {names['image']} and "
-                                f"{names['instances']})")
+        raise FileNotFoundError(
+          f"{path} does not exist (--source needs {names['image']} and {names['instances']})"
+        )
       with open(path, "rb") as f:
         found[key] = _decode(f.read(), path)
   elif zipfile.is_zipfile(source):
     with zipfile.ZipFile(source) as wheel:
       missing = sorted(set(WHEEL_MEMBERS.values()) - set(wheel.namelist()))
       if missing:
-        raise folder.BadFileError(f"{source}: no {', '.join(missing)} in it (stardist wheels "
-                                  "0.9.x ship them)")
-      found = {key: _decode(wheel.read(member), f"{source}:{member}")
-               for key, member in WHEEL_MEMBERS.items()}
+        raise folder.BadFileError(
+          f"{source}: no {', '.join(missing)} in it (stardist wheels 0.9.x ship them)"
+        )
+      found = {
+        key: _decode(wheel.read(member), f"{source}:{member}")
+        for key, member in WHEEL_MEMBERS.items()
+      }
   else:
     raise FileNotFoundError(f"{source}: neither a folder nor a wheel (zip) file")
   if found["image"].shape != found["instances"].shape:
-    raise folder.BadFileError(f"{source}: image {found['image'].shape} and instances "
-                              f"{found['instances'].shape} differ in size")
+    raise folder.BadFileError(
+      f"{source}: image {found['image'].shape} and instances "
+      f"{found['instances'].shape} differ in size"
+    )
   return found["image"], found["instances"]
 
 
@@ -69,16 +79,17 @@ def renumber(instances: np.ndarray) -> np.ndarray:
   return lookup[instances]
 
 
-def write_regions(root: str, image: np.ndarray, instances: np.ndarray,
-                  name: str = "frame") -> str:
+def write_regions(root: str, image: np.ndarray, instances: np.ndarray, name: str = "frame") -> str:
   """Writes the `regions` of a frame as a folder dataset under ``root``: ``<split>/images/NAME.tif``
   (as stored), ``masks/NAME.png`` (1 = nucleus) and ``instances/NAME.png`` (renumbered per
   region; a nucleus cut by the border is one instance on each side). Returns ``root``."""
   for split, columns in regions(image.shape[1]).items():
     ids = renumber(instances[:, columns])
-    for kind, array, ext in (("images", image[:, columns], ".tif"),
-                             ("masks", (ids > 0).astype(np.uint8), ".png"),
-                             ("instances", ids, ".png")):
+    for kind, array, ext in (
+      ("images", image[:, columns], ".tif"),
+      ("masks", (ids > 0).astype(np.uint8), ".png"),
+      ("instances", ids, ".png"),
+    ):
       path = os.path.join(root, split, kind, name + ext)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with files.atomic_path(path) as tmp:
@@ -121,15 +132,20 @@ def _instance_chain(config) -> str:
 
 def score(semantic: np.ndarray, instances: np.ndarray, config) -> dict:
   """Nucleus IoU, and PQ of the instances ``config.postprocess`` makes of ``semantic`` (0/1)."""
-  descriptor = folder.descriptor_of(folder.configured_classes(config.data.classes,
-                                                              config.data.thing_classes))
+  descriptor = folder.descriptor_of(
+    folder.configured_classes(config.data.classes, config.data.thing_classes)
+  )
   chain = postprocess.Chain(_instance_chain(config), descriptor)
   predicted = chain({"semantic": semantic[None].astype(np.int32)})["panoptic"][0]
   truth = np.where(instances > 0, descriptor.label_divisor + instances.astype(np.int32), 0)
   cm = metrics.confusion_matrix(semantic.ravel(), (instances > 0).astype(np.int32).ravel(), 2)
-  pq = metrics.panoptic_quality(predicted, truth, label_divisor=descriptor.label_divisor,
-                                thing_classes=descriptor.thing_classes,
-                                stuff_classes=descriptor.stuff_classes)
+  pq = metrics.panoptic_quality(
+    predicted,
+    truth,
+    label_divisor=descriptor.label_divisor,
+    thing_classes=descriptor.thing_classes,
+    stuff_classes=descriptor.stuff_classes,
+  )
   return {"iou": float(metrics.iou(np.asarray(cm))[1]), **_pq_fields(pq["things"])}
 
 
@@ -156,6 +172,7 @@ def model_row(summary: dict, config) -> dict:
 def markdown(rows: dict[str, dict]) -> str:
   lines = ["| method | nucleus IoU | PQ | SQ | RQ |", "|---|---:|---:|---:|---:|"]
   for name, row in rows.items():
-    lines.append(f"| {name} | {row['iou']:.3f} | {row['pq']:.3f} | {row['sq']:.3f} | "
-                 f"{row['rq']:.3f} |")
+    lines.append(
+      f"| {name} | {row['iou']:.3f} | {row['pq']:.3f} | {row['sq']:.3f} | {row['rq']:.3f} |"
+    )
   return "\n".join(lines)

@@ -20,6 +20,7 @@ A new op is one factory::
       return {**example, "image": ...}
     return op
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,6 +38,7 @@ Op = Callable[[dict, tf.Tensor, "Context"], dict]
 @dataclasses.dataclass(frozen=True)
 class Context:
   """What ops may read besides the example: the dataset descriptor and the image fill value."""
+
   descriptor: DatasetDescriptor
   image_fill: tuple[float, ...] = IMAGENET_MEAN
 
@@ -89,12 +91,14 @@ NORMALIZATIONS = ("mean_std", "minmax", "percentile")
 
 def check_normalization(mode) -> None:
   if mode not in NORMALIZATIONS:
-    raise ValueError(f"config.data.normalization={mode!r}: use one of "
-                     f"{', '.join(repr(m) for m in NORMALIZATIONS)}")
+    raise ValueError(
+      f"config.data.normalization={mode!r}: use one of {', '.join(repr(m) for m in NORMALIZATIONS)}"
+    )
 
 
-def to_unit(image, *, scale: float = 255.0, mode: str = "mean_std",
-            percentiles: Sequence[float] = (1.0, 99.0)):
+def to_unit(
+  image, *, scale: float = 255.0, mode: str = "mean_std", percentiles: Sequence[float] = (1.0, 99.0)
+):
   """Intensities to [0, 1] in float32: ``"mean_std"`` divides by ``scale`` (255 for 8-bit, 65535 for
   16-bit images); ``"minmax"`` stretches each image between its minimum and maximum;
   ``"percentile"`` clips each image to its ``percentiles`` (e.g. 1st and 99th) and stretches between
@@ -133,8 +137,15 @@ def resize_example(example, shape):
   return out
 
 
-def pad_example(example, size, *, ignore_label: int, image_fill=0.0, label_divisor: int = 1,
-                mode: str = "constant"):
+def pad_example(
+  example,
+  size,
+  *,
+  ignore_label: int,
+  image_fill=0.0,
+  label_divisor: int = 1,
+  mode: str = "constant",
+):
   """Pads every per-pixel map at the bottom/right up to at least ``size`` = (H, W): the image with
   ``image_fill`` (a value or one per channel; ``mode="reflect"``: its own mirror image, repeated
   as far as needed), ``semantic`` with ``ignore_label``, ``panoptic`` with the void segment
@@ -148,14 +159,16 @@ def pad_example(example, size, *, ignore_label: int, image_fill=0.0, label_divis
     padding = [[0, pad_h], [0, pad_w]] + [[0, 0]] * (value.shape.rank - 2)
     if key == "image" and mode == "reflect":
       rows = _mirrored(shape[0], shape[0] + pad_h)
-      out[key] = tf.gather(tf.gather(value, rows, axis=0), _mirrored(shape[1], shape[1] + pad_w),
-                           axis=1)
+      out[key] = tf.gather(
+        tf.gather(value, rows, axis=0), _mirrored(shape[1], shape[1] + pad_w), axis=1
+      )
     elif key == "image":  # pad with 0, then add the (per-channel) fill where padded
-      padded_area = tf.pad(tf.zeros(tf.shape(value)[:2], value.dtype), padding[:2],
-                           constant_values=1)
+      padded_area = tf.pad(
+        tf.zeros(tf.shape(value)[:2], value.dtype), padding[:2], constant_values=1
+      )
       fill = tf.cast(tf.constant(image_fill, tf.float32), value.dtype)
       if fill.shape.rank == 1 and value.shape[-1] is not None:
-        fill = fill[:value.shape[-1]]
+        fill = fill[: value.shape[-1]]
       out[key] = tf.pad(value, padding) + padded_area[..., None] * fill
     else:
       fill = {"semantic": ignore_label, "panoptic": ignore_label * label_divisor}.get(key, 0)
@@ -175,9 +188,14 @@ def _mirrored(length, total):
 
 
 def _pad(example, size, context: Context, mode: str = "constant"):
-  return pad_example(example, size, ignore_label=context.ignore_label,
-                     image_fill=context.image_fill,
-                     label_divisor=context.descriptor.label_divisor, mode=mode)
+  return pad_example(
+    example,
+    size,
+    ignore_label=context.ignore_label,
+    image_fill=context.image_fill,
+    label_divisor=context.descriptor.label_divisor,
+    mode=mode,
+  )
 
 
 def crop_example(example, offset, size):
@@ -207,6 +225,7 @@ def random_scale(low: float = 0.5, high: float = 2.0):
     factor = tf.random.stateless_uniform([], seed, low, high)
     shape = tf.cast(tf.shape(example["image"])[:2], tf.float32)
     return resize_example(example, tf.cast(tf.round(shape * factor), tf.int32))
+
   return op
 
 
@@ -220,6 +239,7 @@ def random_crop(size):
     limit = tf.shape(example["image"])[:2] - tf.constant(size, tf.int32) + 1
     offset = tf.random.stateless_uniform([2], seed, 0, tf.int32.max, dtype=tf.int32) % limit
     return crop_example(example, offset, size)
+
   return op
 
 
@@ -233,6 +253,7 @@ def center_crop(size):
     example = _pad(example, size, context)
     offset = (tf.shape(example["image"])[:2] - tf.constant(size, tf.int32)) // 2
     return crop_example(example, offset, size)
+
   return op
 
 
@@ -261,6 +282,7 @@ def resize_keep_ratio(short: int | None = None, long: int | None = None):
       factors.append(long / tf.reduce_max(shape))
     factor = tf.reduce_min(tf.stack(factors))
     return resize_example(example, tf.cast(tf.round(shape * factor), tf.int32))
+
   return op
 
 
@@ -284,8 +306,8 @@ def pad_to_multiple(multiple, mode: str = "constant"):
 
   def op(example, seed, context):
     step = tf.constant(multiple, tf.int32)
-    return _pad(example, (tf.shape(example["image"])[:2] + step - 1) // step * step, context,
-                mode)
+    return _pad(example, (tf.shape(example["image"])[:2] + step - 1) // step * step, context, mode)
+
   return op
 
 
@@ -305,13 +327,15 @@ def _flip(example, flip):
 def flip_lr(probability: float = 0.5):
   """Flips image and maps left-right together with ``probability``."""
   return lambda example, seed, context: _flip(
-      example, tf.random.stateless_uniform([], seed) < probability)
+    example, tf.random.stateless_uniform([], seed) < probability
+  )
 
 
 @register_op
 def random_rot90():
   """Rotates image and maps together by 0, 90, 180 or 270 degrees (square crops keep their shape):
   for microscopy and aerial images, which have no up."""
+
   def op(example, seed, context):
     del context
     k = tf.random.stateless_uniform([], seed, 0, 4, dtype=tf.int32)
@@ -322,12 +346,14 @@ def random_rot90():
       rotated = tf.image.rot90(expanded, k)
       out[key] = rotated if value.shape.rank == 3 else rotated[..., 0]
     return out
+
   return op
 
 
 @register_op
-def photometric(brightness: float = 0.2, contrast: float | None = None,
-                saturation: float | None = None):
+def photometric(
+  brightness: float = 0.2, contrast: float | None = None, saturation: float | None = None
+):
   """Random brightness (+ U(-b, b)), contrast and saturation (× U(1 - c, 1 + c), × U(1 - s, 1 + s);
   both default to ``brightness``) of the image in [0, 1], one draw each, clipped to [0, 1];
   labels are untouched. ``photometric(0.125, 0.5, 0.5)`` is MMSegmentation's
@@ -335,8 +361,11 @@ def photometric(brightness: float = 0.2, contrast: float | None = None,
   0.5-1.5)."""
   contrast = brightness if contrast is None else contrast
   saturation = brightness if saturation is None else saturation
-  for name, value in (("brightness", brightness), ("contrast", contrast),
-                      ("saturation", saturation)):
+  for name, value in (
+    ("brightness", brightness),
+    ("contrast", contrast),
+    ("saturation", saturation),
+  ):
     if not 0 <= value < 1:
       raise ValueError(f"photometric {name} must be in [0, 1), not {value}")
 
@@ -346,28 +375,42 @@ def photometric(brightness: float = 0.2, contrast: float | None = None,
     image = example["image"]
     image = image + tf.random.stateless_uniform([], seeds[0], -brightness, brightness)
     mean = tf.reduce_mean(image)
-    image = (image - mean) * tf.random.stateless_uniform([], seeds[1], 1 - contrast,
-                                                         1 + contrast) + mean
+    image = (image - mean) * tf.random.stateless_uniform(
+      [], seeds[1], 1 - contrast, 1 + contrast
+    ) + mean
     if image.shape[-1] == 3:
       grey = tf.reduce_mean(image, axis=-1, keepdims=True)
-      image = (image - grey) * tf.random.stateless_uniform([], seeds[2], 1 - saturation,
-                                                           1 + saturation) + grey
+      image = (image - grey) * tf.random.stateless_uniform(
+        [], seeds[2], 1 - saturation, 1 + saturation
+      ) + grey
     return {**example, "image": tf.clip_by_value(image, 0.0, 1.0)}
+
   return op
 
 
 # ------------------------------------------------------------------------ targets
 @register_op(name="panoptic_targets")
-def panoptic_targets_op(sigma: float = 8.0, small_instance_area: int = 4096,
-                        small_instance_weight: float = 3.0):
+def panoptic_targets_op(
+  sigma: float = 8.0, small_instance_area: int = 4096, small_instance_weight: float = 3.0
+):
   """Panoptic-DeepLab's targets (`segjax.data.targets.panoptic_targets`: ``center``, ``offset``
   and their weights) from ``semantic`` and ``instance``; put it after the geometric ops."""
+
   def op(example, seed, context):
     del seed
-    return {**example, **targets.panoptic_targets(
-        example["semantic"], example["instance"], thing_classes=context.descriptor.thing_classes,
-        ignore_label=context.ignore_label, sigma=sigma, small_instance_area=small_instance_area,
-        small_instance_weight=small_instance_weight)}
+    return {
+      **example,
+      **targets.panoptic_targets(
+        example["semantic"],
+        example["instance"],
+        thing_classes=context.descriptor.thing_classes,
+        ignore_label=context.ignore_label,
+        sigma=sigma,
+        small_instance_area=small_instance_area,
+        small_instance_weight=small_instance_weight,
+      ),
+    }
+
   return op
 
 
@@ -394,4 +437,5 @@ def boundary_distance(max_distance: int = 16):
       distance = tf.where((reached > 0) & (distance > d), float(d), distance)
       reached = tf.nn.max_pool2d(reached, 3, 1, "SAME")
     return {**example, "boundary_distance": distance[0, ..., 0]}
+
   return op

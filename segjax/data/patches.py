@@ -6,6 +6,7 @@ The grid covers every pixel: positions step by ``stride`` and the last row/colum
 aligned to the image border (an image smaller than the patch is padded: labels with the ignore
 label, instances with 0, the image with 0).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -29,8 +30,11 @@ def grid_starts(length: int, size: int, stride: int) -> list[int]:
 
 
 def grid_positions(height: int, width: int, size: Sequence[int], stride: Sequence[int]):
-  return [(y, x) for y in grid_starts(height, size[0], stride[0])
-          for x in grid_starts(width, size[1], stride[1])]
+  return [
+    (y, x)
+    for y in grid_starts(height, size[0], stride[0])
+    for x in grid_starts(width, size[1], stride[1])
+  ]
 
 
 def extract_patches(array: np.ndarray, size: Sequence[int], stride: Sequence[int]):
@@ -40,7 +44,7 @@ def extract_patches(array: np.ndarray, size: Sequence[int], stride: Sequence[int
   pad = [(0, max(0, size[0] - height)), (0, max(0, size[1] - width))] + [(0, 0)] * (array.ndim - 2)
   padded = np.pad(array, pad)
   positions = grid_positions(height, width, size, stride)
-  patches = np.stack([padded[y:y + size[0], x:x + size[1]] for y, x in positions])
+  patches = np.stack([padded[y : y + size[0], x : x + size[1]] for y, x in positions])
   return patches, positions
 
 
@@ -53,8 +57,8 @@ def reassemble(patches: np.ndarray, positions, shape: Sequence[int]) -> np.ndarr
   total = np.zeros((full_h, full_w) + patches.shape[3:], np.float64)
   count = np.zeros((full_h, full_w) + (1,) * (patches.ndim - 3), np.float64)
   for patch, (y, x) in zip(patches, positions):
-    total[y:y + patch.shape[0], x:x + patch.shape[1]] += patch
-    count[y:y + patch.shape[0], x:x + patch.shape[1]] += 1
+    total[y : y + patch.shape[0], x : x + patch.shape[1]] += patch
+    count[y : y + patch.shape[0], x : x + patch.shape[1]] += 1
   return (total / count)[:height, :width].astype(patches.dtype)
 
 
@@ -66,8 +70,11 @@ def pad_to_patch(example: dict, size: Sequence[int], ignore_label: int) -> dict:
 def tf_grid(height, width, size: Sequence[int], stride: Sequence[int]) -> tf.Tensor:
   """`grid_positions` of an image of tensor height/width, as int32 ``[N, 2]`` (y, x)."""
   grid = tf.numpy_function(
-      lambda h, w: np.array(grid_positions(int(h), int(w), size, stride), np.int32).reshape(-1, 2),
-      [height, width], tf.int32, stateful=False)
+    lambda h, w: np.array(grid_positions(int(h), int(w), size, stride), np.int32).reshape(-1, 2),
+    [height, width],
+    tf.int32,
+    stateful=False,
+  )
   return tf.ensure_shape(grid, [None, 2])
 
 
@@ -77,8 +84,9 @@ def cut_patch(example: dict, position, size: Sequence[int]) -> dict:
   out = dict(example)
   for key in ops.spatial_keys(example):
     value = example[key]
-    out[key] = tf.ensure_shape(value[position[0]:position[0] + size[0],
-                                     position[1]:position[1] + size[1]],
-                               [size[0], size[1]] + value.shape[2:])
+    out[key] = tf.ensure_shape(
+      value[position[0] : position[0] + size[0], position[1] : position[1] + size[1]],
+      [size[0], size[1]] + value.shape[2:],
+    )
   out["patch_position"] = position
   return out

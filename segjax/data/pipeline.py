@@ -10,6 +10,7 @@ Evaluation batches images of one size together, each at its own size, and comple
 of each size with blank examples marked ``valid = False``: every example is counted exactly once,
 and every process runs the same shapes in the same order.
 """
+
 from __future__ import annotations
 
 import ast
@@ -29,8 +30,11 @@ from segjax.data.datasets import DataInfo, Source
 from segjax.data.descriptor import DatasetDescriptor
 
 # Datasets by name live in segjax.data.datasets; these three are read here too.
-get_source, dataset_info, has_instances = (datasets.get_source, datasets.dataset_info,
-                                           datasets.has_instances)
+get_source, dataset_info, has_instances = (
+  datasets.get_source,
+  datasets.dataset_info,
+  datasets.has_instances,
+)
 
 # JAX owns the accelerators: TensorFlow only runs tf.data on the CPU.
 for _kind in ("GPU", "TPU"):
@@ -78,8 +82,16 @@ def process_split(split: str, process_index: int, process_count: int) -> str:
   return tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
 
 
-def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: int,
-                  start_step: int = 0, process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+def train_dataset(
+  source: Source,
+  data_config,
+  *,
+  local_batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> tf.data.Dataset:
   """Endless process-local training batches, starting after ``start_step`` consumed batches.
 
   Element ``k`` of the stream is a pure function of ``(seed, k)`` (`segjax.data.stream`): a
@@ -108,16 +120,31 @@ def train_dataset(source: Source, data_config, *, local_batch_size: int, seed: i
   balanced = data_config.get("class_balanced", 0.0) if patch_size else 0.0
   if patch_size:  # a grid of (overlapping) patches of every image, instead of whole images
     units = stream.patch_units(
-        records, parse, source.descriptor.num_classes, size=patch_size,
-        stride=config_size(data_config, "patch_stride") or patch_size, ignore_label=ignore,
-        min_labelled_fraction=data_config.get("min_labelled_fraction", 0.0),
-        with_classes=balanced > 0, iterate=lambda ds: as_numpy(ds, source))
+      records,
+      parse,
+      source.descriptor.num_classes,
+      size=patch_size,
+      stride=config_size(data_config, "patch_stride") or patch_size,
+      ignore_label=ignore,
+      min_labelled_fraction=data_config.get("min_labelled_fraction", 0.0),
+      with_classes=balanced > 0,
+      iterate=lambda ds: as_numpy(ds, source),
+    )
   else:
     units = stream.Units(np.arange(len(records), dtype=np.int64))
   ds = stream.indexed_stream(
-      records, parse, units, seed=seed + process_index, start=start_step * local_batch_size,
-      local_batch_size=local_batch_size, position=position, position_count=position_count,
-      class_balanced=balanced, patch_size=patch_size, ignore_label=ignore)
+    records,
+    parse,
+    units,
+    seed=seed + process_index,
+    start=start_step * local_batch_size,
+    local_batch_size=local_batch_size,
+    position=position,
+    position_count=position_count,
+    class_balanced=balanced,
+    patch_size=patch_size,
+    ignore_label=ignore,
+  )
   preprocess = train_preprocess(source.descriptor, data_config, seed, process_index)
   ds = ds.map(stream.graph(preprocess), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   check_train_shape(ds.element_spec["image"].shape, data_config)
@@ -140,14 +167,17 @@ def train_preprocess(descriptor, data_config, seed: int, process_index: int = 0)
     example_seed = tf.stack([tf.constant(seed, tf.int64) * 1000003 + process_index, index])
     example = augment(unit_image(example, data_config), example_seed)
     return training_example(standardize_image(example, data_config))
+
   return preprocess
 
 
 def _decoded_signature(info: DataInfo, image_size=None) -> dict:
   """The `tf.TensorSpec` of a decoded example of a dataset described by ``info``."""
   size = list(image_size or info.image_size or (None, None))
-  spec = {"image": tf.TensorSpec(size + [info.channels], info.dtype),
-          "semantic": tf.TensorSpec(size, tf.int32)}
+  spec = {
+    "image": tf.TensorSpec(size + [info.channels], info.dtype),
+    "semantic": tf.TensorSpec(size, tf.int32),
+  }
   if info.instances:
     spec.update(instance=tf.TensorSpec(size, tf.int32), panoptic=tf.TensorSpec(size, tf.int32))
   return spec
@@ -157,33 +187,42 @@ def abstract_train_batch(data_config, info: DataInfo, batch_size: int) -> dict:
   """Shapes and dtypes (`jax.ShapeDtypeStruct`) of a training batch of ``batch_size``, from the
   preprocessing ops traced on an empty dataset: no data is read."""
   import jax  # pylint: disable=import-outside-toplevel
-  empty = tf.data.Dataset.from_generator(lambda: iter(()),
-                                         output_signature=_decoded_signature(info))
-  ds = empty.enumerate().map(stream.graph(
-      train_preprocess(info.descriptor, data_config, seed=0)))
+
+  empty = tf.data.Dataset.from_generator(
+    lambda: iter(()), output_signature=_decoded_signature(info)
+  )
+  ds = empty.enumerate().map(stream.graph(train_preprocess(info.descriptor, data_config, seed=0)))
   check_train_shape(ds.element_spec["image"].shape, data_config)
-  return {k: jax.ShapeDtypeStruct((batch_size, *spec.shape), spec.dtype.as_numpy_dtype)
-          for k, spec in ds.element_spec.items()}
+  return {
+    k: jax.ShapeDtypeStruct((batch_size, *spec.shape), spec.dtype.as_numpy_dtype)
+    for k, spec in ds.element_spec.items()
+  }
 
 
 def abstract_eval_batch(data_config, info: DataInfo, batch_size: int, image_size=None) -> dict:
   """Shapes and dtypes of an evaluation batch: ``data.eval_pp`` traced on an empty dataset of
   images of ``image_size`` (default: the dataset's own, when fixed)."""
   import jax  # pylint: disable=import-outside-toplevel
+
   empty = tf.data.Dataset.from_generator(
-      lambda: iter(()), output_signature=_decoded_signature(info, image_size))
+    lambda: iter(()), output_signature=_decoded_signature(info, image_size)
+  )
   ds = empty.map(stream.graph(eval_preprocess(info.descriptor, data_config)))
   pad = config_size(data_config, "eval_pad_to") or _last_pad_to(data_config.get("eval_pp", ""))
   if None in tuple(ds.element_spec["image"].shape)[:2] and pad is None:
-    raise ValueError(f"Evaluation images of {info.descriptor.name} have no fixed size after "
-                     f"config.data.eval_pp={data_config.get('eval_pp', '')!r}: set "
-                     "config.data.eval_pad_to, end eval_pp with pad_to, or give an evaluation "
-                     "image size.")
+    raise ValueError(
+      f"Evaluation images of {info.descriptor.name} have no fixed size after "
+      f"config.data.eval_pp={data_config.get('eval_pp', '')!r}: set "
+      "config.data.eval_pad_to, end eval_pp with pad_to, or give an evaluation "
+      "image size."
+    )
   # A final pad_to(S) makes every image S when the ops before it keep them within S (as
   # resize_keep_ratio(long=S) does); TensorFlow cannot infer that statically.
   fixed = lambda shape: tuple(pad[i] if d is None and i < 2 else d for i, d in enumerate(shape))
-  return {k: jax.ShapeDtypeStruct((batch_size, *fixed(spec.shape)), spec.dtype.as_numpy_dtype)
-          for k, spec in ds.element_spec.items()}
+  return {
+    k: jax.ShapeDtypeStruct((batch_size, *fixed(spec.shape)), spec.dtype.as_numpy_dtype)
+    for k, spec in ds.element_spec.items()
+  }
 
 
 def _last_pad_to(spec: str) -> tuple[int, int] | None:
@@ -191,14 +230,17 @@ def _last_pad_to(spec: str) -> tuple[int, int] | None:
   last = [op.strip() for op in spec.split("|") if op.strip()][-1:] if spec else []
   if not last or not last[0].startswith("pad_to("):
     return None
-  size = ast.literal_eval(last[0][len("pad_to("):-1].split("=")[-1].strip())
+  size = ast.literal_eval(last[0][len("pad_to(") : -1].split("=")[-1].strip())
   return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def training_example(example):
   """The arrays the train step gets: every numeric entry (names and patch positions dropped)."""
-  return {k: v for k, v in example.items()
-          if v.dtype != tf.string and k not in ("patch_position", "labelled")}
+  return {
+    k: v
+    for k, v in example.items()
+    if v.dtype != tf.string and k not in ("patch_position", "labelled")
+  }
 
 
 def config_size(data_config, key: str) -> tuple[int, int] | None:
@@ -210,8 +252,9 @@ def config_size(data_config, key: str) -> tuple[int, int] | None:
   try:
     return ops.size_pair(value)
   except (ValueError, TypeError) as e:
-    raise ValueError(f"config.data.{key}={value!r}: expected an int or (height, width) of "
-                     "positive ints.") from e
+    raise ValueError(
+      f"config.data.{key}={value!r}: expected an int or (height, width) of positive ints."
+    ) from e
 
 
 def check_config(data_config) -> None:
@@ -221,8 +264,10 @@ def check_config(data_config) -> None:
     config_size(data_config, key)
   ops.check_normalization(data_config.get("normalization", "mean_std"))
   if data_config.get("eval_pad_mode") not in (None, *ops.PAD_MODES):
-    raise ValueError(f"config.data.eval_pad_mode={data_config.eval_pad_mode!r}: use one of "
-                     f"{', '.join(map(repr, ops.PAD_MODES))}")
+    raise ValueError(
+      f"config.data.eval_pad_mode={data_config.eval_pad_mode!r}: use one of "
+      f"{', '.join(map(repr, ops.PAD_MODES))}"
+    )
   for key in ("train_pp", "eval_pp"):
     try:  # building needs a descriptor, not the dataset's own: any one checks names and arguments
       ops.build(data_config.get(key, ""), ops.Context(shapes.DESCRIPTOR))
@@ -235,10 +280,12 @@ def check_train_shape(shape, data_config):
   """The training images must have one static size, ``data.crop_size``, after ``data.train_pp``."""
   crop = tuple(data_config.crop_size)
   if tuple(shape[:2]) != crop:
-    raise ValueError(f"config.data.train_pp={data_config.get('train_pp', '')!r} gives training "
-                     f"images of size {tuple(shape[:2])} but config.data.crop_size is {crop}: end "
-                     f"the chain with random_crop({crop[0]}) (or resize) at that size, or change "
-                     "crop_size.")
+    raise ValueError(
+      f"config.data.train_pp={data_config.get('train_pp', '')!r} gives training "
+      f"images of size {tuple(shape[:2])} but config.data.crop_size is {crop}: end "
+      f"the chain with random_crop({crop[0]}) (or resize) at that size, or change "
+      "crop_size."
+    )
 
 
 def op_context(descriptor: DatasetDescriptor, data_config) -> ops.Context:
@@ -246,8 +293,15 @@ def op_context(descriptor: DatasetDescriptor, data_config) -> ops.Context:
   return ops.Context(descriptor=descriptor, image_fill=tuple(data_config.mean))
 
 
-def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: int,
-                 process_index: int = 0, process_count: int = 1) -> tuple[tf.data.Dataset, int]:
+def eval_dataset(
+  source: Source,
+  data_config,
+  split: str,
+  *,
+  local_batch_size: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> tuple[tf.data.Dataset, int]:
   """Process-local evaluation batches of ``split``; returns (dataset, batches).
 
   Every image is evaluated at its own size (after ``data.eval_pp`` and the padding of
@@ -263,17 +317,23 @@ def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: i
   if local_batch_size < 1:
     raise ValueError(f"The evaluation batch size must be positive, not {local_batch_size}.")
   split_size(source.builder, split)  # an unknown split names the ones there are
-  shares = [image_sizes(source, data_config, process_split(split, i, process_count))
-            for i in range(process_count)]
+  shares = [
+    image_sizes(source, data_config, process_split(split, i, process_count))
+    for i in range(process_count)
+  ]
   if not sum(len(s) for s in shares):
     raise ValueError(f"Split {split!r} of {source.builder.name!r} has no examples to evaluate.")
   slots, sizes, groups = eval_slots(shares, process_index, local_batch_size)
   if groups > MANY_SIZES:
-    from segjax import logging as run_logging  # pylint: disable=import-outside-toplevel
-    run_logging.info(
-        "%s: %d image sizes, each evaluated at its own size (one compiled step per size); "
-        "--config.data.eval_size_multiple=32 pads each image up to a multiple of 32 (padding "
-        "ignored by the metrics), so fewer sizes compile", split, groups)
+    from segjax import run_log  # pylint: disable=import-outside-toplevel
+
+    run_log.info(
+      "%s: %d image sizes, each evaluated at its own size (one compiled step per size); "
+      "--config.data.eval_size_multiple=32 pads each image up to a multiple of 32 (padding "
+      "ignored by the metrics), so fewer sizes compile",
+      split,
+      groups,
+    )
   first = sum(len(s) for s in shares[:process_index])  # record number of this share's first
   numbers = np.where(slots >= 0, slots + first, 0)  # blanks read record 0 and blank it
   records = stream.records(source.builder, split)
@@ -283,9 +343,11 @@ def eval_dataset(source: Source, data_config, split: str, *, local_batch_size: i
   def example(slot, size, serialized):
     real = prepare(parse(serialized))
     return tf.cond(slot >= 0, lambda: real, lambda: _blank_like(_fit(real, size), ignore))
+
   ds = tf.data.Dataset.from_tensor_slices((slots, sizes, numbers))
-  ds = stream.read(records, ds).map(stream.graph(example), num_parallel_calls=tf.data.AUTOTUNE,
-                                    deterministic=True)
+  ds = stream.read(records, ds).map(
+    stream.graph(example), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  )
   ds = ds.batch(local_batch_size, drop_remainder=True)
   return ds.prefetch(2), len(slots) // local_batch_size
 
@@ -306,16 +368,23 @@ def image_sizes(source: Source, data_config, split: str) -> np.ndarray:
   records = stream.records(source.builder, split)
   prepared = lambda serialized: prepare(parse(serialized))
   traced = tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string)).map(
-      stream.graph(prepared))
+    stream.graph(prepared)
+  )
   static = tuple(traced.element_spec["image"].shape)[:2]
   if None not in static:
     return np.tile(np.array(static, np.int32), (len(records), 1))
-  key = (split, tuple((path, tf.io.gfile.stat(path).mtime_nsec) for path in records.paths),
-         tuple(str(data_config.get(k)) for k in ("eval_pp", "eval_pad_to", "eval_size_multiple")))
+  key = (
+    split,
+    tuple((path, tf.io.gfile.stat(path).mtime_nsec) for path in records.paths),
+    tuple(str(data_config.get(k)) for k in ("eval_pp", "eval_pad_to", "eval_size_multiple")),
+  )
   if key not in _SIZES_CACHE:
     ds = stream.read(records, tf.data.Dataset.range(len(records)))
-    ds = ds.map(stream.graph(lambda serialized: tf.shape(prepared(serialized)["image"])[:2]),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(
+      stream.graph(lambda serialized: tf.shape(prepared(serialized)["image"])[:2]),
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
     _SIZES_CACHE[key] = np.array(list(as_numpy(ds, source)), np.int32).reshape(-1, 2)
   return _SIZES_CACHE[key]
 
@@ -336,15 +405,19 @@ def eval_slots(shares: list[np.ndarray], process_index: int, local_batch_size: i
     mine = members[process_index]
     slots.append(np.concatenate([mine, np.full(length - len(mine), -1)]))
     sizes.append(np.tile(np.array(size, np.int32), (length, 1)))
-  return (np.concatenate(slots).astype(np.int64), np.concatenate(sizes).astype(np.int32),
-          len(order))
+  return (
+    np.concatenate(slots).astype(np.int64),
+    np.concatenate(sizes).astype(np.int32),
+    len(order),
+  )
 
 
 def _fit(example, size):
   """``example`` with every per-pixel map padded or cut to ``size`` (a blank's template)."""
   padded = ops.pad_example(example, size, ignore_label=0)
-  return {k: v[:size[0], :size[1]] if k in ops.spatial_keys(padded) else v
-          for k, v in padded.items()}
+  return {
+    k: v[: size[0], : size[1]] if k in ops.spatial_keys(padded) else v for k, v in padded.items()
+  }
 
 
 def unit_image(example, data_config):
@@ -358,8 +431,12 @@ def unit_image(example, data_config):
   channels = data_config.get("channels", 3)
   if channels == 1 and image.shape[-1] != 1:
     image = tf.reduce_mean(tf.cast(image[..., :3], tf.float32), axis=-1, keepdims=True)
-  image = ops.to_unit(image, scale=scale, mode=data_config.get("normalization", "mean_std"),
-                      percentiles=tuple(data_config.get("percentiles", (1.0, 99.0))))
+  image = ops.to_unit(
+    image,
+    scale=scale,
+    mode=data_config.get("normalization", "mean_std"),
+    percentiles=tuple(data_config.get("percentiles", (1.0, 99.0))),
+  )
   if channels == 3 and image.shape[-1] == 1:
     image = tf.tile(image, [1, 1, 3])
   return {**example, "image": image}
@@ -376,7 +453,9 @@ def split_size(builder, split: str) -> int:
   known = builder.info.splits
   base = split.split("[")[0] if isinstance(split, str) else split.split  # str or tfds _EvenSplit
   if known and base not in known:
-    raise KeyError(f"Dataset {builder.name!r} has no split {base!r}; it has {sorted(known.keys())}.")
+    raise KeyError(
+      f"Dataset {builder.name!r} has no split {base!r}; it has {sorted(known.keys())}."
+    )
   count = int(builder.as_dataset(split=split, shuffle_files=False).cardinality())
   if count < 0:  # unknown cardinality: count once
     count = sum(1 for _ in builder.as_dataset(split=split, shuffle_files=False))
@@ -392,9 +471,11 @@ def eval_preprocess(descriptor, data_config):
   context = op_context(descriptor, data_config)
   process = ops.build(data_config.get("eval_pp", ""), context)
   mode = data_config.get("eval_pad_mode") or "reflect"
-  padding = [f"{op}({config_size(data_config, key)}, mode={mode!r})" for key, op in (
-      ("eval_pad_to", "pad_to"), ("eval_size_multiple", "pad_to_multiple"))
-             if config_size(data_config, key)]
+  padding = [
+    f"{op}({config_size(data_config, key)}, mode={mode!r})"
+    for key, op in (("eval_pad_to", "pad_to"), ("eval_size_multiple", "pad_to_multiple"))
+    if config_size(data_config, key)
+  ]
   pad = ops.build("|".join(padding), context)
 
   def prepare(example):
@@ -404,6 +485,7 @@ def eval_preprocess(descriptor, data_config):
     example = standardize_image(pad(example, seed), data_config)
     example.pop("name", None)
     return {**example, "valid": tf.constant(True), "size": size}
+
   return prepare
 
 
@@ -447,9 +529,12 @@ def _label_error(message: str, source: Source | None) -> LabelOutOfRange:
   where = "the dataset"
   if source is not None:
     d = source.descriptor
-    where = (f"dataset {source.builder.name!r} ({source.builder.data_dir}), which has "
-             f"{d.num_classes} classes (0..{d.num_classes - 1}) and ignore label {d.ignore_label}")
+    where = (
+      f"dataset {source.builder.name!r} ({source.builder.data_dir}), which has "
+      f"{d.num_classes} classes (0..{d.num_classes - 1}) and ignore label {d.ignore_label}"
+    )
   return LabelOutOfRange(
-      f"Label {value} in a mask of {where} ({count} pixels of that example out of range): the "
-      "masks and the dataset's classes disagree. Fix the masks, or the class list (classes.json "
-      "of a folder dataset, the catalogue entry of a tfds dataset).")
+    f"Label {value} in a mask of {where} ({count} pixels of that example out of range): the "
+    "masks and the dataset's classes disagree. Fix the masks, or the class list (classes.json "
+    "of a folder dataset, the catalogue entry of a tfds dataset)."
+  )

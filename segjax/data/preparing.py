@@ -1,6 +1,7 @@
 """Preparing a tfds builder from local data: tfds's download messages ("Downloading and preparing
 dataset Unknown size ...") and progress bars say nothing useful when nothing is downloaded, so
 they are replaced by one line before and one after."""
+
 import contextlib
 import io
 
@@ -11,8 +12,9 @@ def prepare_quietly(builder, what: str = ""):
   only if preparation fails."""
   if builder.is_prepared():
     return builder
-  from segjax import logging as run_logging  # pylint: disable=import-outside-toplevel
-  run_logging.info("Preparing %s once in %s ...", what or builder.name, builder.data_dir)
+  from segjax import run_log  # pylint: disable=import-outside-toplevel
+
+  run_log.info("Preparing %s once in %s ...", what or builder.name, builder.data_dir)
   captured = io.StringIO()
   try:
     with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):

@@ -1,5 +1,6 @@
 """Reading one image or mask file of a folder dataset as stored (8/16-bit, grey/RGB/RGBA,
 palette or colour masks, GeoTIFF georeference), each failure a `BadFileError` naming the file."""
+
 from __future__ import annotations
 
 import os
@@ -36,6 +37,7 @@ def image_size(path: str) -> tuple[int, int]:
   decompression bomb costs nothing to measure)."""
   import warnings  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -57,6 +59,7 @@ def read_georeference(path: str) -> tuple[str, tuple[float, ...]] | None:
   except ImportError:
     return None
   import warnings  # pylint: disable=import-outside-toplevel
+
   try:
     with warnings.catch_warnings():  # a plain TIFF is no error here
       warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -72,6 +75,7 @@ def read_georeference(path: str) -> tuple[str, tuple[float, ...]] | None:
 def read_mask(path: str, colours: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
   """Class ids ``[H,W]`` (int32) from a grey, palette (index = id) or RGB colour PNG."""
   from PIL import Image  # pylint: disable=import-outside-toplevel  (OpenCV expands palettes)
+
   try:
     with Image.open(path) as pil:
       if pil.mode == "P":
@@ -91,8 +95,10 @@ def read_mask(path: str, colours: dict[tuple[int, int, int], int] | None = None)
     out[codes == code] = class_id
   if (out < 0).any():
     y, x = np.argwhere(out < 0)[0]
-    raise BadFileError(f"{path}: colour {tuple(int(v) for v in rgb[y, x])} at (row {y}, column {x}) "
-                       "is not a class colour in classes.json")
+    raise BadFileError(
+      f"{path}: colour {tuple(int(v) for v in rgb[y, x])} at (row {y}, column {x}) "
+      "is not a class colour in classes.json"
+    )
   return out
 
 
@@ -101,6 +107,7 @@ def read_labelme(path: str, class_names, size: tuple[int, int]) -> np.ndarray:
   shape filled with the id of its ``label`` (a class name), later shapes over earlier ones,
   pixels no shape covers 0. ``size`` (H, W) is the image's; the document must agree."""
   import json  # pylint: disable=import-outside-toplevel
+
   try:
     with open(path) as f:
       document = json.load(f)
@@ -109,15 +116,19 @@ def read_labelme(path: str, class_names, size: tuple[int, int]) -> np.ndarray:
     raise BadFileError(f"{path}: not a labelme document ({e})") from e
   stated = (document.get("imageHeight"), document.get("imageWidth"))
   if None not in stated and tuple(stated) != tuple(size):
-    raise BadFileError(f"{path}: imageHeight x imageWidth {stated[0]}x{stated[1]} differs from "
-                       f"the image's {size[0]}x{size[1]}")
+    raise BadFileError(
+      f"{path}: imageHeight x imageWidth {stated[0]}x{stated[1]} differs from "
+      f"the image's {size[0]}x{size[1]}"
+    )
   ids = {name: i for i, name in enumerate(class_names)}
   out = np.zeros(size, np.int32)
   for number, shape in enumerate(shapes):
     label, kind = shape.get("label"), shape.get("shape_type", "polygon")
     if label not in ids:
-      raise BadFileError(f"{path}: shape {number} has label {label!r}, which is not a class "
-                         f"({', '.join(class_names)})")
+      raise BadFileError(
+        f"{path}: shape {number} has label {label!r}, which is not a class "
+        f"({', '.join(class_names)})"
+      )
     points = np.asarray(shape.get("points", []), np.float64)
     if kind == "rectangle" and points.shape == (2, 2):
       (x0, y0), (x1, y1) = points

@@ -8,6 +8,7 @@ picture is blurred and noised, so a model must read texture and geometry, not co
 Labels: ``semantic`` (class ids), ``instance`` (1..N per image for things, 0 elsewhere) and
 ``panoptic`` (``class * 1000 + instance``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,13 +25,13 @@ THINGS = ("disc", "triangle", "square")
 LABEL_DIVISOR = 1000
 
 DESCRIPTOR = DatasetDescriptor(
-    name="shapes",
-    class_names=STUFF + THINGS,
-    colormap=((70, 130, 60), (150, 120, 90), (220, 50, 50), (60, 90, 230), (240, 200, 40)),
-    stuff_classes=(0, 1),
-    thing_classes=(2, 3, 4),
-    ignore_label=255,
-    label_divisor=LABEL_DIVISOR,
+  name="shapes",
+  class_names=STUFF + THINGS,
+  colormap=((70, 130, 60), (150, 120, 90), (220, 50, 50), (60, 90, 230), (240, 200, 40)),
+  stuff_classes=(0, 1),
+  thing_classes=(2, 3, 4),
+  ignore_label=255,
+  label_divisor=LABEL_DIVISOR,
 )
 
 
@@ -65,7 +66,9 @@ def _speckle(rng, size):
   cell = int(rng.integers(3, 6))
   cells = -(-size // cell)
   blots = (rng.random((cells, cells)) < 0.5).astype(np.float32)  # two-colour blocks
-  blots = cv2.resize(blots, (cells * cell, cells * cell), interpolation=cv2.INTER_NEAREST)[:size, :size]
+  blots = cv2.resize(blots, (cells * cell, cells * cell), interpolation=cv2.INTER_NEAREST)[
+    :size, :size
+  ]
   light, dark = _two_colours(rng)
   return blots[..., None] * light + (1 - blots[..., None]) * dark
 
@@ -92,8 +95,13 @@ def _shape_polygon(kind, centre, radius, angle, stretch=None):
 DEFAULT_RADII = (0.09, 0.28)
 
 
-def render_scene(rng: np.random.Generator, size: int, max_things: int = 6,
-                 radii: tuple[float, float] = DEFAULT_RADII, thin: float = 0.0):
+def render_scene(
+  rng: np.random.Generator,
+  size: int,
+  max_things: int = 6,
+  radii: tuple[float, float] = DEFAULT_RADII,
+  thin: float = 0.0,
+):
   """Draws one scene. Returns ``image`` uint8 ``[S,S,3]``, ``semantic`` uint8, ``instance`` uint16.
 
   Thing radii are log-uniform over ``radii`` (fractions of ``size``); with ``thin`` > 0, that
@@ -117,8 +125,15 @@ def render_scene(rng: np.random.Generator, size: int, max_things: int = 6,
       polygon = _shape_polygon(THINGS[class_id], centre, radius, rng.uniform(0, 2 * np.pi), stretch)
       cv2.fillPoly(mask, [polygon], 1, lineType=cv2.LINE_8, shift=4)
     elif THINGS[class_id] == "disc":
-      cv2.circle(mask, tuple(np.round(centre * 16).astype(int)), int(round(radius * 16)), 1, -1,
-                 lineType=cv2.LINE_8, shift=4)
+      cv2.circle(
+        mask,
+        tuple(np.round(centre * 16).astype(int)),
+        int(round(radius * 16)),
+        1,
+        -1,
+        lineType=cv2.LINE_8,
+        shift=4,
+      )
     else:
       polygon = _shape_polygon(THINGS[class_id], centre, radius, rng.uniform(0, 2 * np.pi))
       cv2.fillPoly(mask, [polygon], 1, lineType=cv2.LINE_8, shift=4)
@@ -143,17 +158,33 @@ def render_scene(rng: np.random.Generator, size: int, max_things: int = 6,
 class ShapesConfig(tfds.core.BuilderConfig):
   """Size and example counts of a ``shapes`` variant; a new combination is a new prepared dataset."""
 
-  def __init__(self, *, image_size=96, num_train=2000, num_validation=200, num_test=200, seed=0,
-               max_things=6, radii=DEFAULT_RADII, thin=0.0, name=None, **kwargs):
+  def __init__(
+    self,
+    *,
+    image_size=96,
+    num_train=2000,
+    num_validation=200,
+    num_test=200,
+    seed=0,
+    max_things=6,
+    radii=DEFAULT_RADII,
+    thin=0.0,
+    name=None,
+    **kwargs,
+  ):
     radii = tuple(float(r) for r in radii)
     if not (len(radii) == 2 and 0 < radii[0] <= radii[1]):
-      raise ValueError(f"config.data.radii={radii}: two fractions of the image size, 0 < min <= max")
+      raise ValueError(
+        f"config.data.radii={radii}: two fractions of the image size, 0 < min <= max"
+      )
     if not 0.0 <= thin <= 1.0:
       raise ValueError(f"config.data.thin={thin}: a share of the things, in [0, 1]")
     variant = ("" if radii == DEFAULT_RADII else f"_r{radii[0]:g}-{radii[1]:g}") + (
-        f"_thin{thin:g}" if thin else "")
-    name = name or (f"s{image_size}_n{num_train}-{num_validation}-{num_test}_t{max_things}"
-                    f"{variant}_seed{seed}")
+      f"_thin{thin:g}" if thin else ""
+    )
+    name = name or (
+      f"s{image_size}_n{num_train}-{num_validation}-{num_test}_t{max_things}{variant}_seed{seed}"
+    )
     super().__init__(name=name, **kwargs)
     self.radii, self.thin = radii, float(thin)
     self.image_size = image_size
@@ -164,35 +195,49 @@ class ShapesConfig(tfds.core.BuilderConfig):
 
 class Shapes(tfds.core.GeneratorBasedBuilder):
   """The built-in procedural segmentation dataset (see module docstring)."""
+
   VERSION = tfds.core.Version("1.0.0")
 
   def _info(self):
     size = self.builder_config.image_size
     return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(size, size, 3)),
-            "semantic": tfds.features.Image(shape=(size, size, 1), dtype=np.uint8),
-            "instance": tfds.features.Image(shape=(size, size, 1), dtype=np.uint16),
-            "name": tfds.features.Text(),
-        }),
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(size, size, 3)),
+          "semantic": tfds.features.Image(shape=(size, size, 1), dtype=np.uint8),
+          "instance": tfds.features.Image(shape=(size, size, 1), dtype=np.uint16),
+          "name": tfds.features.Text(),
+        }
+      ),
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
-    return {split: self._generate_examples(split, count)
-            for split, count in self.builder_config.splits.items() if count > 0}
+    return {
+      split: self._generate_examples(split, count)
+      for split, count in self.builder_config.splits.items()
+      if count > 0
+    }
 
   def _generate_examples(self, split, count):
     config = self.builder_config
     split_key = int(hashlib.sha256(split.encode()).hexdigest()[:8], 16)
     for index in range(count):
       rng = np.random.default_rng([config.seed, split_key, index])
-      image, semantic, instance = render_scene(rng, config.image_size, config.max_things,
-                                               config.radii, config.thin)
+      image, semantic, instance = render_scene(
+        rng, config.image_size, config.max_things, config.radii, config.thin
+      )
       name = f"{split}_{index:06d}"
-      yield name, {"image": image, "semantic": semantic[..., None], "instance": instance[..., None],
-                   "name": name}
+      yield (
+        name,
+        {
+          "image": image,
+          "semantic": semantic[..., None],
+          "instance": instance[..., None],
+          "name": name,
+        },
+      )
 
 
 def make_builder(*, data_dir=None, **config_kwargs) -> tfds.core.DatasetBuilder:
@@ -200,14 +245,16 @@ def make_builder(*, data_dir=None, **config_kwargs) -> tfds.core.DatasetBuilder:
   return Shapes(config=ShapesConfig(**config_kwargs), data_dir=data_dir)
 
 
-def write_folder(root: str, image_size: int, counts: dict, *, max_things: int = 60,
-                 seed: int = 0) -> None:
+def write_folder(
+  root: str, image_size: int, counts: dict, *, max_things: int = 60, seed: int = 0
+) -> None:
   """Scenes as a folder dataset (`segjax.data.folder`): ``root/<split>/{images,masks,instances}/``
   PNGs, ``counts`` images per split (e.g. ``{"train": 8, "val": 2}``), and ``classes.json``."""
-  from segjax import export  # pylint: disable=import-outside-toplevel
+  from segjax import prelabels  # pylint: disable=import-outside-toplevel
   from segjax import files  # pylint: disable=import-outside-toplevel
+
   os.makedirs(root, exist_ok=True)
-  files.write_json(os.path.join(root, "classes.json"), export.classes_json(DESCRIPTOR))
+  files.write_json(os.path.join(root, "classes.json"), prelabels.classes_json(DESCRIPTOR))
   for split, count in counts.items():
     for sub in ("images", "masks", "instances"):
       os.makedirs(os.path.join(root, split, sub), exist_ok=True)
@@ -218,4 +265,3 @@ def write_folder(root: str, image_size: int, counts: dict, *, max_things: int = 
       cv2.imwrite(os.path.join(root, split, "images", name), image[..., ::-1])
       cv2.imwrite(os.path.join(root, split, "masks", name), semantic)
       cv2.imwrite(os.path.join(root, split, "instances", name), instance)
-

@@ -14,6 +14,7 @@ With patches, the table of units (each patch's record and position; its classes 
 fraction for class-balanced sampling and ``min_labelled_fraction``) comes from one pass over the
 split's masks when the stream starts — the same pass at step 0 and at any later step.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,11 +28,13 @@ import tensorflow_datasets as tfds
 
 from segjax.data import patches as patches_lib
 
+
 @dataclasses.dataclass(frozen=True)
 class Units:
   """The units of the stream: ``records[u]`` is unit ``u``'s record number, ``positions[u]`` its
   patch's top-left ``(y, x)`` (None: whole examples); ``classes[c]`` the units containing class
   ``c`` (class-balanced sampling only)."""
+
   records: np.ndarray
   positions: np.ndarray | None = None
   classes: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -45,6 +48,7 @@ class Records:
   """Stored examples by record number: record ``i`` is the payload of bytes ``[offset[i],
   offset[i] + length[i])`` of the TFRecord file ``paths[file[i]]`` (of ``sizes[file[i]]``
   bytes)."""
+
   paths: tuple[str, ...]
   sizes: np.ndarray
   file: np.ndarray
@@ -60,16 +64,21 @@ class Records:
     path, when known)."""
     index = index or {}
     entries = [index.get(os.path.basename(p)) or index_file(p) for p in paths]
-    return cls(tuple(paths), np.array([e[2] for e in entries], np.int64),
-               np.concatenate([np.full(len(e[0]), i, np.int64) for i, e in enumerate(entries)]
-                              or [np.zeros([0], np.int64)]),
-               np.concatenate([e[0] for e in entries] or [np.zeros([0], np.int64)]),
-               np.concatenate([e[1] for e in entries] or [np.zeros([0], np.int64)]))
+    return cls(
+      tuple(paths),
+      np.array([e[2] for e in entries], np.int64),
+      np.concatenate(
+        [np.full(len(e[0]), i, np.int64) for i, e in enumerate(entries)]
+        or [np.zeros([0], np.int64)]
+      ),
+      np.concatenate([e[0] for e in entries] or [np.zeros([0], np.int64)]),
+      np.concatenate([e[1] for e in entries] or [np.zeros([0], np.int64)]),
+    )
 
   def take(self, rows: np.ndarray) -> "Records":
-    return dataclasses.replace(self, file=self.file[rows], offset=self.offset[rows],
-                               length=self.length[rows])
-
+    return dataclasses.replace(
+      self, file=self.file[rows], offset=self.offset[rows], length=self.length[rows]
+    )
 
 
 def graph(fn: Callable) -> Callable:
@@ -78,6 +87,7 @@ def graph(fn: Callable) -> Callable:
   ``__autograph_generated_file*.py`` per function into the temporary directory, which a process
   stopped by a signal never removes."""
   return tf.autograph.experimental.do_not_convert(fn)
+
 
 def index_file(path: str) -> tuple[np.ndarray, np.ndarray, int]:
   """``(payload offsets, payload lengths, file size)`` of a TFRecord file, from its record
@@ -108,19 +118,25 @@ def ensure_index(builder):
   path = os.path.join(os.fspath(builder.data_dir), INDEX_NAME)
   if tf.io.gfile.exists(path):
     return builder
-  from segjax import logging as run_logging  # pylint: disable=import-outside-toplevel
+  from segjax import run_log  # pylint: disable=import-outside-toplevel
+
   arrays = {}
   for split in builder.info.splits.values():
     for file_path in split.filepaths:
       offsets, lengths, size = index_file(os.fspath(file_path))
       name = os.path.basename(os.fspath(file_path))
-      arrays.update({f"{name}/offset": offsets, f"{name}/length": lengths,
-                     f"{name}/size": np.array(size, np.int64)})
+      arrays.update(
+        {
+          f"{name}/offset": offsets,
+          f"{name}/length": lengths,
+          f"{name}/size": np.array(size, np.int64),
+        }
+      )
   try:
     with tf.io.gfile.GFile(path + ".incomplete", "wb") as f:
       np.savez(f, **arrays)
     tf.io.gfile.rename(path + ".incomplete", path, overwrite=True)
-    run_logging.info("Indexed the records of %s (%s)", builder.name, path)
+    run_log.info("Indexed the records of %s (%s)", builder.name, path)
   except (OSError, tf.errors.OpError):  # a read-only dataset: the index is made at each start
     pass
   return builder
@@ -133,8 +149,9 @@ def _stored_index(builder) -> dict:
   with tf.io.gfile.GFile(path, "rb") as f:
     arrays = dict(np.load(f))
   names = {key.split("/")[0] for key in arrays}
-  return {n: (arrays[f"{n}/offset"], arrays[f"{n}/length"], int(arrays[f"{n}/size"]))
-          for n in names}
+  return {
+    n: (arrays[f"{n}/offset"], arrays[f"{n}/length"], int(arrays[f"{n}/size"])) for n in names
+  }
 
 
 def records(builder, split) -> Records:
@@ -144,8 +161,13 @@ def records(builder, split) -> Records:
   paths = list(dict.fromkeys(os.fspath(i.filename) for i in instructions))
   every = Records.of_files(paths, _stored_index(builder))
   first = np.cumsum([0] + [int(np.sum(every.file == k)) for k in range(len(paths))])
-  rows = np.concatenate([np.arange(i.skip, i.skip + i.take) + first[paths.index(
-      os.fspath(i.filename))] for i in instructions] or [np.zeros([0], np.int64)])
+  rows = np.concatenate(
+    [
+      np.arange(i.skip, i.skip + i.take) + first[paths.index(os.fspath(i.filename))]
+      for i in instructions
+    ]
+    or [np.zeros([0], np.int64)]
+  )
   return every.take(rows.astype(np.int64))
 
 
@@ -162,11 +184,17 @@ def read(records: Records, ds: tf.data.Dataset) -> tf.data.Dataset:
     which = file[number]
     start, size = offset[number], length[number]
     payload = tf.data.FixedLengthRecordDataset(
-        paths[which], record_bytes=size, header_bytes=start,
-        footer_bytes=sizes[which] - start - size)
+      paths[which], record_bytes=size, header_bytes=start, footer_bytes=sizes[which] - start - size
+    )
     return payload.take(1).map(graph(lambda serialized: (*element[:-1], serialized)))
-  return ds.interleave(graph(one), cycle_length=16, block_length=1,
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  return ds.interleave(
+    graph(one),
+    cycle_length=16,
+    block_length=1,
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
 
 
 def global_position(local, local_batch_size: int, position: int, position_count: int):
@@ -186,18 +214,21 @@ def unit_of(k, units: Units, seed: int, class_balanced: float = 0.0):
   m = len(units)
   epoch, place = k // m, k % m
   permuted = tf.random.experimental.index_shuffle(
-      place, tf.stack([tf.constant(seed, tf.int64), epoch]), m - 1)
+    place, tf.stack([tf.constant(seed, tf.int64), epoch]), m - 1
+  )
   if not class_balanced or not units.classes:
     return permuted
-  draws = tf.random.stateless_uniform([3], tf.stack([tf.constant(seed, tf.int64) * 7919 + 1, k]),
-                                      dtype=tf.float64)
+  draws = tf.random.stateless_uniform(
+    [3], tf.stack([tf.constant(seed, tf.int64) * 7919 + 1, k]), dtype=tf.float64
+  )
   class_list = sorted(units.classes)
   offsets = np.cumsum([0] + [len(units.classes[c]) for c in class_list])
   flat = tf.constant(np.concatenate([units.classes[c] for c in class_list]).astype(np.int64))
   counts = tf.constant(np.diff(offsets), tf.float64)
   which = tf.minimum(tf.cast(draws[1] * len(class_list), tf.int32), len(class_list) - 1)
-  member = tf.minimum(tf.cast(draws[2] * counts[which], tf.int64),
-                      tf.cast(counts[which], tf.int64) - 1)
+  member = tf.minimum(
+    tf.cast(draws[2] * counts[which], tf.int64), tf.cast(counts[which], tf.int64) - 1
+  )
   balanced = tf.gather(flat, tf.constant(offsets[:-1], tf.int64)[which] + member)
   return tf.where(draws[0] < class_balanced, balanced, permuted)
 
@@ -211,12 +242,22 @@ def example_at(units: Units, patch_size, ignore_label: int):
   def cut(unit, example):
     example = patches_lib.pad_to_patch(example, patch_size, ignore_label)
     return patches_lib.cut_patch(example, tf.gather(positions, unit), patch_size)
+
   return cut
 
 
-def patch_units(source_records: Records, parse: Callable, num_classes: int, *,
-                size, stride, ignore_label: int, min_labelled_fraction: float = 0.0,
-                with_classes: bool = False, iterate: Callable = tfds.as_numpy) -> Units:
+def patch_units(
+  source_records: Records,
+  parse: Callable,
+  num_classes: int,
+  *,
+  size,
+  stride,
+  ignore_label: int,
+  min_labelled_fraction: float = 0.0,
+  with_classes: bool = False,
+  iterate: Callable = tfds.as_numpy,
+) -> Units:
   """The grid patches of every example (`segjax.data.patches.grid_positions`), without those whose
   labelled fraction is under ``min_labelled_fraction``, and for class-balanced sampling the units
   containing each class: one pass over the split (``iterate``: dataset -> numpy elements)."""
@@ -228,20 +269,26 @@ def patch_units(source_records: Records, parse: Callable, num_classes: int, *,
     grid = patches_lib.tf_grid(shape[0], shape[1], size, stride)
 
     def describe(position):
-      semantic = patches_lib.cut_patch({"semantic": example["semantic"]}, position,
-                                       size)["semantic"]
+      semantic = patches_lib.cut_patch({"semantic": example["semantic"]}, position, size)[
+        "semantic"
+      ]
       labels = tf.reshape(semantic, [-1])
       fraction = tf.reduce_mean(tf.cast(labels != ignore_label, tf.float32))
       labels = tf.boolean_mask(labels, (labels >= 0) & (labels < num_classes))
       present = tf.math.bincount(labels, minlength=num_classes, maxlength=num_classes) > 0
       return fraction, present
-    fractions, present = tf.map_fn(describe, grid, fn_output_signature=(
-        tf.float32, tf.TensorSpec([num_classes], tf.bool)))
+
+    fractions, present = tf.map_fn(
+      describe, grid, fn_output_signature=(tf.float32, tf.TensorSpec([num_classes], tf.bool))
+    )
     return grid, fractions, present
 
   ds = read(source_records, tf.data.Dataset.range(count).map(graph(lambda i: (i, i))))
-  ds = ds.map(graph(lambda i, serialized: (i, survey(parse(serialized)))),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.map(
+    graph(lambda i, serialized: (i, survey(parse(serialized)))),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
   rows, positions, present = [], [], []
   for record, (grid, fractions, classes) in iterate(ds):
     keep = fractions >= min_labelled_fraction
@@ -250,17 +297,33 @@ def patch_units(source_records: Records, parse: Callable, num_classes: int, *,
     present.append(classes[keep])
   rows = np.concatenate(rows) if rows else np.zeros([0], np.int64)
   if not len(rows):
-    raise ValueError(f"No training patch has a labelled fraction of at least "
-                     f"config.data.min_labelled_fraction={min_labelled_fraction}.")
+    raise ValueError(
+      f"No training patch has a labelled fraction of at least "
+      f"config.data.min_labelled_fraction={min_labelled_fraction}."
+    )
   present = np.concatenate(present)
-  classes = ({c: np.flatnonzero(present[:, c]) for c in range(num_classes) if present[:, c].any()}
-             if with_classes else {})
+  classes = (
+    {c: np.flatnonzero(present[:, c]) for c in range(num_classes) if present[:, c].any()}
+    if with_classes
+    else {}
+  )
   return Units(rows, np.concatenate(positions).astype(np.int32), classes)
 
 
-def indexed_stream(source_records: Records, parse: Callable, units: Units, *, seed: int,
-                   start: int, local_batch_size: int, position: int = 0, position_count: int = 1,
-                   class_balanced: float = 0.0, patch_size=None, ignore_label: int = 255):
+def indexed_stream(
+  source_records: Records,
+  parse: Callable,
+  units: Units,
+  *,
+  seed: int,
+  start: int,
+  local_batch_size: int,
+  position: int = 0,
+  position_count: int = 1,
+  class_balanced: float = 0.0,
+  patch_size=None,
+  ignore_label: int = 255,
+):
   """Endless ``(k, example)`` for this process from local element ``start`` on: ``k`` is the
   element's index in the stream (the global one with ``position_count > 1``), ``example`` the
   decoded (and cut) example of unit `unit_of` (k)."""
@@ -269,9 +332,13 @@ def indexed_stream(source_records: Records, parse: Callable, units: Units, *, se
   cut = example_at(units, patch_size, ignore_label)
   record_of = tf.constant(units.records, tf.int64)
   ds = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
-  ds = ds.map(graph(lambda local: global_position(local, local_batch_size, position,
-                                                  position_count)))
+  ds = ds.map(
+    graph(lambda local: global_position(local, local_batch_size, position, position_count))
+  )
   ds = ds.map(graph(lambda k: (k, unit_of(k, units, seed, class_balanced))))
   ds = read(source_records, ds.map(graph(lambda k, unit: (k, unit, record_of[unit]))))
-  return ds.map(graph(lambda k, unit, serialized: (k, cut(unit, parse(serialized)))),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.map(
+    graph(lambda k, unit, serialized: (k, cut(unit, parse(serialized)))),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )

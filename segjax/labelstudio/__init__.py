@@ -1,6 +1,7 @@
 """segjax and Label Studio: brush RLE (`rle`), labelling configs, pre-labels and exports (`tasks`),
 the ML backend that closes the labelling loop (`backend`), and a local Label Studio (`server`).
 See docs/labelling.md."""
+
 from segjax.labelstudio.rle import decode
 from segjax.labelstudio.rle import encode
 from segjax.labelstudio.tasks import annotation_labels

@@ -36,6 +36,7 @@ Everything lives under ``RUN/labelstudio/``::
                                      fetch task images after a restart
   images/                            task images fetched from Label Studio
 """
+
 from __future__ import annotations
 
 import glob
@@ -48,36 +49,47 @@ import time
 import traceback
 
 from segjax import files
-from segjax.labelstudio import serving
 from segjax.labelstudio import tasks as ls_tasks
 from segjax.labelstudio.serving import BadRequest, Limits, TooLarge, make_server  # noqa: F401
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 # Label Studio's webhook actions (webhooks.models.WebhookAction) the backend acknowledges and
 # leaves alone; its ML webhook sends them all.
-IGNORED_ACTIONS = ("PROJECT_CREATED", "PROJECT_UPDATED", "PROJECT_DELETED", "TASKS_CREATED",
-                   "TASKS_DELETED", "ANNOTATIONS_CREATED", "LABEL_LINK_CREATED",
-                   "LABEL_LINK_UPDATED", "LABEL_LINK_DELETED")
+IGNORED_ACTIONS = (
+  "PROJECT_CREATED",
+  "PROJECT_UPDATED",
+  "PROJECT_DELETED",
+  "TASKS_CREATED",
+  "TASKS_DELETED",
+  "ANNOTATIONS_CREATED",
+  "LABEL_LINK_CREATED",
+  "LABEL_LINK_UPDATED",
+  "LABEL_LINK_DELETED",
+)
 ACTIONS = (*ANNOTATION_ACTIONS, "ANNOTATIONS_DELETED", "START_TRAINING", *IGNORED_ACTIONS)
 
 
-def finetune_config(parent_config, data_root: str, *, init_from: str, steps: int,
-                    learning_rate: float | None = None):
+def finetune_config(
+  parent_config, data_root: str, *, init_from: str, steps: int, learning_rate: float | None = None
+):
   """The config of a fine-tuning run: ``parent_config``'s model, loss, optimizer and input
   normalisation, on the folder dataset at ``data_root`` (patches of the training crop, no
   filtering), starting from the variables of the run at ``init_from``, for ``steps`` steps."""
+  from segjax import config_defaults  # pylint: disable=import-outside-toplevel
   from segjax import runs  # pylint: disable=import-outside-toplevel
-  import ml_collections  # pylint: disable=import-outside-toplevel
+
   config = runs.config_from_dict(runs.config_to_dict(parent_config))
   crop = tuple(config.data.crop_size)
-  kept = {k: config.data[k] for k in (*runs.INPUT_KEYS, "train_pp")
-          if k in config.data}
-  config.data = ml_collections.ConfigDict(dict(
-      name="folder", root=os.path.abspath(data_root), data_dir=os.path.join(
-          os.path.abspath(data_root), ".prepared"), skip_bad=False, train_split="train",
-      crop_size=crop, patch_size=crop, patch_stride=tuple(max(1, 3 * c // 4) for c in crop),
-      min_labelled_fraction=0.0, class_balanced=0.0,
-      eval_pp="", process_data="split", **kept))
+  kept = {k: config.data[k] for k in (*runs.INPUT_KEYS, "train_pp") if k in config.data}
+  config.data = config_defaults.data_config(
+    name="folder",
+    root=os.path.abspath(data_root),
+    data_dir=os.path.join(os.path.abspath(data_root), ".prepared"),
+    crop_size=crop,
+    patch_size=crop,
+    patch_stride=tuple(max(1, 3 * c // 4) for c in crop),
+    **kept,
+  )
   config.init_from = os.path.abspath(init_from)
   config.model.pretrained = ""
   config.num_train_steps = int(steps)
@@ -127,10 +139,20 @@ class Backend:
   access token goes only there) and ``allowed_origins`` (without the token); ``limits`` bound
   what one request may ask."""
 
-  def __init__(self, workdir: str, data: str | None = None, *, train_every: int = 0,
-               steps: int = 200, learning_rate: float | None = None,
-               document_root: str | None = None, label_studio_url: str | None = None,
-               allowed_origins=(), limits: Limits | None = None, log=print):
+  def __init__(
+    self,
+    workdir: str,
+    data: str | None = None,
+    *,
+    train_every: int = 0,
+    steps: int = 200,
+    learning_rate: float | None = None,
+    document_root: str | None = None,
+    label_studio_url: str | None = None,
+    allowed_origins=(),
+    limits: Limits | None = None,
+    log=print,
+  ):
     self.workdir = os.path.abspath(workdir)
     self.root = os.path.join(self.workdir, "labelstudio")
     self.data = os.path.abspath(data) if data else None
@@ -148,11 +170,15 @@ class Backend:
     self._training, self._pending, self._new_annotations = None, False, 0
     connection = self._read_json("connection.json") or {}
     self.images = ls_tasks.TaskImages(
-        os.path.join(self.root, "images"), data=self.data,
-        document_root=os.path.abspath(document_root) if document_root else None,
-        hostname=label_studio_url or connection.get("hostname"),
-        token=connection.get("access_token"), allowed_origins=allowed_origins,
-        max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels)
+      os.path.join(self.root, "images"),
+      data=self.data,
+      document_root=os.path.abspath(document_root) if document_root else None,
+      hostname=label_studio_url or connection.get("hostname"),
+      token=connection.get("access_token"),
+      allowed_origins=allowed_origins,
+      max_bytes=self.limits.max_image_bytes,
+      max_pixels=self.limits.max_image_pixels,
+    )
     version = (self._read_json("current.json") or {}).get("version", 0)
     self.version, self.predictor = version, self._load(version)
 
@@ -167,6 +193,7 @@ class Backend:
   def _load(self, version: int):
     from segjax import predict  # pylint: disable=import-outside-toplevel
     from segjax import runs  # pylint: disable=import-outside-toplevel
+
     return predict.Predictor(runs.load(self.version_dir(version)))
 
   def _read_json(self, name: str):
@@ -177,10 +204,18 @@ class Backend:
       return json.load(f)
 
   def versions(self) -> list[dict]:
-    out = [{"version": 0, "model_version": self.model_version(0), "state": "trained",
-            "workdir": self.workdir}]
-    for path in sorted(glob.glob(os.path.join(self.root, "versions", "v*", "version.json")),
-                       key=lambda p: int(os.path.basename(os.path.dirname(p))[1:])):
+    out = [
+      {
+        "version": 0,
+        "model_version": self.model_version(0),
+        "state": "trained",
+        "workdir": self.workdir,
+      }
+    ]
+    for path in sorted(
+      glob.glob(os.path.join(self.root, "versions", "v*", "version.json")),
+      key=lambda p: int(os.path.basename(os.path.dirname(p))[1:]),
+    ):
       with open(path) as f:
         out.append(json.load(f))
     return out
@@ -191,19 +226,26 @@ class Backend:
 
   # -------------------------------------------------------------------------------- protocol
   def setup(self, payload: dict) -> dict:
-    connection = {k: field(payload, k, str, "setup", optional=True)
-                  for k in ("hostname", "access_token") if payload.get(k)}
+    connection = {
+      k: field(payload, k, str, "setup", optional=True)
+      for k in ("hostname", "access_token")
+      if payload.get(k)
+    }
     if "hostname" in connection:
       try:
         ls_tasks.origin(connection["hostname"])
       except ls_tasks.RefusedImage as e:
         raise BadRequest(f"setup.hostname: {e}") from None
       if self.label_studio_url and connection["hostname"] != self.label_studio_url:
-        self.log(f"/setup names Label Studio at {connection['hostname']}; images are fetched "
-                 f"from --label_studio_url={self.label_studio_url}")
+        self.log(
+          f"/setup names Label Studio at {connection['hostname']}; images are fetched "
+          f"from --label_studio_url={self.label_studio_url}"
+        )
         connection["hostname"] = self.label_studio_url
     if connection and (connection.get("hostname"), connection.get("access_token")) != (
-        self.images.hostname, self.images.token):
+      self.images.hostname,
+      self.images.token,
+    ):
       files.write_json(os.path.join(self.root, "connection.json"), connection, private=True)
       self.images.hostname = connection.get("hostname")
       self.images.token = connection.get("access_token")
@@ -220,16 +262,21 @@ class Backend:
   def predict(self, payload: dict) -> dict:
     items = field(payload, "tasks", list, "predict")
     if len(items) > self.limits.max_tasks:
-      raise TooLarge(f"predict.tasks: {len(items)} tasks, more than the backend's limit of "
-                     f"{self.limits.max_tasks} per request (--max_tasks)")
+      raise TooLarge(
+        f"predict.tasks: {len(items)} tasks, more than the backend's limit of "
+        f"{self.limits.max_tasks} per request (--max_tasks)"
+      )
     for task in items:  # every task checked before any is read
       self._check_image(task)
     paths = [self.image_path(task) for task in items]
     version, predictor = self.served()  # one version for the whole request
     with self._predict_lock:
-      return {"results": [ls_tasks.predict_image(predictor, path, self.model_version(version))
-                          for path in paths],
-              "model_version": self.model_version(version)}
+      return {
+        "results": [
+          ls_tasks.predict_image(predictor, path, self.model_version(version)) for path in paths
+        ],
+        "model_version": self.model_version(version),
+      }
 
   def _check_image(self, task) -> None:
     try:
@@ -247,11 +294,14 @@ class Backend:
   def webhook(self, payload: dict) -> dict:
     action = field(payload, "action", str, "webhook")
     if action not in ACTIONS:
-      raise BadRequest(f"webhook.action {action[:80]!r} is not an action of Label Studio's "
-                       f"webhooks ({', '.join(ACTIONS)})")
+      raise BadRequest(
+        f"webhook.action {action[:80]!r} is not an action of Label Studio's "
+        f"webhooks ({', '.join(ACTIONS)})"
+      )
     if action in ANNOTATION_ACTIONS:
-      if not isinstance(payload.get("task"), dict) or not isinstance(payload.get("annotation"),
-                                                                     dict):
+      if not isinstance(payload.get("task"), dict) or not isinstance(
+        payload.get("annotation"), dict
+      ):
         raise BadRequest(f"{action} without the 'task' and 'annotation' objects")
       task, annotation = payload["task"], payload["annotation"]
       field(task, "id", int, "webhook.task")
@@ -327,21 +377,41 @@ class Backend:
     version = max(v["version"] for v in self.versions()) + 1
     directory = self.version_dir(version)
     os.makedirs(directory, exist_ok=True)
-    info = {"version": version, "model_version": self.model_version(version), "parent": parent,
-            "state": "training", "started": time.time(), "workdir": directory}
+    info = {
+      "version": version,
+      "model_version": self.model_version(version),
+      "parent": parent,
+      "state": "training",
+      "started": time.time(),
+      "workdir": directory,
+    }
     files.write_json(os.path.join(directory, "version.json"), info)
-    written = ls_tasks.export_to_folder(items, os.path.join(directory, "data", "train"),
-                                        predictor.descriptor, self.images.path, skip=self.log)
+    written = ls_tasks.export_to_folder(
+      items,
+      os.path.join(directory, "data", "train"),
+      predictor.descriptor,
+      self.images.path,
+      skip=self.log,
+    )
     info["images"] = len(written)
-    config = finetune_config(predictor.run.config, os.path.join(directory, "data"),
-                             init_from=self.version_dir(parent), steps=self.steps,
-                             learning_rate=self.learning_rate)
+    config = finetune_config(
+      predictor.run.config,
+      os.path.join(directory, "data"),
+      init_from=self.version_dir(parent),
+      steps=self.steps,
+      learning_rate=self.learning_rate,
+    )
     from segjax import runs  # pylint: disable=import-outside-toplevel
+
     files.write_json(os.path.join(directory, "finetune.json"), runs.config_to_dict(config))
     self.log(f"training {info['model_version']} on {len(written)} corrected images")
     with open(os.path.join(directory, "train.log"), "wb") as log:
-      code = subprocess.call([sys.executable, "-m", "segjax.labelstudio.finetune", directory],
-                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+      code = subprocess.call(
+        [sys.executable, "-m", "segjax.labelstudio.finetune", directory],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+      )
     if code:
       info.update(state="failed", finished=time.time(), error=f"exit status {code}, see train.log")
       files.write_json(os.path.join(directory, "version.json"), info)

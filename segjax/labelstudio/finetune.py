@@ -5,6 +5,7 @@
 reads ``VERSION_DIR/finetune.json`` (written by `segjax.labelstudio.backend.Backend`: the parent's
 config on the corrected images, ``init_from`` the parent) and trains into ``VERSION_DIR``.
 """
+
 import os
 import sys
 
@@ -15,6 +16,7 @@ def main(argv) -> None:
   import json  # pylint: disable=import-outside-toplevel
   from segjax import runs  # pylint: disable=import-outside-toplevel
   from segjax import train  # pylint: disable=import-outside-toplevel
+
   directory = os.path.abspath(argv[1])
   with open(os.path.join(directory, "finetune.json")) as f:
     config = runs.config_from_dict(json.load(f))

@@ -1,6 +1,7 @@
 """A load test of a running ML backend: many /predict requests at once while an annotation
 arrives and a fine-tuning runs (``segjax.benchmark.backend_section``, tests/test_labelstudio_load.py).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -18,8 +19,9 @@ def post(url: str, payload: dict, credentials=None, timeout: float = 600) -> tup
   headers = {"Content-Type": "application/json"}
   if credentials is not None:
     headers["Authorization"] = credentials.header()
-  request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers,
-                                   method="POST")
+  request = urllib.request.Request(
+    url, data=json.dumps(payload).encode(), headers=headers, method="POST"
+  )
   try:
     with urllib.request.urlopen(request, timeout=timeout) as response:
       return response.status, json.load(response)
@@ -33,8 +35,15 @@ def percentiles(seconds, qs=(50, 90, 99)) -> dict:
   return {**{f"p{q}": float(np.percentile(values, q)) for q in qs}, "max": float(values.max())}
 
 
-def run_load(url: str, images: list[str], credentials=None, *, concurrency: int = 32,
-             annotation: dict | None = None, train: bool = False) -> dict:
+def run_load(
+  url: str,
+  images: list[str],
+  credentials=None,
+  *,
+  concurrency: int = 32,
+  annotation: dict | None = None,
+  train: bool = False,
+) -> dict:
   """Sends one /predict per task image URL of ``images``, ``concurrency`` at once (all released
   together), and meanwhile — once the first requests are in — the webhook of ``annotation``
   (``{"task": ..., "annotation": ...}``) and, with ``train``, a POST /train. Returns
@@ -46,8 +55,11 @@ def run_load(url: str, images: list[str], credentials=None, *, concurrency: int 
     if index < concurrency:
       start_line.wait()
     start = time.perf_counter()
-    status, answer = post(url + "/predict", {"tasks": [{"id": index + 1, "data": {
-        "image": images[index]}}]}, credentials)
+    status, answer = post(
+      url + "/predict",
+      {"tasks": [{"id": index + 1, "data": {"image": images[index]}}]},
+      credentials,
+    )
     return status, answer, time.perf_counter() - start
 
   out = {"webhook": None, "train": None}
@@ -58,8 +70,9 @@ def run_load(url: str, images: list[str], credentials=None, *, concurrency: int 
     time.sleep(0.05)  # the predictions are in flight
     if annotation is not None:
       sent = time.perf_counter()
-      out["webhook"] = post(url + "/webhook", {"action": "ANNOTATION_CREATED", **annotation},
-                            credentials)
+      out["webhook"] = post(
+        url + "/webhook", {"action": "ANNOTATION_CREATED", **annotation}, credentials
+      )
       out["webhook_s"] = time.perf_counter() - sent
     if train:
       out["train"] = post(url + "/train", {}, credentials)

@@ -14,6 +14,7 @@ writes them (every channel of an inside pixel 255, runs of 1 as literals, longer
 with the shortest length field that holds them), so `encode` gives the SDK's bytes exactly. A
 pixel is inside when its alpha is at least 128 (the editor's anti-aliased stroke edges are below).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,7 +60,7 @@ class _Bits:
   def read(self, count: int) -> int:
     if self.position + count > self.bits.size:
       raise ValueError("brush RLE ends in the middle of a run (truncated or not Label Studio RLE)")
-    chunk = self.bits[self.position:self.position + count]
+    chunk = self.bits[self.position : self.position + count]
     self.position += count
     return int(chunk.astype(np.int64) @ (1 << np.arange(count - 1, -1, -1, dtype=np.int64)))
 
@@ -99,6 +100,8 @@ def decode(rle, height: int, width: int) -> np.ndarray:
   """The boolean mask ``[height, width]`` of brush RLE ``rle``: pixels whose alpha is >= 128."""
   values = decode_values(rle)
   if values.size != height * width * 4:
-    raise ValueError(f"brush RLE holds {values.size} values, not {height} x {width} x 4 "
-                     "(original_height x original_width x RGBA)")
+    raise ValueError(
+      f"brush RLE holds {values.size} values, not {height} x {width} x 4 "
+      "(original_height x original_width x RGBA)"
+    )
   return values.reshape(height, width, 4)[..., 3] >= 128

@@ -11,6 +11,7 @@ The environment is ``$SEGJAX_LABEL_STUDIO_VENV``, else ``~/.cache/segjax/label-s
 a preset user and API token, local files served from ``document_root``, ML backends on
 127.0.0.1 allowed, no version check, analytics or error reporting.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,6 +43,7 @@ def ensure_installed(venv: str | None = None, quiet: bool = True) -> str:
   """Creates ``venv`` with ``label-studio==VERSION`` unless it is there; returns its Python.
   Safe to call from several processes at once (a file lock; the first installs)."""
   import fcntl  # pylint: disable=import-outside-toplevel
+
   venv = venv or venv_dir()
   python, stamp = os.path.join(venv, "bin", "python"), os.path.join(venv, ".segjax-installed")
   os.makedirs(os.path.dirname(venv), exist_ok=True)
@@ -49,17 +51,30 @@ def ensure_installed(venv: str | None = None, quiet: bool = True) -> str:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if os.path.exists(stamp) and open(stamp).read() == VERSION:
       return python
-    print(f"Installing Label Studio {VERSION} into {venv} (once: 0.8 GB, a minute or two)",
-          file=sys.stderr, flush=True)
+    print(
+      f"Installing Label Studio {VERSION} into {venv} (once: 0.8 GB, a minute or two)",
+      file=sys.stderr,
+      flush=True,
+    )
     if not os.path.exists(python):
       subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-    command = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-compile",
-               f"label-studio=={VERSION}"]
-    result = subprocess.run(command + (["--quiet"] if quiet else []), capture_output=quiet,
-                            text=True, check=False)
+    command = [
+      python,
+      "-m",
+      "pip",
+      "install",
+      "--disable-pip-version-check",
+      "--no-compile",
+      f"label-studio=={VERSION}",
+    ]
+    result = subprocess.run(
+      command + (["--quiet"] if quiet else []), capture_output=quiet, text=True, check=False
+    )
     if result.returncode:
-      raise RuntimeError(f"pip could not install label-studio=={VERSION} into {venv}: "
-                         f"{(result.stderr or '').strip()[-800:]}")
+      raise RuntimeError(
+        f"pip could not install label-studio=={VERSION} into {venv}: "
+        f"{(result.stderr or '').strip()[-800:]}"
+      )
     with open(stamp, "w") as f:
       f.write(VERSION)
   return python
@@ -79,8 +94,9 @@ class LabelStudio:
   """One Label Studio server on 127.0.0.1 with its state (SQLite database, uploads) in
   ``state_dir``; images under ``document_root`` are served as local files."""
 
-  def __init__(self, state_dir: str, *, port: int = 8080, document_root: str = "/",
-               venv: str | None = None):
+  def __init__(
+    self, state_dir: str, *, port: int = 8080, document_root: str = "/", venv: str | None = None
+  ):
     self.state_dir = os.path.abspath(state_dir)
     self.port, self.document_root = port, os.path.abspath(document_root)
     self.venv = venv or venv_dir()
@@ -97,14 +113,23 @@ class LabelStudio:
 
   def environment(self) -> dict:
     return dict(
-        os.environ, LABEL_STUDIO_BASE_DATA_DIR=self.state_dir, LABEL_STUDIO_USERNAME=USERNAME,
-        LABEL_STUDIO_PASSWORD=PASSWORD, LABEL_STUDIO_USER_TOKEN=TOKEN,
-        LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true", SECRET_KEY="segjax-local-label-studio",
-        LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
-        LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=self.document_root,
-        ML_BLOCK_LOCAL_IP="false", SSRF_PROTECTION_ENABLED="false", LATEST_VERSION_CHECK="false",
-        COLLECT_ANALYTICS="false", SENTRY_DSN="", FRONTEND_SENTRY_DSN="",
-        LABEL_STUDIO_HOST=self.url)
+      os.environ,
+      LABEL_STUDIO_BASE_DATA_DIR=self.state_dir,
+      LABEL_STUDIO_USERNAME=USERNAME,
+      LABEL_STUDIO_PASSWORD=PASSWORD,
+      LABEL_STUDIO_USER_TOKEN=TOKEN,
+      LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
+      SECRET_KEY="segjax-local-label-studio",
+      LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
+      LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=self.document_root,
+      ML_BLOCK_LOCAL_IP="false",
+      SSRF_PROTECTION_ENABLED="false",
+      LATEST_VERSION_CHECK="false",
+      COLLECT_ANALYTICS="false",
+      SENTRY_DSN="",
+      FRONTEND_SENTRY_DSN="",
+      LABEL_STUDIO_HOST=self.url,
+    )
 
   # -------------------------------------------------------------------------------- process
   def start(self, timeout: float = 300.0) -> "LabelStudio":
@@ -113,26 +138,35 @@ class LabelStudio:
     os.makedirs(self.state_dir, exist_ok=True)
     executable = os.path.join(self.venv, "bin", "label-studio")
     if not os.path.exists(executable):
-      raise LabelStudioError(f"no Label Studio in {self.venv}: call "
-                             "segjax.labelstudio.server.ensure_installed() first")
+      raise LabelStudioError(
+        f"no Label Studio in {self.venv}: call segjax.labelstudio.server.ensure_installed() first"
+      )
     with open(self.log_path, "ab") as log:
       self.process = subprocess.Popen(
-          [executable, "start", "--no-browser", "--internal-host", "127.0.0.1", "-p",
-           str(self.port)], env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
-          stdin=subprocess.DEVNULL, start_new_session=True)
+        [executable, "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(self.port)],
+        env=self.environment(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+      )
     deadline = time.time() + timeout
     while time.time() < deadline:
       if self.process.poll() is not None:
-        raise LabelStudioError(f"Label Studio exited with status {self.process.returncode} while "
-                               f"starting; its log: {self.log_path}\n{self.log_tail()}")
+        raise LabelStudioError(
+          f"Label Studio exited with status {self.process.returncode} while "
+          f"starting; its log: {self.log_path}\n{self.log_tail()}"
+        )
       with contextlib.suppress(OSError, ValueError):
         with urllib.request.urlopen(self.url + "/health/", timeout=5) as response:
           if json.load(response).get("status") == "UP":
             return self
       time.sleep(1.0)
     self.stop()
-    raise LabelStudioError(f"Label Studio did not answer on {self.url} within {timeout:.0f} s; "
-                           f"its log: {self.log_path}\n{self.log_tail()}")
+    raise LabelStudioError(
+      f"Label Studio did not answer on {self.url} within {timeout:.0f} s; "
+      f"its log: {self.log_path}\n{self.log_tail()}"
+    )
 
   def log_tail(self, lines: int = 15) -> str:
     with contextlib.suppress(OSError):
@@ -163,15 +197,19 @@ class LabelStudio:
   def api(self, method: str, path: str, payload=None, timeout: float = 600.0):
     """One request to the REST API with the preset token; the decoded JSON answer."""
     request = urllib.request.Request(
-        self.url + path, method=method,
-        data=None if payload is None else json.dumps(payload).encode(),
-        headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"})
+      self.url + path,
+      method=method,
+      data=None if payload is None else json.dumps(payload).encode(),
+      headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"},
+    )
     try:
       with urllib.request.urlopen(request, timeout=timeout) as response:
         body = response.read()
     except urllib.error.HTTPError as e:
-      raise LabelStudioError(f"Label Studio answered {e.code} to {method} {path}: "
-                             f"{e.read().decode(errors='replace')[:500]}") from None
+      raise LabelStudioError(
+        f"Label Studio answered {e.code} to {method} {path}: "
+        f"{e.read().decode(errors='replace')[:500]}"
+      ) from None
     return json.loads(body) if body else None
 
   def create_project(self, title: str, label_config: str) -> int:
@@ -179,44 +217,71 @@ class LabelStudio:
 
   def add_local_storage(self, project: int, path: str) -> int:
     """Lets the project show the image files under ``path`` (without it they answer 404)."""
-    return self.api("POST", "/api/storages/localfiles", {
-        "project": project, "path": os.path.abspath(path), "title": os.path.basename(path),
-        "use_blob_urls": True})["id"]
+    return self.api(
+      "POST",
+      "/api/storages/localfiles",
+      {
+        "project": project,
+        "path": os.path.abspath(path),
+        "title": os.path.basename(path),
+        "use_blob_urls": True,
+      },
+    )["id"]
 
   def import_tasks(self, project: int, tasks: list[dict]) -> None:
     self.api("POST", f"/api/projects/{project}/import", tasks)
 
-  def connect_backend(self, project: int, url: str, title: str = "segjax",
-                      user: str | None = None, password: str | None = None) -> int:
+  def connect_backend(
+    self,
+    project: int,
+    url: str,
+    title: str = "segjax",
+    user: str | None = None,
+    password: str | None = None,
+  ) -> int:
     """Connects an ML backend (Settings > Model > Connect Model, with "Basic Authentication"
     when ``user`` and ``password`` are given); Label Studio then calls its /setup and, for every
     annotation event, its /webhook. Label Studio sends the webhook from a webhook of its own
     that does not carry the model's credentials: they are set as that webhook's
     ``Authorization`` header."""
-    request = {"project": project, "url": url, "title": title, "is_interactive": False,
-               "auto_update": True}
+    request = {
+      "project": project,
+      "url": url,
+      "title": title,
+      "is_interactive": False,
+      "auto_update": True,
+    }
     if user is not None:
       request.update(auth_method="BASIC_AUTH", basic_auth_user=user, basic_auth_pass=password)
     backend = self.api("POST", "/api/ml", request)["id"]
     if user is not None:
       from segjax.labelstudio import serving  # pylint: disable=import-outside-toplevel
+
       header = serving.Credentials(user, password).header()
       webhook_url = url.rstrip("/") + "/webhook"
       for webhook in self.api("GET", f"/api/webhooks/?project={project}"):
         if webhook["url"] == webhook_url:
-          self.api("PATCH", f"/api/webhooks/{webhook['id']}/",
-                   {"headers": dict(webhook.get("headers") or {}, Authorization=header)})
+          self.api(
+            "PATCH",
+            f"/api/webhooks/{webhook['id']}/",
+            {"headers": dict(webhook.get("headers") or {}, Authorization=header)},
+          )
     return backend
 
   def retrieve_predictions(self, project: int) -> None:
     """Asks the connected backend for predictions of every task that lacks one of its current
     model version (the Data Manager's "Retrieve Predictions")."""
-    self.api("POST", f"/api/dm/actions?id=retrieve_tasks_predictions&project={project}",
-             {"selectedItems": {"all": True, "excluded": []}})
+    self.api(
+      "POST",
+      f"/api/dm/actions?id=retrieve_tasks_predictions&project={project}",
+      {"selectedItems": {"all": True, "excluded": []}},
+    )
 
   def export(self, project: int) -> list[dict]:
     """Every task with its annotations and predictions (the JSON export)."""
-    return self.api("GET", f"/api/projects/{project}/export?exportType=JSON&download_all_tasks=true")
+    return self.api(
+      "GET", f"/api/projects/{project}/export?exportType=JSON&download_all_tasks=true"
+    )
 
   def annotate(self, task: int, result: list[dict]) -> dict:
     return self.api("POST", f"/api/tasks/{task}/annotations/", {"result": result})

@@ -11,6 +11,7 @@
   traceback in the log. Every error is logged with the method, path, client and the request's
   task ids.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,17 +31,20 @@ USER_ENV, PASSWORD_ENV = "SEGJAX_BACKEND_USER", "SEGJAX_BACKEND_PASSWORD"
 
 class BadRequest(ValueError):
   """A request the backend cannot read; answered with status 400 and this message."""
+
   status = 400
 
 
 class TooLarge(BadRequest):
   """A request over one of the backend's limits; answered with status 413."""
+
   status = 413
 
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
   """What one request may ask of the backend (the flags of experiments/label_studio_backend.py)."""
+
   max_body_bytes: int = 32 << 20  # --max_body_mb
   max_tasks: int = 64  # tasks of one /predict (Label Studio sends one per request)
   max_image_bytes: int = 64 << 20  # a fetched task image, --max_image_mb
@@ -52,6 +56,7 @@ class Limits:
 @dataclasses.dataclass(frozen=True)
 class Credentials:
   """The user and password a request must send (HTTP Basic)."""
+
   user: str
   password: str = dataclasses.field(repr=False)
 
@@ -68,9 +73,11 @@ class Credentials:
     if user is None and password is None:
       return None
     if user is None or password is None:
-      raise ValueError(f"the backend's credentials need both a user and a password (--user/"
-                       f"${USER_ENV} and --password/${PASSWORD_ENV}); only the "
-                       f"{'user' if user else 'password'} is set")
+      raise ValueError(
+        f"the backend's credentials need both a user and a password (--user/"
+        f"${USER_ENV} and --password/${PASSWORD_ENV}); only the "
+        f"{'user' if user else 'password'} is set"
+      )
     return cls(user, password)
 
   def header(self) -> str:
@@ -95,8 +102,10 @@ def is_loopback(host: str) -> bool:
 def check_host(host: str, credentials: Credentials | None) -> None:
   """Raises when the server would listen beyond this machine without credentials."""
   if credentials is None and not is_loopback(host):
-    raise ValueError(f"--host={host} without credentials: set --user and --password (or "
-                     f"${USER_ENV} and ${PASSWORD_ENV}), or listen on 127.0.0.1")
+    raise ValueError(
+      f"--host={host} without credentials: set --user and --password (or "
+      f"${USER_ENV} and ${PASSWORD_ENV}), or listen on 127.0.0.1"
+    )
 
 
 def task_ids(payload) -> list:
@@ -110,6 +119,7 @@ def task_ids(payload) -> list:
 
 class _Server(http.server.ThreadingHTTPServer):
   """A thread per connection, at most ``max_connections`` at once (more are answered 503)."""
+
   daemon_threads = True
 
   def __init__(self, address, handler, max_connections: int):
@@ -120,8 +130,10 @@ class _Server(http.server.ThreadingHTTPServer):
   def process_request(self, request, client_address):
     if not self._slots.acquire(blocking=False):
       with contextlib.suppress(OSError):
-        request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                        b"Connection: close\r\nRetry-After: 1\r\n\r\n")
+        request.sendall(
+          b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+          b"Connection: close\r\nRetry-After: 1\r\n\r\n"
+        )
       self.shutdown_request(request)
       return
     try:
@@ -137,22 +149,33 @@ class _Server(http.server.ThreadingHTTPServer):
       self._slots.release()
 
 
-def make_server(backend, host: str = "127.0.0.1", port: int = 9090, *,
-                credentials: Credentials | None = None, limits: Limits | None = None,
-                log: Callable[[str], None] | None = None) -> http.server.ThreadingHTTPServer:
+def make_server(
+  backend,
+  host: str = "127.0.0.1",
+  port: int = 9090,
+  *,
+  credentials: Credentials | None = None,
+  limits: Limits | None = None,
+  log: Callable[[str], None] | None = None,
+) -> http.server.ThreadingHTTPServer:
   """A threading HTTP server answering Label Studio's ML backend requests with ``backend`` (a
   `segjax.labelstudio.backend.Backend`); ``serve_forever()`` it. Raises when ``host`` is not a
   loopback address and there are no ``credentials``."""
   check_host(host, credentials)
   limits = limits or getattr(backend, "limits", None) or Limits()
   log = log or backend.log
-  routes = {("GET", "/health"): lambda _: {"status": "UP", "model_class": "segjax",
-                                           "model_version": backend.model_version()},
-            ("GET", "/versions"): lambda _: {"versions": backend.versions()},
-            ("POST", "/setup"): backend.setup,
-            ("POST", "/predict"): backend.predict,
-            ("POST", "/webhook"): backend.webhook,
-            ("POST", "/train"): lambda _: {"training": backend.start_training()}}
+  routes = {
+    ("GET", "/health"): lambda _: {
+      "status": "UP",
+      "model_class": "segjax",
+      "model_version": backend.model_version(),
+    },
+    ("GET", "/versions"): lambda _: {"versions": backend.versions()},
+    ("POST", "/setup"): backend.setup,
+    ("POST", "/predict"): backend.predict,
+    ("POST", "/webhook"): backend.webhook,
+    ("POST", "/train"): lambda _: {"training": backend.start_training()},
+  }
 
   class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -168,8 +191,11 @@ def make_server(backend, host: str = "127.0.0.1", port: int = 9090, *,
       if not length.strip().isdigit():
         raise _Refusal(400, f"Content-Length {length!r} is not a number of bytes")
       if int(length) > limits.max_body_bytes:
-        raise _Refusal(413, f"the body's {int(length)} bytes are more than the backend's limit of "
-                       f"{limits.max_body_bytes} (--max_body_mb)")
+        raise _Refusal(
+          413,
+          f"the body's {int(length)} bytes are more than the backend's limit of "
+          f"{limits.max_body_bytes} (--max_body_mb)",
+        )
       body = self.rfile.read(int(length))
       try:
         payload = json.loads(body or b"{}")
@@ -185,8 +211,11 @@ def make_server(backend, host: str = "127.0.0.1", port: int = 9090, *,
       try:
         if route is None:
           raise _Refusal(404, f"no {method} {path}")
-        if path != "/health" and credentials is not None and not credentials.accept(
-            self.headers.get("Authorization")):
+        if (
+          path != "/health"
+          and credentials is not None
+          and not credentials.accept(self.headers.get("Authorization"))
+        ):
           headers["WWW-Authenticate"] = 'Basic realm="segjax ML backend"'
           raise _Refusal(401, "this backend needs its user and password (HTTP Basic)")
         payload = self._body() if method == "POST" else {}
@@ -196,12 +225,16 @@ def make_server(backend, host: str = "127.0.0.1", port: int = 9090, *,
         if status in (401, 404, 411, 413) and method == "POST":
           self.close_connection = True  # the body, if any, stays unread
       except Exception as e:  # pylint: disable=broad-except
-        log(f"{method} {path} from {self.client_address[0]} failed (tasks "
-            f"{task_ids(payload)}):\n{traceback.format_exc()}")
+        log(
+          f"{method} {path} from {self.client_address[0]} failed (tasks "
+          f"{task_ids(payload)}):\n{traceback.format_exc()}"
+        )
         status, answer = 500, {"error": f"{type(e).__name__}: {e}"}
       if 400 <= status < 500:
-        log(f"{status} {method} {path} from {self.client_address[0]} (tasks "
-            f"{task_ids(payload)}): {answer['error']}")
+        log(
+          f"{status} {method} {path} from {self.client_address[0]} (tasks "
+          f"{task_ids(payload)}): {answer['error']}"
+        )
       body = json.dumps(answer).encode()
       self.send_response(status)
       for key, value in headers.items():

@@ -2,6 +2,7 @@
 a folder of images, segjax's ML backend connected, and pre-labels retrieved for every image
 (``experiments/label_studio.py start``); pre-labels as importable tasks (``import``); and the
 annotations back as a folder-dataset split (``export``)."""
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ from segjax.labelstudio import tasks as ls_tasks
 
 def image_files(folder: str) -> list[str]:
   from segjax import predict  # pylint: disable=import-outside-toplevel
+
   return predict.list_inputs(folder)
 
 
@@ -30,25 +32,44 @@ class Session:
   which Label Studio is given. The project is made once and found again in
   ``state_dir/project.json``."""
 
-  def __init__(self, workdir: str, images: str, *, port: int = 8080, backend_port: int = 9090,
-               state_dir: str | None = None, steps: int = 200, train_every: int = 0,
-               learning_rate: float | None = None,
-               backend_credentials: ls_serving.Credentials | None = None, log=print):
+  def __init__(
+    self,
+    workdir: str,
+    images: str,
+    *,
+    port: int = 8080,
+    backend_port: int = 9090,
+    state_dir: str | None = None,
+    steps: int = 200,
+    train_every: int = 0,
+    learning_rate: float | None = None,
+    backend_credentials: ls_serving.Credentials | None = None,
+    log=print,
+  ):
     self.workdir, self.images = os.path.abspath(workdir), os.path.abspath(images)
     if not os.path.isdir(self.images):
       raise NotADirectoryError(f"--images={images} is not a directory of images")
-    self.state_dir = os.path.abspath(state_dir or os.path.join(self.workdir, "labelstudio",
-                                                               "server"))
+    self.state_dir = os.path.abspath(
+      state_dir or os.path.join(self.workdir, "labelstudio", "server")
+    )
     self.log = log
     # Label Studio serves files below its document root, never the root itself.
-    self.studio = server.LabelStudio(self.state_dir, port=port,
-                                     document_root=os.path.dirname(self.images))
-    self.backend = ls_backend.Backend(self.workdir, self.images, train_every=train_every,
-                                      steps=steps, learning_rate=learning_rate,
-                                      label_studio_url=self.studio.url, log=log)
+    self.studio = server.LabelStudio(
+      self.state_dir, port=port, document_root=os.path.dirname(self.images)
+    )
+    self.backend = ls_backend.Backend(
+      self.workdir,
+      self.images,
+      train_every=train_every,
+      steps=steps,
+      learning_rate=learning_rate,
+      label_studio_url=self.studio.url,
+      log=log,
+    )
     self.credentials = backend_credentials or self.saved_credentials()
-    self.backend_server = ls_serving.make_server(self.backend, "127.0.0.1", backend_port,
-                                                 credentials=self.credentials)
+    self.backend_server = ls_serving.make_server(
+      self.backend, "127.0.0.1", backend_port, credentials=self.credentials
+    )
     self.backend_url = f"http://127.0.0.1:{backend_port}"
     self.project = None
 
@@ -58,8 +79,9 @@ class Session:
     path = os.path.join(self.state_dir, "backend.json")
     if not os.path.exists(path):
       os.makedirs(self.state_dir, exist_ok=True)
-      files.write_json(path, {"user": "segjax", "password": secrets.token_urlsafe(24)},
-                       private=True)
+      files.write_json(
+        path, {"user": "segjax", "password": secrets.token_urlsafe(24)}, private=True
+      )
     with open(path) as f:
       saved = json.load(f)
     return ls_serving.Credentials(saved["user"], saved["password"])
@@ -74,15 +96,20 @@ class Session:
         self.project = json.load(f)["project"]
       return self
     descriptor = self.backend.served()[1].descriptor
-    self.project = self.studio.create_project(os.path.basename(self.workdir),
-                                              ls_tasks.labelling_config(descriptor))
+    self.project = self.studio.create_project(
+      os.path.basename(self.workdir), ls_tasks.labelling_config(descriptor)
+    )
     self.studio.add_local_storage(self.project, self.images)
-    self.studio.import_tasks(self.project, [
+    self.studio.import_tasks(
+      self.project,
+      [
         ls_tasks.task(ls_tasks.local_file_url(path, self.studio.document_root))
-        for path in image_files(self.images)])
-    backend = self.studio.connect_backend(self.project, self.backend_url,
-                                          user=self.credentials.user,
-                                          password=self.credentials.password)
+        for path in image_files(self.images)
+      ],
+    )
+    backend = self.studio.connect_backend(
+      self.project, self.backend_url, user=self.credentials.user, password=self.credentials.password
+    )
     files.write_json(state_path, {"project": self.project, "backend": backend})
     self.log(f"pre-labelling {len(image_files(self.images))} images")
     self.studio.retrieve_predictions(self.project)
@@ -118,51 +145,76 @@ class Session:
 def prelabel_tasks(predictor, paths, document_root: str, model_version: str = "") -> list[dict]:
   """Tasks with predictions of image files under Label Studio's local-files ``document_root``,
   to import into a project."""
-  return [ls_tasks.task(ls_tasks.local_file_url(path, document_root),
-                        ls_tasks.predict_image(predictor, path, model_version)) for path in paths]
+  return [
+    ls_tasks.task(
+      ls_tasks.local_file_url(path, document_root),
+      ls_tasks.predict_image(predictor, path, model_version),
+    )
+    for path in paths
+  ]
 
 
 def welcome(labelling: Session) -> str:
-  return (f"Label Studio: {labelling.project_url}\n  log in as {server.USERNAME} / "
-          f"{server.PASSWORD}\n  sort by 'Prediction score' (lowest first) to correct the least "
-          f"certain images first; Settings > Model > Start Training fine-tunes a new version\n"
-          f"  ML backend: {labelling.backend_url} (user {labelling.credentials.user}, password in "
-          f"{labelling.state_dir}/backend.json; annotations and versions in "
-          f"{labelling.backend.root})\nCtrl-C stops Label Studio and the backend.")
+  return (
+    f"Label Studio: {labelling.project_url}\n  log in as {server.USERNAME} / "
+    f"{server.PASSWORD}\n  sort by 'Prediction score' (lowest first) to correct the least "
+    f"certain images first; Settings > Model > Start Training fine-tunes a new version\n"
+    f"  ML backend: {labelling.backend_url} (user {labelling.credentials.user}, password in "
+    f"{labelling.state_dir}/backend.json; annotations and versions in "
+    f"{labelling.backend.root})\nCtrl-C stops Label Studio and the backend."
+  )
 
 
-def import_prelabels(workdir: str, images: str, output: str, document_root: str | None = None,
-                     ) -> int:
+def import_prelabels(
+  workdir: str,
+  images: str,
+  output: str,
+  document_root: str | None = None,
+) -> int:
   """Writes the pre-labels of every image of ``images`` as a Label Studio tasks file."""
   from segjax import predict  # pylint: disable=import-outside-toplevel
   from segjax import runs  # pylint: disable=import-outside-toplevel
+
   if not output:
     raise ValueError("import needs --output=tasks.json")
   predictor = predict.Predictor(runs.load(workdir))
   root = document_root or os.path.dirname(os.path.abspath(images))
-  tasks = prelabel_tasks(predictor, image_files(images), root,
-                         model_version=os.path.basename(os.path.abspath(workdir)) + "-v0")
+  tasks = prelabel_tasks(
+    predictor,
+    image_files(images),
+    root,
+    model_version=os.path.basename(os.path.abspath(workdir)) + "-v0",
+  )
   files.write_json(output, tasks)
   return len(tasks)
 
 
-def export_annotations(workdir: str, output: str, *, path: str | None = None,
-                       url: str | None = None, project: int | None = None,
-                       token: str | None = None, document_root: str | None = None,
-                       annotator: str | None = None) -> dict:
+def export_annotations(
+  workdir: str,
+  output: str,
+  *,
+  path: str | None = None,
+  url: str | None = None,
+  project: int | None = None,
+  token: str | None = None,
+  document_root: str | None = None,
+  annotator: str | None = None,
+) -> dict:
   """The annotations of a JSON export file (``path``) or of a running Label Studio's
   ``project`` as the folder-dataset split ``output``, with the run's classes."""
   from segjax import runs  # pylint: disable=import-outside-toplevel
+
   if not output or bool(path) == bool(url):
-    raise ValueError("export needs --output and either --input=export.json or --url with "
-                     "--project")
+    raise ValueError("export needs --output and either --input=export.json or --url with --project")
   if path:
     with open(path) as f:
       items = json.load(f)
   else:
     items = server.LabelStudio.client(url, token or server.TOKEN).export(project)
   with tempfile.TemporaryDirectory() as downloads:
-    images = ls_tasks.TaskImages(downloads, document_root=document_root, hostname=url,
-                                 token=token or server.TOKEN)
-    return ls_tasks.export_to_folder(items, output, runs.read_descriptor(workdir), images.path,
-                                     annotator)
+    images = ls_tasks.TaskImages(
+      downloads, document_root=document_root, hostname=url, token=token or server.TOKEN
+    )
+    return ls_tasks.export_to_folder(
+      items, output, runs.read_descriptor(workdir), images.path, annotator
+    )

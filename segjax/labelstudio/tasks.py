@@ -8,6 +8,7 @@ image's width and height. Reading an annotation paints its regions in order (a l
 earlier one); pixels no region covers get the class named ``background`` if the run has one, else
 the ignore label (unlabelled, left out of training).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,7 +23,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from segjax import export
+from segjax import prelabels
 from segjax import files
 from segjax.data import folder
 from segjax.data.descriptor import DatasetDescriptor
@@ -39,43 +40,68 @@ def _hex(colour: Sequence[int]) -> str:
 
 def labelled_classes(descriptor: DatasetDescriptor) -> list[int]:
   """The class ids annotators paint: all but the class named ``background``."""
-  background = export.background_class(descriptor)
+  background = prelabels.background_class(descriptor)
   return [i for i in range(descriptor.num_classes) if i != background]
 
 
 def labelling_config(descriptor: DatasetDescriptor) -> str:
   """The Label Studio labelling config (XML) for ``descriptor``'s classes: a brush label per
   class in the class colour, and polygon labels for the thing classes (instances)."""
+
   def labels(ids):
-    return "\n".join(f"    <Label value={quoteattr(descriptor.class_names[i])} "
-                     f"background={quoteattr(_hex(descriptor.colormap[i]))}/>" for i in ids)
-  parts = ["<View>",
-           f'  <Image name="{IMAGE}" value="${IMAGE}" zoom="true" zoomControl="true"/>',
-           f'  <BrushLabels name="{BRUSH}" toName="{IMAGE}">',
-           labels(labelled_classes(descriptor)), "  </BrushLabels>"]
+    return "\n".join(
+      f"    <Label value={quoteattr(descriptor.class_names[i])} "
+      f"background={quoteattr(_hex(descriptor.colormap[i]))}/>"
+      for i in ids
+    )
+
+  parts = [
+    "<View>",
+    f'  <Image name="{IMAGE}" value="${IMAGE}" zoom="true" zoomControl="true"/>',
+    f'  <BrushLabels name="{BRUSH}" toName="{IMAGE}">',
+    labels(labelled_classes(descriptor)),
+    "  </BrushLabels>",
+  ]
   things = [i for i in labelled_classes(descriptor) if i in descriptor.thing_classes]
   if things:
-    parts += [f'  <PolygonLabels name="{POLYGON}" toName="{IMAGE}" strokeWidth="2" '
-              'pointSize="small" opacity="0.5">', labels(things), "  </PolygonLabels>"]
+    parts += [
+      f'  <PolygonLabels name="{POLYGON}" toName="{IMAGE}" strokeWidth="2" '
+      'pointSize="small" opacity="0.5">',
+      labels(things),
+      "  </PolygonLabels>",
+    ]
   return "\n".join(parts + ["</View>", ""])
 
 
 # ------------------------------------------------------------------------ predictions
-def prediction_result(labels: np.ndarray, instance: np.ndarray | None,
-                      descriptor: DatasetDescriptor, probs: np.ndarray | None = None,
-                      scores: dict | None = None) -> list[dict]:
+def prediction_result(
+  labels: np.ndarray,
+  instance: np.ndarray | None,
+  descriptor: DatasetDescriptor,
+  probs: np.ndarray | None = None,
+  scores: dict | None = None,
+) -> list[dict]:
   """Brush regions of one predicted image: one per class present (the ignore label and the
   background class left out) and one per thing instance. A region's ``score`` is its instance's
   score when ``scores`` has it (``{(class, instance): score}``), else the mean probability of
   its class over its pixels when ``probs`` ``[H,W,C]`` is given."""
   height, width = np.asarray(labels).shape
   result = []
-  for class_id, instance_id, mask in export.regions(labels, instance, descriptor, stuff=True):
-    region = {"id": f"segjax-{len(result)}", "from_name": BRUSH, "to_name": IMAGE,
-              "type": "brushlabels", "original_width": width, "original_height": height,
-              "image_rotation": 0,
-              "value": {"format": "rle", "rle": rle.encode(mask),
-                        "brushlabels": [descriptor.class_names[class_id]]}}
+  for class_id, instance_id, mask in prelabels.regions(labels, instance, descriptor, stuff=True):
+    region = {
+      "id": f"segjax-{len(result)}",
+      "from_name": BRUSH,
+      "to_name": IMAGE,
+      "type": "brushlabels",
+      "original_width": width,
+      "original_height": height,
+      "image_rotation": 0,
+      "value": {
+        "format": "rle",
+        "rle": rle.encode(mask),
+        "brushlabels": [descriptor.class_names[class_id]],
+      },
+    }
     if scores and (class_id, instance_id) in scores:
       region["score"] = float(scores[(class_id, instance_id)])
     elif probs is not None:
@@ -87,15 +113,20 @@ def prediction_result(labels: np.ndarray, instance: np.ndarray | None,
 def predict_image(predictor, path: str, model_version: str = "") -> dict:
   """A Label Studio prediction of the image file ``path`` by a `segjax.predict.Predictor`:
   ``{"result": regions, "score": confidence, "model_version"}``, where confidence = 1 -
-  `segjax.export.uncertainty` (``config.predict.uncertainty``), so the least certain image has
+  `segjax.prelabels.uncertainty` (``config.predict.uncertainty``), so the least certain image has
   the lowest score."""
   from segjax import predict  # pylint: disable=import-outside-toplevel
+
   predictions, probs = predict.predict_file(predictor, path)
   instance, scores = predict.instance_map(predictions, 0, predictor.descriptor)
-  confidence = 1.0 - export.uncertainty(probs, predictor.settings.get("uncertainty", "entropy"))
-  return {"result": prediction_result(predictions["semantic"][0], instance, predictor.descriptor,
-                                      probs, scores),
-          "score": confidence, "model_version": model_version}
+  confidence = 1.0 - prelabels.uncertainty(probs, predictor.settings.get("uncertainty", "entropy"))
+  return {
+    "result": prediction_result(
+      predictions["semantic"][0], instance, predictor.descriptor, probs, scores
+    ),
+    "score": confidence,
+    "model_version": model_version,
+  }
 
 
 def task(image_url: str, prediction: dict | None = None) -> dict:
@@ -169,10 +200,18 @@ class TaskImages:
   ``max_bytes``, and any image over ``max_pixels`` (read from its header, before decoding),
   is refused too. Refusals raise `RefusedImage`."""
 
-  def __init__(self, cache_dir: str, data: str | None = None, document_root: str | None = None,
-               hostname: str | None = None, token: str | None = None, *,
-               allowed_origins: Sequence[str] = (), max_bytes: int = 64 << 20,
-               max_pixels: int = 50_000_000):
+  def __init__(
+    self,
+    cache_dir: str,
+    data: str | None = None,
+    document_root: str | None = None,
+    hostname: str | None = None,
+    token: str | None = None,
+    *,
+    allowed_origins: Sequence[str] = (),
+    max_bytes: int = 64 << 20,
+    max_pixels: int = 50_000_000,
+  ):
     self.cache_dir, self.data, self.document_root = cache_dir, data, document_root
     self.hostname, self.token = hostname, token
     self.allowed_origins = {origin(o) for o in allowed_origins}
@@ -195,8 +234,9 @@ class TaskImages:
     if self.document_root and relative:
       candidate = os.path.join(self.document_root, relative)  # an absolute d= leaves it
       if not inside(candidate, self.document_root):
-        raise RefusedImage(f"{url}: the path leaves Label Studio's local-files root "
-                           f"{self.document_root}")
+        raise RefusedImage(
+          f"{url}: the path leaves Label Studio's local-files root {self.document_root}"
+        )
       if os.path.isfile(candidate):
         return candidate
     return None
@@ -210,8 +250,10 @@ class TaskImages:
     if target in self.allowed_origins:
       return False
     known = ", ".join(["Label Studio's " + self.hostname] if self.hostname else [])
-    raise RefusedImage(f"{url} is not on an origin the backend fetches from ({known or 'none'}"
-                       f"{', --allowed_origins' if self.allowed_origins else ''})")
+    raise RefusedImage(
+      f"{url} is not on an origin the backend fetches from ({known or 'none'}"
+      f"{', --allowed_origins' if self.allowed_origins else ''})"
+    )
 
   def absolute_url(self, url: str) -> str:
     """``url`` made absolute against Label Studio's address; raises for what is no fetchable
@@ -220,11 +262,15 @@ class TaskImages:
     if parsed.scheme in ("http", "https"):
       return url
     if parsed.scheme:
-      raise RefusedImage(f"{url}: {parsed.scheme}: URLs are not read (http(s) from Label Studio, "
-                         "or files of --data / the local-files root)")
+      raise RefusedImage(
+        f"{url}: {parsed.scheme}: URLs are not read (http(s) from Label Studio, "
+        "or files of --data / the local-files root)"
+      )
     if not self.hostname:
-      raise RefusedImage(f"{url} is not a file of --data or of the local-files root, and Label "
-                         "Studio's address is unknown to fetch it from")
+      raise RefusedImage(
+        f"{url} is not a file of --data or of the local-files root, and Label "
+        "Studio's address is unknown to fetch it from"
+      )
     return urllib.parse.urljoin(self.hostname, url)
 
   def check(self, url: str) -> None:
@@ -268,8 +314,10 @@ class TaskImages:
       with opener.open(urllib.request.Request(url, headers=headers), timeout=60) as response:
         announced = int(response.headers.get("Content-Length") or 0)
         if announced > self.max_bytes:
-          raise RefusedImage(f"{url}: {announced} bytes, more than the backend's limit of "
-                             f"{self.max_bytes} (--max_image_mb)")
+          raise RefusedImage(
+            f"{url}: {announced} bytes, more than the backend's limit of "
+            f"{self.max_bytes} (--max_image_mb)"
+          )
         payload = response.read(self.max_bytes + 1)
     except urllib.error.HTTPError as e:
       raise RefusedImage(f"{url}: the server answered {e.code} {e.reason}") from None
@@ -278,19 +326,23 @@ class TaskImages:
         raise e.reason from None
       raise RefusedImage(f"{url}: {e.reason}") from None
     if len(payload) > self.max_bytes:
-      raise RefusedImage(f"{url}: more than the backend's limit of {self.max_bytes} bytes "
-                         "(--max_image_mb)")
+      raise RefusedImage(
+        f"{url}: more than the backend's limit of {self.max_bytes} bytes (--max_image_mb)"
+      )
     return payload
 
   def _checked_size(self, path: str, url: str) -> str:
     from segjax.data import readers  # pylint: disable=import-outside-toplevel
+
     try:
       width, height = readers.image_size(path)
     except readers.BadFileError as e:
       raise RefusedImage(f"{url}: {e}") from None
     if width * height > self.max_pixels:
-      raise RefusedImage(f"{url}: {width}x{height} = {width * height} pixels, more than the "
-                         f"backend's limit of {self.max_pixels} (--max_image_pixels)")
+      raise RefusedImage(
+        f"{url}: {width}x{height} = {width * height} pixels, more than the "
+        f"backend's limit of {self.max_pixels} (--max_image_pixels)"
+      )
     return path
 
 
@@ -298,15 +350,19 @@ class TaskImages:
 def chosen_annotation(item: dict, annotator: str | int | None = None) -> dict | None:
   """The annotation of an exported task that counts: the latest updated (not cancelled) one, or
   with ``annotator`` (a user id or e-mail) that annotator's latest; None when there is none."""
+
   def by(annotation):
     who = annotation.get("completed_by")
     ids = {str(who)} if not isinstance(who, dict) else {str(who.get("id")), str(who.get("email"))}
     return annotator is None or str(annotator) in ids
+
   found = [a for a in item.get("annotations", []) if not a.get("was_cancelled") and by(a)]
   if not found:
     return None
-  return max(found, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
-                                   int(a.get("id") or 0)))
+  return max(
+    found,
+    key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), int(a.get("id") or 0)),
+  )
 
 
 def polygon_mask(points, height: int, width: int) -> np.ndarray:
@@ -329,14 +385,20 @@ def polygon_mask(points, height: int, width: int) -> np.ndarray:
   return mask
 
 
-def annotation_labels(result: Iterable[dict], descriptor: DatasetDescriptor, height: int,
-                      width: int, where: str = "annotation") -> tuple[np.ndarray, np.ndarray]:
+def annotation_labels(
+  result: Iterable[dict],
+  descriptor: DatasetDescriptor,
+  height: int,
+  width: int,
+  where: str = "annotation",
+) -> tuple[np.ndarray, np.ndarray]:
   """``(semantic [H,W] int32, instance [H,W] int32)`` painted from an annotation's ``result``
   (brush RLE and polygons; other result types are left alone); each region of a thing class is
   an instance. ``where`` names the annotation in errors."""
-  background = export.background_class(descriptor)
-  semantic = np.full((height, width), descriptor.ignore_label if background is None else background,
-                     np.int32)
+  background = prelabels.background_class(descriptor)
+  semantic = np.full(
+    (height, width), descriptor.ignore_label if background is None else background, np.int32
+  )
   instance = np.zeros((height, width), np.int32)
   names = {n: i for i, n in enumerate(descriptor.class_names)}
   for region in result:
@@ -345,12 +407,15 @@ def annotation_labels(result: Iterable[dict], descriptor: DatasetDescriptor, hei
       continue
     size = (region.get("original_height", height), region.get("original_width", width))
     if tuple(size) != (height, width):
-      raise ValueError(f"{where}: region {region.get('id')} is drawn on a {size[1]}x{size[0]} "
-                       f"image, but the image is {width}x{height}")
+      raise ValueError(
+        f"{where}: region {region.get('id')} is drawn on a {size[1]}x{size[0]} "
+        f"image, but the image is {width}x{height}"
+      )
     label = (value.get(kind) or [None])[0]
     if label not in names:
-      raise ValueError(f"{where}: label {label!r} is not a class of the run "
-                       f"({', '.join(descriptor.class_names)})")
+      raise ValueError(
+        f"{where}: label {label!r} is not a class of the run ({', '.join(descriptor.class_names)})"
+      )
     if kind == "brushlabels":
       mask = rle.decode(value["rle"], height, width)
     else:
@@ -363,9 +428,14 @@ def annotation_labels(result: Iterable[dict], descriptor: DatasetDescriptor, hei
   return semantic, instance
 
 
-def export_to_folder(items: Sequence[dict], split_dir: str, descriptor: DatasetDescriptor,
-                     image_path: Callable[[str], str], annotator: str | int | None = None,
-                     skip: Callable[[str], None] | None = None) -> dict:
+def export_to_folder(
+  items: Sequence[dict],
+  split_dir: str,
+  descriptor: DatasetDescriptor,
+  image_path: Callable[[str], str],
+  annotator: str | int | None = None,
+  skip: Callable[[str], None] | None = None,
+) -> dict:
   """Writes the annotated tasks of a Label Studio JSON export (``items``) as a folder-dataset
   split (``split_dir/images``, indexed ``masks/``, ``instances/`` where a thing is drawn) and
   ``classes.json`` beside it at the dataset root, so ``folder_dataset(root, split)`` trains on it
@@ -389,16 +459,25 @@ def export_to_folder(items: Sequence[dict], split_dir: str, descriptor: DatasetD
     name = stem if stem not in written else f"{stem}-task{item['id']}"
     height, width = folder.read_image(source).shape[:2]
     semantic, instance = annotation_labels(
-        annotation.get("result", []), descriptor, height, width,
-        where=f"task {item.get('id')}, annotation {annotation.get('id')}")
-    shutil.copyfile(source, export.output_path(split_dir, "images", name,
-                                               os.path.splitext(source)[1].lower()))
-    export.write_indexed_png(export.output_path(split_dir, "masks", name, ".png"), semantic,
-                             descriptor.colormap)
+      annotation.get("result", []),
+      descriptor,
+      height,
+      width,
+      where=f"task {item.get('id')}, annotation {annotation.get('id')}",
+    )
+    shutil.copyfile(
+      source, prelabels.output_path(split_dir, "images", name, os.path.splitext(source)[1].lower())
+    )
+    prelabels.write_indexed_png(
+      prelabels.output_path(split_dir, "masks", name, ".png"), semantic, descriptor.colormap
+    )
     if instance.any():
-      export.write_instance_png(export.output_path(split_dir, "instances", name, ".png"),
-                                instance)
+      prelabels.write_instance_png(
+        prelabels.output_path(split_dir, "instances", name, ".png"), instance
+      )
     written[name] = item.get("id")
-  files.write_json(os.path.join(os.path.dirname(os.path.abspath(split_dir)), "classes.json"),
-                   export.classes_json(descriptor))
+  files.write_json(
+    os.path.join(os.path.dirname(os.path.abspath(split_dir)), "classes.json"),
+    prelabels.classes_json(descriptor),
+  )
   return written

@@ -1,4 +1,5 @@
 """``check_loss``: a new loss against the loss contract, before it goes into a long run."""
+
 from __future__ import annotations
 
 from typing import Callable, Mapping
@@ -27,10 +28,17 @@ def _inputs(kind: str, num_classes: int, shape, ignore_label: int, rng):
   return logits, jnp.asarray(labels, jnp.int32), ignored
 
 
-def check_loss(fn, *, num_classes: int = 3, shape=(2, 8, 8), ignore_label: int = 255,
-               seed: int = 0, rtol: float = 1e-4,
-               batch_extras: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
-               kind: str | None = None) -> dict[str, str]:
+def check_loss(
+  fn,
+  *,
+  num_classes: int = 3,
+  shape=(2, 8, 8),
+  ignore_label: int = 255,
+  seed: int = 0,
+  rtol: float = 1e-4,
+  batch_extras: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+  kind: str | None = None,
+) -> dict[str, str]:
   """Checks a loss against the segjax loss contract; returns ``{check: "ok"}`` or raises
   `LossCheckError` naming each failed check and why.
 
@@ -49,9 +57,11 @@ def check_loss(fn, *, num_classes: int = 3, shape=(2, 8, 8), ignore_label: int =
   """
   kind = kind or functions.loss_kind(fn)
   if kind == "mask_classification":
-    raise ValueError("check_loss checks per-pixel losses; a mask-classification loss reads "
-                     "per-query classes and masks and counts void pixels as background of every "
-                     "mask (Mask2Former), so it is tested on its own (tests/test_mask2former.py)")
+    raise ValueError(
+      "check_loss checks per-pixel losses; a mask-classification loss reads "
+      "per-query classes and masks and counts void pixels as background of every "
+      "mask (Mask2Former), so it is tested on its own (tests/test_mask2former.py)"
+    )
   if kind not in ("multiclass", "binary", "regression"):
     raise ValueError(f"kind must be 'multiclass', 'binary' or 'regression', not {kind!r}")
   batch_loss = functions.takes_batch(fn)
@@ -66,8 +76,9 @@ def check_loss(fn, *, num_classes: int = 3, shape=(2, 8, 8), ignore_label: int =
     if not batch_loss:
       return fn(x, y, ignore_label=ignore_label)
     batch = {"semantic": y, **{k: jnp.asarray(make(np.asarray(y))) for k, make in extras.items()}}
-    return fn({"logits": x}, batch, output_key="logits", target_key="semantic",
-              ignore_label=ignore_label)
+    return fn(
+      {"logits": x}, batch, output_key="logits", target_key="semantic", ignore_label=ignore_label
+    )
 
   def value_of(x, y, ignored=None):
     return jnp.asarray(call(x, y, ignored), jnp.float32)
@@ -133,9 +144,17 @@ def check_loss(fn, *, num_classes: int = 3, shape=(2, 8, 8), ignore_label: int =
     if not np.allclose(flipped, call(x0, y0), rtol=rtol, atol=1e-6):
       return f"reversing the batch changes the loss ({float(flipped)} vs {float(call(x0, y0))})"
 
-  checks = {"scalar float32": scalar, "jit": jit, "gradient": gradient, "absent class": absent_class,
-            "all pixels ignored": all_ignored, "extreme logits": extreme, "bf16 logits": bf16,
-            "blind to ignored pixels": ignore_blind, "batch order": batch_order}
+  checks = {
+    "scalar float32": scalar,
+    "jit": jit,
+    "gradient": gradient,
+    "absent class": absent_class,
+    "all pixels ignored": all_ignored,
+    "extreme logits": extreme,
+    "bf16 logits": bf16,
+    "blind to ignored pixels": ignore_blind,
+    "batch order": batch_order,
+  }
   report, failures = {}, []
   for name, check in checks.items():
     try:

@@ -14,6 +14,7 @@ output dict (nested outputs flattened to ``"scale_logits/0.5"`` keys) and the wh
 extra target computed in the pipeline (``boundary_weighted_cross_entropy`` reads
 ``batch["boundary_distance"]``).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,9 @@ import jax.numpy as jnp
 from segjax import registry
 
 
-def register_loss(fn=None, *, name: str | None = None, takes_batch: bool = False,
-                  kind: str = "multiclass"):
+def register_loss(
+  fn=None, *, name: str | None = None, takes_batch: bool = False, kind: str = "multiclass"
+):
   """Decorator registering a loss by name for ``config.loss`` / ``config.losses``.
 
   ``takes_batch=True`` marks a batch loss (see the module docstring); ``kind`` says what
@@ -60,8 +62,16 @@ def safe_divide(num, den):
 
 
 @register_loss
-def cross_entropy(logits, labels, *, ignore_label: int = 255, class_weights=None,
-                  label_smoothing: float = 0.0, top_k_percent: float = 1.0, pixel_weights=None):
+def cross_entropy(
+  logits,
+  labels,
+  *,
+  ignore_label: int = 255,
+  class_weights=None,
+  label_smoothing: float = 0.0,
+  top_k_percent: float = 1.0,
+  pixel_weights=None,
+):
   """Softmax cross-entropy averaged over the non-ignored pixels.
 
   ``loss = sum_i w_{y_i} l_i / sum_i w_{y_i}`` with ``l_i = -sum_c q_ic log p_ic`` and the smoothed
@@ -83,8 +93,11 @@ def cross_entropy(logits, labels, *, ignore_label: int = 255, class_weights=None
   safe_labels = jnp.where(valid, labels, 0)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   onehot = jax.nn.one_hot(safe_labels, num_classes, dtype=jnp.float32)
-  weights = jnp.ones((num_classes,), jnp.float32) if class_weights is None else jnp.asarray(
-      class_weights, jnp.float32)
+  weights = (
+    jnp.ones((num_classes,), jnp.float32)
+    if class_weights is None
+    else jnp.asarray(class_weights, jnp.float32)
+  )
   if weights.shape != (num_classes,):
     raise ValueError(f"class_weights has shape {weights.shape}; expected ({num_classes},).")
   nll = -jnp.sum(onehot * log_probs, axis=-1) * weights[safe_labels]
@@ -155,9 +168,18 @@ def _mean_over_present(per_class_loss, support):
 
 
 @register_loss
-def tversky_loss(logits, labels, *, mode: str = "multiclass", alpha: float = 0.5, beta: float = 0.5,
-                 smooth: float = 0.0, eps: float = 1e-7, ignore_label: int = 255,
-                 per_image: bool = False):
+def tversky_loss(
+  logits,
+  labels,
+  *,
+  mode: str = "multiclass",
+  alpha: float = 0.5,
+  beta: float = 0.5,
+  smooth: float = 0.0,
+  eps: float = 1e-7,
+  ignore_label: int = 255,
+  per_image: bool = False,
+):
   """``1 - TI_c`` averaged over the classes present in the ground truth.
 
   ``TI_c = (TP_c + smooth) / max(TP_c + alpha FP_c + beta FN_c + smooth, eps)`` with soft counts
@@ -167,47 +189,93 @@ def tversky_loss(logits, labels, *, mode: str = "multiclass", alpha: float = 0.5
   ``TverskyLoss`` when every class is present; smp also averages over absent classes (counting them
   as 0), segjax leaves them out of the mean, so the loss does not shrink as classes go missing.
   """
-  tp, fp, fn, support = soft_confusion(logits, labels, mode=mode, ignore_label=ignore_label,
-                                       per_image=per_image)
+  tp, fp, fn, support = soft_confusion(
+    logits, labels, mode=mode, ignore_label=ignore_label, per_image=per_image
+  )
   index = (tp + smooth) / jnp.maximum(tp + alpha * fp + beta * fn + smooth, eps)
   return _mean_over_present(1.0 - index, support)
 
 
 @register_loss
-def dice_loss(logits, labels, *, mode: str = "multiclass", smooth: float = 0.0, eps: float = 1e-7,
-              ignore_label: int = 255, per_image: bool = False):
+def dice_loss(
+  logits,
+  labels,
+  *,
+  mode: str = "multiclass",
+  smooth: float = 0.0,
+  eps: float = 1e-7,
+  ignore_label: int = 255,
+  per_image: bool = False,
+):
   """``1 - Dice_c`` averaged over present classes, ``Dice = (2TP + s) / max(2TP + FP + FN + s, eps)``.
 
   The Tversky loss with ``alpha = beta = 0.5``; equals segmentation_models_pytorch's ``DiceLoss``
   when every class is present (see ``tversky_loss`` for the absent-class convention).
   """
-  return tversky_loss(logits, labels, mode=mode, alpha=0.5, beta=0.5, smooth=smooth / 2, eps=eps / 2,
-                      ignore_label=ignore_label, per_image=per_image)
+  return tversky_loss(
+    logits,
+    labels,
+    mode=mode,
+    alpha=0.5,
+    beta=0.5,
+    smooth=smooth / 2,
+    eps=eps / 2,
+    ignore_label=ignore_label,
+    per_image=per_image,
+  )
 
 
 @register_loss
-def jaccard_loss(logits, labels, *, mode: str = "multiclass", smooth: float = 0.0, eps: float = 1e-7,
-                 ignore_label: int = 255, per_image: bool = False):
+def jaccard_loss(
+  logits,
+  labels,
+  *,
+  mode: str = "multiclass",
+  smooth: float = 0.0,
+  eps: float = 1e-7,
+  ignore_label: int = 255,
+  per_image: bool = False,
+):
   """``1 - IoU_c`` averaged over present classes, ``IoU = (TP + s) / max(TP + FP + FN + s, eps)``.
 
   The Tversky loss with ``alpha = beta = 1``; equals segmentation_models_pytorch's ``JaccardLoss``
   when every class is present.
   """
-  return tversky_loss(logits, labels, mode=mode, alpha=1.0, beta=1.0, smooth=smooth, eps=eps,
-                      ignore_label=ignore_label, per_image=per_image)
+  return tversky_loss(
+    logits,
+    labels,
+    mode=mode,
+    alpha=1.0,
+    beta=1.0,
+    smooth=smooth,
+    eps=eps,
+    ignore_label=ignore_label,
+    per_image=per_image,
+  )
 
 
 @register_loss
-def focal_tversky_loss(logits, labels, *, mode: str = "multiclass", alpha: float = 0.3,
-                       beta: float = 0.7, gamma: float = 0.75, smooth: float = 0.0, eps: float = 1e-7,
-                       ignore_label: int = 255, per_image: bool = False):
+def focal_tversky_loss(
+  logits,
+  labels,
+  *,
+  mode: str = "multiclass",
+  alpha: float = 0.3,
+  beta: float = 0.7,
+  gamma: float = 0.75,
+  smooth: float = 0.0,
+  eps: float = 1e-7,
+  ignore_label: int = 255,
+  per_image: bool = False,
+):
   """Mean over present classes of ``(1 - TI_c) ** gamma`` (Abraham & Khan 2019, ``gamma = 1/γ_paper``).
 
   ``TI_c`` as in ``tversky_loss``. segmentation_models_pytorch's ``TverskyLoss(gamma=...)`` raises the
   *mean* to the power instead; the two agree for ``gamma = 1``.
   """
-  tp, fp, fn, support = soft_confusion(logits, labels, mode=mode, ignore_label=ignore_label,
-                                       per_image=per_image)
+  tp, fp, fn, support = soft_confusion(
+    logits, labels, mode=mode, ignore_label=ignore_label, per_image=per_image
+  )
   index = (tp + smooth) / jnp.maximum(tp + alpha * fp + beta * fn + smooth, eps)
   # The epsilon keeps the gradient of x ** gamma (gamma < 1) finite where a class is perfect.
   return _mean_over_present(jnp.maximum(1.0 - index, 1e-12) ** gamma, support)
@@ -233,8 +301,15 @@ def binary_cross_entropy(logits, targets, *, pos_weight=None, ignore_label: int 
 
 
 @register_loss
-def focal_loss(logits, labels, *, mode: str = "multiclass", gamma: float = 2.0, alpha=None,
-               ignore_label: int = 255):
+def focal_loss(
+  logits,
+  labels,
+  *,
+  mode: str = "multiclass",
+  gamma: float = 2.0,
+  alpha=None,
+  ignore_label: int = 255,
+):
   """Focal loss (Lin et al. 2017) averaged over non-ignored pixels (elements for sigmoid modes).
 
   ``"multiclass"``: ``-alpha_y (1 - p_y)^gamma log p_y`` with softmax ``p`` (``alpha`` one weight per
@@ -307,7 +382,8 @@ def _weighted_mean(per_element, pixel_weights):
   if pixel_weights is None:
     return jnp.mean(per_element)
   weights = jnp.asarray(pixel_weights, jnp.float32).reshape(
-      pixel_weights.shape + (1,) * (per_element.ndim - pixel_weights.ndim))
+    pixel_weights.shape + (1,) * (per_element.ndim - pixel_weights.ndim)
+  )
   weights = jnp.broadcast_to(weights, per_element.shape)
   return safe_divide(jnp.sum(weights * per_element), jnp.sum(weights))
 
@@ -337,25 +413,35 @@ def weighted_l1(prediction, target, *, pixel_weights=None, ignore_label: int = 2
 # A batch loss: an extra target computed in the input pipeline.
 # ----------------------------------------------------------------------------------------------
 @register_loss(takes_batch=True)
-def boundary_weighted_cross_entropy(outputs, batch, *, output_key: str = "logits",
-                                    target_key: str = "semantic", ignore_label: int = 255,
-                                    distance_key: str = "boundary_distance", w0: float = 10.0,
-                                    sigma: float = 5.0):
+def boundary_weighted_cross_entropy(
+  outputs,
+  batch,
+  *,
+  output_key: str = "logits",
+  target_key: str = "semantic",
+  ignore_label: int = 255,
+  distance_key: str = "boundary_distance",
+  w0: float = 10.0,
+  sigma: float = 5.0,
+):
   """Cross-entropy with pixels near class boundaries up-weighted, in the spirit of the UNet
   paper's weight map (Ronneberger et al. 2015, eq. 2, with one distance instead of two):
   ``w = 1 + w0 exp(-d² / (2 σ²))``, ``d`` = ``batch[distance_key]`` (pixels to the nearest other
   label, from the ``boundary_distance`` preprocessing op), normalised by ``Σ w`` over the valid
   pixels. Needs ``|boundary_distance(...)`` in ``config.data.train_pp``."""
   if distance_key not in batch:
-    raise KeyError(f"boundary_weighted_cross_entropy reads batch[{distance_key!r}], which the "
-                   "input pipeline did not produce: add '|boundary_distance(16)' to "
-                   "config.data.train_pp.")
+    raise KeyError(
+      f"boundary_weighted_cross_entropy reads batch[{distance_key!r}], which the "
+      "input pipeline did not produce: add '|boundary_distance(16)' to "
+      "config.data.train_pp."
+    )
   distance = jnp.asarray(batch[distance_key], jnp.float32)
-  weights = 1.0 + w0 * jnp.exp(-distance ** 2 / (2.0 * sigma ** 2))
+  weights = 1.0 + w0 * jnp.exp(-(distance**2) / (2.0 * sigma**2))
   labels = batch[target_key]
   weights = jnp.where(labels == ignore_label, 0.0, weights)
-  per_pixel_ce = cross_entropy(outputs[output_key], labels, ignore_label=ignore_label,
-                               pixel_weights=weights)
+  per_pixel_ce = cross_entropy(
+    outputs[output_key], labels, ignore_label=ignore_label, pixel_weights=weights
+  )
   # cross_entropy normalises by the number of valid pixels; renormalise by their weight.
   valid = jnp.sum(labels != ignore_label)
   return safe_divide(per_pixel_ce * valid, jnp.sum(weights))

@@ -16,6 +16,7 @@ Rows are added one at a time. For row ``r`` the three phases are:
 After all rows, ``u[i] + v[j] ≤ cost[i, j]`` everywhere with equality on the assignment: a
 certificate that it is optimal. Each phase has its own test (tests/test_matching.py).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -31,6 +32,7 @@ class Assignment(NamedTuple):
   """The state between rows: row potentials ``u`` ``[n]``, column potentials ``v`` ``[m]``, the
   column of each row ``col4row`` ``[n]`` and the row of each column ``row4col`` ``[m]`` (-1:
   none)."""
+
   u: jax.Array
   v: jax.Array
   col4row: jax.Array
@@ -42,6 +44,7 @@ class Path(NamedTuple):
   (``length``: the reduced cost to the sink), the distance of each column (``distance`` ``[m]``,
   final for the columns in ``seen_cols``), each column's predecessor row (``previous`` ``[m]``),
   and the rows and columns the search settled."""
+
   sink: jax.Array
   length: jax.Array
   distance: jax.Array
@@ -51,8 +54,12 @@ class Path(NamedTuple):
 
 
 def empty(n: int, m: int) -> Assignment:
-  return Assignment(jnp.zeros(n, jnp.float32), jnp.zeros(m, jnp.float32),
-                    jnp.full(n, -1, jnp.int32), jnp.full(m, -1, jnp.int32))
+  return Assignment(
+    jnp.zeros(n, jnp.float32),
+    jnp.zeros(m, jnp.float32),
+    jnp.full(n, -1, jnp.int32),
+    jnp.full(m, -1, jnp.int32),
+  )
 
 
 def shortest_path(cost: jax.Array, state: Assignment, r) -> Path:
@@ -77,13 +84,28 @@ def shortest_path(cost: jax.Array, state: Assignment, r) -> Path:
     j = jnp.where(free.any(), jnp.argmax(free), jnp.argmax(closest))
     seen_cols = seen_cols.at[j].set(True)
     ends = row4col[j] == -1
-    return (jnp.where(ends, i, row4col[j]), nearest, jnp.where(ends, j, -1), distance, previous,
-            seen_rows, seen_cols)
+    return (
+      jnp.where(ends, i, row4col[j]),
+      nearest,
+      jnp.where(ends, j, -1),
+      distance,
+      previous,
+      seen_rows,
+      seen_cols,
+    )
 
-  start = (r, jnp.float32(0), -1, jnp.full(m, _INF), jnp.full(m, -1), jnp.zeros(n, bool),
-           jnp.zeros(m, bool))
+  start = (
+    r,
+    jnp.float32(0),
+    -1,
+    jnp.full(m, _INF),
+    jnp.full(m, -1),
+    jnp.zeros(n, bool),
+    jnp.zeros(m, bool),
+  )
   _, length, sink, distance, previous, seen_rows, seen_cols = jax.lax.while_loop(
-      lambda s: s[2] < 0, step, start)
+    lambda s: s[2] < 0, step, start
+  )
   return Path(sink, length, distance, previous, seen_rows, seen_cols)
 
 
@@ -112,8 +134,9 @@ def augment(state: Assignment, r, path: Path) -> Assignment:
     col4row = col4row.at[i].set(j)
     return before, col4row, row4col, i == r
 
-  _, col4row, row4col, _ = jax.lax.while_loop(lambda w: ~w[3], step,
-                                              (path.sink, col4row, row4col, False))
+  _, col4row, row4col, _ = jax.lax.while_loop(
+    lambda w: ~w[3], step, (path.sink, col4row, row4col, False)
+  )
   return Assignment(u, v, col4row, row4col)
 
 
@@ -134,6 +157,7 @@ def solve(cost: jax.Array, row_valid: jax.Array | None = None) -> Assignment:
 
   def maybe_add_row(r, state):
     return jax.lax.cond(row_valid[r], lambda: add_row(cost, state, r), lambda: state)
+
   return jax.lax.fori_loop(0, n, maybe_add_row, empty(n, m))
 
 

@@ -19,6 +19,7 @@ importable ``"module:function"``, or a function object. Nested outputs are addre
 loss for the short form (``cross_entropy``) and ``output/loss`` otherwise (``aux_logits/
 cross_entropy``, ``scale_logits/0.5/cross_entropy``).
 """
+
 from __future__ import annotations
 
 import ast
@@ -38,6 +39,7 @@ from segjax.losses import functions
 @dataclasses.dataclass(frozen=True)
 class LossTerm:
   """One term: ``weight × loss(outputs[output], batch[target])``."""
+
   output: str
   target: str | None
   loss: Callable[..., Any]
@@ -65,12 +67,14 @@ def parse_loss(spec) -> list[tuple[Any, float]]:
     def stand_in(match):
       imported[f"_segjax_imported_{len(imported)}"] = match.group(0)
       return f"_segjax_imported_{len(imported) - 1}"
+
     text = _IMPORTED.sub(stand_in, spec.strip())
     try:
       tree = ast.parse(text, mode="eval").body
     except SyntaxError as e:
-      raise ValueError(f"Cannot parse loss {spec!r}: expected e.g. 'cross_entropy + 0.5 * "
-                       "dice_loss(smooth=1.0)'.") from e
+      raise ValueError(
+        f"Cannot parse loss {spec!r}: expected e.g. 'cross_entropy + 0.5 * dice_loss(smooth=1.0)'."
+      ) from e
     terms = []
     for node in _split_sum(tree):
       term, weight = _parse_product(node, spec)
@@ -85,8 +89,7 @@ def parse_loss(spec) -> list[tuple[Any, float]]:
       raise ValueError(f"Loss {item!r} must be (name_or_function, weight[, kwargs]).")
     loss = item[0]
     if len(item) == 3 and item[2]:
-      loss = functools.partial(loss if callable(loss) else registry.lookup("loss", loss),
-                               **item[2])
+      loss = functools.partial(loss if callable(loss) else registry.lookup("loss", loss), **item[2])
     terms.append((loss, float(item[1])))
   return terms
 
@@ -107,8 +110,9 @@ def _parse_product(node, spec) -> tuple[str, float]:
     if isinstance(right, ast.Constant):
       left, right = right, left
     if not isinstance(left, ast.Constant) or not isinstance(left.value, (int, float)):
-      raise ValueError(f"In loss {spec!r}: a term must be 'weight * name(...)'; got "
-                       f"{ast.unparse(node)!r}.")
+      raise ValueError(
+        f"In loss {spec!r}: a term must be 'weight * name(...)'; got {ast.unparse(node)!r}."
+      )
     weight, node = float(left.value), right
   return ast.unparse(node), weight
 
@@ -129,14 +133,17 @@ def make_terms(loss=None, losses: Sequence = ()) -> list[LossTerm]:
   """
   terms = []
   for spec, weight in parse_loss(loss or ""):
-    terms.append(LossTerm("logits", "semantic", registry.lookup("loss", spec), weight,
-                          label=_label(spec)))
+    terms.append(
+      LossTerm("logits", "semantic", registry.lookup("loss", spec), weight, label=_label(spec))
+    )
   for index, entry in enumerate(losses or ()):
     entry = tuple(entry)
     if len(entry) not in (4, 5) or not isinstance(entry[0], str):
-      raise ValueError(f"config.losses[{index}] = {entry!r}: expected (output, target, loss, "
-                       "weight) or (output, target, loss, weight, weight_key), e.g. "
-                       "('aux_logits', 'semantic', 'cross_entropy', 0.4).")
+      raise ValueError(
+        f"config.losses[{index}] = {entry!r}: expected (output, target, loss, "
+        "weight) or (output, target, loss, weight, weight_key), e.g. "
+        "('aux_logits', 'semantic', 'cross_entropy', 0.4)."
+      )
     output, target, spec, weight = entry[:4]
     weight_key = entry[4] if len(entry) == 5 else None
     try:
@@ -144,12 +151,20 @@ def make_terms(loss=None, losses: Sequence = ()) -> list[LossTerm]:
     except (TypeError, ValueError):
       raise ValueError(f"config.losses[{index}]: the weight {weight!r} is not a number.") from None
     for sub_spec, sub_weight in parse_loss(spec):
-      terms.append(LossTerm(output, target or None, registry.lookup("loss", sub_spec),
-                            weight * sub_weight, weight_key or None,
-                            label=f"{output}/{_label(sub_spec)}"))
+      terms.append(
+        LossTerm(
+          output,
+          target or None,
+          registry.lookup("loss", sub_spec),
+          weight * sub_weight,
+          weight_key or None,
+          label=f"{output}/{_label(sub_spec)}",
+        )
+      )
   if not terms:
-    raise ValueError("The config defines no loss: set config.loss (e.g. 'cross_entropy') or "
-                     "config.losses.")
+    raise ValueError(
+      "The config defines no loss: set config.loss (e.g. 'cross_entropy') or config.losses."
+    )
   return terms
 
 
@@ -168,17 +183,21 @@ def _expand(term: LossTerm, flat: Mapping[str, Any]) -> list[tuple[str, LossTerm
   if "*" not in term.output:
     if term.output not in flat:
       arrays = sorted(k for k, v in flat.items() if not isinstance(v, Mapping))
-      raise KeyError(f"The loss term {term.label!r} reads the model output {term.output!r}, "
-                     f"which this model does not return; it returns {arrays}.")
+      raise KeyError(
+        f"The loss term {term.label!r} reads the model output {term.output!r}, "
+        f"which this model does not return; it returns {arrays}."
+      )
     return [(term.output, term)]
   prefix, _, rest = term.output.partition("*")
   if rest and not rest.startswith("/"):
     raise ValueError(f"Output path {term.output!r}: '*' must stand for a whole path element.")
-  keys = sorted({k[len(prefix):].split("/")[0] for k in flat if k.startswith(prefix)})
+  keys = sorted({k[len(prefix) :].split("/")[0] for k in flat if k.startswith(prefix)})
   matched = [prefix + k + rest for k in keys if prefix + k + rest in flat]
   if not matched:
-    raise KeyError(f"The loss term {term.label!r} reads {term.output!r}, which matches no model "
-                   f"output; the model returns {sorted(flat)}.")
+    raise KeyError(
+      f"The loss term {term.label!r} reads {term.output!r}, which matches no model "
+      f"output; the model returns {sorted(flat)}."
+    )
   label = term.label.replace(term.output, "", 1)
   return [(key, dataclasses.replace(term, label=key + label)) for key in matched]
 
@@ -210,23 +229,33 @@ class Objective:
   def _value(self, term: LossTerm, key: str, flat, batch, rng=None):
     for needed in (term.target, term.weight_key):
       if needed is not None and needed not in batch:
-        raise KeyError(f"The loss term {term.label!r} reads batch[{needed!r}], which the input "
-                       f"pipeline does not produce (it gives {sorted(batch)}); add the "
-                       "preprocessing op that makes it to config.data.train_pp.")
+        raise KeyError(
+          f"The loss term {term.label!r} reads batch[{needed!r}], which the input "
+          f"pipeline does not produce (it gives {sorted(batch)}); add the "
+          "preprocessing op that makes it to config.data.train_pp."
+        )
     if functions.takes_batch(term.loss):
       extra = {"weight_key": term.weight_key} if term.weight_key else {}
       if rng is not None and _takes_rng(term.loss):
         extra["rng"] = rng
       try:
-        return term.loss(flat, batch, output_key=key, target_key=term.target,
-                         ignore_label=self.ignore_label, **extra)
+        return term.loss(
+          flat,
+          batch,
+          output_key=key,
+          target_key=term.target,
+          ignore_label=self.ignore_label,
+          **extra,
+        )
       except KeyError as e:  # a batch entry the loss reads and the pipeline does not make
         missing = e.args[0] if e.args else None
         if isinstance(missing, str) and missing not in batch and missing not in flat:
-          raise KeyError(f"The loss term {term.label!r} reads batch[{missing!r}], which the "
-                         f"input pipeline does not produce (it gives {sorted(batch)}); add the "
-                         "preprocessing op that makes it to config.data.train_pp (e.g. "
-                         "'|boundary_distance(16)' for 'boundary_distance').") from None
+          raise KeyError(
+            f"The loss term {term.label!r} reads batch[{missing!r}], which the "
+            f"input pipeline does not produce (it gives {sorted(batch)}); add the "
+            "preprocessing op that makes it to config.data.train_pp (e.g. "
+            "'|boundary_distance(16)' for 'boundary_distance')."
+          ) from None
         raise
     extra = {"pixel_weights": batch[term.weight_key]} if term.weight_key else {}
     target = batch[term.target] if term.target else None

@@ -17,6 +17,7 @@ Every model takes a computation ``dtype`` (e.g. ``bfloat16``) and keeps float32 
 | ``panoptic_deeplab`` | `segjax.models.panoptic.PanopticDeepLabResNet` (shared ResNet, dual decoder) or `PanopticDeepLab` heads on any ``trunk`` |
 | ``resnet18``..``resnet101`` | `segjax.models.backbones.ResNet` backbones (features by stride) |
 """
+
 from __future__ import annotations
 
 import importlib
@@ -56,8 +57,9 @@ def from_config(model_config, num_classes: int) -> nn.Module:
   try:
     return create(model_config["name"], num_classes=num_classes, dtype=dtype, **kwargs)
   except TypeError as e:
-    raise ValueError(f"config.model = {model_config} does not fit model "
-                     f"{model_config['name']!r}: {e}") from e
+    raise ValueError(
+      f"config.model = {model_config} does not fit model {model_config['name']!r}: {e}"
+    ) from e
 
 
 # Every module of this package is imported (after `create`, which some of them use), so the models
@@ -67,7 +69,21 @@ for _module in pkgutil.iter_modules(__path__):
 
 from segjax.models.pretrained import from_pretrained, from_torchvision, from_transformers  # noqa: E402,E501
 
-__all__ = ["create", "count_params", "from_config", "from_pretrained", "from_torchvision",
-           "from_transformers",
-           "DeepLabV3", "DeepLabV3Plus", "HMSA", "Mask2Former", "PanopticDeepLab", "PanopticDeepLabResNet",
-           "ResNet", "SegFormer", "SegNet", "UNet"]
+__all__ = [
+  "create",
+  "count_params",
+  "from_config",
+  "from_pretrained",
+  "from_torchvision",
+  "from_transformers",
+  "DeepLabV3",
+  "DeepLabV3Plus",
+  "HMSA",
+  "Mask2Former",
+  "PanopticDeepLab",
+  "PanopticDeepLabResNet",
+  "ResNet",
+  "SegFormer",
+  "SegNet",
+  "UNet",
+]

@@ -1,4 +1,5 @@
 """Building blocks shared by the segmentation models."""
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -10,21 +11,31 @@ import jax.numpy as jnp
 Dtype = Any
 
 
-def conv(features, kernel, *, strides=1, dilation=1, dtype=jnp.float32, name=None, use_bias=False,
-         groups=1):
+def conv(
+  features, kernel, *, strides=1, dilation=1, dtype=jnp.float32, name=None, use_bias=False, groups=1
+):
   """A convolution padded like PyTorch's ``padding=dilation*(kernel-1)//2`` (symmetric; for odd
   kernels at stride 1 the same as "SAME")."""
   pad = dilation * (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), strides=strides, kernel_dilation=dilation,
-                 padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype, name=name,
-                 feature_group_count=groups)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=strides,
+    kernel_dilation=dilation,
+    padding=((pad, pad), (pad, pad)),
+    use_bias=use_bias,
+    dtype=dtype,
+    name=name,
+    feature_group_count=groups,
+  )
 
 
 def batch_norm(train, dtype, name=None, epsilon=1e-5):
   """BatchNorm with PyTorch's defaults (momentum 0.1 there = 0.9 here, eps 1e-5); statistics in
   float32 even for bfloat16 activations."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype,
-                      name=name)
+  return nn.BatchNorm(
+    use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype, name=name
+  )
 
 
 class ConvNormAct(nn.Module):
@@ -33,6 +44,7 @@ class ConvNormAct(nn.Module):
   ``BatchNorm_0``; torchvision's ``Sequential`` children ``"0"`` and ``"1"``), ``use_bias``
   (VGG's convolutions carry one), ``separable`` (deeplab2: a depthwise ``kernel_size`` convolution
   named ``depthwise`` before the 1x1 one) and ``epsilon`` (1e-5: PyTorch's and Flax's)."""
+
   features: int
   kernel_size: int = 3
   strides: int = 1
@@ -48,12 +60,25 @@ class ConvNormAct(nn.Module):
   def __call__(self, x, train: bool):
     kernel = self.kernel_size
     if self.separable:
-      x = conv(x.shape[-1], kernel, strides=self.strides, dilation=self.dilation, dtype=self.dtype,
-               groups=x.shape[-1], name="depthwise")(x)
+      x = conv(
+        x.shape[-1],
+        kernel,
+        strides=self.strides,
+        dilation=self.dilation,
+        dtype=self.dtype,
+        groups=x.shape[-1],
+        name="depthwise",
+      )(x)
       kernel = 1
-    x = conv(self.features, kernel, strides=1 if self.separable else self.strides,
-             dilation=1 if self.separable else self.dilation, use_bias=self.use_bias,
-             dtype=self.dtype, name=self.conv_name)(x)
+    x = conv(
+      self.features,
+      kernel,
+      strides=1 if self.separable else self.strides,
+      dilation=1 if self.separable else self.dilation,
+      use_bias=self.use_bias,
+      dtype=self.dtype,
+      name=self.conv_name,
+    )(x)
     return nn.relu(batch_norm(train, self.dtype, self.norm_name, self.epsilon)(x))
 
 
@@ -64,7 +89,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   element-wise select instead of XLA's select-and-scatter, which ran 4-7x slower on CPU.
   """
   b, h, w, c = x.shape
-  return x[:, :h // 2 * 2, :w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  return x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class UpConv2x(nn.Module):
@@ -76,13 +101,15 @@ class UpConv2x(nn.Module):
   ``lecun_normal`` init, ``bias`` zeros) and outputs equal those of
   ``nn.ConvTranspose(features, (2, 2), strides=(2, 2))``, which applies its kernel flipped.
   """
+
   features: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (2, 2, x.shape[-1], self.features))
+    kernel = self.param(
+      "kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features)
+    )
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     batch, height, width, _ = x.shape

@@ -8,6 +8,7 @@ ASPP rates are (6, 12, 18) at output stride 16 and doubled at 8 (torchvision's 1
 DeepLabV3+ adds the decoder: ASPP output upsampled to the stride-4 ``layer1`` features (reduced to
 48 channels), two 3x3 convolutions, then the classifier.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,6 +28,7 @@ ConvBN = functools.partial(ConvNormAct, conv_name="0", norm_name="1")
 
 class ASPP(nn.Module):
   """Atrous spatial pyramid pooling: 1x1, three dilated 3x3, image pooling; projected + dropout."""
+
   rates: Sequence[int]
   features: int = 256
   dropout: float = 0.5
@@ -36,13 +38,22 @@ class ASPP(nn.Module):
   def __call__(self, x, train: bool):
     branches = [ConvBN(self.features, 1, dtype=self.dtype, name="convs_0")(x, train)]
     for i, rate in enumerate(self.rates):
-      branches.append(ConvBN(self.features, 3, dilation=rate, dtype=self.dtype, name=f"convs_{i + 1}")(x, train))
+      branches.append(
+        ConvBN(self.features, 3, dilation=rate, dtype=self.dtype, name=f"convs_{i + 1}")(x, train)
+      )
     pooled = jnp.mean(x, axis=(1, 2), keepdims=True)  # image pooling
-    pooled = ConvBN(self.features, 1, dtype=self.dtype, conv_name="1", norm_name="2",
-                    name=f"convs_{len(self.rates) + 1}")(pooled, train)
+    pooled = ConvBN(
+      self.features,
+      1,
+      dtype=self.dtype,
+      conv_name="1",
+      norm_name="2",
+      name=f"convs_{len(self.rates) + 1}",
+    )(pooled, train)
     branches.append(jnp.broadcast_to(pooled, branches[0].shape))
     x = ConvBN(self.features, 1, dtype=self.dtype, name="project")(
-        jnp.concatenate(branches, axis=-1), train)
+      jnp.concatenate(branches, axis=-1), train
+    )
     return nn.Dropout(self.dropout, deterministic=not train)(x)
 
 
@@ -52,6 +63,7 @@ def _aspp_rates(output_stride: int):
 
 class DeepLabHead(nn.Module):
   """torchvision's ``DeepLabHead``: ASPP (``0``), 3x3 conv (``1``) + BN (``2``), classifier (``4``)."""
+
   num_classes: int
   rates: Sequence[int]
   features: int = 256
@@ -68,6 +80,7 @@ class DeepLabHead(nn.Module):
 
 class FCNHead(nn.Module):
   """torchvision's auxiliary ``FCNHead``: 3x3 conv to in/4 channels, BN, ReLU, dropout 0.1, 1x1."""
+
   num_classes: int
   dtype: Dtype = jnp.float32
 
@@ -84,8 +97,10 @@ class DeepLabV3(nn.Module):
   """DeepLabV3: dilated ResNet + ASPP head; logits bilinearly upsampled to the input size.
 
   Returns ``logits``, ``features`` (the 256-channel map the classifier reads, for HMSA) and, with
-  ``aux_head``, ``aux_logits`` from ``layer3`` (weight them in the loss with ``config.aux_loss_weight``).
+  ``aux_head``, ``aux_logits`` from ``layer3`` (weight them by a loss term, e.g.
+  ``config.losses = (("aux_logits", "semantic", "cross_entropy", 0.4),)``).
   """
+
   num_classes: int
   backbone: str = "resnet50"
   output_stride: int = 8
@@ -98,9 +113,13 @@ class DeepLabV3(nn.Module):
   @nn.compact
   def __call__(self, image, train: bool = False):
     feats = _backbone(self, image, train)
-    logits, features = DeepLabHead(self.num_classes, _aspp_rates(self.output_stride),
-                                   self.aspp_features, self.dtype, name="classifier")(
-                                       feats["layer4"], train)
+    logits, features = DeepLabHead(
+      self.num_classes,
+      _aspp_rates(self.output_stride),
+      self.aspp_features,
+      self.dtype,
+      name="classifier",
+    )(feats["layer4"], train)
     return _outputs(self, image, logits, features, feats, train)
 
 
@@ -108,6 +127,7 @@ class DeepLabV3(nn.Module):
 class DeepLabV3Plus(DeepLabV3):
   """DeepLabV3+: DeepLabV3's encoder (its fields; output stride 16 by default) and a decoder that
   refines the ASPP output with the stride-4 ``layer1`` features."""
+
   output_stride: int = 16
   low_level_features: int = 48
   decoder_features: int = 256
@@ -115,10 +135,12 @@ class DeepLabV3Plus(DeepLabV3):
   @nn.compact
   def __call__(self, image, train: bool = False):
     feats = _backbone(self, image, train)
-    x = ASPP(_aspp_rates(self.output_stride), self.aspp_features, dtype=self.dtype,
-             name="aspp")(feats["layer4"], train)
+    x = ASPP(_aspp_rates(self.output_stride), self.aspp_features, dtype=self.dtype, name="aspp")(
+      feats["layer4"], train
+    )
     low = ConvBN(self.low_level_features, 1, dtype=self.dtype, name="low_level")(
-        feats["layer1"], train)
+      feats["layer1"], train
+    )
     x = jnp.concatenate([resize(x, low.shape[1:3]), low], axis=-1)
     x = ConvBN(self.decoder_features, 3, dtype=self.dtype, name="decoder_0")(x, train)
     features = ConvBN(self.decoder_features, 3, dtype=self.dtype, name="decoder_1")(x, train)
@@ -128,8 +150,14 @@ class DeepLabV3Plus(DeepLabV3):
 
 def _backbone(model, image, train):
   """The dilated ResNet trunk of a DeepLab ``model`` (created inside its compact ``__call__``)."""
-  return ResNet(depth_of(model.backbone), model.output_stride, model.multi_grid, model.width,
-                model.dtype, name="backbone")(image, train)
+  return ResNet(
+    depth_of(model.backbone),
+    model.output_stride,
+    model.multi_grid,
+    model.width,
+    model.dtype,
+    name="backbone",
+  )(image, train)
 
 
 def _outputs(model, image, logits, features, feats, train):

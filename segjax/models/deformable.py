@@ -17,6 +17,7 @@ and the gradient is the same matmuls transposed plus one scatter-add into the ta
 FLOPs before/after: docs/models.md; equal to the sample-by-sample definition:
 tests/test_mask2former.py.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -33,7 +34,7 @@ def neighbourhood_table(value: jax.Array, shapes: Sequence[tuple[int, int]]) -> 
   batch, _, heads, dim = value.shape
   tables, start = [], 0
   for height, width in shapes:
-    level = value[:, start:start + height * width].reshape(batch, height, width, heads, dim)
+    level = value[:, start : start + height * width].reshape(batch, height, width, heads, dim)
     start += height * width
     padded = jnp.pad(level, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0)))
     taps = [padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1], padded[:, 1:, 1:]]
@@ -41,8 +42,9 @@ def neighbourhood_table(value: jax.Array, shapes: Sequence[tuple[int, int]]) -> 
   return jnp.concatenate(tables, 1).reshape(batch, -1, 4 * dim)
 
 
-def ms_deform_attn(value: jax.Array, shapes: Sequence[tuple[int, int]], locations: jax.Array,
-                   weights: jax.Array) -> jax.Array:
+def ms_deform_attn(
+  value: jax.Array, shapes: Sequence[tuple[int, int]], locations: jax.Array, weights: jax.Array
+) -> jax.Array:
   """``value`` ``[B,S,heads,d]``, ``locations`` ``[B,N,heads,levels,points,2]`` ((x, y) in [0, 1],
   PyTorch's ``grid_sample`` convention: zeros outside, ``align_corners=False``) and ``weights``
   ``[B,N,heads,levels,points]`` → ``[B,N,heads·d]``: per head, the weighted sum of the values
@@ -61,8 +63,9 @@ def ms_deform_attn(value: jax.Array, shapes: Sequence[tuple[int, int]], location
   x = locations[..., 0] * width - 0.5
   y = locations[..., 1] * height - 0.5
   x0, y0 = jnp.floor(x), jnp.floor(y)
-  row = (first_row + jnp.clip(y0 + 1, 0, height) * (width + 1)
-         + jnp.clip(x0 + 1, 0, width)).astype(jnp.int32)
+  row = (first_row + jnp.clip(y0 + 1, 0, height) * (width + 1) + jnp.clip(x0 + 1, 0, width)).astype(
+    jnp.int32
+  )
   index = row * heads + head  # [B, N, samples]
   attention = weights.reshape(batch, queries, samples).astype(jnp.float32)
   tap_weights = []
@@ -72,15 +75,23 @@ def ms_deform_attn(value: jax.Array, shapes: Sequence[tuple[int, int]], location
       inside = (xi >= 0) & (xi <= width - 1) & (yi >= 0) & (yi <= height - 1)
       weight = (1 - jnp.abs(x - xi)) * (1 - jnp.abs(y - yi)) * attention
       tap_weights.append(jnp.where(inside, weight, 0.0))
-  own_head = jnp.asarray(head[None, :] == np.arange(heads)[:, None], jnp.float32)  # [heads, samples]
+  own_head = jnp.asarray(
+    head[None, :] == np.arange(heads)[:, None], jnp.float32
+  )  # [heads, samples]
   mixing = (jnp.stack(tap_weights, 2)[:, :, :, None, :] * own_head).reshape(
-      batch, queries, 4 * heads, samples)
+    batch, queries, 4 * heads, samples
+  )
   # Per image (a batch dimension of the gather): a batch sharded over devices stays local.
   rows = jax.vmap(lambda table, i: jnp.take(table, i, axis=0))(
-      neighbourhood_table(value, shapes), index)  # [B, N, samples, 4·d]
+    neighbourhood_table(value, shapes), index
+  )  # [B, N, samples, 4·d]
   exact = value.dtype == jnp.float32  # bf16 models: one MXU pass, weights rounded to bf16
-  mixed = jnp.einsum("bnrs,bnsx->bnrx", mixing if exact else mixing.astype(rows.dtype), rows,
-                     precision=jax.lax.Precision.HIGHEST if exact else None,
-                     preferred_element_type=jnp.float32).reshape(batch, queries, 4, heads, 4 * dim)
-  out = sum(mixed[:, :, t, :, t * dim:(t + 1) * dim] for t in range(4))  # [B, N, heads, d]
+  mixed = jnp.einsum(
+    "bnrs,bnsx->bnrx",
+    mixing if exact else mixing.astype(rows.dtype),
+    rows,
+    precision=jax.lax.Precision.HIGHEST if exact else None,
+    preferred_element_type=jnp.float32,
+  ).reshape(batch, queries, 4, heads, 4 * dim)
+  out = sum(mixed[:, :, t, :, t * dim : (t + 1) * dim] for t in range(4))  # [B, N, heads, d]
   return out.reshape(batch, queries, heads * dim).astype(value.dtype)

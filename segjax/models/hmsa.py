@@ -12,6 +12,7 @@ Training uses two scales (default 0.5 and 1.0): ``P = up(a_0.5 * L_0.5) + (1 - u
 and returns every scale's logits (``scale_logits``) for the per-scale auxiliary losses. Inference
 takes any list of scales (e.g. 0.5, 1.0, 2.0). With the single scale 1.0 the output is the trunk's.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -25,6 +26,7 @@ from segjax.models.common import ConvNormAct, Dtype, resize
 
 class AttentionHead(nn.Module):
   """Two 3x3 conv+BN+ReLU and a 1x1 convolution to one sigmoid weight per pixel."""
+
   features: int = 256
   dtype: Dtype = jnp.float32
 
@@ -78,6 +80,7 @@ class HMSA(nn.Module):
   training and to ``eval_scales`` otherwise. Returns ``logits`` (combined, input resolution),
   ``scale_logits`` and ``attention`` (``{"0.5": [B,H,W,C|1], ...}`` at input resolution).
   """
+
   trunk: nn.Module
   train_scales: Sequence[float] = (0.5, 1.0)
   eval_scales: Sequence[float] = (0.5, 1.0, 2.0)
@@ -100,16 +103,22 @@ class HMSA(nn.Module):
       out = outputs[scales[0]]
       return out | {"logits": resize(out["logits"], size)}
     return {
-        "logits": combine_scales(per_scale, size).astype(jnp.float32),
-        "scale_logits": {str(s): resize(l, size) for s, (l, _) in per_scale.items()},
-        "attention": {str(s): resize(a, size) for s, (_, a) in per_scale.items()},
+      "logits": combine_scales(per_scale, size).astype(jnp.float32),
+      "scale_logits": {str(s): resize(l, size) for s, (l, _) in per_scale.items()},
+      "attention": {str(s): resize(a, size) for s, (_, a) in per_scale.items()},
     }
 
 
 @registry.register("model", "hmsa")
-def _hmsa(num_classes: int, trunk: str = "deeplabv3plus", trunk_kwargs: dict | None = None,
-          dtype=jnp.float32, **kwargs) -> HMSA:
+def _hmsa(
+  num_classes: int,
+  trunk: str = "deeplabv3plus",
+  trunk_kwargs: dict | None = None,
+  dtype=jnp.float32,
+  **kwargs,
+) -> HMSA:
   """HMSA around the registered model ``trunk`` (with ``num_classes`` and ``trunk_kwargs``)."""
-  make = registry.lookup("model", trunk, num_classes=num_classes, dtype=dtype,
-                         **(trunk_kwargs or {}))
+  make = registry.lookup(
+    "model", trunk, num_classes=num_classes, dtype=dtype, **(trunk_kwargs or {})
+  )
   return HMSA(trunk=make(), dtype=dtype, **kwargs)

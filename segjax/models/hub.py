@@ -11,6 +11,7 @@ What the weights are is read from ``config.json``: transformers' ``architectures
 Mask2Former) or timm's ``architecture`` (ResNets, whose keys are torchvision's), so
 `segjax.models.from_pretrained` needs the name alone.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,6 +30,7 @@ class HubWeights:
   """A resolved hub name: the repository, the commit its revision resolved to, the local files
   (``files``: one, or the shards of an index), their SHA-256 (of the concatenated shards), and the
   repository's ``config.json`` (``{}`` when it has none)."""
+
   name: str
   repo_id: str
   revision: str
@@ -38,8 +40,13 @@ class HubWeights:
 
   def record(self) -> dict:
     """What a run records of the weights it started from."""
-    return {"name": self.name, "repo_id": self.repo_id, "revision": self.revision,
-            "files": [os.path.basename(f) for f in self.files], "sha256": self.sha256}
+    return {
+      "name": self.name,
+      "repo_id": self.repo_id,
+      "revision": self.revision,
+      "files": [os.path.basename(f) for f in self.files],
+      "sha256": self.sha256,
+    }
 
 
 def is_hub_name(value) -> bool:
@@ -50,7 +57,7 @@ def parse(name: str) -> tuple[str, str | None]:
   """``"hf-hub:owner/repo@revision"`` → ``("owner/repo", "revision")`` (revision None: main)."""
   if not is_hub_name(name):
     raise ValueError(f"{name!r} is not a hub name (hf-hub:owner/repo[@revision])")
-  repo_id, _, revision = name[len(PREFIX):].partition("@")
+  repo_id, _, revision = name[len(PREFIX) :].partition("@")
   if repo_id.count("/") != 1 or not all(repo_id.split("/")):
     raise ValueError(f"{name!r}: the repository must be owner/name (hf-hub:owner/repo[@revision])")
   return repo_id, revision or None
@@ -62,6 +69,7 @@ def _download(repo_id: str, filename: str, revision: str | None, name: str) -> s
   import huggingface_hub  # pylint: disable=import-outside-toplevel
   from huggingface_hub import errors  # pylint: disable=import-outside-toplevel
   from huggingface_hub import constants  # pylint: disable=import-outside-toplevel
+
   try:
     return huggingface_hub.hf_hub_download(repo_id, filename, revision=revision)
   except errors.LocalEntryNotFoundError as e:  # not cached, and offline or unreachable
@@ -69,8 +77,9 @@ def _download(repo_id: str, filename: str, revision: str | None, name: str) -> s
       return None  # the cached snapshot of that revision has no such file
     offline = " with HF_HUB_OFFLINE=1" if constants.is_offline_mode() else ""
     raise FileNotFoundError(
-        f"{name}: revision {revision or 'main'} of {repo_id} is not in the hub cache "
-        f"({constants.HF_HUB_CACHE}) and cannot be downloaded{offline}") from e
+      f"{name}: revision {revision or 'main'} of {repo_id} is not in the hub cache "
+      f"({constants.HF_HUB_CACHE}) and cannot be downloaded{offline}"
+    ) from e
   except errors.EntryNotFoundError:  # the repository has no such file
     return None
   except errors.RepositoryNotFoundError as e:
@@ -81,6 +90,7 @@ def _download(repo_id: str, filename: str, revision: str | None, name: str) -> s
 
 def _cached_snapshot(repo_id: str, revision: str | None) -> str | None:
   import huggingface_hub  # pylint: disable=import-outside-toplevel
+
   try:
     return huggingface_hub.snapshot_download(repo_id, revision=revision, local_files_only=True)
   except Exception:  # pylint: disable=broad-except
@@ -120,6 +130,7 @@ def resolve(name: str) -> HubWeights:
 def read(name: str) -> tuple[dict, HubWeights]:
   """``(state dict of numpy arrays, HubWeights)`` of hub name ``name``."""
   from segjax.models import pretrained  # pylint: disable=import-outside-toplevel
+
   weights = resolve(name)
   state = {}
   for path in weights.files:

@@ -14,6 +14,7 @@ Files: ``.safetensors`` (the safetensors package) and ``.npz`` are read without 
 ``"hf-hub:owner/repo[@revision]"`` is too (`segjax.models.hub`), and `from_pretrained` needs the
 name alone.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,9 +28,14 @@ import numpy as np
 ALWAYS_IGNORED = ("num_batches_tracked",)
 # Flax leaf → PyTorch tensor name, for every key map (torchvision here, transformers in
 # segformer_weights.py and mask2former_weights.py).
-LEAVES = {("params", "kernel"): "weight", ("params", "scale"): "weight",
-          ("params", "bias"): "bias", ("params", "embedding"): "weight",
-          ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+LEAVES = {
+  ("params", "kernel"): "weight",
+  ("params", "scale"): "weight",
+  ("params", "bias"): "bias",
+  ("params", "embedding"): "weight",
+  ("batch_stats", "mean"): "running_mean",
+  ("batch_stats", "var"): "running_var",
+}
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -46,8 +52,10 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     try:
       import torch  # pylint: disable=import-outside-toplevel
     except ImportError as e:
-      raise ImportError(f"reading {path} needs PyTorch (pip install torch), which segjax does not "
-                        "depend on; or convert it to .safetensors / .npz first.") from e
+      raise ImportError(
+        f"reading {path} needs PyTorch (pip install torch), which segjax does not "
+        "depend on; or convert it to .safetensors / .npz first."
+      ) from e
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     return {k: v.detach().cpu().numpy() for k, v in state.items()}
@@ -57,6 +65,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 def _read_safetensors(path):
   from safetensors import SafetensorError  # pylint: disable=import-outside-toplevel
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+
   try:
     return load_file(path)
   except (SafetensorError, ValueError) as e:
@@ -78,7 +87,7 @@ def _unstacked_paths(path: tuple[str, ...], shape) -> list[tuple[str, ...]]:
   if "blocks" not in path:
     return [path]
   i = path.index("blocks")
-  return [path[:i] + (str(n),) + path[i + 2:] for n in range(1, shape[0] + 1)]
+  return [path[:i] + (str(n),) + path[i + 2 :] for n in range(1, shape[0] + 1)]
 
 
 def to_state_dict(variables: Mapping, *, key=torch_key) -> dict[str, np.ndarray]:
@@ -98,16 +107,26 @@ def to_state_dict(variables: Mapping, *, key=torch_key) -> dict[str, np.ndarray]
 def _to_flax_layout(tensor: np.ndarray) -> np.ndarray:
   """A PyTorch weight in Flax's layout: OIHW convolutions to HWIO, ``[out, in]`` Linear to
   ``[in, out]``."""
-  return tensor.transpose(2, 3, 1, 0) if tensor.ndim == 4 else tensor.T if tensor.ndim == 2 else tensor
+  return (
+    tensor.transpose(2, 3, 1, 0) if tensor.ndim == 4 else tensor.T if tensor.ndim == 2 else tensor
+  )
 
 
 def _to_torch_layout(tensor: np.ndarray) -> np.ndarray:
   """The inverse of `_to_flax_layout`."""
-  return tensor.transpose(3, 2, 0, 1) if tensor.ndim == 4 else tensor.T if tensor.ndim == 2 else tensor
+  return (
+    tensor.transpose(3, 2, 0, 1) if tensor.ndim == 4 else tensor.T if tensor.ndim == 2 else tensor
+  )
 
 
-def load_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], *, prefix: str = "",
-                    ignore: tuple[str, ...] = (), key=torch_key) -> dict:
+def load_state_dict(
+  variables: Mapping,
+  state_dict: Mapping[str, np.ndarray],
+  *,
+  prefix: str = "",
+  ignore: tuple[str, ...] = (),
+  key=torch_key,
+) -> dict:
   """``variables`` (``{"params": ..., "batch_stats": ...}``) with every leaf replaced by the
   tensor of its PyTorch key (``prefix`` + ``key(path)``: torchvision's names by default) from
   ``state_dict``.
@@ -133,11 +152,16 @@ def load_state_dict(variables: Mapping, state_dict: Mapping[str, np.ndarray], *,
       continue
     out[path] = tensor.astype(value.dtype)
   skip = ALWAYS_IGNORED + tuple(ignore)
-  left = sorted(k for k in state_dict
-                if k.startswith(prefix) and k not in used and not any(s in k for s in skip))
+  left = sorted(
+    k
+    for k in state_dict
+    if k.startswith(prefix) and k not in used and not any(s in k for s in skip)
+  )
   problems = []
   if missing:
-    problems.append(f"{len(missing)} missing: {', '.join(missing[:8])}{' ...' * (len(missing) > 8)}")
+    problems.append(
+      f"{len(missing)} missing: {', '.join(missing[:8])}{' ...' * (len(missing) > 8)}"
+    )
   if wrong:
     problems.append(f"{len(wrong)} of another shape: {'; '.join(wrong[:8])}")
   if left:
@@ -164,17 +188,21 @@ def from_torchvision(name: str, weights, **kwargs):
     ignore = ("fc.",)
   elif name in ("deeplabv3_resnet50", "deeplabv3_resnet101"):
     if "classifier.4.weight" not in state:
-      raise ValueError(f"{name}: the weights have no classifier.4.weight (not a torchvision "
-                       "DeepLabV3 state dict?)")
+      raise ValueError(
+        f"{name}: the weights have no classifier.4.weight (not a torchvision DeepLabV3 state dict?)"
+      )
     kwargs.setdefault("num_classes", int(state["classifier.4.weight"].shape[0]))
     kwargs.setdefault("aux_head", any(k.startswith("aux_classifier.") for k in state))
     kwargs.setdefault("output_stride", 8)
     model = models.create("deeplabv3", backbone=name.split("_")[1], **kwargs)
   else:
-    raise ValueError(f"no torchvision conversion for {name!r}; known: resnet18, resnet34, "
-                     "resnet50, resnet101, deeplabv3_resnet50, deeplabv3_resnet101")
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
-                                               train=False))
+    raise ValueError(
+      f"no torchvision conversion for {name!r}; known: resnet18, resnet34, "
+      "resnet50, resnet101, deeplabv3_resnet50, deeplabv3_resnet101"
+    )
+  abstract = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
+  )
   variables = load_state_dict(abstract, state, ignore=ignore)
   return model, jax.tree.map(jnp.asarray, variables)
 
@@ -182,6 +210,7 @@ def from_torchvision(name: str, weights, **kwargs):
 class Weights(NamedTuple):
   """Weights as read: the state dict, the ``config.json`` beside it (``{}`` when none), and for a
   hub name what a run records of them (`segjax.models.hub.HubWeights.record`; else None)."""
+
   state: dict
   config: dict
   record: dict | None
@@ -192,6 +221,7 @@ def read_source(source) -> Weights:
   (and ``config.json``), a weights file, or `Weights` already read."""
   import json  # pylint: disable=import-outside-toplevel
   from segjax.models import hub  # pylint: disable=import-outside-toplevel
+
   if isinstance(source, Weights):
     return source
   if isinstance(source, Mapping):
@@ -209,9 +239,12 @@ def read_source(source) -> Weights:
   return Weights(read_state_dict(path), hf_config, None)
 
 
-TRANSFORMERS_NAMES = {"segformer": "segformer", "SegformerForSemanticSegmentation": "segformer",
-                      "mask2former": "mask2former",
-                      "Mask2FormerForUniversalSegmentation": "mask2former"}
+TRANSFORMERS_NAMES = {
+  "segformer": "segformer",
+  "SegformerForSemanticSegmentation": "segformer",
+  "mask2former": "mask2former",
+  "Mask2FormerForUniversalSegmentation": "mask2former",
+}
 
 
 def from_transformers(name: str, path, **kwargs):
@@ -232,8 +265,9 @@ def from_transformers(name: str, path, **kwargs):
   from segjax.models import segformer_weights  # pylint: disable=import-outside-toplevel
 
   if name not in TRANSFORMERS_NAMES:
-    raise ValueError(f"no transformers conversion for {name!r}; known: "
-                     f"{', '.join(TRANSFORMERS_NAMES)}")
+    raise ValueError(
+      f"no transformers conversion for {name!r}; known: {', '.join(TRANSFORMERS_NAMES)}"
+    )
   state, hf_config, _ = read_source(path)
   if TRANSFORMERS_NAMES[name] == "segformer":
     module, ignore = segformer_weights, ()
@@ -243,8 +277,9 @@ def from_transformers(name: str, path, **kwargs):
     state = mask2former_weights.split_in_proj(state)
   kwargs = {**module.sizes_from_state_dict(state, hf_config), **kwargs}
   model = models.create(TRANSFORMERS_NAMES[name], **kwargs)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
-                                               train=False))
+  abstract = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
+  )
   variables = load_state_dict(abstract, state, key=module.hf_key, ignore=ignore)
   return model, jax.tree.map(jnp.asarray, variables)
 
@@ -254,15 +289,19 @@ def load_transformers_encoder(variables: Mapping, path, *, subtree: str = "segfo
   checkpoint (``nvidia/mit-b0`` … ``mit-b5``, ``SegformerForImageClassification``, or any
   SegFormer checkpoint; its head is ignored); for ``config.model.pretrained``."""
   from segjax.models import segformer_weights  # pylint: disable=import-outside-toplevel
+
   state, _, _ = read_source(path)
   state = segformer_weights.checkpoint_names(state)
   variables = flax.core.unfreeze(variables)
   part = {c: v[subtree] for c, v in variables.items() if subtree in v}
   if not part:
     raise ValueError(f"the model has no {subtree!r} to load {path} into")
-  loaded = load_state_dict(part, state, prefix=f"{subtree}.",
-                           key=lambda p: segformer_weights.hf_key((p[0], subtree, *p[1:]))[
-                               len(subtree) + 1:])
+  loaded = load_state_dict(
+    part,
+    state,
+    prefix=f"{subtree}.",
+    key=lambda p: segformer_weights.hf_key((p[0], subtree, *p[1:]))[len(subtree) + 1 :],
+  )
   for collection, tree in loaded.items():
     variables[collection][subtree] = tree
   return variables
@@ -276,7 +315,7 @@ def load_backbone(variables: Mapping, path, *, subtree: str = "backbone") -> dic
   variables = flax.core.unfreeze(variables)
   state, _, _ = read_source(path)
   if any(k.startswith("backbone.") for k in state):  # a whole DeepLab file: take its backbone
-    state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
   keys = subtree.split("/")
 
   def get(tree):
@@ -313,7 +352,22 @@ def from_pretrained(name, **kwargs):
   if timm_name in ("resnet18", "resnet34", "resnet50", "resnet101"):
     return from_torchvision(timm_name, weights, **kwargs)
   found = architectures or timm_name or "no architecture"
-  raise ValueError(f"{name}: config.json names {found!r}; segjax converts transformers' "
-                   f"{', '.join(n for n in TRANSFORMERS_NAMES if n[0].isupper())} and timm's "
-                   "resnet18/34/50/101")
+  raise ValueError(
+    f"{name}: config.json names {found!r}; segjax converts transformers' "
+    f"{', '.join(n for n in TRANSFORMERS_NAMES if n[0].isupper())} and timm's "
+    "resnet18/34/50/101"
+  )
 
+
+def load_pretrained(variables, path: str, model=None) -> tuple[dict, dict | None]:
+  """``variables`` with the model's pretrained part from ``path`` (``config.model.pretrained``: a
+  file, or a hub name ``"hf-hub:owner/repo[@revision]"``): a torchvision ResNet (or timm's) into
+  its ``backbone`` (or the subtree the model names as ``pretrained_subtree``: Mask2Former's), or,
+  for a model whose ``pretrained_format`` is ``"transformers"`` (SegFormer), a transformers
+  checkpoint into its encoder; and for a hub name the resolved revision and file hash
+  (`segjax.models.hub.HubWeights.record`; else None)."""
+  subtree = getattr(model, "pretrained_subtree", "backbone")
+  weights = read_source(path)
+  if getattr(model, "pretrained_format", "torchvision") == "transformers":
+    return load_transformers_encoder(variables, weights, subtree=subtree), weights.record
+  return load_backbone(variables, weights, subtree=subtree), weights.record

@@ -7,6 +7,7 @@ which on TPU costs a fraction of the bytes of gathering taps (docs/models.md); `
 is ``interpolate(mode="bilinear", align_corners=False)`` without antialiasing. (`segjax.models.common.resize` antialiases when
 shrinking, as `jax.image.resize` does: the convolutional models' choice.)
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -24,9 +25,15 @@ def resize_bilinear(x: jax.Array, shape: Sequence[int]) -> jax.Array:
     return x
   scale = jnp.array([shape[0] / x.shape[-3], shape[1] / x.shape[-2]], jnp.float32)
   out_shape = (*x.shape[:-3], *shape, x.shape[-1])
-  return jax.image.scale_and_translate(x, out_shape, (x.ndim - 3, x.ndim - 2), scale,
-                                       jnp.zeros(2, jnp.float32), "linear",
-                                       antialias=False).astype(x.dtype)
+  return jax.image.scale_and_translate(
+    x,
+    out_shape,
+    (x.ndim - 3, x.ndim - 2),
+    scale,
+    jnp.zeros(2, jnp.float32),
+    "linear",
+    antialias=False,
+  ).astype(x.dtype)
 
 
 def _pixel_coordinates(points: jax.Array, height: int, width: int):
@@ -49,8 +56,9 @@ def bilinear_taps(points: jax.Array, height: int, width: int):
       xi, yi = x0 + dx, y0 + dy
       inside = (xi >= 0) & (xi <= width - 1) & (yi >= 0) & (yi <= height - 1)
       weight = (1 - jnp.abs(x - xi)) * (1 - jnp.abs(y - yi))
-      indices.append((jnp.clip(yi, 0, height - 1) * width + jnp.clip(xi, 0, width - 1)).astype(
-          jnp.int32))
+      indices.append(
+        (jnp.clip(yi, 0, height - 1) * width + jnp.clip(xi, 0, width - 1)).astype(jnp.int32)
+      )
       weights.append(jnp.where(inside, weight, 0.0))
   return jnp.stack(indices, -1), jnp.stack(weights, -1)
 
@@ -64,13 +72,15 @@ def bilinear_sample(value: jax.Array, points: jax.Array) -> jax.Array:
   charges about a memory tile per gathered row: 4x fewer rows than one gather per tap)."""
   batch, height, width, channels = value.shape
   padded = jnp.pad(value, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  table = jnp.concatenate([padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1],
-                           padded[:, 1:, 1:]], axis=-1)  # taps in bilinear_taps' order
+  table = jnp.concatenate(
+    [padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1], padded[:, 1:, 1:]], axis=-1
+  )  # taps in bilinear_taps' order
   table = table.reshape(batch, (height + 1) * (width + 1), 4 * channels)
   x, y = _pixel_coordinates(points, height, width)
   _, weight = bilinear_taps(points, height, width)  # [B, N, 4], zero for taps outside the map
-  row = (jnp.clip(jnp.floor(y) + 1, 0, height) * (width + 1)
-         + jnp.clip(jnp.floor(x) + 1, 0, width)).astype(jnp.int32)
+  row = (
+    jnp.clip(jnp.floor(y) + 1, 0, height) * (width + 1) + jnp.clip(jnp.floor(x) + 1, 0, width)
+  ).astype(jnp.int32)
   taps = jnp.take_along_axis(table, row[..., None], axis=1)  # [B, N, 4·C]
   taps = taps.reshape(*taps.shape[:-1], 4, channels).astype(jnp.float32)
   return jnp.einsum("bnkc,bnk->bnc", taps, weight).astype(value.dtype)

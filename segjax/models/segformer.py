@@ -14,6 +14,7 @@ input, concatenated (deepest first), fused by a 1x1 convolution + BatchNorm + Re
 1x1 convolution; segjax upsamples those stride-4 logits to the input size (``logits``) and keeps
 them as ``logits_4x`` (what transformers returns).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -29,12 +30,12 @@ from segjax.models.common import Dtype, resize
 # configs); every variant has patch sizes (7, 3, 3, 3), strides (4, 2, 2, 2), heads (1, 2, 5, 8),
 # reduction ratios (8, 4, 2, 1) and MLP ratio 4.
 VARIANTS = {
-    "b0": dict(hidden_sizes=(32, 64, 160, 256), depths=(2, 2, 2, 2), decoder_hidden_size=256),
-    "b1": dict(hidden_sizes=(64, 128, 320, 512), depths=(2, 2, 2, 2), decoder_hidden_size=256),
-    "b2": dict(hidden_sizes=(64, 128, 320, 512), depths=(3, 4, 6, 3), decoder_hidden_size=768),
-    "b3": dict(hidden_sizes=(64, 128, 320, 512), depths=(3, 4, 18, 3), decoder_hidden_size=768),
-    "b4": dict(hidden_sizes=(64, 128, 320, 512), depths=(3, 8, 27, 3), decoder_hidden_size=768),
-    "b5": dict(hidden_sizes=(64, 128, 320, 512), depths=(3, 6, 40, 3), decoder_hidden_size=768),
+  "b0": dict(hidden_sizes=(32, 64, 160, 256), depths=(2, 2, 2, 2), decoder_hidden_size=256),
+  "b1": dict(hidden_sizes=(64, 128, 320, 512), depths=(2, 2, 2, 2), decoder_hidden_size=256),
+  "b2": dict(hidden_sizes=(64, 128, 320, 512), depths=(3, 4, 6, 3), decoder_hidden_size=768),
+  "b3": dict(hidden_sizes=(64, 128, 320, 512), depths=(3, 4, 18, 3), decoder_hidden_size=768),
+  "b4": dict(hidden_sizes=(64, 128, 320, 512), depths=(3, 8, 27, 3), decoder_hidden_size=768),
+  "b5": dict(hidden_sizes=(64, 128, 320, 512), depths=(3, 6, 40, 3), decoder_hidden_size=768),
 }
 # transformers' SegFormer keeps PyTorch's LayerNorm epsilon everywhere.
 TORCH_LAYER_NORM_EPS = 1e-5
@@ -50,6 +51,7 @@ def _gelu(x):
 
 class EfficientSelfAttention(nn.Module):
   """Multi-head attention whose keys and values come from the map reduced ``sr_ratio`` times."""
+
   hidden_size: int
   num_heads: int
   sr_ratio: int
@@ -65,8 +67,14 @@ class EfficientSelfAttention(nn.Module):
     context = x
     if self.sr_ratio > 1:
       grid = x.reshape(batch, height, width, channels)
-      grid = nn.Conv(channels, (self.sr_ratio, self.sr_ratio), strides=self.sr_ratio,
-                     padding="VALID", dtype=self.dtype, name="sr")(grid)
+      grid = nn.Conv(
+        channels,
+        (self.sr_ratio, self.sr_ratio),
+        strides=self.sr_ratio,
+        padding="VALID",
+        dtype=self.dtype,
+        name="sr",
+      )(grid)
       context = _layer_norm("layer_norm", self.dtype)(grid.reshape(batch, -1, channels))
     key, value = split(dense("key")(context)), split(dense("value")(context))
     scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(head).astype(self.dtype)
@@ -82,8 +90,9 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, height, width):
-    x = EfficientSelfAttention(self.hidden_size, self.num_heads, self.sr_ratio, self.dtype,
-                               name="self")(x, height, width)
+    x = EfficientSelfAttention(
+      self.hidden_size, self.num_heads, self.sr_ratio, self.dtype, name="self"
+    )(x, height, width)
     return Output(self.hidden_size, self.dtype, name="output")(x)
 
 
@@ -103,8 +112,9 @@ class DepthwiseConv(nn.Module):
   def __call__(self, x, height, width):
     batch, _, channels = x.shape
     grid = x.reshape(batch, height, width, channels)
-    grid = nn.Conv(channels, (3, 3), padding=1, feature_group_count=channels, dtype=self.dtype,
-                   name="dwconv")(grid)
+    grid = nn.Conv(
+      channels, (3, 3), padding=1, feature_group_count=channels, dtype=self.dtype, name="dwconv"
+    )(grid)
     return grid.reshape(batch, height * width, channels)
 
 
@@ -122,6 +132,7 @@ class MixFFN(nn.Module):
 
 class Layer(nn.Module):
   """Pre-norm attention and Mix-FFN, each a residual with stochastic depth ``drop_path``."""
+
   hidden_size: int
   num_heads: int
   sr_ratio: int
@@ -139,11 +150,16 @@ class Layer(nn.Module):
   @nn.compact
   def __call__(self, x, height, width, train):
     y = _layer_norm("layer_norm_1", self.dtype)(x)
-    x = x + self._drop(Attention(self.hidden_size, self.num_heads, self.sr_ratio, self.dtype,
-                                 name="attention")(y, height, width), train)
+    x = x + self._drop(
+      Attention(self.hidden_size, self.num_heads, self.sr_ratio, self.dtype, name="attention")(
+        y, height, width
+      ),
+      train,
+    )
     y = _layer_norm("layer_norm_2", self.dtype)(x)
-    return x + self._drop(MixFFN(self.hidden_size, self.mlp_ratio, self.dtype, name="mlp")(
-        y, height, width), train)
+    return x + self._drop(
+      MixFFN(self.hidden_size, self.mlp_ratio, self.dtype, name="mlp")(y, height, width), train
+    )
 
 
 class PatchEmbedding(nn.Module):
@@ -155,8 +171,14 @@ class PatchEmbedding(nn.Module):
   @nn.compact
   def __call__(self, x):
     pad = self.patch_size // 2
-    x = nn.Conv(self.hidden_size, (self.patch_size,) * 2, strides=self.stride,
-                padding=((pad, pad), (pad, pad)), dtype=self.dtype, name="proj")(x)
+    x = nn.Conv(
+      self.hidden_size,
+      (self.patch_size,) * 2,
+      strides=self.stride,
+      padding=((pad, pad), (pad, pad)),
+      dtype=self.dtype,
+      name="proj",
+    )(x)
     batch, height, width, channels = x.shape
     x = _layer_norm("layer_norm", self.dtype)(x.reshape(batch, height * width, channels))
     return x, height, width
@@ -164,6 +186,7 @@ class PatchEmbedding(nn.Module):
 
 class MixTransformer(nn.Module):
   """The MiT encoder: feature maps ``[B,H/s,W/s,C_i]`` at strides 4, 8, 16, 32."""
+
   hidden_sizes: Sequence[int] = (32, 64, 160, 256)
   depths: Sequence[int] = (2, 2, 2, 2)
   num_heads: Sequence[int] = (1, 2, 5, 8)
@@ -180,11 +203,23 @@ class MixTransformer(nn.Module):
     rates = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
     features, index = [], 0
     for stage, (size, depth) in enumerate(zip(self.hidden_sizes, self.depths)):
-      x, height, width = PatchEmbedding(size, self.patch_sizes[stage], self.strides[stage],
-                                        self.dtype, name=f"patch_embeddings_{stage}")(x)
+      x, height, width = PatchEmbedding(
+        size,
+        self.patch_sizes[stage],
+        self.strides[stage],
+        self.dtype,
+        name=f"patch_embeddings_{stage}",
+      )(x)
       for j in range(depth):
-        x = Layer(size, self.num_heads[stage], self.sr_ratios[stage], self.mlp_ratio,
-                  rates[index], self.dtype, name=f"block_{stage}_{j}")(x, height, width, train)
+        x = Layer(
+          size,
+          self.num_heads[stage],
+          self.sr_ratios[stage],
+          self.mlp_ratio,
+          rates[index],
+          self.dtype,
+          name=f"block_{stage}_{j}",
+        )(x, height, width, train)
         index += 1
       x = _layer_norm(f"stage_norm_{stage}", self.dtype)(x)
       x = x.reshape(x.shape[0], height, width, size)
@@ -194,6 +229,7 @@ class MixTransformer(nn.Module):
 
 class DecodeHead(nn.Module):
   """The all-MLP decoder: logits at stride 4."""
+
   num_classes: int
   decoder_hidden_size: int = 256
   dropout: float = 0.1
@@ -207,10 +243,12 @@ class DecodeHead(nn.Module):
       x = nn.Dense(self.decoder_hidden_size, dtype=self.dtype, name=f"linear_c_{i}_proj")(x)
       projected.append(resize(x, size))
     x = jnp.concatenate(projected[::-1], axis=-1)
-    x = nn.Conv(self.decoder_hidden_size, (1, 1), use_bias=False, dtype=self.dtype,
-                name="linear_fuse")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                     name="batch_norm")(x)
+    x = nn.Conv(
+      self.decoder_hidden_size, (1, 1), use_bias=False, dtype=self.dtype, name="linear_fuse"
+    )(x)
+    x = nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name="batch_norm"
+    )(x)
     x = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(x))
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x), x
 
@@ -219,6 +257,7 @@ class DecodeHead(nn.Module):
 class SegFormer(nn.Module):
   """SegFormer ``variant`` ``"b0"``..``"b5"`` (`VARIANTS`); ``hidden_sizes``, ``depths`` and
   ``decoder_hidden_size`` override it (small test models)."""
+
   num_classes: int
   variant: str = "b0"
   hidden_sizes: Sequence[int] | None = None
@@ -240,22 +279,35 @@ class SegFormer(nn.Module):
     hidden = tuple(self.hidden_sizes or spec["hidden_sizes"])
     bad = [(h, n) for h, n in zip(hidden, self.num_heads) if h % n]
     if bad:
-      raise ValueError(f"segformer: hidden sizes {hidden} are not multiples of the attention "
-                       f"heads {tuple(self.num_heads)}")
-    encoder = dict(hidden_sizes=hidden,
-                   depths=tuple(self.depths or spec["depths"]), num_heads=tuple(self.num_heads),
-                   sr_ratios=tuple(self.sr_ratios), drop_path_rate=self.drop_path_rate,
-                   dtype=self.dtype)
+      raise ValueError(
+        f"segformer: hidden sizes {hidden} are not multiples of the attention "
+        f"heads {tuple(self.num_heads)}"
+      )
+    encoder = dict(
+      hidden_sizes=hidden,
+      depths=tuple(self.depths or spec["depths"]),
+      num_heads=tuple(self.num_heads),
+      sr_ratios=tuple(self.sr_ratios),
+      drop_path_rate=self.drop_path_rate,
+      dtype=self.dtype,
+    )
     features = _Segformer(encoder, name="segformer")(image.astype(self.dtype), train)
-    logits, fused = DecodeHead(self.num_classes,
-                               self.decoder_hidden_size or spec["decoder_hidden_size"],
-                               dtype=self.dtype, name="decode_head")(features, train)
-    return {"logits": resize(logits, image.shape[1:3]).astype(jnp.float32),
-            "logits_4x": logits.astype(jnp.float32), "features": fused}
+    logits, fused = DecodeHead(
+      self.num_classes,
+      self.decoder_hidden_size or spec["decoder_hidden_size"],
+      dtype=self.dtype,
+      name="decode_head",
+    )(features, train)
+    return {
+      "logits": resize(logits, image.shape[1:3]).astype(jnp.float32),
+      "logits_4x": logits.astype(jnp.float32),
+      "features": fused,
+    }
 
 
 class _Segformer(nn.Module):
   """transformers' ``SegformerModel``: the ``segformer.encoder`` prefix of the keys."""
+
   encoder: dict
 
   @nn.compact

@@ -1,4 +1,5 @@
 """UNet (Ronneberger, Fischer, Brox 2015) with same padding and BatchNorm."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -29,6 +30,7 @@ class UNet(nn.Module):
   With ``features=64, depth=4, num_classes=2`` and RGB input this is the widely used PyTorch
   re-implementation (milesial/Pytorch-UNet, ``bilinear=False``): 31,037,698 parameters.
   """
+
   num_classes: int
   features: int = 64
   depth: int = 4

@@ -32,6 +32,7 @@ model: ``--config.postprocess="argmax|panoptic_deeplab(center_threshold=0.2)"``.
 | ``mask_instances(top_k)`` | no | ``instances`` | ``class_logits``, ``mask_logits`` (Mask2Former) |
 | ``opening``/``closing``/``erosion``/``dilation``, ``remove_small``, ``fill_holes`` | no | ``semantic`` | ``semantic`` |
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,8 +45,14 @@ from segjax import registry
 from segjax.data.descriptor import DatasetDescriptor
 
 
-def register_postprocessor(fn=None, *, name: str | None = None, jit: bool = False,
-                           reads: tuple[str, ...] = (), adds: tuple[str, ...] = ("semantic",)):
+def register_postprocessor(
+  fn=None,
+  *,
+  name: str | None = None,
+  jit: bool = False,
+  reads: tuple[str, ...] = (),
+  adds: tuple[str, ...] = ("semantic",),
+):
   """Decorator registering a post-processing step: ``jit`` if it is pure ``jnp``; ``reads`` and
   ``adds`` name the entries it needs and makes (checked against the model's outputs)."""
   if fn is None:
@@ -65,8 +72,7 @@ class Step:
 
 def _step(spec: str) -> Step:
   factory = registry.lookup("postprocess", spec)
-  jit, reads, adds = getattr(getattr(factory, "func", factory), "postprocess_info",
-                             (False, (), ()))
+  jit, reads, adds = getattr(getattr(factory, "func", factory), "postprocess_info", (False, (), ()))
   try:
     fn = factory()
   except (TypeError, ValueError) as e:
@@ -103,8 +109,10 @@ class Chain:
     for step in self.steps:
       missing = [r for r in step.reads if r not in available]
       if missing:
-        raise KeyError(f"config.postprocess step {step.spec!r} reads {missing}, which neither "
-                       f"the model nor an earlier step gives (available: {sorted(available)}).")
+        raise KeyError(
+          f"config.postprocess step {step.spec!r} reads {missing}, which neither "
+          f"the model nor an earlier step gives (available: {sorted(available)})."
+        )
       available |= set(step.adds)
 
   def apply_compiled(self, predictions: dict) -> dict:

@@ -7,6 +7,7 @@ watershed on the distance transform (which splits touching round objects: nuclei
 In a config they are steps of ``config.postprocess`` (`segjax.postprocess`), e.g.
 ``"argmax|opening(classes=(2, 3), size=5)|remove_small(30)|fill_holes(max_area=200)"``.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -15,8 +16,12 @@ import cv2
 import numpy as np
 
 KERNELS = {"ellipse": cv2.MORPH_ELLIPSE, "rect": cv2.MORPH_RECT, "cross": cv2.MORPH_CROSS}
-MORPHOLOGY = {"opening": cv2.MORPH_OPEN, "closing": cv2.MORPH_CLOSE, "erosion": cv2.MORPH_ERODE,
-              "dilation": cv2.MORPH_DILATE}
+MORPHOLOGY = {
+  "opening": cv2.MORPH_OPEN,
+  "closing": cv2.MORPH_CLOSE,
+  "erosion": cv2.MORPH_ERODE,
+  "dilation": cv2.MORPH_DILATE,
+}
 
 
 def kernel(shape: str = "ellipse", size: int = 3) -> np.ndarray:
@@ -31,8 +36,9 @@ def _classes(labels, classes):
   return [int(c) for c in (np.unique(labels) if classes is None else classes)]
 
 
-def _fill_from_surroundings(labels: np.ndarray, region: np.ndarray, fallback: int,
-                            exclude: int | None = None) -> np.ndarray:
+def _fill_from_surroundings(
+  labels: np.ndarray, region: np.ndarray, fallback: int, exclude: int | None = None
+) -> np.ndarray:
   """Gives each connected part of ``region`` the most frequent label on its outer 1-px border
   (other than ``exclude``; ``fallback`` when there is none)."""
   out = labels.copy()
@@ -48,8 +54,15 @@ def _fill_from_surroundings(labels: np.ndarray, region: np.ndarray, fallback: in
   return out
 
 
-def morphology(labels: np.ndarray, op: str, *, classes: Sequence[int] | None = None,
-               kernel_shape: str = "ellipse", size: int = 3, fill: int = 0) -> np.ndarray:
+def morphology(
+  labels: np.ndarray,
+  op: str,
+  *,
+  classes: Sequence[int] | None = None,
+  kernel_shape: str = "ellipse",
+  size: int = 3,
+  fill: int = 0,
+) -> np.ndarray:
   """Opening / closing / erosion / dilation of each class's mask in turn. Pixels a class gains
   are taken from others; pixels it loses get the surrounding label (``fill`` if there is none)."""
   if op not in MORPHOLOGY:
@@ -66,14 +79,20 @@ def morphology(labels: np.ndarray, op: str, *, classes: Sequence[int] | None = N
   return out
 
 
-def remove_small(labels: np.ndarray, min_area: int, *, classes: Sequence[int] | None = None,
-                 fill: int | str = "surrounding") -> np.ndarray:
+def remove_small(
+  labels: np.ndarray,
+  min_area: int,
+  *,
+  classes: Sequence[int] | None = None,
+  fill: int | str = "surrounding",
+) -> np.ndarray:
   """Removes 8-connected components smaller than ``min_area`` pixels; their pixels get the
   surrounding label (``fill="surrounding"``) or the class ``fill``."""
   out = np.asarray(labels).copy()
   for c in _classes(out, classes):
-    count, parts, stats, _ = cv2.connectedComponentsWithStats((out == c).astype(np.uint8),
-                                                              connectivity=8)
+    count, parts, stats, _ = cv2.connectedComponentsWithStats(
+      (out == c).astype(np.uint8), connectivity=8
+    )
     small = np.isin(parts, [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] < min_area])
     if not small.any():
       continue
@@ -84,8 +103,9 @@ def remove_small(labels: np.ndarray, min_area: int, *, classes: Sequence[int] | 
   return out
 
 
-def fill_holes(labels: np.ndarray, *, classes: Sequence[int] | None = None,
-               max_area: int | None = None) -> np.ndarray:
+def fill_holes(
+  labels: np.ndarray, *, classes: Sequence[int] | None = None, max_area: int | None = None
+) -> np.ndarray:
   """Fills the holes of each class's regions (parts of other labels enclosed by it, not touching
   the image border), those up to ``max_area`` pixels if given."""
   out = np.asarray(labels).copy()
@@ -103,16 +123,18 @@ def fill_holes(labels: np.ndarray, *, classes: Sequence[int] | None = None,
 
 def connected_instances(mask: np.ndarray, *, min_area: int = 0) -> np.ndarray:
   """Instance ids 1..N (uint16; 0 = background) of the 8-connected components of a binary mask."""
-  count, parts, stats, _ = cv2.connectedComponentsWithStats(np.asarray(mask, np.uint8),
-                                                            connectivity=8)
+  count, parts, stats, _ = cv2.connectedComponentsWithStats(
+    np.asarray(mask, np.uint8), connectivity=8
+  )
   keep = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= min_area]
   lookup = np.zeros(count, np.uint16)
   lookup[keep] = np.arange(1, len(keep) + 1)
   return lookup[parts]
 
 
-def watershed_instances(mask: np.ndarray, *, min_distance: float = 0.6,
-                        min_area: int = 0) -> np.ndarray:
+def watershed_instances(
+  mask: np.ndarray, *, min_distance: float = 0.6, min_area: int = 0
+) -> np.ndarray:
   """Instances of a binary mask split by a watershed on its distance transform: markers are the
   regions farther than ``min_distance`` × (the component's largest distance) from the
   background, so touching round objects separate at their neck. Returns uint16 ids 1..N."""

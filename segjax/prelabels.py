@@ -14,6 +14,7 @@ corrected labels train the next model directly::
   OUT/records/NAME.json      each image's review row and COCO regions, written last: an image
                              with a record is done (a run started again skips it)
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,10 +30,18 @@ from segjax.data.descriptor import DatasetDescriptor
 
 def safe_name(name: str) -> str:
   """``name`` if it is a plain file stem; refuses anything that could leave the output directory."""
-  if (not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name
-      or os.path.isabs(name) or name.startswith("..")):
-    raise ValueError(f"refusing output file name {name!r}: it must be a plain name, without "
-                     "directories or '..'")
+  if (
+    not name
+    or name in (".", "..")
+    or "/" in name
+    or "\\" in name
+    or "\x00" in name
+    or os.path.isabs(name)
+    or name.startswith("..")
+  ):
+    raise ValueError(
+      f"refusing output file name {name!r}: it must be a plain name, without directories or '..'"
+    )
   return name
 
 
@@ -41,8 +50,9 @@ def output_path(directory: str, sub: str, name: str, suffix: str) -> str:
   folder = os.path.join(directory, sub) if sub else directory
   os.makedirs(folder, exist_ok=True)
   path = os.path.join(folder, safe_name(name) + suffix)
-  if os.path.commonpath([os.path.realpath(path), os.path.realpath(directory)]) != \
-      os.path.realpath(directory):
+  if os.path.commonpath([os.path.realpath(path), os.path.realpath(directory)]) != os.path.realpath(
+    directory
+  ):
     raise ValueError(f"refusing to write {path}: outside {directory}")
   return path
 
@@ -50,6 +60,7 @@ def output_path(directory: str, sub: str, name: str, suffix: str) -> str:
 def write_indexed_png(path: str, labels: np.ndarray, colormap: Sequence[Sequence[int]]) -> str:
   """A palette PNG whose pixel values are the class ids (as PASCAL VOC masks)."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   labels = np.asarray(labels)
   if labels.max(initial=0) > 255:
     raise ValueError(f"{path}: class ids above 255 do not fit an indexed PNG")
@@ -61,9 +72,11 @@ def write_indexed_png(path: str, labels: np.ndarray, colormap: Sequence[Sequence
 
 def write_instance_png(path: str, instance: np.ndarray) -> str:
   """16-bit PNG of instance ids (0 = none)."""
+
   def write(tmp):
     if not cv2.imwrite(tmp, np.asarray(instance, np.uint16)):
       raise OSError(f"could not write {path}")
+
   return files.write_atomic(path, write)
 
 
@@ -81,8 +94,9 @@ def export_stuff(descriptor: DatasetDescriptor, asked: bool | None = None) -> bo
   return (not descriptor.thing_classes) if asked is None else bool(asked)
 
 
-def regions(labels: np.ndarray, instance: np.ndarray | None, descriptor: DatasetDescriptor,
-            stuff: bool = True):
+def regions(
+  labels: np.ndarray, instance: np.ndarray | None, descriptor: DatasetDescriptor, stuff: bool = True
+):
   """``(class_id, instance_id, mask)`` for every thing instance (when ``instance`` is given) and,
   with ``stuff``, every stuff class present (one region each); the ignore label and the
   background class are skipped (an annotation covering the image's background would only be
@@ -107,8 +121,9 @@ def regions(labels: np.ndarray, instance: np.ndarray | None, descriptor: Dataset
 
 def polygons(mask: np.ndarray, min_points: int = 3) -> list[list[float]]:
   """Outer contours of a binary mask as flat ``[x1, y1, x2, y2, ...]`` lists (pixel corners)."""
-  contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL,
-                                 cv2.CHAIN_APPROX_SIMPLE)
+  contours, _ = cv2.findContours(
+    np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+  )
   return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= min_points]
 
 
@@ -118,28 +133,46 @@ class CocoWriter:
 
   def __init__(self, descriptor: DatasetDescriptor, stuff: bool = True):
     self.descriptor, self.stuff = descriptor, stuff
-    self.data = {"images": [], "annotations": [], "categories": [
+    self.data = {
+      "images": [],
+      "annotations": [],
+      "categories": [
         {"id": i, "name": n, "isthing": int(i in descriptor.thing_classes)}
-        for i, n in enumerate(descriptor.class_names) if i != background_class(descriptor)]}
+        for i, n in enumerate(descriptor.class_names)
+        if i != background_class(descriptor)
+      ],
+    }
 
-  def add(self, file_name: str, labels: np.ndarray, instance: np.ndarray | None = None,
-          scores: dict | None = None) -> None:
+  def add(
+    self,
+    file_name: str,
+    labels: np.ndarray,
+    instance: np.ndarray | None = None,
+    scores: dict | None = None,
+  ) -> None:
     from pycocotools import mask as mask_utils  # pylint: disable=import-outside-toplevel
+
     image_id = len(self.data["images"]) + 1
     height, width = labels.shape
-    self.data["images"].append({"id": image_id, "file_name": file_name, "height": height,
-                                "width": width})
+    self.data["images"].append(
+      {"id": image_id, "file_name": file_name, "height": height, "width": width}
+    )
     for class_id, instance_id, mask in regions(labels, instance, self.descriptor, self.stuff):
       rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
       rle["counts"] = rle["counts"].decode("ascii")
-      ann = {"id": len(self.data["annotations"]) + 1, "image_id": image_id,
-             "category_id": class_id, "iscrowd": 0, "segmentation": rle,
-             "polygons": polygons(mask), "area": int(mask.sum()),
-             "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
+      ann = {
+        "id": len(self.data["annotations"]) + 1,
+        "image_id": image_id,
+        "category_id": class_id,
+        "iscrowd": 0,
+        "segmentation": rle,
+        "polygons": polygons(mask),
+        "area": int(mask.sum()),
+        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+      }
       if scores is not None and (class_id, instance_id) in scores:
         ann["score"] = float(scores[(class_id, instance_id)])
       self.data["annotations"].append(ann)
-
 
   def extend(self, regions: dict) -> None:
     """Adds one image and its annotations written by another writer (``{"image", "annotations"}``
@@ -147,22 +180,42 @@ class CocoWriter:
     image_id = len(self.data["images"]) + 1
     self.data["images"].append({**regions["image"], "id": image_id})
     for ann in regions["annotations"]:
-      self.data["annotations"].append({**ann, "id": len(self.data["annotations"]) + 1,
-                                       "image_id": image_id})
+      self.data["annotations"].append(
+        {**ann, "id": len(self.data["annotations"]) + 1, "image_id": image_id}
+      )
 
 
-def labelme(file_name: str, labels: np.ndarray, instance: np.ndarray | None,
-            descriptor: DatasetDescriptor, stuff: bool = True) -> dict:
+def labelme(
+  file_name: str,
+  labels: np.ndarray,
+  instance: np.ndarray | None,
+  descriptor: DatasetDescriptor,
+  stuff: bool = True,
+) -> dict:
   """A labelme document: one polygon shape per region outline (``group_id`` = instance id)."""
   shapes = []
   for class_id, instance_id, mask in regions(labels, instance, descriptor, stuff):
     for flat in polygons(mask):
       points = np.asarray(flat).reshape(-1, 2).tolist()
-      shapes.append({"label": descriptor.class_names[class_id], "points": points,
-                     "group_id": instance_id or None, "shape_type": "polygon", "flags": {}})
+      shapes.append(
+        {
+          "label": descriptor.class_names[class_id],
+          "points": points,
+          "group_id": instance_id or None,
+          "shape_type": "polygon",
+          "flags": {},
+        }
+      )
   height, width = labels.shape
-  return {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": f"../images/{file_name}",
-          "imageData": None, "imageHeight": height, "imageWidth": width}
+  return {
+    "version": "5.4.1",
+    "flags": {},
+    "shapes": shapes,
+    "imagePath": f"../images/{file_name}",
+    "imageData": None,
+    "imageHeight": height,
+    "imageWidth": width,
+  }
 
 
 # ------------------------------------------------------------------------ uncertainty
@@ -191,11 +244,20 @@ def write_review(path: str, rows: Sequence[dict]) -> str:
       writer.writeheader()
       for rank, row in enumerate(rows, start=1):
         writer.writerow({"rank": rank, **row})
+
   return files.write_atomic(path, write)
 
 
 def classes_json(descriptor: DatasetDescriptor) -> dict:
-  return {"classes": [{"id": i, "name": n, "color": list(descriptor.colormap[i]),
-                       "kind": "thing" if i in descriptor.thing_classes else "stuff"}
-                      for i, n in enumerate(descriptor.class_names)],
-          "ignore_label": descriptor.ignore_label}
+  return {
+    "classes": [
+      {
+        "id": i,
+        "name": n,
+        "color": list(descriptor.colormap[i]),
+        "kind": "thing" if i in descriptor.thing_classes else "stuff",
+      }
+      for i, n in enumerate(descriptor.class_names)
+    ],
+    "ignore_label": descriptor.ignore_label,
+  }

@@ -2,6 +2,7 @@
 
 Only process 0 writes; every call is a no-op elsewhere.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,15 +23,16 @@ def info(message: str, *args) -> None:
     print(time.strftime("%H:%M:%S ") + (message % args if args else message), flush=True)
 
 
-
-
 def check_profile_steps(steps) -> tuple[int, ...]:
   """``config.profile_steps``: ``()`` or ``(first, last)`` with 1 <= first <= last."""
   steps = tuple(steps or ())
-  if steps and (len(steps) != 2 or not all(isinstance(s, int) for s in steps)
-                or not 1 <= steps[0] <= steps[1]):
-    raise ValueError(f"config.profile_steps={steps!r}: expected () or (first, last) steps with "
-                     "1 <= first <= last, e.g. (100, 110)")
+  if steps and (
+    len(steps) != 2 or not all(isinstance(s, int) for s in steps) or not 1 <= steps[0] <= steps[1]
+  ):
+    raise ValueError(
+      f"config.profile_steps={steps!r}: expected () or (first, last) steps with "
+      "1 <= first <= last, e.g. (100, 110)"
+    )
   return steps
 
 
@@ -68,14 +70,19 @@ class MetricWriter:
     self._tb = None
     if _is_writer():
       import tensorflow as tf  # TensorBoard events through tf.summary (TensorFlow is a dependency)
+
       self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
   def write_scalars(self, step: int, scalars: dict, prefix: str = "") -> None:
     if not _is_writer():
       return
     import tensorflow as tf
-    flat = {f"{prefix}{k}": float(v) for k, v in scalars.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    flat = {
+      f"{prefix}{k}": float(v)
+      for k, v in scalars.items()
+      if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     with self._tb.as_default():
       for name, value in flat.items():
         tf.summary.scalar(name, value, step=step)
@@ -99,8 +106,12 @@ class Progress:
 
   def restart(self, step: int) -> None:
     """Measures from ``step`` on (called once the first, compiling, step has finished)."""
-    info("step %d/%d ran in %.1f s (compilation included)", step, self.total_steps,
-         time.perf_counter() - self._last_time)
+    info(
+      "step %d/%d ran in %.1f s (compilation included)",
+      step,
+      self.total_steps,
+      time.perf_counter() - self._last_time,
+    )
     self._last_step, self._last_time = step, time.perf_counter()
 
   def exclude(self, seconds: float) -> None:
@@ -117,8 +128,14 @@ class Progress:
     eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
     if _is_writer():
       terms = " ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k.startswith("loss"))
-      info("step %d/%d  %s  %s steps/s  ETA %s", step, self.total_steps, terms,
-           f"{rate:.2f}" if math.isfinite(rate) else "—", _format_seconds(eta))
+      info(
+        "step %d/%d  %s  %s steps/s  ETA %s",
+        step,
+        self.total_steps,
+        terms,
+        f"{rate:.2f}" if math.isfinite(rate) else "—",
+        _format_seconds(eta),
+      )
     return rate
 
 
