@@ -94,3 +94,14 @@ def test_a_run_evaluation_and_prediction_read_only_declared_keys(data_dir, tmp_p
       progress=False,
     )
   assert not misses, describe(misses)
+
+
+def test_optimizer_config_names_an_unknown_key():
+  config = config_defaults.optimizer_config(name="sgd", nesterov=True)
+  assert config.nesterov is True and config.b2 == 0.999  # declared, with its neutral value
+  try:
+    config_defaults.optimizer_config(name="sgd", nestrov=True)
+  except KeyError as e:
+    assert "nestrov" in str(e) and "nesterov" in str(e)
+  else:
+    raise AssertionError("an unknown optimizer key was accepted")
