@@ -6,8 +6,8 @@ Reference: 76.2 mIoU on val, single-scale sliding window (the paper's Table 1; M
 
 Recipe: images scaled by 0.5-2.0, 1024x1024 crops, flips, photometric distortion; batch 8; 160k
 steps; `segformer_recipe` (AdamW 6e-5, head ×10, warm-up 1,500, poly 1.0). Evaluation on whole
-1024x2048 images (the paper slides 1024x1024 windows: ``config.predict.window = (1024, 1024)``
-for experiments/predict.py).
+1024x2048 images (the paper slides 1024x1024 windows: ``--config.inference.window='(1024, 1024)'``
+makes evaluation during training, experiments/evaluate.py and experiments/predict.py slide them).
 
   python experiments/plan.py --config=configs/segformer_cityscapes.py --topology=v5e:4x8
 """

@@ -5,7 +5,7 @@
 The recipe: 64x64 scenes, a narrow UNet (features=8, depth=4: 486,589 parameters) so that a 2-core
 CPU does ~15 steps/s, batch 8, AdamW 1e-2 with 100 warm-up steps and cosine decay over 3,500
 steps, CE + Dice, flips; evaluation averages the class probabilities of the eight quarter-turn x
-flip symmetries of each scene (``eval_tta="d4"``: the scenes have no preferred orientation). The
+flip symmetries of each scene (``inference.tta="d4"``: the scenes have no preferred orientation). The
 README has the measured per-class table and the time of the whole first command.
 
 How it was chosen, each change measured alone on the 2-core CPU (validation mIoU; triangle /
@@ -26,6 +26,6 @@ def get_config():
   config = shapes_config()  # UNet(features=8, depth=4) is the default model there
   config.optimizer.learning_rate = 1e-2
   config.num_train_steps = 3500
-  config.eval_tta = "d4"
+  config.inference.tta = "d4"
   config.eval_every_steps = 700  # validation points for the training curves
   return config

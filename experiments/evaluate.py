@@ -1,11 +1,13 @@
-r"""Evaluates a trained model on config.eval_splits; writes <workdir>/eval_metrics.json.
+r"""Evaluates a trained model as config.evals says (else on config.eval_splits); writes
+<workdir>/eval_metrics.json, keyed by evaluation name.
 
   python experiments/evaluate.py --workdir=/tmp/segjax/unet [--step=1500]
   python experiments/evaluate.py --model=unet.safetensors --config=configs/unet_shapes.py
 
 The model, its classes and its normalisation come from the run directory (or the exported file);
 an optional --config (with --config.<key>=... overrides) supplies where the data lies and how to
-evaluate (config.postprocess, eval_splits, eval_batch_size, data.root).
+evaluate (config.evals, config.inference, config.postprocess, eval_splits, eval_batch_size,
+data.root).
 """
 
 import os
@@ -37,8 +39,8 @@ def main(argv):
   from segjax import run_log
 
   results = evaluation.evaluate_run(_WORKDIR.value or _MODEL.value, _CONFIG.value, _STEP.value)
-  for split, summary in results.items():
-    run_log.info("%s: %s", split, evaluation.format_summary(summary))
+  for name, summary in results.items():
+    run_log.info("%s: %s", name, evaluation.format_summary(summary))
   if jax.process_index() == 0 and _WORKDIR.value:
     path = os.path.join(os.path.abspath(_WORKDIR.value), "eval_metrics.json")
     files.write_json(path, results)

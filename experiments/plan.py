@@ -132,6 +132,8 @@ def main(argv):
       result["config"] = name
       print(plan_table.MARKDOWN_HEADER)
       print(plan_table.markdown_row(result))
+      mesh = result["mesh"]
+      print("Mesh: " + ", ".join(f"{a} {n} ({mesh['links'][a]})" for a, n in mesh["shape"].items()))
       if result["note"]:
         print(f"Note: {result['note']}")
   except plan.PlanError as e:

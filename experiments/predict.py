@@ -13,7 +13,7 @@ segjax/prelabels.py.
 
 Aerial rasters (any size, read by windows) to a class GeoTIFF and polygons in their CRS:
   python experiments/predict.py --workdir=W --input=ortho.tif --output=out --format=gpkg \
-      --config=configs/unet_shapes.py --config.predict.window='(512, 512)' \
+      --config=configs/unet_shapes.py --config.inference.window='(512, 512)' \
       --config.predict.simplify=0.5 --config.predict.probabilities=True
 
 On many hosts (the distributed flags of experiments/train.py): each process predicts its share
@@ -27,8 +27,8 @@ Cut-outs for photo editing (RGBA, alpha from the model's probability, edges refi
       --format=cutout --config=configs/unet_shapes.py --config.predict.cutout_feather=1.0
 
 Prediction and post-processing settings can be changed with a config file and its overrides,
-e.g. --config=configs/unet_shapes.py --config.predict.window='(256, 256)'
---config.predict.flip=True --config.postprocess="argmax|semantic_instances('watershed')";
+e.g. --config=configs/unet_shapes.py --config.inference.window='(256, 256)'
+--config.inference.tta=flip --config.postprocess="argmax|semantic_instances('watershed')";
 the model, its classes and its normalisation always come from the run.
 """
 

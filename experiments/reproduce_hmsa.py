@@ -9,7 +9,7 @@ augmentation 0.5-2.0 and 128x128 crops for every model, per seed:
 
 * the trunk (configs/unet_shapes.py's UNet, width 8, depth 4) trained alone, evaluated (a) at
   scale 1.0 and (b) averaging its class probabilities over scales 0.5 / 1.0 / 2.0
-  (`segjax.inference.tta_predict`);
+  (``config.inference.scales``, `segjax.inference.Spec`);
 * (c) HMSA around the same trunk (configs/hmsa_shapes.py's attention head and per-scale auxiliary
   losses), trained on scales 0.5 / 1.0 and evaluated on 0.5 / 1.0 / 2.0, and on 0.5 / 1.0.
 
@@ -67,12 +67,10 @@ def multiscale_data(config, num_train: int, data_dir: str | None):
 
 
 def evaluate(run_dir: str) -> dict:
-  """Validation mIoU of a trained trunk (rows a, b) or HMSA (rows c) with `Predictor`."""
+  """Validation mIoU of a trained trunk (rows a, b) or HMSA (rows c) under each inference spec."""
   # pylint: disable=import-outside-toplevel
   from segjax import evaluation
-  from segjax import predict
   from segjax import runs
-  from segjax.data import pipeline
 
   run = runs.load(run_dir)
   settings = (
@@ -83,15 +81,9 @@ def evaluate(run_dir: str) -> dict:
     if run.config.model.name == "hmsa"
     else {"trunk_1.0": dict(scales=(1.0,)), "trunk_avg": dict(scales=(0.5, 1.0, 2.0))}
   )
-  source = pipeline.get_source(run.config.data)
-  results = {}
-  for row, predict_settings in settings.items():
-    config = run.config.copy_and_resolve_references()
-    config.predict.update(predict_settings)
-    results[row] = evaluation.evaluate_predictor(
-      predict.Predictor(run, config), source, "validation", batch_size=10
-    )["mean_iou"]
-  return results
+  config = run.config.copy_and_resolve_references()
+  config.evals = {row: dict(type="semantic", inference=spec) for row, spec in settings.items()}
+  return {row: s["mean_iou"] for row, s in evaluation.evaluate_run(run_dir, config).items()}
 
 
 def attention_picture(run_dir: str, path: str, num_images: int = 3) -> None:
@@ -165,7 +157,7 @@ def main(argv):
         _DATA_DIR.value,
       )
       config.seed, config.num_train_steps = seed, _STEPS.value
-      config.optimizer.learning_rate, config.eval_tta = 1e-2, ""
+      config.optimizer.learning_rate, config.inference.tta = 1e-2, ""
       if name == "hmsa_shapes":
         config.model.trunk, config.model.eval_scales = "unet", (0.5, 1.0, 2.0)
         config.model.trunk_kwargs = dict(features=8, depth=4)  # replaces, not merges

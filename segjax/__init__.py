@@ -21,6 +21,7 @@ _SUBMODULES = (
   "data",
   "distributed",
   "evaluation",
+  "evaluators",
   "geo",
   "inference",
   "labelstudio",

@@ -429,7 +429,7 @@ with rasterio.open(folder + "/ortho.tif", "w", **profile) as dst:
     block = np.random.default_rng(y).integers(1, 256, (3, rows, side), dtype=np.uint8)
     dst.write(block, window=rasterio.windows.Window(0, y, side, rows))
 config = config_defaults.load_config("configs/unet_shapes.py")
-config.predict.window = (512, 512)
+config.inference.window = (512, 512)
 model = models.from_config(config.model, 5)
 variables = jax.jit(lambda x: model.init(jax.random.key(0, impl="rbg"), x, train=False))(
     jnp.zeros((1, 64, 64, 3)))

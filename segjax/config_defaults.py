@@ -124,10 +124,25 @@ def base_config() -> ml_collections.ConfigDict:
   config.profile_steps = ()  # (first, last): a JAX profiler trace of those steps in WORKDIR/profile
   config.eval_splits = ("validation",)
   config.eval_batch_size = 8
-  # Test-time augmentation of evaluation (semantic chains): "" (none), "flip" (left-right) or
-  # "d4" (quarter turns x flips, 8 passes); probabilities are averaged (segjax/inference.py).
-  config.eval_tta = ""
   config.eval_mask_ap = True  # COCO mask AP too, where the chain makes instances
+  # Named evaluations (segjax/evaluation.py): {name: dict(type=registered evaluator(s), split=,
+  # every_steps=, inference=dict(overrides of config.inference))}; empty: one per eval split.
+  config.evals = ml_collections.ConfigDict()
+  # The one inference protocol of evaluation and prediction (segjax.inference.Spec): a padded
+  # sliding window (None: whole images), multi-scale and "flip" / "d4" test-time augmentation
+  # (probabilities averaged), and the scales a model combines itself (HMSA: scales=...).
+  config.inference = ml_collections.ConfigDict(
+    dict(
+      window=placeholder(tuple),
+      overlap=0.25,
+      blend="gaussian",
+      pad_mode="reflect",
+      window_batch=8,
+      scales=(1.0,),
+      tta="",
+      model_scales=placeholder(tuple),
+    )
+  )
   # From outputs to predictions, in evaluation, prediction and export (segjax/postprocess).
   config.postprocess = "argmax"
   # Prediction: pictures of a split, and pre-labels of any images (experiments/predict.py --input).
@@ -135,14 +150,6 @@ def base_config() -> ml_collections.ConfigDict:
     dict(
       split="validation",
       num_images=8,
-      window=placeholder(tuple),
-      overlap=0.25,
-      blend="gaussian",
-      pad_mode="reflect",
-      batch_size=8,
-      scales=(1.0,),
-      flip=False,
-      model_scales=placeholder(tuple),  # HMSA: its own learned combination of these scales
       uncertainty="entropy",
       # Pre-labels: stuff regions too (None: only for datasets without thing classes).
       export_stuff=placeholder(bool),

@@ -1,30 +1,48 @@
-"""Exact evaluation of a split through the configured post-processors.
+"""Exact evaluation of a split: the inference spec, the post-processors, the evaluators by name.
 
-The model's outputs go through ``config.postprocess`` (`segjax.postprocess.Chain`), and the
-metrics follow from what the chain produces: ``semantic`` → the confusion matrix (mIoU, pixel
-accuracy, ...; `segjax.metrics.summarize`), ``panoptic`` → PQ/SQ/RQ, ``instances`` → COCO mask AP.
-The confusion matrix and the PQ sums accumulate on device (exactly, in `segjax.metrics.ExactSum`),
-summed by the compiler over the batch, the devices and the hosts; padding examples (``valid = False``) count nowhere. When every step of
-the chain is jit-compatible, forward pass, post-processing and metric sums are one compiled step;
-host steps (OpenCV) run on each process's own examples between two compiled steps.
+``config.evals`` names the evaluations of a run, as big_vision's ``config.evals`` does::
+
+  config.evals = {
+    "val": dict(type="semantic", split="validation", every_steps=500,
+                inference=dict(window=(1024, 1024), scales=(0.75, 1.0, 1.25), tta="flip")),
+    "pq": dict(type="panoptic", split="validation"),
+    "ap": dict(type="mask_ap", split="validation"),
+  }
+
+Each entry's ``type`` is a registered evaluator (`segjax.evaluators`: ``semantic``, ``panoptic``,
+``mask_ap``, or ``"my_project.evals:MyEvaluator(...)"``), or a tuple of them whose metrics share one
+summary; without ``type`` an entry gets every evaluator the chain and the labels allow. ``split``
+defaults to the first of ``config.eval_splits``, ``every_steps`` to ``config.eval_every_steps``
+(every entry also runs at the end of training) and ``inference`` overrides fields of
+``config.inference`` (`segjax.inference.Spec`). Without ``config.evals`` each split of
+``config.eval_splits`` is one entry of that name without ``type``.
+
+The model's outputs go through the inference spec and ``config.postprocess``
+(`segjax.postprocess.Chain`); the evaluators' sums accumulate on device (exactly, in
+`segjax.metrics.ExactSum`), summed by the compiler over the batch, the devices and the hosts;
+padding examples (``valid = False``) count nowhere. Entries with the same split and inference spec
+share one pass over the split. When every step of the chain is jit-compatible and no evaluator
+works on the host, forward pass, post-processing and sums are one compiled step; host steps
+(OpenCV) run on each process's own examples between two compiled steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax import evaluators as evaluators_lib
 from segjax import inference
 from segjax import metrics
 from segjax import postprocess
 from segjax import sharding
 from segjax.data import pipeline
 
-# The per-image entries of the chain's output that the metrics read.
-METRIC_ENTRIES = ("semantic", "panoptic")
+ENTRY_KEYS = ("type", "split", "every_steps", "inference")
 
 
 def eval_local_batch_size(eval_batch_size: int, mesh) -> int:
@@ -36,14 +54,74 @@ def eval_local_batch_size(eval_batch_size: int, mesh) -> int:
   return global_batch // jax.process_count()
 
 
-class Evaluator:
-  """Compiled evaluation of ``model`` with the ``config.postprocess`` chain on ``mesh``."""
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One entry of ``config.evals``: its evaluators (``None``: all that apply), split, period and
+  inference spec."""
 
-  def __init__(self, model, config, descriptor, mesh, image_shape, panoptic_labels: bool = True):
+  name: str
+  types: tuple | None
+  split: str
+  every_steps: int
+  spec: inference.Spec
+
+
+def entries(config) -> list[Entry]:
+  """The evaluations ``config`` asks for (see the module docstring), checked key by key."""
+  splits = tuple(config.get("eval_splits", ("validation",)) or ())
+  every = int(config.get("eval_every_steps", 0) or 0)
+  evals = config.get("evals")
+  if not evals:
+    spec = inference.Spec.from_config(config)
+    return [Entry(split, None, split, every, spec) for split in splits]
+  found = []
+  for name, entry in dict(evals).items():
+    entry = dict(entry or {})
+    unknown = sorted(set(entry) - set(ENTRY_KEYS))
+    if unknown:
+      raise KeyError(
+        f"config.evals.{name}: unknown key(s) {unknown}; the keys are {list(ENTRY_KEYS)}"
+      )
+    types = entry.get("type")
+    if types is not None:
+      types = (types,) if isinstance(types, str) or callable(types) else tuple(types)
+    split = entry.get("split") or (splits[0] if splits else "validation")
+    if not isinstance(split, str):
+      raise ValueError(f"config.evals.{name}.split={split!r}: give the split's name")
+    every_steps = entry.get("every_steps", every)
+    if not isinstance(every_steps, int) or every_steps < 0:
+      raise ValueError(f"config.evals.{name}.every_steps={every_steps!r}: give a step count >= 0")
+    try:
+      spec = inference.Spec.from_config(config, entry.get("inference"))
+    except (KeyError, ValueError) as e:
+      raise type(e)(f"config.evals.{name}: {e}") from e
+    found.append(Entry(str(name), types, split, every_steps, spec))
+  return found
+
+
+class Evaluator:
+  """Compiled evaluation of ``model`` under one inference spec (default ``config.inference``)
+  and the ``config.postprocess`` chain on ``mesh``, for the evaluators of each name in
+  ``named`` (``{name: evaluator specs or None}``; default ``{"": None}``, ``None`` meaning every
+  evaluator the chain and the labels allow)."""
+
+  def __init__(
+    self,
+    model,
+    config,
+    descriptor,
+    mesh,
+    image_shape,
+    panoptic_labels: bool = True,
+    named=None,
+    spec: inference.Spec | None = None,
+  ):
     self.descriptor = descriptor
     self.mesh = mesh
     self.config = config
+    self.spec = spec or inference.Spec.from_config(config)
     self.chain = postprocess.Chain(config.get("postprocess", "argmax"), descriptor)
+    self.spec.check_chain(self.chain)
     image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
     outputs = jax.eval_shape(
       lambda v, x: model.apply(v, x, train=False),
@@ -56,54 +134,31 @@ class Evaluator:
       raise ValueError(
         f"config.postprocess={self.chain.spec!r} makes no 'semantic' map; start it with 'argmax'."
       )
-    # PQ needs predicted panoptic maps and panoptic ground truth (instance labels).
-    self.panoptic = "panoptic" in produced and panoptic_labels
-    self.instances = "instances" in produced
-    host_reads = set(METRIC_ENTRIES) | {r for step in self.chain.host for r in step.reads}
+    self.named = {
+      name: self._evaluators(name, types, produced, panoptic_labels)
+      for name, types in (named or {"": None}).items()
+    }
+    every = [e for group in self.named.values() for e in group]
+    self.host_evaluators = [e for e in every if getattr(e, "host", False)]
+    self.labels = tuple(dict.fromkeys(k for e in every for k in e.labels))
+    device_reads = {r for e in every if not getattr(e, "host", False) for r in e.reads}
+    host_reads = {r for e in every for r in e.reads} | {r for s in self.chain.host for r in s.reads}
     replicated, rows = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    tta = config.get("eval_tta", "")
-    if tta not in inference.EVAL_TTA:
-      raise ValueError(f"config.eval_tta={tta!r}; use one of {sorted(inference.EVAL_TTA)}")
-    if tta and self.chain.reads() != {"logits"}:
-      raise ValueError(
-        f"config.eval_tta={tta!r} averages class probabilities; the chain "
-        f"{self.chain.spec!r} also reads {sorted(self.chain.reads() - {'logits'})}"
-      )
+    self.device_reads = tuple(sorted(device_reads))
 
     def predict(variables, images):
-      apply = lambda x: model.apply(variables, x, train=False)
-      # with TTA the chain reads only the logits: those of the averaged passes
-      outputs = (
-        {"logits": inference.dihedral_tta(lambda x: apply(x)["logits"], images, tta)}
-        if tta
-        else apply(images)
-      )
-      predictions = self.chain.apply_compiled(outputs)
+      apply = lambda x, **kwargs: model.apply(variables, x, train=False, **kwargs)
+      predictions = self.chain.apply_compiled(self.spec.outputs(apply, images, rows))
       return {k: v for k, v in predictions.items() if k in host_reads}
 
     def add_metrics(sums, predictions, batch):
       new = {
-        "confusion": metrics.confusion_matrix(
-          predictions["semantic"],
-          batch["semantic"],
-          descriptor.num_classes,
-          ignore_label=descriptor.ignore_label,
-          weights=batch["valid"][:, None, None],
-        )
+        name: [e.batch_sums(predictions, batch) for e in group]
+        for name, group in self.named.items()
       }
-      if self.panoptic:
-        new["panoptic"] = metrics.panoptic_sums(
-          predictions["panoptic"],
-          batch["panoptic"],
-          num_classes=descriptor.num_classes,
-          label_divisor=descriptor.label_divisor,
-          thing_classes=descriptor.thing_classes,
-          stuff_classes=descriptor.stuff_classes,
-          valid=batch["valid"],
-        )
       return sums.add(new)
 
-    self.fused = not self.chain.host
+    self.fused = not self.chain.host and not self.host_evaluators
     # fused: step(variables, sums, batch) -> sums; else predict(variables, images) -> predictions
     # on the devices, the host steps, then add_metrics(sums, predictions, batch) -> sums.
     self.step = jax.jit(
@@ -114,20 +169,45 @@ class Evaluator:
     self.predict = jax.jit(predict, out_shardings=rows)
     self.add_metrics = jax.jit(add_metrics, donate_argnums=(0,), out_shardings=replicated)
 
+  def _evaluators(self, name, types, produced, panoptic_labels):
+    where = f"config.evals.{name}" if name else "the evaluation"
+    labels = {"semantic"} | ({"panoptic"} if panoptic_labels else set())
+    if types is None:  # every evaluator the chain and the labels allow
+      types = ["semantic"]
+      if "panoptic" in produced and panoptic_labels:
+        types.append("panoptic")
+        if "instances" in produced and self.config.get("eval_mask_ap", True):
+          types.append("mask_ap")
+    made = []
+    for spec in types:
+      try:
+        made.append(evaluators_lib.make(spec, self.descriptor))
+      except KeyError as e:
+        raise KeyError(f"{where}.type={spec!r}: {e.args[0]}") from e
+      missing = sorted(set(made[-1].reads) - produced)
+      if missing:
+        raise ValueError(
+          f"{where}.type={spec!r} reads {missing}, which config.postprocess="
+          f"{self.chain.spec!r} does not make"
+        )
+      absent = sorted(set(made[-1].labels) - labels)
+      if absent:
+        raise ValueError(f"{where}.type={spec!r} needs {absent} labels; the dataset has none")
+    return made
+
   def batch_keys(self) -> tuple[str, ...]:
-    return ("image", "semantic", "valid") + (("panoptic",) if self.panoptic else ())
+    return ("image", "valid") + self.labels
 
   def zero_sums(self) -> metrics.ExactSum:
     """The split's running totals (`segjax.metrics.ExactSum`: exact past 2**32 pixels per cell)
-    of ``{"confusion": [C,C], "panoptic": PanopticSums}``."""
-    sums = {"confusion": jnp.zeros((self.descriptor.num_classes,) * 2, jnp.int32)}
-    if self.panoptic:
-      sums["panoptic"] = metrics.PanopticSums.zeros(self.descriptor.num_classes)
-    return metrics.ExactSum.zeros(sums)
+    of every evaluator, ``{name: [sums of each evaluator]}``."""
+    return metrics.ExactSum.zeros(
+      {name: [e.zeros() for e in group] for name, group in self.named.items()}
+    )
 
-  def evaluate(self, variables, source, split: str) -> dict:
-    """The metrics of ``split`` (see the module docstring), JSON-ready."""
-    config, mesh, descriptor = self.config, self.mesh, self.descriptor
+  def evaluate_named(self, variables, source, split: str) -> dict:
+    """``{name: metrics}`` of ``split`` (see the module docstring), JSON-ready."""
+    config, mesh = self.config, self.mesh
     ds, _ = pipeline.eval_dataset(
       source,
       config.data,
@@ -138,8 +218,8 @@ class Evaluator:
     )
     variables = sharding.on_mesh(variables, mesh)
     sums = jax.device_put(self.zero_sums(), sharding.replicated(mesh))
-    with_ap = self.instances and self.panoptic and config.get("eval_mask_ap", True)
-    truths, found = [], []
+    for e in self.host_evaluators:
+      e.start()
     for local in pipeline.as_numpy(ds, source):
       batch = sharding.global_batch({k: local[k] for k in self.batch_keys()}, mesh)
       if self.fused:
@@ -150,48 +230,69 @@ class Evaluator:
       }
       predictions = self.chain.apply_host(predictions)
       on_device = sharding.global_batch(
-        {k: np.asarray(predictions[k]) for k in METRIC_ENTRIES if k in predictions}, mesh
+        {k: np.asarray(predictions[k]) for k in self.device_reads}, mesh
       )
       sums = self.add_metrics(sums, on_device, batch)
-      if with_ap:  # each image within its own size: padding is neither truth nor prediction
-        for i in np.flatnonzero(local["valid"]):
-          height, width = local["size"][i]
-          item = predictions["instances"][i]
-          found.append({**item, "masks": np.asarray(item["masks"])[:, :height, :width]})
-          truths.append(
-            metrics.instances_from_panoptic(
-              local["panoptic"][i, :height, :width],
-              label_divisor=descriptor.label_divisor,
-              thing_classes=descriptor.thing_classes,
-            )
-          )
-    return self._summarize(jax.device_get(sums).value(), truths, found, with_ap)
+      for e in self.host_evaluators:
+        e.collect(predictions, local)
+    totals = jax.device_get(sums).value()
+    results = {}
+    for name, group in self.named.items():
+      summary = {}
+      for e, e_sums in zip(group, totals[name]):
+        summary.update(e.summarize(e_sums))
+      results[name] = summary
+    return results
 
-  def _summarize(self, sums, truths, found, with_ap) -> dict:
-    descriptor = self.descriptor
-    confusion = np.asarray(sums["confusion"])
-    summary = metrics.summarize(confusion, descriptor.class_names)
-    summary["confusion_matrix"] = confusion.tolist()
-    if self.panoptic:
-      summary["panoptic"] = metrics.panoptic_summary(
-        sums["panoptic"],
-        thing_classes=descriptor.thing_classes,
-        stuff_classes=descriptor.stuff_classes,
-        class_names=descriptor.class_names,
-      )
-      for group, suffix in (("all", ""), ("things", "_things"), ("stuff", "_stuff")):
-        for key in ("pq", "sq", "rq"):  # flat copies for TensorBoard and metrics.jsonl
-          summary[key + suffix] = summary["panoptic"][group][key]
-    if with_ap:
-      truths, found = gather_instances(truths), gather_instances(found)
-      summary["mask_ap"] = metrics.mask_ap(
-        truths,
-        found,
-        class_ids=descriptor.thing_classes,
-        class_names=[descriptor.class_names[c] for c in descriptor.thing_classes],
-      )
-      summary["ap"], summary["ap50"] = summary["mask_ap"]["ap"], summary["mask_ap"]["ap50"]
+  def evaluate(self, variables, source, split: str) -> dict:
+    """The metrics of ``split`` of every evaluator, in one summary."""
+    summary = {}
+    for result in self.evaluate_named(variables, source, split).values():
+      summary.update(result)
     return summary
+
+
+class Evaluations:
+  """The evaluations of ``config.evals`` (`entries`) of ``model``: one `Evaluator` per split and
+  inference spec, shared by the entries that name both."""
+
+  def __init__(self, model, config, descriptor, mesh, image_shape, panoptic_labels: bool = True):
+    self.entries = entries(config)
+    groups: dict[tuple, list[Entry]] = {}
+    for entry in self.entries:
+      groups.setdefault((entry.split, entry.spec), []).append(entry)
+    self.groups = [
+      (
+        split,
+        group,
+        Evaluator(
+          model,
+          config,
+          descriptor,
+          mesh,
+          image_shape,
+          panoptic_labels,
+          named={e.name: e.types for e in group},
+          spec=spec,
+        ),
+      )
+      for (split, spec), group in groups.items()
+    ]
+
+  def due(self, step: int) -> bool:
+    return any(e.every_steps and step % e.every_steps == 0 for e in self.entries)
+
+  def run(self, variables, source, step: int | None = None) -> dict:
+    """``{name: metrics}`` of the entries due at ``step`` (every entry when ``step`` is None)."""
+    results = {}
+    for split, group, evaluator in self.groups:
+      wanted = [
+        e.name for e in group if step is None or (e.every_steps and step % e.every_steps == 0)
+      ]
+      if wanted:
+        named = evaluator.evaluate_named(variables, source, split)
+        results.update({name: named[name] for name in wanted})
+    return {e.name: results[e.name] for e in self.entries if e.name in results}
 
 
 def gather_instances(per_image: list[dict]) -> list[dict]:
@@ -229,28 +330,38 @@ def gather_instances(per_image: list[dict]) -> list[dict]:
 
 
 def format_summary(summary: dict) -> str:
-  """One readable line of the main metrics and the per-class IoU."""
+  """One readable line of the main metrics (PQ, mask AP, mIoU and per-class IoU), or of every
+  number at the top level of a summary without them (a user's evaluator)."""
   number = lambda v: "n/a" if v is None else f"{v:.4f}"
-  per_class = ", ".join(f"{name} {number(v)}" for name, v in summary["iou"].items())
-  panoptic = (
-    f"PQ {number(summary['pq'])} (things {number(summary['pq_things'])}, stuff "
-    f"{number(summary['pq_stuff'])}), "
-    if "pq" in summary
-    else ""
-  )
+  parts = []
+  if "pq" in summary:
+    parts.append(
+      f"PQ {number(summary['pq'])} (things {number(summary['pq_things'])}, stuff "
+      f"{number(summary['pq_stuff'])})"
+    )
   if "ap" in summary:
-    panoptic += f"mask AP {number(summary['ap'])} (AP50 {number(summary['ap50'])}), "
-  return (
-    f"{panoptic}mIoU {number(summary['mean_iou'])}, pixel accuracy "
-    f"{number(summary['pixel_accuracy'])}, mean pixel accuracy "
-    f"{number(summary['mean_pixel_accuracy'])}; IoU: {per_class}"
-  )
+    parts.append(f"mask AP {number(summary['ap'])} (AP50 {number(summary['ap50'])})")
+  if "mean_iou" in summary:
+    per_class = ", ".join(f"{name} {number(v)}" for name, v in summary["iou"].items())
+    parts.append(
+      f"mIoU {number(summary['mean_iou'])}, pixel accuracy "
+      f"{number(summary['pixel_accuracy'])}, mean pixel accuracy "
+      f"{number(summary['mean_pixel_accuracy'])}; IoU: {per_class}"
+    )
+  if not parts:
+    parts = [
+      f"{k} {number(v)}"
+      for k, v in summary.items()
+      if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    ]
+  return ", ".join(parts)
 
 
 def evaluate_run(path: str, config=None, step: int | None = None) -> dict:
-  """Evaluates a trained model (run directory or exported file; `segjax.runs.load`) on
-  ``config.eval_splits``; ``config`` (default: the run's) supplies the data location, evaluation
-  and post-processing settings, the run the model and the normalisation. Metrics keyed by split."""
+  """Evaluates a trained model (run directory or exported file; `segjax.runs.load`) as
+  ``config.evals`` (or ``config.eval_splits``) says; ``config`` (default: the run's) supplies the
+  data location, evaluation, inference and post-processing settings, the run the model and the
+  normalisation. Metrics keyed by evaluation name (the split, without ``config.evals``)."""
   from segjax import runs  # pylint: disable=import-outside-toplevel
 
   run = runs.load(path, step)
@@ -259,7 +370,7 @@ def evaluate_run(path: str, config=None, step: int | None = None) -> dict:
   mesh = sharding.make_mesh(config.get("num_devices"))
   source = pipeline.get_source(config.data)
   runs.check_same_classes(run.descriptor, source.descriptor)
-  evaluator = Evaluator(
+  evaluations = Evaluations(
     run.model,
     config,
     run.descriptor,
@@ -267,27 +378,4 @@ def evaluate_run(path: str, config=None, step: int | None = None) -> dict:
     runs.input_shape(config),
     panoptic_labels=pipeline.has_instances(source),
   )
-  return {split: evaluator.evaluate(run.variables, source, split) for split in config.eval_splits}
-
-
-def evaluate_predictor(predictor, source, split: str, batch_size: int = 8) -> dict:
-  """`segjax.metrics.summarize` of the semantic predictions of ``predictor``
-  (`segjax.predict.Predictor`: its multi-scale/flip TTA, sliding window, HMSA ``model_scales``,
-  one image at a time on the host) over ``split`` of ``source``, each image at its own size —
-  for the prediction settings the compiled `Evaluator` does not run."""
-  config, num_classes = predictor.config, source.descriptor.num_classes
-  ds, _ = pipeline.eval_dataset(source, config.data, split, local_batch_size=batch_size)
-  confusion = np.zeros((num_classes, num_classes), np.int64)
-  for batch in pipeline.as_numpy(ds, source):
-    for i in np.flatnonzero(batch["valid"]):
-      height, width = batch["size"][i]  # without the padding of eval_pad_to / size_multiple
-      semantic = predictor.predict_image(batch["image"][i, :height, :width])[0]["semantic"][0]
-      confusion += np.asarray(
-        metrics.confusion_matrix(
-          semantic,
-          batch["semantic"][i, :height, :width],
-          num_classes,
-          ignore_label=source.descriptor.ignore_label,
-        )
-      )
-  return metrics.summarize(confusion, source.descriptor.class_names)
+  return evaluations.run(run.variables, source)

@@ -29,7 +29,7 @@ from segjax import files
 from segjax import inference
 from segjax import prelabels
 
-# Windows of `predict_raster` when config.predict.window is not set.
+# Windows of `predict_raster` when config.inference.window is not set.
 DEFAULT_WINDOW = (512, 512)
 
 
@@ -94,10 +94,10 @@ def raster_bands(dataset, settings, channels: int) -> list[int]:
 
 
 def _check_streamable(predictor, path):
-  settings, data = predictor.settings, predictor.config.data
-  if tuple(settings.get("scales", (1.0,))) != (1.0,) or settings.get("flip", False):
+  spec, data = predictor.spec, predictor.config.data
+  if spec.scales != (1.0,) or spec.tta:
     raise ValueError(
-      f"{path}: config.predict.scales / flip do not apply to rasters predicted "
+      f"{path}: config.inference.scales / tta do not apply to rasters predicted "
       "by windows; predict them at scale 1 without flips"
     )
   if data.get("normalization", "mean_std") != "mean_std":
@@ -106,7 +106,7 @@ def _check_streamable(predictor, path):
       "image by its own statistics, which a raster read by windows does not have; "
       "rasters need a run trained with normalization='mean_std'"
     )
-  if not predictor.semantic_only:
+  if not predictor.chain.reads() <= {"logits"}:
     raise ValueError(
       f"{path}: rasters are predicted by windows from the logits; this chain "
       f"({predictor.chain.spec!r}) reads {sorted(predictor.chain.reads())}"
@@ -116,14 +116,14 @@ def _check_streamable(predictor, path):
 def predict_raster(
   predictor, path: str, classes_path: str, probabilities_path: str | None = None
 ) -> dict:
-  """Predicts the raster at ``path`` by sliding windows (``config.predict.window``, default
-  ``DEFAULT_WINDOW``; ``overlap``, ``blend``, ``pad_mode``, ``batch_size``) and writes the class
+  """Predicts the raster at ``path`` by sliding windows (``config.inference.window``, default
+  ``DEFAULT_WINDOW``; ``overlap``, ``blend``, ``pad_mode``, ``window_batch``) and writes the class
   GeoTIFF (and the probabilities') with the input's georeference; each file appears only when
   complete. Returns the input's ``{"crs", "transform", "height", "width"}``."""
   rasterio = _rasterio()
   _check_streamable(predictor, path)
-  settings = predictor.settings
-  window = tuple(settings.get("window") or DEFAULT_WINDOW)
+  spec = predictor.spec
+  window = spec.window or DEFAULT_WINDOW
   descriptor = predictor.descriptor
   nodata = nodata_class(descriptor.num_classes)
   try:
@@ -134,7 +134,7 @@ def predict_raster(
     rows = RasterRows(
       src,
       predictor.config.data,
-      raster_bands(src, settings, predictor.config.data.get("channels", 3)),
+      raster_bands(src, predictor.settings, predictor.config.data.get("channels", 3)),
     )
     profile = dict(
       driver="GTiff",
@@ -174,10 +174,10 @@ def predict_raster(
         predictor.logits_fn,
         rows,
         window=window,
-        overlap=settings.get("overlap", 0.25),
-        blend=settings.get("blend", "gaussian"),
-        pad_mode=settings.get("pad_mode", "reflect"),
-        batch_size=settings.get("batch_size", 8),
+        overlap=spec.overlap,
+        blend=spec.blend,
+        pad_mode=spec.pad_mode,
+        batch_size=spec.window_batch,
       ):
         strip = rasterio.windows.Window(0, top, src.width, bottom - top)
         valid = src.dataset_mask(window=strip) > 0

@@ -1,15 +1,18 @@
-"""Inference on images of any size: the padded sliding window and test-time augmentation.
+"""Inference on images of any size: the inference `Spec` and the streaming sliding window.
 
-Both take ``apply_fn(images [B,h,w,C]) -> logits [B,h,w,K]`` (a compiled model in eval mode) and
-numpy images, and return class scores; `segjax.predict` uses them for pre-labels.
+`Spec` (``config.inference``) is the one protocol of evaluation and prediction: a padded sliding
+window, multi-scale and flip / D4 test-time augmentation and the model's own scales, in ``jnp``,
+compiled with the model and batched over the devices. `sliding_window_rows` and
+`sliding_window_to_file` stream the same window grid over images larger than memory (rasters),
+one row of windows at a time, from ``apply_fn(images [B,h,w,C]) -> logits [B,h,w,K]``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -224,69 +227,201 @@ def sliding_window_to_file(
 
 
 # ================================================================================================
-# Test-time augmentation
-# ================================================================================================
-def tta_predict(apply_fn, image, *, scales=(1.0,), flip=False, window=None, **window_kwargs):
-  """Class probabilities ``[H, W, C]`` averaged over ``scales`` (bilinear resizing of the image,
-  the scores resized back) and, with ``flip``, horizontal flips; each pass uses the sliding window
-  when ``window`` is given, else one whole-image forward pass. (HMSA models combine scales
-  themselves: give them ``apply(..., scales=...)`` as ``apply_fn`` and ``scales=(1.0,)`` here.)"""
-  height, width = image.shape[:2]
-  total = None
-  passes = 0
-  for scale in scales:
-    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
-    scaled = (
-      image
-      if scale == 1.0
-      else cv2.resize(np.asarray(image, np.float32), size, interpolation=cv2.INTER_LINEAR)
-    )
-    if scaled.ndim == 2:
-      scaled = scaled[..., None]
-    for flipped in (False, True) if flip else (False,):
-      x = scaled[:, ::-1] if flipped else scaled
-      if window is not None:
-        probs = sliding_window_predict(apply_fn, x, window=window, output="probs", **window_kwargs)
-      else:
-        logits = np.asarray(apply_fn(np.asarray(x, np.float32)[None]))[0]
-        probs = np.asarray(jax.nn.softmax(logits, axis=-1))
-      if flipped:
-        probs = probs[:, ::-1]
-      if scale != 1.0:
-        probs = cv2.resize(
-          np.ascontiguousarray(probs), (width, height), interpolation=cv2.INTER_LINEAR
-        )
-        if probs.ndim == 2:
-          probs = probs[..., None]
-      total = probs if total is None else total + probs
-      passes += 1
-  return total / passes
-
-
-# ================================================================================================
-# Test-time augmentation inside a compiled step (evaluation)
+# The inference spec: window, scales, symmetries and the model's own scales, compiled
 # ================================================================================================
 # (quarter turns, horizontal flip) of each pass: "flip" is MMSegmentation's flip test, "d4" the
 # eight symmetries of the square (for data without a preferred orientation: cells, aerial images).
-EVAL_TTA = {
+TTA = {
   "": ((0, False),),
   "flip": ((0, False), (0, True)),
   "d4": tuple((turns, flip) for turns in range(4) for flip in (False, True)),
 }
+BLENDS = ("gaussian", "uniform")
+PAD_MODES = ("reflect", "constant", "edge")
 
 
-def dihedral_tta(logits_fn, images, mode: str):
-  """``log`` of the class probabilities ``[B,H,W,K]`` of ``logits_fn(images)`` averaged over the
-  passes of ``EVAL_TTA[mode]``: each pass rotates the images by quarter turns and/or flips them
-  left-right, and the probabilities back (``jnp``, to call inside ``jax.jit``). The passes that
-  give images of one shape run as one batch (all of them for square images): one forward pass
-  of ``len(passes) × B`` images to compile, not one per pass. ``mode=""`` is
-  ``logits_fn(images)`` itself."""
-  if mode not in EVAL_TTA:
-    raise ValueError(f"config.eval_tta={mode!r}; use one of {sorted(EVAL_TTA)}")
-  if mode == "":
-    return logits_fn(images)
-  passes = EVAL_TTA[mode]
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """How a model's outputs become per-pixel class scores, the same in training-time evaluation,
+  `experiments/evaluate.py`, `experiments/predict.py` and the Label Studio backend
+  (``config.inference``; an entry of ``config.evals`` may override any field):
+
+  - ``window`` ``(h, w)``: a padded sliding window (`SlidingWindow`), ``window_batch`` windows per
+    forward pass, their probabilities blended with ``blend`` weights (`blend_weights`) over an
+    ``overlap``; ``None``: one pass over the whole image.
+  - ``scales``: the image resized by each factor (bilinear, half-pixel centres, as OpenCV's and
+    PyTorch's ``align_corners=False``), the probabilities resized back and averaged.
+  - ``tta``: the passes of `TTA` (``"flip"``, ``"d4"``) at every scale, averaged.
+  - ``model_scales``: passed to the model as ``scales=`` (models that combine scales themselves,
+    as HMSA's learned attention does); the model must take a ``scales`` argument.
+
+  With none of these the model's outputs pass unchanged (every head); otherwise only
+  ``logits`` = the log of the averaged probabilities (``softmax(log p) = p``).
+  """
+
+  window: tuple[int, int] | None = None
+  overlap: float = 0.25
+  blend: str = "gaussian"
+  pad_mode: str = "reflect"
+  window_batch: int = 8
+  scales: tuple[float, ...] = (1.0,)
+  tta: str = ""
+  model_scales: tuple[float, ...] | None = None
+
+  def __post_init__(self):
+    def bad(key, value, want):
+      raise ValueError(f"config.inference.{key}={value!r}: {want}")
+
+    if self.window is not None:
+      window = tuple(int(w) for w in self.window)
+      if len(window) != 2 or min(window) < 1:
+        bad("window", self.window, "give (height, width) in pixels, or None")
+      object.__setattr__(self, "window", window)
+    if not 0 <= self.overlap < 1:
+      bad("overlap", self.overlap, "use a fraction in [0, 1)")
+    if self.blend not in BLENDS:
+      bad("blend", self.blend, f"use one of {list(BLENDS)}")
+    if self.pad_mode not in PAD_MODES:
+      bad("pad_mode", self.pad_mode, f"use one of {list(PAD_MODES)}")
+    if int(self.window_batch) < 1:
+      bad("window_batch", self.window_batch, "use a positive number of windows")
+    scales = tuple(float(s) for s in self.scales)
+    if not scales or min(scales) <= 0:
+      bad("scales", self.scales, "give positive factors, e.g. (0.75, 1.0, 1.25)")
+    object.__setattr__(self, "scales", scales)
+    if self.tta not in TTA:
+      bad("tta", self.tta, f"use one of {sorted(TTA)}")
+    if self.model_scales is not None:
+      object.__setattr__(self, "model_scales", tuple(float(s) for s in self.model_scales))
+
+  @classmethod
+  def from_config(cls, config, overrides=None) -> Spec:
+    """The spec of ``config.inference`` (a run's config from before it existed gives the
+    defaults), with the fields of ``overrides`` (an entry of ``config.evals``) on top."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    settings = {}
+    for source, prefix in ((config.get("inference"), "config.inference"), (overrides, "")):
+      for key, value in dict(source or {}).items():
+        if key not in fields:
+          raise KeyError(
+            f"{prefix or 'inference'}.{key}: unknown key; the keys are {sorted(fields)}"
+          )
+        settings[key] = value
+    if settings.get("window") == ():
+      settings["window"] = None
+    if settings.get("model_scales") == ():
+      settings["model_scales"] = None
+    return cls(**settings)
+
+  @property
+  def averages(self) -> bool:
+    """Whether the spec averages probabilities (a window, several scales or TTA passes)."""
+    return self.window is not None or self.scales != (1.0,) or self.tta != ""
+
+  def model_kwargs(self) -> dict:
+    return {} if self.model_scales is None else {"scales": self.model_scales}
+
+  def check_chain(self, chain) -> None:
+    """A spec that averages probabilities gives only ``logits``: the chain may read no more."""
+    if self.averages and not chain.reads() <= {"logits"}:
+      raise ValueError(
+        f"config.inference ({self.describe()}) averages class probabilities; the chain "
+        f"{chain.spec!r} also reads {sorted(chain.reads() - {'logits'})}"
+      )
+
+  def describe(self) -> str:
+    parts = [f"window={self.window}, overlap={self.overlap}"] if self.window else []
+    parts += [f"scales={self.scales}"] if self.scales != (1.0,) else []
+    parts += [f"tta={self.tta!r}"] if self.tta else []
+    parts += [f"model_scales={self.model_scales}"] if self.model_scales else []
+    return ", ".join(parts) or "one pass"
+
+  def outputs(self, apply_fn, images, batch_sharding=None) -> dict:
+    """The outputs of ``apply_fn(images [B,H,W,C], **model_kwargs) -> dict`` under this spec
+    (``jnp``, to call inside ``jax.jit``). ``batch_sharding`` (a `NamedSharding` of a leading
+    batch axis) splits each forward pass's windows over the devices when it divides them."""
+    kwargs = self.model_kwargs()
+    if not self.averages:
+      return apply_fn(images, **kwargs)
+    logits_fn = lambda x: apply_fn(x, **kwargs)["logits"]
+    height, width = images.shape[1:3]
+    total = 0.0
+    for scale in self.scales:
+      size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
+      x = images if size == (height, width) else _resize(images, size)
+      probs = _symmetries(lambda v: self._probs(logits_fn, v, batch_sharding), x, self.tta)
+      total = total + (probs if size == (height, width) else _resize(probs, (height, width)))
+    mean = total / len(self.scales)
+    return {"logits": jnp.log(jnp.maximum(mean, jnp.finfo(jnp.float32).tiny))}
+
+  def _probs(self, logits_fn, images, batch_sharding):
+    """Class probabilities ``[B,H,W,K]``: one pass, or the blended sliding window."""
+    forward = lambda x: jax.nn.softmax(
+      logits_fn(_constrain(x, batch_sharding)).astype(jnp.float32), axis=-1
+    )
+    if self.window is None:
+      return forward(images)
+    batch, height, width, _ = images.shape
+    grid = SlidingWindow(height, width, self.window, self.overlap, self.pad_mode)
+    wh, ww = grid.window
+    padded = _pad(images, grid)
+    starts = [(r, c) for r in grid.rows for c in grid.cols]
+    tiles = jnp.stack([padded[:, r : r + wh, c : c + ww] for r, c in starts], axis=1)  # [B,N,...]
+    per_pass = min(int(self.window_batch), len(starts))
+    extra = -len(starts) % per_pass
+    if extra:  # one compiled shape per pass: pad with copies of the last window, cut below
+      tiles = jnp.concatenate([tiles, jnp.repeat(tiles[:, -1:], extra, axis=1)], axis=1)
+    chunks = tiles.reshape(batch, -1, per_pass, *tiles.shape[2:]).swapaxes(0, 1)
+
+    def one_pass(chunk):  # [B, k, h, w, C]: the images' rows stay where the batch is split
+      probs = forward(chunk.reshape(batch * per_pass, *chunk.shape[2:]))
+      return probs.reshape(batch, per_pass, *probs.shape[1:])
+
+    probs = jax.lax.map(one_pass, chunks)  # [passes, B, k, h, w, K], one pass at a time
+    probs = probs.swapaxes(0, 1).reshape(batch, -1, wh, ww, probs.shape[-1])
+    host_weights = blend_weights(grid.window, self.blend)
+    weights = jnp.asarray(host_weights)[None, :, :, None]
+    acc = jnp.zeros((batch, *grid.padded, probs.shape[-1]), jnp.float32)
+    norm = np.zeros(grid.padded, np.float32)
+    for n, (r, c) in enumerate(starts):
+      acc = acc.at[:, r : r + wh, c : c + ww].add(weights * probs[:, n])
+      norm[r : r + wh, c : c + ww] += host_weights
+    (my, mx) = grid.margin
+    return acc[:, my : my + height, mx : mx + width] / norm[my : my + height, mx : mx + width, None]
+
+
+def _constrain(x, batch_sharding):
+  if batch_sharding is None or x.shape[0] % batch_sharding.mesh.devices.size:
+    return x
+  return jax.lax.with_sharding_constraint(x, batch_sharding)
+
+
+def _resize(x, size):
+  """Bilinear resizing of ``[B,H,W,C]`` to ``size`` with half-pixel centres and no antialiasing
+  (OpenCV's ``INTER_LINEAR``, PyTorch's ``align_corners=False``)."""
+  return jax.image.resize(
+    x.astype(jnp.float32), (x.shape[0], *size, x.shape[-1]), "bilinear", antialias=False
+  )
+
+
+def _pad(images, grid: SlidingWindow):
+  """``images [B,H,W,C]`` padded as the window grid says (``-1`` source index: zeros)."""
+  rows, cols = grid.row_index, grid.col_index
+  x = jnp.take(images, np.maximum(rows, 0), axis=1)
+  x = jnp.take(x, np.maximum(cols, 0), axis=2)
+  if (rows < 0).any() or (cols < 0).any():
+    x = x * ((rows >= 0)[:, None] & (cols >= 0)[None, :])[None, :, :, None]
+  return x
+
+
+def _symmetries(probs_fn, images, mode: str):
+  """The class probabilities of ``probs_fn(images)`` averaged over the passes of ``TTA[mode]``:
+  each pass rotates the images by quarter turns and/or flips them left-right, and the
+  probabilities back. Passes that give images of one shape run as one batch (all of them for
+  square images): one forward pass of ``len(passes) × B`` images to compile, not one per pass."""
+  passes = TTA[mode]
+  if len(passes) == 1:
+    return probs_fn(images)
   square = images.shape[1] == images.shape[2]
   groups = [passes] if square else [[p for p in passes if p[0] % 2 == odd] for odd in (0, 1)]
   total = 0.0
@@ -295,8 +430,8 @@ def dihedral_tta(logits_fn, images, mode: str):
     for turns, flip in group:
       x = jnp.rot90(images, turns, axes=(1, 2))
       views.append(x[:, :, ::-1] if flip else x)
-    probs = jax.nn.softmax(logits_fn(jnp.concatenate(views)).astype(jnp.float32), axis=-1)
+    probs = probs_fn(jnp.concatenate(views))
     for (turns, flip), p in zip(group, jnp.split(probs, len(group))):
       p = p[:, :, ::-1] if flip else p
       total = total + jnp.rot90(p, -turns, axes=(1, 2))
-  return jnp.log(jnp.maximum(total / len(passes), jnp.finfo(jnp.float32).tiny))
+  return total / len(passes)

@@ -14,14 +14,12 @@ from segjax.data import pipeline
 def draw_split(predictor, source, output_dir: str) -> list[str]:
   """Pictures of ``config.predict.num_images`` images of ``config.predict.split`` (in the order of
   `segjax.data.pipeline.eval_dataset`: grouped by size): image, ground truth and prediction
-  (with the sliding window and test-time augmentation of ``config.predict``; panoptic maps when
+  (under the inference spec of ``config.inference``; panoptic maps when
   the chain makes them), each at the image's own size, one file each, and all of them in
   ``contact_sheet.png``."""
   config, descriptor = predictor.config, predictor.descriptor
   os.makedirs(output_dir, exist_ok=True)
-  ds, _ = pipeline.eval_dataset(
-    source, config.data, config.predict.split, local_batch_size=config.predict.get("batch_size", 8)
-  )
+  ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split, local_batch_size=8)
   paths, pictures = [], []
   whole = predictor.batches_whole_images()
   for batch in pipeline.as_numpy(ds, source):

@@ -461,6 +461,11 @@ def plan(
     "devices_per_chip": target_.devices_per_chip,
     "hosts": target_.hosts,
     "fsdp": fsdp,
+    # the mesh (sharding.make_mesh: by the topology) and the link each axis's collectives cross
+    "mesh": {
+      "shape": dict(mesh.shape),
+      "links": sharding.axis_links(mesh),
+    },
     "model": config.model.name,
     "dataset": descriptor.name,
     "reference": config.get("reference", ""),

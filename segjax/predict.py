@@ -1,9 +1,10 @@
 """Prediction with a trained model: pictures of a split, and pre-labels of image files.
 
 A `Predictor` wraps a trained model (`segjax.runs.Run`: from a run directory or an exported file)
-with its ``config.postprocess`` chain and ``config.predict`` settings. Semantic models (whose chain
-reads only ``logits``) predict any image size through the padded sliding window and test-time
-augmentation (`segjax.inference`); models with more heads (Panoptic-DeepLab) predict whole images.
+with its ``config.postprocess`` chain and the inference spec of the evaluation
+(``config.inference``: sliding window, scales, flips, the model's own scales; `segjax.inference`),
+compiled as one function. Models with more heads than ``logits`` (Panoptic-DeepLab) predict whole
+images in one pass.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def local_data_parallel(fn, devices):
 
 
 class Predictor:
-  """``run``'s model, post-processors and prediction settings (``config.predict``)."""
+  """``run``'s model, post-processors and inference spec (``config.inference``, the protocol of
+  the evaluation: `segjax.inference.Spec`), compiled over this process's devices."""
 
   def __init__(self, run, config=None):
     from segjax import runs  # pylint: disable=import-outside-toplevel
@@ -52,63 +54,48 @@ class Predictor:
     self.config = runs.with_run_model(run, config)
     self.descriptor = run.descriptor
     self.chain = postprocess.Chain(self.config.get("postprocess", "argmax"), self.descriptor)
-    settings = self.config.get("predict", {})
-    self.settings = settings
-    apply_kwargs = {}
-    if settings.get("model_scales"):  # HMSA: the model's own learned combination of these scales
-      apply_kwargs["scales"] = tuple(settings.model_scales)
-    model, variables = run.model, run.variables
+    self.settings = self.config.get("predict", {})
+    self.spec = inference.Spec.from_config(self.config)
+    self.spec.check_chain(self.chain)
+    model, variables, spec = run.model, run.variables, self.spec
     self.devices = jax.local_devices()
+    mesh = jax.sharding.Mesh(np.asarray(self.devices), ("batch",))
+    self._rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    self._replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    apply = lambda x, **kwargs: model.apply(variables, x, train=False, **kwargs)
+    # the logits of windows (rasters streamed by segjax.geo), split over the devices
     self.logits_fn = local_data_parallel(
-      lambda x: model.apply(variables, x, train=False, **apply_kwargs)["logits"], self.devices
+      lambda x: apply(x, **spec.model_kwargs())["logits"], self.devices
     )
-    self._compiled = local_data_parallel(
-      lambda x: self.chain.apply_compiled(model.apply(variables, x, train=False, **apply_kwargs)),
-      self.devices,
+    self._compiled = jax.jit(
+      lambda x: self.chain.apply_compiled(spec.outputs(apply, x, self._rows))
     )
-    self.semantic_only = self.chain.reads() <= {"logits"}
-    window, tta = (
-      settings.get("window"),
-      (tuple(settings.get("scales", (1.0,))) != (1.0,) or settings.get("flip", False)),
-    )
-    if (window or tta) and not self.semantic_only:
-      raise ValueError(
-        f"config.predict.window / scales / flip apply to semantic models; this "
-        f"chain ({self.chain.spec!r}) reads {sorted(self.chain.reads())}."
-      )
 
   def predict_batch(self, images: np.ndarray) -> dict:
-    """Predictions (numpy, every post-processing step applied) of a batch of normalised images."""
-    predictions = jax.device_get(self._compiled(images))
+    """Predictions (numpy, every post-processing step applied) of a batch of normalised images
+    under the inference spec: whole images split over the devices (the batch padded to a
+    multiple of their count), or with a sliding window each forward pass's windows."""
+    images = np.asarray(images, np.float32)
+    count = len(images)
+    if self.spec.window is None:
+      pad = -count % len(self.devices)
+      if pad:
+        images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+      x = jax.device_put(images, self._rows)
+    else:
+      x = jax.device_put(images, self._replicated)
+    predictions = jax.device_get(jax.tree.map(lambda a: a[:count], self._compiled(x)))
     return self.chain.apply_host(predictions)
 
   def batches_whole_images(self) -> bool:
-    """Whether images are predicted whole in batches (no sliding window or test-time
-    augmentation), so that images of one size can share a batch."""
-    p = self.settings
-    return not self.semantic_only or not (
-      p.get("window") or tuple(p.get("scales", (1.0,))) != (1.0,) or p.get("flip", False)
-    )
+    """Whether images of one size share a batch (no sliding window: its windows share the
+    forward passes instead)."""
+    return self.spec.window is None
 
   def predict_image(self, image: np.ndarray) -> tuple[dict, np.ndarray]:
-    """``(predictions of one normalised image [H,W,C] (batch of 1), class probabilities)``, with
-    the sliding window and test-time augmentation of ``config.predict`` for semantic models."""
-    if not self.semantic_only:
-      predictions = self.predict_batch(image[None])
-      return predictions, np.asarray(jax.nn.softmax(predictions["logits"][0], axis=-1))
-    p = self.settings
-    kwargs = dict(scales=tuple(p.get("scales", (1.0,))), flip=bool(p.get("flip", False)))
-    if p.get("window"):
-      kwargs.update(
-        window=tuple(p.window),
-        overlap=p.get("overlap", 0.25),
-        blend=p.get("blend", "gaussian"),
-        pad_mode=p.get("pad_mode", "reflect"),
-        batch_size=p.get("batch_size", 8),
-      )
-    probs = inference.tta_predict(self.logits_fn, image, **kwargs)
-    logits = np.log(np.clip(probs, 1e-30, 1.0))[None]  # softmax(log p) = p
-    return self.chain(dict(logits=logits)), probs
+    """``(predictions of one normalised image [H,W,C] (batch of 1), class probabilities)``."""
+    predictions = self.predict_batch(image[None])
+    return predictions, np.asarray(jax.nn.softmax(predictions["logits"][0], axis=-1))
 
 
 def instance_map(predictions: dict, index: int, descriptor) -> tuple[np.ndarray | None, dict]:

@@ -167,17 +167,8 @@ def abstract_variables(model, config, sharding=None) -> dict:
   )
 
 
-# What a user's config may set for evaluating or predicting with a trained model; the model, the
-# classes and the normalisation always come from the run.
-SETTINGS_KEYS = (
-  "predict",
-  "postprocess",
-  "eval_splits",
-  "eval_batch_size",
-  "eval_tta",
-  "eval_mask_ap",
-  "num_devices",
-)
+# Where the data of a user's config lies (and how its evaluation images are padded); every other
+# data key (the dataset, the normalisation, the input size) is the run's.
 DATA_LOCATION_KEYS = (
   "root",
   "data_dir",
@@ -187,21 +178,26 @@ DATA_LOCATION_KEYS = (
   "eval_size_multiple",
   "eval_pad_mode",
 )
+RUN_KEYS = ("model", "data")  # what a trained model fixes
 
 
 def with_run_model(run: Run, config=None) -> ml_collections.ConfigDict:
-  """The run's config with ``config``'s evaluation and prediction settings (`SETTINGS_KEYS`) and
-  data location (`DATA_LOCATION_KEYS`) where ``config`` is given."""
-  merged = config_from_dict(config_to_dict(run.config))
+  """The run's config with everything ``config`` sets but the model and the data
+  (``config.evals``, ``inference``, ``postprocess``, ``predict``, the devices, ...), and the data
+  location of ``config`` (`DATA_LOCATION_KEYS`), where ``config`` is given."""
+  merged = config_to_dict(run.config)
   if config is None:
-    return merged
-  for key in SETTINGS_KEYS:
-    if key in config:
-      merged[key] = config[key]
-  for key in DATA_LOCATION_KEYS:
-    if key in config.get("data", {}):
-      merged.data[key] = config.data[key]
-  return merged
+    return config_from_dict(merged)
+  merged.update(
+    {
+      key: config_to_dict(config[key]) if isinstance(config[key], Mapping) else config[key]
+      for key in config
+      if key not in RUN_KEYS
+    }
+  )
+  data = config.get("data", {})
+  merged["data"].update({key: data[key] for key in DATA_LOCATION_KEYS if key in data})
+  return config_from_dict(merged)
 
 
 def check_same_classes(trained: DatasetDescriptor, data: DatasetDescriptor) -> None:

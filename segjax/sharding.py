@@ -9,14 +9,17 @@ communication for ``fsdp``-times less memory per device for the state.
 
 The same code runs on one CPU, on 8 GPUs and on a multi-host TPU pod: each process passes its
 process-local slice of the batch and ``jax.make_array_from_process_local_data`` assembles the
-global array. Devices are ordered by process, so an ``fsdp`` group that divides the local device
-count stays within one host.
+global array. The mesh follows the topology (`make_mesh`): ``fsdp`` groups on neighbouring TPU
+chips and inside one slice, ``data`` across slices (`axis_links` says which link each axis
+crosses); elsewhere devices are ordered by process, so an ``fsdp`` group that divides the local
+device count stays within one host.
 """
 
 from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -26,7 +29,12 @@ BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 def make_mesh(num_devices: int | None = None, fsdp: int = 1, devices=None) -> Mesh:
   """A ``(data, fsdp)`` mesh over all (or the first ``num_devices``) devices, or over ``devices``
-  (e.g. the devices of a TPU topology that is compiled for, not attached)."""
+  (e.g. the devices of a TPU topology that is compiled for, not attached), laid out by the
+  topology (`jax.experimental.mesh_utils`): on a TPU slice ``create_device_mesh`` puts each
+  ``fsdp`` group on neighbouring chips of the torus; across slices (devices with several
+  ``slice_index``) ``create_hybrid_device_mesh`` keeps every ``fsdp`` group inside a slice and
+  splits ``data`` over the slices, so that only the data axis's gradient all-reduce crosses the
+  data-centre network (`axis_links`). Other platforms keep the device order (by process)."""
   devices = list(jax.devices() if devices is None else devices)
   if num_devices is not None and num_devices > 0:
     if num_devices > len(devices):
@@ -34,7 +42,54 @@ def make_mesh(num_devices: int | None = None, fsdp: int = 1, devices=None) -> Me
     devices = devices[:num_devices]
   if fsdp < 1 or len(devices) % fsdp:
     raise ValueError(f"config.sharding.fsdp={fsdp} does not divide the {len(devices)} devices.")
-  return Mesh(np.asarray(devices).reshape(-1, fsdp), BATCH_AXES)
+  slices = sorted({getattr(d, "slice_index", 0) for d in devices})
+  if len(slices) > 1:
+    per_slice = len(devices) // len(slices)
+    if per_slice % fsdp:
+      raise ValueError(
+        f"config.sharding.fsdp={fsdp} does not divide the {per_slice} devices of a slice "
+        f"({len(slices)} slices): an fsdp group must stay inside a slice."
+      )
+    array = mesh_utils.create_hybrid_device_mesh(
+      (per_slice // fsdp, fsdp), (len(slices), 1), devices, allow_split_physical_axes=True
+    )
+  elif devices[0].platform == "tpu":
+    try:
+      array = mesh_utils.create_device_mesh(
+        (len(devices) // fsdp, fsdp), devices, allow_split_physical_axes=True
+      )
+    except (AssertionError, ValueError, NotImplementedError):
+      # mesh_utils lays out one device per chip (TPU v4 with two cores a chip is not): the
+      # devices' own order, which follows the chips' coordinates
+      array = np.asarray(devices).reshape(-1, fsdp)
+  else:
+    array = np.asarray(devices).reshape(-1, fsdp)
+  return Mesh(array, BATCH_AXES)
+
+
+def axis_links(mesh: Mesh) -> dict[str, str]:
+  """The slowest link each mesh axis's collectives cross: ``"DCN"`` (between TPU slices),
+  ``"ICI"`` (inside a TPU slice, across its hosts too), ``"network"`` (between processes
+  elsewhere), ``"local"`` (among one process's devices), or ``"none"`` (an axis of size 1)."""
+  links = {}
+  devices = mesh.devices
+  for axis, name in enumerate(mesh.axis_names):
+    if devices.shape[axis] == 1:
+      links[name] = "none"
+      continue
+    groups = np.moveaxis(devices, axis, -1).reshape(-1, devices.shape[axis])
+    spans = lambda attribute, groups=groups: any(
+      len({getattr(d, attribute, 0) for d in group}) > 1 for group in groups
+    )
+    if spans("slice_index"):
+      links[name] = "DCN"
+    elif devices.flat[0].platform == "tpu":
+      links[name] = "ICI"
+    elif spans("process_index"):
+      links[name] = "network"
+    else:
+      links[name] = "local"
+  return links
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -262,6 +262,7 @@ class Trainer:
     return jax.device_put(sums, sharding.replicated(self.mesh))
 
   def evaluator(self, panoptic_labels: bool | None = None) -> evaluation.Evaluator:
+    """One compiled evaluation (``config.inference``, every evaluator that applies)."""
     if panoptic_labels is None:
       panoptic_labels = pipeline.has_instances(self.source)
     return evaluation.Evaluator(
@@ -271,6 +272,17 @@ class Trainer:
       self.mesh,
       runs.input_shape(self.config),
       panoptic_labels=panoptic_labels,
+    )
+
+  def evaluations(self) -> evaluation.Evaluations:
+    """The evaluations of ``config.evals`` (or ``config.eval_splits``)."""
+    return evaluation.Evaluations(
+      self.model,
+      self.config,
+      self.descriptor,
+      self.mesh,
+      runs.input_shape(self.config),
+      panoptic_labels=pipeline.has_instances(self.source),
     )
 
 
@@ -341,7 +353,8 @@ def setup(config, mesh=None, data: bool = True) -> Trainer:
 # ================================================================================================
 @dataclasses.dataclass
 class TrainResult:
-  """How a run ended: ``metrics`` of ``config.eval_splits`` by split (empty without eval splits);
+  """How a run ended: ``metrics`` of ``config.evals`` by name (by split without them; empty
+  without evaluations);
   ``preempted`` when a SIGTERM stopped it after saving checkpoint ``step`` (run again to resume)."""
 
   metrics: dict
@@ -375,8 +388,8 @@ def restore_or_keep(checkpointer, state: TrainState) -> TrainState:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
-  """Trains per ``config`` in ``workdir`` (resuming from its latest checkpoint), then evaluates
-  ``config.eval_splits``; the metrics also go to ``<workdir>/final_metrics.json``."""
+  """Trains per ``config`` in ``workdir`` (resuming from its latest checkpoint), then runs
+  ``config.evals`` (or evaluates ``config.eval_splits``); the metrics also go to ``<workdir>/final_metrics.json``."""
   workdir = prepare_workdir(workdir)
   trainer = setup(config)
   descriptor, mesh = trainer.descriptor, trainer.mesh
@@ -391,7 +404,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   state = restore_or_keep(checkpointer, trainer.state)
   start_step, total_steps = int(jax.device_get(state.step)), config.num_train_steps
   train_ds = trainer.train_dataset(start_step)
-  train_step, evaluator = trainer.train_step(), trainer.evaluator()
+  train_step, evaluations = trainer.train_step(), trainer.evaluations()
   new_sums = functools.partial(
     trainer.zero_sums, abstract_batch(train_ds.element_spec, config.batch_size)
   )
@@ -414,14 +427,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   def evaluate_all(step):
     start = time.perf_counter()
-    results = {
-      split: evaluator.evaluate(state.variables, trainer.source, split)
-      for split in config.eval_splits
-    }
-    for split, summary in results.items():
-      writer.write_scalars(step, summary, prefix=f"{split}/")
-      if step < total_steps:  # the final evaluation is printed below
-        run_log.info("step %d %s: %s", step, split, evaluation.format_summary(summary))
+    final = step == total_steps
+    results = evaluations.run(state.variables, trainer.source, None if final else step)
+    for name, summary in results.items():
+      writer.write_scalars(step, summary, prefix=f"{name}/")
+      if not final:  # the final evaluation is printed below
+        run_log.info("step %d %s: %s", step, name, evaluation.format_summary(summary))
     progress.exclude(time.perf_counter() - start)  # steps/s and the ETA count training only
     return results
 
@@ -452,7 +463,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         profiler.stop()
         writer.close()
         return TrainResult({}, preempted=True, step=step)
-      if config.eval_every_steps and step % config.eval_every_steps == 0 and step < total_steps:
+      if step < total_steps and evaluations.due(step):
         evaluate_all(step)
 
   profiler.stop()

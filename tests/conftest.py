@@ -127,7 +127,7 @@ def tiny_config(data_dir: str):
     )
   )
   config.model.update(dict(features=4, depth=2))
-  config.eval_tta = ""  # the tests compare evaluation with single forward passes
+  config.inference.tta = ""  # the tests compare evaluation with single forward passes
   config.optimizer.warmup_steps = 1
   config.batch_size = 4
   config.eval_batch_size = 4

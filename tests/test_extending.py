@@ -71,9 +71,12 @@ def test_the_page_trains_with_every_piece_named_in_its_config(project, tmp_path)
     config["optimizer"]["name"],
     config["optimizer"]["schedule"],
   ) == ("stripes", "tiny_fcn", "lion", "linear")
-  final = json.load(open(workdir / "final_metrics.json"))["validation"]
+  final = json.load(open(workdir / "final_metrics.json"))
   # 30 steps on stripes this easy find them (all background would score 0.38).
-  assert final["mean_iou"] > 0.9, final
+  assert final["validation"]["mean_iou"] > 0.9, final["validation"]
+  # The page's evaluator, by name in config.evals, under flip TTA: the stripes found image by image.
+  assert sorted(final) == ["stripes", "validation"]
+  assert final["stripes"]["image_iou"] > 0.8, final["stripes"]
 
 
 def test_each_piece_by_value(project, tmp_path):
@@ -116,6 +119,22 @@ def test_each_piece_by_value(project, tmp_path):
   semantic = np.array([[[1, 0, 1], [1, 0, 0], [0, 1, 0]]])
   got = chain({"logits": jnp.asarray(np.eye(2)[semantic], jnp.float32)})
   np.testing.assert_array_equal(got["semantic"], [[[1, 0, 0]] * 3])
+
+  # Evaluator: by hand on four 2x3 images (the third a padding example, the fourth without
+  # stripes): IoUs 1/3 and 1 (an ignored pixel counts nowhere), mean 2/3.
+  from segjax import evaluators, metrics as metrics_lib
+
+  image_iou = evaluators.make("image_iou(class_id=1)", descriptor)
+  truth = np.array(
+    [[[1, 1, 0], [0, 0, 0]], [[1, 0, 255], [0, 0, 0]], [[1, 1, 1], [1, 1, 1]], [[0] * 3] * 2]
+  )
+  found = np.array(
+    [[[0, 1, 1], [0, 0, 0]], [[1, 0, 1], [0, 0, 0]], [[0, 0, 0], [0, 0, 0]], [[0] * 3] * 2]
+  )
+  batch = {"semantic": jnp.asarray(truth), "valid": jnp.array([True, True, False, True])}
+  totals = metrics_lib.ExactSum.zeros(image_iou.zeros())
+  totals = totals.add(jax.jit(image_iou.batch_sums)({"semantic": jnp.asarray(found)}, batch))
+  assert image_iou.summarize(totals.value()) == {"image_iou": pytest.approx(2 / 3)}
 
   # Optimizer and schedule: equal to optax's Lion over a linear decay.
   opt_config = ml_collections.ConfigDict(

@@ -3,6 +3,7 @@ writes: a UTM CRS, non-square pixels, an origin far from zero, nodata borders. T
 keeps the input's georeference and equals the in-memory prediction, nodata is never a class, and
 the polygons rasterised back equal the class raster."""
 
+import dataclasses
 import json
 import os
 
@@ -49,7 +50,8 @@ def write_raster(path, height=70, width=90, bands=3, nodata_top=5, nodata_left=8
 def predictor(straight_run):
   config, workdir, _ = straight_run
   config = config.copy_and_resolve_references()
-  config.predict.update(dict(window=(32, 32), probabilities=True))
+  config.predict.probabilities = True
+  config.inference.window = (32, 32)
   return predict.Predictor(runs.load(workdir), config)
 
 
@@ -150,10 +152,11 @@ def test_raster_errors_name_the_file_and_the_setting(predictor, tmp_path):
   with pytest.raises(ValueError, match=r"config.predict.bands: .*ortho.tif has bands 1..3, not 5"):
     geo.predict_rasters(predictor, [path], str(tmp_path / "out"))
   predictor.config.predict.bands = ()
-  predictor.settings.flip = True
-  with pytest.raises(ValueError, match=r"ortho.tif: config.predict.scales / flip do not apply"):
+  spec = predictor.spec
+  predictor.spec = dataclasses.replace(spec, tta="flip")
+  with pytest.raises(ValueError, match=r"ortho.tif: config.inference.scales / tta do not apply"):
     geo.predict_rasters(predictor, [path], str(tmp_path / "out"))
-  predictor.settings.flip = False
+  predictor.spec = spec
   broken = tmp_path / "broken.tif"
   broken.write_bytes(b"not a tiff")
   with pytest.raises(ValueError, match="broken.tif is not a raster rasterio can read"):

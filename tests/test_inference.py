@@ -1,4 +1,5 @@
-"""Padded sliding window, strips to file, and test-time augmentation."""
+"""The inference spec (compiled window, scales, flips / D4), the streaming sliding window and
+strips to file."""
 
 import jax
 import jax.numpy as jnp
@@ -85,35 +86,80 @@ def test_strips_to_file_equal_the_in_memory_result(tmp_path):
   assert len(rows) > 3  # written strip by strip
 
 
-def test_tta_flip_of_a_flip_symmetric_input_is_unchanged_and_scales_average():
+def spec_probs(spec, logits_fn, images):
+  """Class probabilities of ``images [B,H,W,C]`` under ``spec`` (compiled)."""
+  outputs = jax.jit(lambda x: spec.outputs(lambda v, **kw: {"logits": logits_fn(v)}, x))(images)
+  return np.asarray(jax.nn.softmax(outputs["logits"], axis=-1))
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant", "edge"])
+@pytest.mark.parametrize("shape", [(50, 70), (13, 9)])
+def test_the_compiled_window_equals_the_streaming_one(shape, pad_mode):
+  # Spec's jnp window (batched images, 3 windows a pass, the last pass padded) gives the scores
+  # of the numpy window that streams rasters, image by image.
+  images = RNG.normal(size=(2, *shape, 3)).astype(np.float32)
+  for blend in ("gaussian", "uniform"):
+    spec = inference.Spec(
+      window=(16, 24), overlap=0.3, blend=blend, pad_mode=pad_mode, window_batch=3
+    )
+    got = spec_probs(spec, conv(KERNEL_3x3), images)
+    for i in range(2):
+      want = inference.sliding_window_predict(
+        conv(KERNEL_3x3), images[i], window=(16, 24), overlap=0.3, blend=blend, pad_mode=pad_mode
+      )
+      np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)
+
+
+def test_scales_resize_with_half_pixel_centres_and_average():
+  # A per-pixel model at scales 0.5 and 1.5: OpenCV's INTER_LINEAR of the image, the
+  # probabilities resized back the same way, and the mean with scale 1, by hand.
+  import cv2
+
+  image = RNG.normal(size=(20, 30, 3)).astype(np.float32)
+  per_pixel = lambda x: jnp.einsum("bhwc,ck->bhwk", x, jnp.asarray(KERNEL_1x1[0, 0]))
+  softmax = lambda z: (
+    np.exp(z - z.max(-1, keepdims=True))
+    / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
+  )
+  want = 0
+  for scale in (0.5, 1.0, 1.5):
+    size = (int(round(30 * scale)), int(round(20 * scale)))
+    x = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    p = softmax(np.asarray(per_pixel(x[None]))[0])
+    want = want + cv2.resize(p, (30, 20), interpolation=cv2.INTER_LINEAR)
+  got = spec_probs(inference.Spec(scales=(0.5, 1.0, 1.5)), per_pixel, image[None])[0]
+  np.testing.assert_allclose(got, want / 3, rtol=1e-4, atol=1e-5)
+  # flips of a mirror-symmetric image under a mirror-symmetric model change nothing; windows of
+  # a per-pixel model equal the whole image.
   half = RNG.normal(size=(20, 10, 3)).astype(np.float32)
-  image = np.concatenate([half, half[:, ::-1]], axis=1)  # mirror-symmetric
-  symmetric_kernel = (KERNEL_3x3 + KERNEL_3x3[:, ::-1]) / 2
-  plain = inference.tta_predict(conv(symmetric_kernel), image)
-  flipped = inference.tta_predict(conv(symmetric_kernel), image, flip=True)
-  np.testing.assert_allclose(flipped, plain, rtol=1e-5, atol=1e-6)
-  two = inference.tta_predict(conv(KERNEL_1x1), image, scales=(1.0, 1.0), flip=False, window=(8, 8))
-  np.testing.assert_allclose(two, whole(conv(KERNEL_1x1), image), rtol=1e-5, atol=1e-6)
-  multi = inference.tta_predict(conv(KERNEL_1x1), image, scales=(0.5, 1.0, 1.5))
-  assert multi.shape == (20, 20, 4)
-  np.testing.assert_allclose(multi.sum(-1), 1.0, rtol=1e-5)
+  mirrored = np.concatenate([half, half[:, ::-1]], axis=1)[None]
+  symmetric = conv((KERNEL_3x3 + KERNEL_3x3[:, ::-1]) / 2)
+  plain = spec_probs(inference.Spec(), symmetric, mirrored)
+  np.testing.assert_allclose(
+    spec_probs(inference.Spec(tta="flip"), symmetric, mirrored), plain, rtol=1e-5, atol=1e-6
+  )
+  windows = spec_probs(inference.Spec(window=(8, 8), scales=(1.0, 1.0)), per_pixel, mirrored)
+  np.testing.assert_allclose(windows, spec_probs(inference.Spec(), per_pixel, mirrored), atol=1e-6)
 
 
 def test_dihedral_tta_of_an_equivariant_model_is_its_softmax_and_of_a_positional_one_the_mean():
   images = RNG.normal(size=(2, 6, 6, 3)).astype(np.float32)
   per_pixel = lambda x: jnp.einsum("bhwc,ck->bhwk", x, jnp.asarray(KERNEL_1x1[0, 0]))
-  want = np.log(np.asarray(jax.nn.softmax(per_pixel(images), -1)))
+  want = np.asarray(jax.nn.softmax(per_pixel(images), -1))
   for mode in ("flip", "d4"):  # any symmetry commutes with a per-pixel map: TTA changes nothing
-    got = jax.jit(lambda x, m=mode: inference.dihedral_tta(per_pixel, x, m))(images)
+    got = spec_probs(inference.Spec(tta=mode), per_pixel, images)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   wide = RNG.normal(size=(2, 6, 8, 3)).astype(np.float32)  # odd turns make 8x6 images: 2 batches
   np.testing.assert_allclose(
-    inference.dihedral_tta(per_pixel, wide, "d4"),
-    np.log(np.asarray(jax.nn.softmax(per_pixel(wide), -1))),
+    spec_probs(inference.Spec(tta="d4"), per_pixel, wide),
+    np.asarray(jax.nn.softmax(per_pixel(wide), -1)),
     rtol=1e-5,
     atol=1e-5,
   )
-  np.testing.assert_array_equal(inference.dihedral_tta(per_pixel, images, ""), per_pixel(images))
+  # Without averaging, the outputs pass unchanged: raw logits, every head.
+  heads = inference.Spec().outputs(lambda x: {"logits": per_pixel(x), "other": x}, images)
+  np.testing.assert_array_equal(heads["logits"], per_pixel(images))
+  assert set(heads) == {"logits", "other"}
   # A model that sees the column: logit k = x-coordinate * (k - 1); flips average it away.
   ramp = lambda x: (
     jnp.arange(x.shape[2], dtype=jnp.float32)[None, None, :, None]
@@ -125,15 +171,34 @@ def test_dihedral_tta_of_an_equivariant_model_is_its_softmax_and_of_a_positional
     / np.exp(cols[..., None] * (np.arange(3.0) - 1)).sum(-1, keepdims=True)
   )
   cols = np.broadcast_to(np.arange(6.0), (6, 6))
-  flip = np.exp(np.asarray(inference.dihedral_tta(ramp, images, "flip")))[0]
+  flip = spec_probs(inference.Spec(tta="flip"), ramp, images)[0]
   np.testing.assert_allclose(flip, (probs(cols) + probs(5 - cols)) / 2, rtol=1e-5)
-  d4 = np.exp(np.asarray(inference.dihedral_tta(ramp, images, "d4")))[0]
+  d4 = spec_probs(inference.Spec(tta="d4"), ramp, images)[0]
   rows = cols.T
   np.testing.assert_allclose(
     d4, (probs(cols) + probs(5 - cols) + probs(rows) + probs(5 - rows)) / 4, rtol=1e-5
   )
-  with pytest.raises(ValueError, match=r"config.eval_tta='d8'"):
-    inference.dihedral_tta(per_pixel, images, "d8")
+
+
+def test_the_spec_names_a_bad_value_and_an_unknown_key():
+  for kwargs, match in (
+    (dict(tta="d8"), r"config.inference.tta='d8': use one of \['', 'd4', 'flip'\]"),
+    (dict(window=(8,)), r"config.inference.window=\(8,\)"),
+    (dict(overlap=1.0), r"config.inference.overlap=1.0"),
+    (dict(scales=(0.0, 1.0)), r"config.inference.scales"),
+    (dict(blend="box"), r"config.inference.blend='box'"),
+  ):
+    with pytest.raises(ValueError, match=match):
+      inference.Spec(**kwargs)
+  import ml_collections
+
+  config = ml_collections.ConfigDict(dict(inference=dict(window=(8, 8), flip=True)))
+  with pytest.raises(KeyError, match=r"config.inference.flip: unknown key"):
+    inference.Spec.from_config(config)
+  config = ml_collections.ConfigDict(dict(inference=dict(window=None, scales=(1.0,))))
+  spec = inference.Spec.from_config(config, dict(window=(8, 8)))
+  assert spec.window == (8, 8) and spec.averages and spec.model_kwargs() == {}
+  assert inference.Spec(model_scales=(0.5, 1.0)).model_kwargs() == {"scales": (0.5, 1.0)}
 
 
 def test_bad_arguments():

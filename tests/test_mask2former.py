@@ -360,7 +360,7 @@ def test_transformer_recipes_trace_their_train_step_and_evaluation(name):
     evaluator = evaluation.Evaluator(
       model, config, info.descriptor, mesh, runs.input_shape(config), panoptic_labels=info.instances
     )
-    assert evaluator.panoptic and evaluator.instances
+    assert [type(e).__name__ for e in evaluator.named[""]] == ["Semantic", "Panoptic", "MaskAP"]
   assert config.reference and set(sums.loss_sums) == {"loss", "loss/" + objective.terms[0].label}
 
 

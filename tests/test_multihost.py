@@ -267,15 +267,26 @@ def test_two_process_prediction_equals_one_process_and_resumes_after_a_kill(stra
 def test_mask_ap_of_two_processes_equals_one_process(straight_run, data_dir, tmp_path):
   """experiments/evaluate.py with a chain that makes scored instances, in 2 processes x 2 devices:
   each process post-processes its own images, the instances are gathered, and mask AP (and every
-  other metric) equals the single-process evaluation."""
+  other metric) equals the single-process evaluation; so does the confusion matrix of an entry
+  under a sliding window with scales and flips, which equals the per-image prediction."""
   from segjax import evaluation
+  from segjax import runs
+  from segjax.data import pipeline
+  from test_evaluation import PROTOCOL, per_image_confusion
 
   config, workdir, _ = straight_run
   chain = "argmax|remove_small(6)|semantic_instances|scored_instances"
+  evals = {"validation": {}, "protocol": dict(type="semantic", inference=PROTOCOL)}
   single = config.copy_and_resolve_references()
   single.postprocess = chain
-  want = evaluation.evaluate_run(workdir, single)["validation"]
+  single.evals = evals
+  both = evaluation.evaluate_run(workdir, single)
+  want = both["validation"]
   assert want["mask_ap"]["ap50"] is not None
+  protocol = single.copy_and_resolve_references()
+  protocol.inference.update(PROTOCOL)
+  per_image = per_image_confusion(runs.load(workdir), protocol, pipeline.get_source(config.data))
+  np.testing.assert_array_equal(both["protocol"]["confusion_matrix"], per_image)
   copy = str(tmp_path / "run")
   shutil.copytree(workdir, copy)
   config_file = tmp_path / "eval_config.py"
@@ -283,7 +294,7 @@ def test_mask_ap_of_two_processes_equals_one_process(straight_run, data_dir, tmp
     f"import sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
     "from conftest import tiny_config\n\n"
     f"def get_config():\n  c = tiny_config({data_dir!r})\n  c.postprocess = {chain!r}\n"
-    "  return c\n"
+    f"  c.evals = {evals!r}\n  return c\n"
   )
   address = f"localhost:{_free_port()}"
   env = {**os.environ, "XLA_FLAGS": xla_flags(2), "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
@@ -308,7 +319,9 @@ def test_mask_ap_of_two_processes_equals_one_process(straight_run, data_dir, tmp
   outputs = [p.communicate(timeout=300)[0] for p in procs]
   for i, (p, out) in enumerate(zip(procs, outputs)):
     assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
-  got = json.load(open(os.path.join(copy, "eval_metrics.json")))["validation"]
+  got_all = json.load(open(os.path.join(copy, "eval_metrics.json")))
+  assert got_all["protocol"]["confusion_matrix"] == per_image.tolist()
+  got = got_all["validation"]
   assert got["mask_ap"].keys() == want["mask_ap"].keys()
   for key, value in want["mask_ap"].items():
     assert got["mask_ap"][key] == (pytest.approx(value) if isinstance(value, float) else value), key

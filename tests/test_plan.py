@@ -20,7 +20,7 @@ def _small_config():
   config.model.update(dict(features=4, depth=2))
   config.data.update(dict(image_size=32, crop_size=(32, 32)))
   config.eval_batch_size = 4
-  config.eval_tta = ""  # one forward pass: the plan's mechanics, not the quickstart's TTA
+  config.inference.tta = ""  # one forward pass: the plan's mechanics, not the quickstart's TTA
   return config
 
 
@@ -278,3 +278,39 @@ def test_sweep_doubles_the_batch_until_it_does_not_fit_and_keeps_the_fastest(mon
   assert tried == [(1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (2, 4), (2, 8)]
   assert messages[2] == "fsdp 1, batch 4/device: does not fit (24.00 GiB of 16.0)"
   assert (result["best"]["fsdp"], result["best"]["batch_per_device"]) == (2, 4)
+
+
+def test_the_mesh_follows_the_topology_and_names_the_link_of_each_axis():
+  # One v5e:4x8 slice: the mesh is mesh_utils' topology-aware layout (not the reshaped device
+  # list), each fsdp group a straight line of neighbouring chips, both axes on the ICI.
+  import jax
+  import numpy as np
+  from jax.experimental import mesh_utils, topologies
+
+  from segjax import sharding
+
+  ids = lambda array: np.vectorize(lambda d: d.id)(array)
+  devices = topologies.get_topology_desc(platform="tpu", topology_name="v5e:4x8").devices
+  mesh = sharding.make_mesh(devices=devices, fsdp=8)
+  np.testing.assert_array_equal(
+    ids(mesh.devices), ids(mesh_utils.create_device_mesh((4, 8), devices))
+  )
+  assert not np.array_equal(ids(mesh.devices), np.arange(32).reshape(4, 8))
+  for group in mesh.devices:
+    steps = np.abs(np.diff([d.coords for d in group], axis=0)).sum(axis=1)
+    assert (steps == 1).all(), [d.coords for d in group]
+  assert sharding.axis_links(mesh) == {"data": "ICI", "fsdp": "ICI"}
+  # Two v5e:2x4 slices: every fsdp group inside one slice, the data axis across the slices.
+  two = topologies.get_topology_desc(platform="tpu", topology_name="v5e:2x4", num_slices=2)
+  mesh = sharding.make_mesh(devices=two.devices, fsdp=4)
+  assert dict(mesh.shape) == {"data": 4, "fsdp": 4}
+  assert [len({d.slice_index for d in group}) for group in mesh.devices] == [1] * 4
+  assert {d.slice_index for d in mesh.devices[:, 0]} == {0, 1}
+  assert sharding.axis_links(mesh) == {"data": "DCN", "fsdp": "ICI"}
+  with pytest.raises(ValueError, match=r"fsdp=16 does not divide the 8 devices of a slice"):
+    sharding.make_mesh(devices=two.devices, fsdp=16)
+  # The CPU devices of this process: their own order, every axis local.
+  mesh = sharding.make_mesh(4, fsdp=2)
+  np.testing.assert_array_equal(ids(mesh.devices), ids(np.asarray(jax.devices()[:4]).reshape(2, 2)))
+  assert sharding.axis_links(mesh) == {"data": "local", "fsdp": "local"}
+  assert sharding.axis_links(sharding.make_mesh(4)) == {"data": "local", "fsdp": "none"}

@@ -84,7 +84,7 @@ def test_evaluation_counts_stay_exact_past_2_31_pixels_a_cell(straight_run, monk
   monkeypatch.setattr(
     evaluator,
     "zero_sums",
-    lambda: zeros().add({"confusion": jnp.full(plain.shape, start, jnp.uint32)}),
+    lambda: zeros().add({"": [{"confusion": jnp.full(plain.shape, start, jnp.uint32)}]}),
   )
   large = np.asarray(evaluator.evaluate(run.variables, source, "validation")["confusion_matrix"])
   np.testing.assert_array_equal(large, plain.astype(np.int64) + start)
@@ -341,15 +341,17 @@ def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path
   np.testing.assert_array_equal(sheet[: picture.shape[0]], picture)
   third = cv2.cvtColor(cv2.imread(paths[2]), cv2.COLOR_BGR2RGB)
   np.testing.assert_array_equal(sheet[-picture.shape[0] :], third)
-  # With test-time augmentation in config.predict, the picture shows its prediction.
-  config.predict.update(dict(num_images=1, flip=True, scales=(0.75, 1.0, 1.5)))
+  # With test-time augmentation in config.inference, the picture shows its prediction.
+  config.predict.num_images = 1
+  plain_predictor = predict.Predictor(runs.load(workdir), config)
+  config.inference.update(dict(tta="flip", scales=(0.75, 1.0, 1.5)))
   predictor = predict.Predictor(runs.load(workdir), config)
   [path] = pictures.draw_split(predictor, source, str(tmp_path / "tta"))
   drawn = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
   ds, _ = pipeline.eval_dataset(source, config.data, config.predict.split, local_batch_size=1)
   image = next(pipeline.as_numpy(ds))["image"][0]
   augmented = predictor.predict_image(image)[0]["semantic"][0]
-  plain = predictor.predict_batch(image[None])["semantic"][0]
+  plain = plain_predictor.predict_batch(image[None])["semantic"][0]
   assert np.any(augmented != plain)  # the settings matter for this model and image
   row, column = visualize.panel_offsets(4, 32)[2]
   np.testing.assert_array_equal(
@@ -391,7 +393,8 @@ def test_panoptic_quality_in_evaluation_streams_exactly(straight_run):
   mesh = sharding.make_mesh()
   source = pipeline.get_source(config.data)
   evaluator = evaluation.Evaluator(run.model, run.config, source.descriptor, mesh, (32, 32, 3))
-  assert evaluator.panoptic and evaluator.fused
+  assert evaluator.fused
+  assert [type(e).__name__ for e in evaluator.named[""]] == ["Semantic", "Panoptic"]
   summary = evaluator.evaluate(run.variables, source, "validation")
   ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=10)
   batch = next(pipeline.as_numpy(ds))
@@ -426,7 +429,8 @@ def test_host_post_processing_in_evaluation_equals_the_chain_on_all_images(strai
   evaluator = evaluation.Evaluator(
     run.model, config, source.descriptor, sharding.make_mesh(), (32, 32, 3)
   )
-  assert not evaluator.fused and evaluator.panoptic and evaluator.instances
+  assert not evaluator.fused
+  assert [type(e).__name__ for e in evaluator.named[""]] == ["Semantic", "Panoptic", "MaskAP"]
   summary = evaluator.evaluate(run.variables, source, "validation")
   ds, _ = pipeline.eval_dataset(source, config.data, "validation", local_batch_size=10)
   batch = next(pipeline.as_numpy(ds))
@@ -477,7 +481,7 @@ def test_prelabel_files_with_window_tta_postprocess_and_instances(straight_run, 
     cv2.imwrite(path, image[: size[0], : size[1], ::-1])
     inputs.append(path)
   config = config.copy_and_resolve_references()
-  config.predict.update(dict(window=(32, 32), flip=True))
+  config.inference.update(dict(window=(32, 32), tta="flip"))
   config.postprocess = "argmax|remove_small(4)|semantic_instances('watershed')"
   out = str(tmp_path / "out")
   predictor = predict.Predictor(runs.load(workdir), config)
@@ -506,7 +510,7 @@ def test_panoptic_prelabels_carry_instance_scores_and_pictures_are_panoptic(stra
   cv2.imwrite(path, image[..., ::-1])
   out = str(tmp_path / "out")
   predictor = predict.Predictor(run)
-  assert not predictor.semantic_only  # it reads the model's panoptic map and centre heatmap
+  assert not predictor.chain.reads() <= {"logits"}  # it reads the panoptic map and centre heatmap
   predict_files.predict_files(predictor, [path], out, "coco", progress=False)
   coco = json.load(open(os.path.join(out, "annotations.json")))
   # Expected scores from the model's own outputs on the same normalised image.
@@ -654,12 +658,12 @@ def test_a_tiny_unet_learns_the_shapes(data_dir, tmp_path):
 
 
 def test_evaluation_tta_averages_the_eight_symmetries_of_the_square(straight_run):
-  # config.eval_tta="d4" on 4 devices == argmax of the numpy mean of the softmax of the model on
+  # config.inference.tta="d4" on 4 devices == argmax of the numpy mean of the softmax of the model on
   # each rotated/flipped batch, turned back; "flip" and a panoptic chain are refused by name.
   config, workdir, _ = straight_run
   run = runs.load(workdir)
   config = run.config.copy_and_resolve_references()
-  config.eval_tta = "d4"
+  config.inference.tta = "d4"
   source = pipeline.get_source(config.data)
   evaluator = evaluation.Evaluator(
     run.model, config, source.descriptor, sharding.make_mesh(), (32, 32, 3)
@@ -685,8 +689,10 @@ def test_evaluation_tta_averages_the_eight_symmetries_of_the_square(straight_run
   np.testing.assert_array_equal(summary["confusion_matrix"], np.asarray(cm))
   plain = metrics.confusion_matrix(logits(batch["image"]).argmax(-1), batch["semantic"], 5)
   assert not np.array_equal(np.asarray(plain), np.asarray(cm))  # the passes changed pixels
-  config.eval_tta = "rot"
-  with pytest.raises(ValueError, match=r"config.eval_tta='rot'; use one of \['', 'd4', 'flip'\]"):
+  config.inference.tta = "rot"
+  with pytest.raises(
+    ValueError, match=r"config.inference.tta='rot': use one of \['', 'd4', 'flip'\]"
+  ):
     evaluation.Evaluator(run.model, config, source.descriptor, sharding.make_mesh(), (32, 32, 3))
 
   class CentreOffset(nn.Module):  # a model whose chain reads more than the logits
@@ -695,7 +701,7 @@ def test_evaluation_tta_averages_the_eight_symmetries_of_the_square(straight_run
       logits = nn.Conv(5, (1, 1))(x)
       return {"logits": logits, "center": logits[..., :1], "offset": logits[..., :2]}
 
-  config.eval_tta, config.postprocess = "flip", "argmax|panoptic_deeplab"
+  config.inference.tta, config.postprocess = "flip", "argmax|panoptic_deeplab"
   with pytest.raises(
     ValueError,
     match=r"averages class probabilities; the chain .* also reads "
