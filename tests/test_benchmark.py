@@ -1,5 +1,7 @@
 """experiments/benchmark.py's library times the trainer's own compiled train step (not a copy)."""
 
+import pytest
+
 from segjax import benchmark
 from segjax import train
 
@@ -28,6 +30,7 @@ def test_models_section_times_the_trainers_train_step(tmp_path, monkeypatch):
   assert "| tiny | unet |" in table
 
 
+@pytest.mark.slow
 def test_scaling_metrics_pipeline_and_inference_sections(tmp_path):
   import jax
 

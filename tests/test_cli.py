@@ -118,6 +118,7 @@ def test_bad_config_values_are_named_before_anything_is_built(tmp_path, key, val
   assert not (tmp_path / "tfds").exists()  # no dataset was prepared, no model built
 
 
+@pytest.mark.slow
 def test_a_cpu_machine_with_the_tpu_compiler_installed_prints_one_line(tmp_path):
   """libtpu is installed here (the test extra) and there is no TPU: a main that starts JAX and
   TensorFlow and then fails prints the one error line and nothing else — no libtpu start-up

@@ -96,6 +96,7 @@ def test_readme_tour_runs(straight_run, tmp_path, monkeypatch):
   assert namespace["model"].num_classes == 19
 
 
+@pytest.mark.slow
 def test_every_documented_command_line_parses():
   """Each ``experiments/`` command line of the docs, as written (``--config=...`` stands for a
   config file), with ``--show_config``: its flags exist, its config loads and takes its overrides.

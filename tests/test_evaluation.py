@@ -26,6 +26,7 @@ def per_image_confusion(run, config, source, split="validation"):
   return confusion
 
 
+@pytest.mark.slow
 def test_windowed_multiscale_evaluation_equals_per_image_prediction(straight_run):
   # config.evals with a 16x16 window, three scales and flips, on 1 and on 4 devices (batches of
   # 4, the last one padded) == Predictor.predict_image image by image, pixel for pixel.

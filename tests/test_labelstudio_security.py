@@ -274,6 +274,7 @@ def test_every_route_but_health_needs_the_credentials(guarded):
   assert status == 200 and [v["version"] for v in answer["versions"]] == [0]
 
 
+@pytest.mark.slow
 def test_no_credentials_means_this_machine_only(straight_run):
   with pytest.raises(ValueError, match="--host=0.0.0.0 without credentials"):
     serving.make_server(object(), "0.0.0.0", 0)

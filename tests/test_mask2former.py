@@ -57,6 +57,7 @@ def _ms_deform_attn_by_gathers(value, shapes, locations, weights):
   return out.reshape(batch, queries, heads * dim)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
 def test_ms_deform_attn_equals_the_gather_form_in_values_and_gradients(dtype, tolerance):
   """The tap-table + mixing-matmul form (docs/models.md) against per-level gathers: values and
@@ -164,6 +165,7 @@ def test_match_equals_scipy_on_the_numpy_cost():
   assert int(got[3]) == -1
 
 
+@pytest.mark.slow
 def test_mask2former_loss_without_segments_is_the_no_object_cross_entropy():
   rng = np.random.default_rng(4)
   outputs = {

@@ -42,6 +42,7 @@ def partial_state(cost, rows):
   return state
 
 
+@pytest.mark.slow
 def test_shortest_path_ends_at_the_nearest_free_column_with_dijkstras_distances():
   rng = np.random.default_rng(0)
   for trial in range(8):
@@ -61,6 +62,7 @@ def test_shortest_path_ends_at_the_nearest_free_column_with_dijkstras_distances(
     assert (want[~seen] >= float(path.length) - 1e-5).all()  # settled in order of distance
 
 
+@pytest.mark.slow
 def test_dual_update_keeps_reduced_costs_non_negative_and_zero_on_the_assignment():
   rng = np.random.default_rng(1)
   for _ in range(8):
@@ -107,6 +109,7 @@ def check_optimal(cost, got):
   )
 
 
+@pytest.mark.slow
 def test_the_assignment_equals_scipy_on_random_and_degenerate_costs():
   rng = np.random.default_rng(2)
   solve = jax.jit(jax.vmap(matching.linear_sum_assignment))

@@ -91,6 +91,7 @@ def test_evaluation_counts_stay_exact_past_2_31_pixels_a_cell(straight_run, monk
   assert large.max() > 2**32 and plain.sum() == 10 * 32 * 32
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_parameters(straight_run, tmp_path, monkeypatch):
   config, straight, _ = straight_run
 
@@ -176,6 +177,7 @@ def test_device_prefetch_keeps_order_and_runs_ahead():
     assert [int(b["image"][0, 0]) for b in got] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_profile_window_and_deeper_prefetch_leave_the_run_unchanged(straight_run, tmp_path):
   import glob  # pylint: disable=import-outside-toplevel
 
@@ -302,6 +304,7 @@ def test_workdir_parents_are_created(tmp_path):
     train.prepare_workdir(str(tmp_path / "a-file"))
 
 
+@pytest.mark.slow
 def test_prediction_pictures_show_image_truth_and_overlay(straight_run, tmp_path):
   import cv2
 
@@ -419,6 +422,7 @@ def test_panoptic_quality_in_evaluation_streams_exactly(straight_run):
   assert sum(v["tp"] + v["fp"] + v["fn"] for v in expected["per_class"].values()) > 10
 
 
+@pytest.mark.slow
 def test_host_post_processing_in_evaluation_equals_the_chain_on_all_images(straight_run):
   # A chain with OpenCV steps: compiled forward pass, host steps per process, metrics on device.
   config, workdir, _ = straight_run
@@ -617,6 +621,7 @@ def test_pretrained_backbone_file_named_in_the_config_is_loaded(data_dir, tmp_pa
   assert all(not np.any(m) for m in jax.tree_util.tree_leaves(state.opt_state))  # moments, count
 
 
+@pytest.mark.slow
 def test_periodic_and_padded_evaluation(config, tmp_path, capsys):
   """``eval_every_steps`` evaluates during training (printed, and left out of the steps/s);
   ``data.eval_pad_to`` pads images with ignored labels, so every labelled pixel is still counted

@@ -137,6 +137,7 @@ def test_a_tiny_segformer_trains_with_the_trainers_step(config):
   assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
 
 
+@pytest.mark.slow
 def test_mask2former_from_transformers_equals_every_prediction():
   model, variables = models.from_transformers("Mask2FormerForUniversalSegmentation", M2F_TINY)
   assert (
@@ -169,6 +170,7 @@ def test_mask2former_from_transformers_equals_every_prediction():
   assert out["logits"].shape == io["image"].shape[:3] + (5,)
 
 
+@pytest.mark.slow
 def test_mask2former_parameter_count_equals_transformers():
   with open(os.path.join(FIXTURES, "mask2former_sizes.json"), encoding="utf-8") as f:
     sizes = json.load(f)
