@@ -24,6 +24,7 @@ _SUBMODULES = (
   "evaluators",
   "geo",
   "inference",
+  "interactive",
   "labelstudio",
   "losses",
   "metrics",
