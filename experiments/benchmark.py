@@ -6,11 +6,13 @@ r"""Measures segjax's speed (segjax/benchmark.py); writes benchmark.json and ben
   python experiments/benchmark.py --sections=resume --repeats=3
   python experiments/benchmark.py --sections=raster --raster_side=20000
   python experiments/benchmark.py --sections=backend --backend_workdir=workdirs/quickstart
+  python experiments/benchmark.py --sections=interactive --click_run=/tmp/segjax/clicks/click_run
 
 models: the trainer's train step and the evaluator's forward pass of each config (default: every
 configs/*_shapes.py); scaling: --scaling_config over 1, 2, 4, ... devices; metrics, pipeline,
 resume (--configs: unet_folder), inference, raster (needs .[geo]), backend (the Label Studio ML
-backend of --backend_workdir under load): see segjax/benchmark.py.
+backend of --backend_workdir under load), interactive (per-click latency of --click_run's click
+model and of a SAM ViT-B): see segjax/benchmark.py.
 """
 
 import glob
@@ -23,7 +25,9 @@ from absl import flags
 from segjax import cli
 
 _SECTIONS = flags.DEFINE_list(
-  "sections", ["models"], "models, scaling, metrics, pipeline, resume, inference, raster, backend"
+  "sections",
+  ["models"],
+  "models, scaling, metrics, pipeline, resume, inference, raster, backend, interactive",
 )
 _CONFIGS = flags.DEFINE_list(
   "configs",
@@ -42,6 +46,7 @@ _BACKEND_WORKDIR = flags.DEFINE_string(
   "backend_workdir", "workdirs/quickstart", "Backend: the trained run to serve (a copy)."
 )
 _CONCURRENCY = flags.DEFINE_integer("concurrency", 32, "Backend: /predict requests at once.")
+_CLICK_RUN = flags.DEFINE_string("click_run", None, "Interactive: a click model's run directory.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for benchmark.json and benchmark.md.")
 
 
@@ -77,6 +82,7 @@ def main(argv):
     ),
     "raster": lambda: benchmark.raster_section(_RASTER_SIDE.value),
     "backend": lambda: benchmark.backend_section(_BACKEND_WORKDIR.value, _CONCURRENCY.value),
+    "interactive": lambda: benchmark.interactive_section(timing, _CLICK_RUN.value),
   }
   unknown = sorted(set(_SECTIONS.value) - set(sections))
   if unknown:

@@ -12,7 +12,12 @@ positive on missed pixels, negative on false ones; at most ``--max_clicks``). Ro
 * ``disk``: no model, each click paints or erases a disk of ``--radius`` pixels;
 * ``prelabel+disk`` (with ``--run``, a trained run such as experiments/microscopy.py's): the run's
   automatic pre-label of the region (its instances: ``config.postprocess``), the predicted
-  instance that overlaps the nucleus most as the starting mask, then the same disk clicks.
+  instance that overlaps the nucleus most as the starting mask, then the same disk clicks;
+* ``click model`` (with ``--click_config``, e.g. configs/interactive_microscopy.py): a click model
+  trained on the frame's left half (written as a folder dataset in ``WORKDIR/data``) in
+  ``WORKDIR/click_run`` (resumed if there), then measured by its ``config.evals`` (type
+  ``interactive``, `segjax.evaluators.interactive`): the same protocol, the model answering each
+  click.
 
 Writes ``WORKDIR/clicks.json`` (NoC@85, NoC@90, failures at 90 %, mean IoU after k clicks per row),
 ``WORKDIR/clicks.md`` and ``WORKDIR/clicks.png`` (the mean IoU after k clicks).
@@ -31,6 +36,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the results.")
 _RUN = flags.DEFINE_string("run", None, "A trained run whose pre-labels the clicks correct.")
 _RADIUS = flags.DEFINE_integer("radius", 3, "Radius in pixels of the disk a click paints.")
 _MAX_CLICKS = flags.DEFINE_integer("max_clicks", 20, "Clicks per object at most.")
+_CLICK_CONFIG = cli.config_flag(
+  "click_config", "A click model's config to train and measure (configs/interactive_*.py).", False
+)
 flags.mark_flags_as_required(["source", "workdir"])
 flags.adopt_module_key_flags(cli)
 
@@ -67,6 +75,22 @@ def best_overlap(instances, truth):
   return max((instances == i for i in ids), key=lambda mask: clicks.iou(truth, mask))
 
 
+def train_click_model(config, workdir: str, image, instances) -> dict:
+  """The click-model row: ``config`` trained on the left half of the frame (``image``,
+  ``instances``: the whole frame), evaluated by clicks on its right half."""
+  from segjax import train  # pylint: disable=import-outside-toplevel
+  from segjax.data import microscopy  # pylint: disable=import-outside-toplevel
+
+  config.data.root = microscopy.write_regions(os.path.join(workdir, "data"), image, instances)
+  (name, entry), *_ = config.evals.items()
+  if not str(entry.type).startswith("interactive"):
+    raise SystemExit(f"--click_config: config.evals.{name} is not of type 'interactive'")
+  result = train.train_and_evaluate(config, os.path.join(workdir, "click_run"))
+  if result.preempted:
+    raise SystemExit("preempted: run again to resume")
+  return result.metrics[name]
+
+
 def main(argv):
   del argv
   # pylint: disable=import-outside-toplevel
@@ -79,7 +103,8 @@ def main(argv):
 
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
-  image, instances = microscopy.held_out(*microscopy.read_frame(_SOURCE.value))
+  frame = microscopy.read_frame(_SOURCE.value)
+  image, instances = microscopy.held_out(*frame)
   objects = [instances == i for i in range(1, int(instances.max()) + 1)]
   starts = {"disk": [None] * len(objects)}
   if _RUN.value:
@@ -102,6 +127,8 @@ def main(argv):
           ]
         )
       )
+  if _CLICK_CONFIG.value is not None:
+    results["click model"] = train_click_model(_CLICK_CONFIG.value, workdir, *frame)
   lines = [
     "| start | objects | NoC@85 | NoC@90 | failures (90 %, of the objects) | mIoU after 1 / 5 / 20 clicks |",
     "|---|---|---|---|---|---|",
@@ -122,6 +149,7 @@ def main(argv):
     "mean IoU per nucleus after k clicks",
     y_range=(0.0, 1.0),
     x_label="clicks",
+    legend="lower right",
   )
   visualize.write_png(os.path.join(workdir, "clicks.png"), picture)
   print(f"Wrote {workdir}/clicks.json, clicks.md and clicks.png")

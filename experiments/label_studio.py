@@ -27,6 +27,11 @@ _DOCUMENT_ROOT = flags.DEFINE_string(
   None,
   "import/export: Label Studio's local files root (default: the parent of --images).",
 )
+_INTERACTIVE = flags.DEFINE_string(
+  "interactive",
+  None,
+  "start: clicks and boxes give masks (smart tools), by a click model's run or a SAM checkpoint.",
+)
 _INPUT = flags.DEFINE_string("input", None, "export: a Label Studio JSON export file.")
 _URL = flags.DEFINE_string("url", None, "export: a running Label Studio (with --project, --token).")
 _PROJECT = flags.DEFINE_integer("project", None, "export: the project id.")
@@ -52,6 +57,7 @@ def main(argv):
       backend_port=_BACKEND_PORT.value,
       steps=_STEPS.value,
       train_every=_TRAIN_EVERY.value,
+      interactive=_INTERACTIVE.value,
     ) as labelling:
       print(session.welcome(labelling), flush=True)
       labelling.wait()

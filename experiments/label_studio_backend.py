@@ -44,6 +44,13 @@ _STEPS = flags.DEFINE_integer("steps", 200, "Steps of each fine-tuning.")
 _LEARNING_RATE = flags.DEFINE_float(
   "learning_rate", None, "Of each fine-tuning (default: the run's)."
 )
+_INTERACTIVE = flags.DEFINE_string(
+  "interactive",
+  None,
+  "Answer clicks and boxes (Label Studio's smart tools): a click model's run directory, or a "
+  "SAM checkpoint (directory or hf-hub:facebook/sam-vit-base).",
+)
+_CACHE_MB = flags.DEFINE_float("embedding_cache_mb", 512, "Memory for per-image embeddings.")
 flags.mark_flags_as_required(["workdir"])
 flags.adopt_module_key_flags(cli)
 
@@ -60,6 +67,11 @@ def main(argv):
     max_image_bytes=int(_MAX_IMAGE_MB.value * 2**20),
     max_image_pixels=_MAX_PIXELS.value,
   )
+  interactive = None
+  if _INTERACTIVE.value:
+    from segjax.interactive import predictor  # pylint: disable=import-outside-toplevel
+
+    interactive = predictor.load_predictor(_INTERACTIVE.value, int(_CACHE_MB.value * 2**20))
   served = backend.Backend(
     _WORKDIR.value,
     _DATA.value,
@@ -70,6 +82,7 @@ def main(argv):
     label_studio_url=_URL.value,
     allowed_origins=_ORIGINS.value,
     limits=limits,
+    interactive=interactive,
     log=lambda message: print(message, flush=True),
   )
   server = serving.make_server(served, _HOST.value, _PORT.value, credentials=credentials)

@@ -566,6 +566,64 @@ def backend_section(
   return rows
 
 
+def interactive_section(timing: Timing, click_run: str | None = None, side: int = 512):
+  """Per-click latency on a ``side`` x ``side`` image file, after its per-image work, and that
+  work itself (SAM's image embedding; the click model's reading and normalisation), of the
+  click model of ``click_run`` (if given) and of a randomly initialised SAM ViT-B at 1024x1024:
+  medians of ``timing.repeats`` runs after ``timing.warmup``."""
+  import cv2  # pylint: disable=import-outside-toplevel
+
+  from segjax import runs as runs_lib  # pylint: disable=import-outside-toplevel
+  from segjax.interactive import predictor as interactive  # pylint: disable=import-outside-toplevel
+  from segjax.models import sam  # pylint: disable=import-outside-toplevel
+
+  rng = np.random.default_rng(0)
+  predictors = []
+  if click_run:
+    predictors.append(
+      (
+        "click model (" + os.path.basename(click_run.rstrip("/")) + ")",
+        interactive.ClickModelPredictor(runs_lib.load(click_run)),
+      )
+    )
+  model = models.create("sam", variant="vit_b")
+  variables = jax.jit(lambda k: sam.init_variables(model, k))(jax.random.key(0))
+  predictors.append(("SAM ViT-B (random weights)", interactive.SamPredictor(model, variables)))
+  rows = []
+  with tempfile.TemporaryDirectory(prefix="segjax-bench-clicks-") as directory:
+    path = os.path.join(directory, "image.png")
+    cv2.imwrite(path, rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
+    for name, predictor in predictors:
+      start = time.perf_counter()
+      predictor.predict(path, [(side / 2, side / 2, True)])  # compiles, fills the cache
+      first_s = time.perf_counter() - start
+      prepare = [predictor.prepare(path) for _ in range(timing.warmup)]
+      embed_s = []
+      for _ in range(timing.repeats):
+        start = time.perf_counter()
+        prepare = predictor.prepare(path)
+        embed_s.append(time.perf_counter() - start)
+      del prepare
+      clicks, click_s = [(side / 2, side / 2, True)], []
+      for i in range(timing.warmup + timing.repeats):
+        clicks.append((float(rng.integers(0, side)), float(rng.integers(0, side)), bool(i % 2)))
+        start = time.perf_counter()
+        predictor.predict(path, clicks[:3])
+        if i >= timing.warmup:
+          click_s.append(time.perf_counter() - start)
+      rows.append(
+        {
+          "section": "interactive",
+          "what": name,
+          "shape": f"{side}x{side}",
+          "first_call_s": first_s,
+          "embedding_ms": 1000 * statistics.median(embed_s),
+          "click_ms": 1000 * statistics.median(click_s),
+        }
+      )
+  return rows
+
+
 def machine() -> dict:
   device = jax.devices()[0]
   return {
@@ -659,6 +717,18 @@ def markdown(rows: list[dict]) -> str:
       f"| {r['what']} | {r['shape']} | {r['seconds']:.2f} | {r['megapixels_per_s']:.2f} | "
       f"{r.get('peak_rss_gb', float('nan')):.2f} GB |"
       for r in inference_rows
+    ]
+  interactive_rows = [r for r in rows if r["section"] == "interactive"]
+  if interactive_rows:
+    lines += [
+      "",
+      "| interactive | image | per image (embedding) ms | per click ms | first call s |",
+      "|---|---|---:|---:|---:|",
+    ]
+    lines += [
+      f"| {r['what']} | {r['shape']} | {r['embedding_ms']:.0f} | {r['click_ms']:.0f} | "
+      f"{r['first_call_s']:.1f} |"
+      for r in interactive_rows
     ]
   backend_rows = [r for r in rows if r["section"] == "backend"]
   if backend_rows:

@@ -120,6 +120,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Training metrics, summed on the device between log steps: registered names or functions
   # (outputs, batch, *, num_classes, ignore_label) -> sums (segjax/train_metrics.py).
   config.train_metrics = ("confusion",)
+  # Inputs the train step makes of each batch with the model being trained (segjax/step_inputs.py):
+  # "" none; "iterative_clicks(...)": RITM's click simulation for click models.
+  config.step_inputs = ""
   config.device_prefetch = 2  # global batches sent to the devices ahead of the step
   config.profile_steps = ()  # (first, last): a JAX profiler trace of those steps in WORKDIR/profile
   config.eval_splits = ("validation",)

@@ -167,11 +167,21 @@ class Evaluator:
       out_shardings=replicated,
     )
     self.predict = jax.jit(predict, out_shardings=rows)
+    # Evaluators that prompt the model themselves (``model_inputs``: an interactive evaluator's
+    # clicks) get the same spec and chain on inputs they make.
+    self.prompted = {
+      id(e): jax.jit(
+        lambda variables, arrays, e=e: predict(variables, e.model_inputs(*arrays)),
+        out_shardings=rows,
+      )
+      for e in self.host_evaluators
+      if hasattr(e, "model_inputs")
+    }
     self.add_metrics = jax.jit(add_metrics, donate_argnums=(0,), out_shardings=replicated)
 
   def _evaluators(self, name, types, produced, panoptic_labels):
     where = f"config.evals.{name}" if name else "the evaluation"
-    labels = {"semantic"} | ({"panoptic"} if panoptic_labels else set())
+    labels = {"semantic"} | ({"panoptic", "instance"} if panoptic_labels else set())
     if types is None:  # every evaluator the chain and the labels allow
       types = ["semantic"]
       if "panoptic" in produced and panoptic_labels:
@@ -219,7 +229,10 @@ class Evaluator:
     variables = sharding.on_mesh(variables, mesh)
     sums = jax.device_put(self.zero_sums(), sharding.replicated(mesh))
     for e in self.host_evaluators:
-      e.start()
+      if id(e) in self.prompted:
+        e.start(self._prompter(self.prompted[id(e)], variables))
+      else:
+        e.start()
     for local in pipeline.as_numpy(ds, source):
       batch = sharding.global_batch({k: local[k] for k in self.batch_keys()}, mesh)
       if self.fused:
@@ -243,6 +256,21 @@ class Evaluator:
         summary.update(e.summarize(e_sums))
       results[name] = summary
     return results
+
+  def _prompter(self, compiled, variables):
+    """``predict(*arrays) -> predictions`` of this process's rows (numpy), for an evaluator
+    that prompts the model (rows padded to a multiple of the local devices, then dropped)."""
+    devices = len(self.mesh.local_devices)
+
+    def predict(*arrays):
+      count = len(arrays[0])
+      pad = (-count) % devices
+      arrays = [np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) for a in arrays]
+      out = compiled(variables, sharding.global_batch(arrays, self.mesh))
+      out = self.chain.apply_host({k: sharding.local_rows(v) for k, v in out.items()})
+      return {k: np.asarray(v)[:count] for k, v in out.items()}
+
+    return predict
 
   def evaluate(self, variables, source, split: str) -> dict:
     """The metrics of ``split`` of every evaluator, in one summary."""

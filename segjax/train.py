@@ -32,10 +32,12 @@ from segjax import optim
 from segjax import postprocess
 from segjax import runs
 from segjax import sharding
+from segjax import step_inputs as step_inputs_lib
 from segjax import train_metrics as train_metrics_lib
 from segjax.data import datasets
 from segjax.data import pipeline
 from segjax.models import pretrained
+from segjax.step_inputs import forward_without_gradient
 from segjax.train_state import MetricSums, TrainState
 
 
@@ -147,11 +149,18 @@ def init_from_run(state: TrainState, tx, path: str) -> TrainState:
 # ================================================================================================
 # Step
 # ================================================================================================
-def zero_sums(model, objective, train_metrics, variables, batch) -> MetricSums:
+def zero_sums(model, objective, train_metrics, variables, batch, step_inputs=None) -> MetricSums:
   """Zero `MetricSums` for one run: ``loss`` and ``loss/<term>`` for each term of the objective,
   and the sums of each training metric (`segjax.train_metrics`), their shapes traced from
-  ``batch`` (a dict of `jax.ShapeDtypeStruct`); wrap in `jax.eval_shape` for shapes only. The
-  trainer, the plan and the benchmark all build their sums here."""
+  ``batch`` (a dict of `jax.ShapeDtypeStruct`, made into the step's inputs by ``step_inputs``);
+  wrap in `jax.eval_shape` for shapes only. The trainer, the plan and the benchmark all build
+  their sums here."""
+  if step_inputs is not None:
+    batch = jax.eval_shape(
+      lambda v, b: step_inputs(forward_without_gradient(model, v), b, jax.random.key(0)),
+      variables,
+      batch,
+    )
   outputs = jax.eval_shape(
     lambda v, x: model.apply(
       v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}
@@ -163,16 +172,29 @@ def zero_sums(model, objective, train_metrics, variables, batch) -> MetricSums:
   return MetricSums.zeros(names, jax.eval_shape(train_metrics, outputs, batch))
 
 
-def make_train_step(model, tx, objective, train_metrics, mesh, seed: int = 0, state_sharding=None):
+def make_train_step(
+  model,
+  tx,
+  objective,
+  train_metrics,
+  mesh,
+  seed: int = 0,
+  state_sharding=None,
+  step_inputs=None,
+):
   """The compiled train step ``(state, sums, batch) -> (state, sums)``; state and sums donated.
 
-  ``objective(outputs, batch) -> (total, terms)`` (`segjax.losses.Objective`); ``train_metrics
-  (outputs, batch) -> sums`` (`segjax.train_metrics.TrainMetrics`) are added to ``sums``; dropout
-  draws from ``(seed, step)``. The new state keeps ``state_sharding`` (default: replicated).
-  Nothing leaves the device: the host reads the sums only when it logs."""
+  ``step_inputs(forward, batch, rng) -> batch`` (`segjax.step_inputs`, optional) makes the
+  step's inputs first; ``objective(outputs, batch) -> (total, terms)`` (`segjax.losses.Objective`);
+  ``train_metrics(outputs, batch) -> sums`` (`segjax.train_metrics.TrainMetrics`) are added to
+  ``sums``; dropout draws from ``(seed, step)``. The new state keeps ``state_sharding`` (default:
+  replicated). Nothing leaves the device: the host reads the sums only when it logs."""
 
   def step(state: TrainState, sums: MetricSums, batch):
     dropout = jax.random.fold_in(jax.random.key(seed, impl="rbg"), state.step)
+    if step_inputs is not None:
+      forward = forward_without_gradient(model, state.variables)
+      batch = step_inputs(forward, batch, jax.random.fold_in(dropout, 2))
 
     def compute_loss(params):
       outputs, updates = model.apply(
@@ -233,6 +255,7 @@ class Trainer:
   train_metrics: train_metrics_lib.TrainMetrics
   state: TrainState
   pretrained: dict | None = None  # the hub weights it started from (revision, hash), if any
+  step_inputs: object = None  # config.step_inputs (segjax.step_inputs), if any
 
   def train_dataset(self, start_step: int = 0):
     return pipeline.train_dataset(
@@ -254,11 +277,19 @@ class Trainer:
       self.mesh,
       self.config.seed,
       state_sharding=sharding.shardings_of(self.state),
+      step_inputs=self.step_inputs,
     )
 
   def zero_sums(self, batch) -> MetricSums:
     """Zero sums on the devices (replicated); ``batch``: shapes of a global batch."""
-    sums = zero_sums(self.model, self.objective, self.train_metrics, self.state.variables, batch)
+    sums = zero_sums(
+      self.model,
+      self.objective,
+      self.train_metrics,
+      self.state.variables,
+      batch,
+      self.step_inputs,
+    )
     return jax.device_put(sums, sharding.replicated(self.mesh))
 
   def evaluator(self, panoptic_labels: bool | None = None) -> evaluation.Evaluator:
@@ -296,6 +327,7 @@ def check_config(config) -> list:
   run_log.check_profile_steps(config.get("profile_steps"))
   postprocess.validate(config.get("postprocess", "argmax"))
   make_train_metrics(config, 1, 255)
+  step_inputs_lib.make(config.get("step_inputs"), 255)
   return terms
 
 
@@ -343,8 +375,9 @@ def setup(config, mesh=None, data: bool = True) -> Trainer:
     state = with_variables(state, tx, variables)
   if config.get("init_from"):
     state = init_from_run(state, tx, config.init_from)
+  inputs = step_inputs_lib.make(config.get("step_inputs"), descriptor.ignore_label)
   return Trainer(
-    config, mesh, descriptor, source, model, tx, objective, metric_terms, state, record
+    config, mesh, descriptor, source, model, tx, objective, metric_terms, state, record, inputs
   )
 
 

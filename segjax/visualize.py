@@ -213,9 +213,11 @@ def line_plot(
   size=(300, 460),
   y_range=None,
   x_label: str = "step",
+  legend: str = "upper left",
 ) -> np.ndarray:
-  """One plot of ``curves`` (``{label: (x, y)}``) against ``x_label``: axes with ticks, a legend, a
-  title; RGB, ``size`` = (height, width). A curve of at most 20 points also marks each point."""
+  """One plot of ``curves`` (``{label: (x, y)}``) against ``x_label``: axes with ticks, a legend
+  (``"upper left"`` or ``"lower right"``), a title; RGB, ``size`` = (height, width). A curve of
+  at most 20 points also marks each point."""
   height, width = size
   left, right, top, bottom = 52, 12, TITLE_HEIGHT + 6, 34
   canvas = np.full((height, width, 3), 255, np.uint8)
@@ -245,8 +247,13 @@ def line_plot(
       cv2.polylines(canvas, [points], False, colour, 2, cv2.LINE_AA)
     for point in points if len(points) <= 20 else ():
       cv2.circle(canvas, tuple(int(v) for v in point), 3, colour, -1, cv2.LINE_AA)
-    cv2.line(canvas, (left + 10, top + 14 + 16 * i), (left + 30, top + 14 + 16 * i), colour, 2)
-    _text(canvas, label, (left + 36, top + 18 + 16 * i), 0.4)
+    if legend == "lower right":
+      lx = width - right - 46 - 7 * max(len(k) for k in curves)
+      ly = height - bottom - 10 - 16 * (len(curves) - 1 - i)
+    else:
+      lx, ly = left + 10, top + 14 + 16 * i
+    cv2.line(canvas, (lx, ly), (lx + 20, ly), colour, 2)
+    _text(canvas, label, (lx + 26, ly + 4), 0.4)
   return canvas
 
 

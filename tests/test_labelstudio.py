@@ -413,6 +413,72 @@ def test_backend_protocol_in_process(straight_run, tmp_path):
     http.server_close()
 
 
+def test_interactive_predict_in_process_and_its_hostile_contexts(straight_run, tmp_path):
+  """/predict with Label Studio's ``context`` (smart key points and rectangles, in percent)
+  answers the mask of the backend's SAM for those prompts in pixels; a context off the protocol
+  is a 400 naming the field, and a backend without a click model says so."""
+  from segjax.interactive import predictor as interactive  # pylint: disable=import-outside-toplevel
+  from segjax.labelstudio import backend  # pylint: disable=import-outside-toplevel
+
+  _, trained_run, _ = straight_run
+  workdir = str(tmp_path / "cells")
+  shutil.copytree(trained_run, workdir)
+  write_scenes(tmp_path / "images", 1)
+  sam = interactive.load_predictor(SAM_TINY)
+  served = backend.Backend(workdir, str(tmp_path / "images"), interactive=sam, log=lambda _: None)
+  task = {"id": 1, "data": {"image": "/data/local-files/?d=images/scene_0.png"}}
+  point = lambda x, y, positive=True, label="disc", **extra: {
+    "type": "keypointlabels",
+    "original_width": 32,
+    "original_height": 32,
+    "is_positive": positive,
+    "value": {"x": x, "y": y, "keypointlabels": [label]},
+    **extra,
+  }
+  answer = served.predict({"tasks": [task], "params": {"context": {"result": [point(25.0, 50.0)]}}})
+  [region] = answer["results"][0]["result"]
+  expected = sam.predict(str(tmp_path / "images" / "scene_0.png"), [(8.0, 16.0, True)])
+  np.testing.assert_array_equal(rle.decode(region["value"]["rle"], 32, 32), expected)
+  assert region["value"]["brushlabels"] == ["disc"] and sam.cache.misses == 1
+  served.predict(
+    {"tasks": [task], "params": {"context": {"result": [point(25.0, 50.0), point(60, 60, False)]}}}
+  )
+  assert sam.cache.hits >= 2 and len(sam.cache) == 1  # the embedding computed once per image
+  bad = {
+    "predict.context.result: a list": {"result": "all"},
+    r"predict.context.result\[0\].value: x, y in percent": {"result": [point(120.0, 5.0)]},
+    r"predict.context.result\[0\].value.keypointlabels: one of the classes": {
+      "result": [point(5.0, 5.0, label="<script>")]
+    },
+    r"predict.context.result\[0\].type": {"result": [{"type": "polygonlabels", "value": {}}]},
+    r"predict.context.result\[1\]: another image size": {
+      "result": [point(5.0, 5.0), point(5.0, 5.0, original_width=64)]
+    },
+    r"1 to 64 regions, got 65": {"result": [point(5.0, 5.0)] * 65},
+  }
+  for message, context in bad.items():
+    with pytest.raises(backend.BadRequest, match=message):
+      served.predict({"tasks": [task], "params": {"context": context}})
+  with pytest.raises(backend.BadRequest, match="one task with a context, got 2"):
+    served.predict({"tasks": [task, task], "params": {"context": {"result": [point(5.0, 5.0)]}}})
+  with pytest.raises(backend.BadRequest, match="the image is 32x32, the regions say 64x64"):
+    served.predict(
+      {
+        "tasks": [task],
+        "params": {"context": {"result": [point(5.0, 5.0, original_width=64, original_height=64)]}},
+      }
+    )
+  plain = backend.Backend(workdir, str(tmp_path / "images"), log=lambda _: None)
+  with pytest.raises(backend.BadRequest, match="serves no click model or SAM"):
+    plain.predict({"tasks": [task], "params": {"context": {"result": [point(5.0, 5.0)]}}})
+  config = tasks.labelling_config(DESCRIPTOR, interactive=True)
+  root = ET.fromstring(config)
+  assert root.find("KeyPointLabels").get("smart") == "true"
+  assert [label.get("smart") for label in root.find("RectangleLabels")] == ["true"] * len(
+    root.find("BrushLabels")
+  )
+
+
 # ------------------------------------------------------------------------ the loop, live
 USER, PASSWORD = "segjax-test", "correct horse battery"
 
@@ -423,9 +489,13 @@ def _get(url, auth=None):
     return json.load(response)
 
 
+SAM_TINY = os.path.join(ROOT, "tests", "fixtures", "sam_tiny")
+
+
 def start_backend(workdir, port, log_path):
-  """experiments/label_studio_backend.py serving ``workdir`` with the credentials USER and
-  PASSWORD (from the environment); returns the process and its /health."""
+  """experiments/label_studio_backend.py serving ``workdir`` (and the tiny SAM fixture for clicks
+  and boxes) with the credentials USER and PASSWORD (from the environment); returns the process
+  and its /health."""
   log = open(log_path, "ab")  # pylint: disable=consider-using-with
   process = subprocess.Popen(
     [
@@ -434,6 +504,7 @@ def start_backend(workdir, port, log_path):
       f"--workdir={workdir}",
       f"--port={port}",
       "--steps=4",
+      f"--interactive={SAM_TINY}",
     ],
     stdout=log,
     stderr=subprocess.STDOUT,
@@ -477,7 +548,9 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
     processes.append(backend)
     assert health["model_version"] == "run-v0"
     run = runs.load(workdir)
-    project = studio.create_project("cells", tasks.labelling_config(run.descriptor))
+    project = studio.create_project(
+      "cells", tasks.labelling_config(run.descriptor, interactive=True)
+    )
     studio.add_local_storage(project, images)
     studio.import_tasks(
       project,
@@ -486,7 +559,9 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
         for stem in truth
       ],
     )
-    ml = studio.connect_backend(project, backend_url, user=USER, password=PASSWORD)
+    ml = studio.connect_backend(
+      project, backend_url, user=USER, password=PASSWORD, interactive=True
+    )
     studio.retrieve_predictions(project)  # the backend fetches each image from Label Studio
 
     predictor = predict.Predictor(run)
@@ -500,8 +575,43 @@ def test_labelling_loop_with_a_real_label_studio(label_studio_python, straight_r
       np.testing.assert_array_equal(got, expected["semantic"][0])
       assert prediction["score"] == pytest.approx(1 - prelabels.uncertainty(probs), abs=1e-6)
 
-    # A person corrects the first image: its ground truth, drawn as brush regions.
+    # Smart tools: a click, then a negative click and a box, through Label Studio to the
+    # backend's SAM; the brush mask that comes back is SAM's answer to the same prompts here.
+    from segjax.interactive import predictor as interactive  # pylint: disable=import-outside-toplevel
+
+    sam = interactive.load_predictor(SAM_TINY)
     stem = sorted(truth)[0]
+    path = os.path.join(images, f"{stem}.png")
+    label = run.descriptor.class_names[run.descriptor.thing_classes[0]]
+    click = lambda x, y, positive: {
+      "type": "keypointlabels",
+      "original_width": 32,
+      "original_height": 32,
+      "is_positive": positive,
+      "value": {"x": x / 32 * 100, "y": y / 32 * 100, "width": 1, "keypointlabels": [label]},
+    }
+    box = {
+      "type": "rectanglelabels",
+      "original_width": 32,
+      "original_height": 32,
+      "value": {"x": 12.5, "y": 25.0, "width": 50.0, "height": 37.5, "rectanglelabels": [label]},
+    }
+    for regions, points, expected_box in (
+      ([click(10, 12, True)], [(10, 12, True)], None),
+      (
+        [click(10, 12, True), click(20, 5, False), box],
+        [(10, 12, True), (20, 5, False)],
+        (4, 8, 20, 20),
+      ),
+    ):
+      answer = studio.interactive(ml, items[stem]["id"], {"result": regions})
+      [region] = answer["result"]
+      assert region["value"]["brushlabels"] == [label] and region["from_name"] == tasks.BRUSH
+      got = rle.decode(region["value"]["rle"], 32, 32)
+      np.testing.assert_array_equal(got, sam.predict(path, points, expected_box))
+      assert answer["model_version"] == "run-v0+sam"
+
+    # A person corrects the first image: its ground truth, drawn as brush regions.
     correction = tasks.prediction_result(truth[stem][0], truth[stem][1], run.descriptor)
     annotation = studio.annotate(items[stem]["id"], correction)  # returns after the webhook
     backend.send_signal(signal.SIGKILL)

@@ -21,6 +21,15 @@ float32 weights, and the last prediction in float32 (``*_torch_float32``); and
 ``mask2former_sizes.json``: the parameter count of transformers' Mask2Former with a ResNet-50
 backbone at 133 classes (COCO panoptic).
 
+Writes ``sam_tiny/`` (a ``SamModel``: a 4-block ViT of width 32 on 64x64 images, 8x8 patches,
+windows of 3 (the 8x8 grid padded to 9x9) and global attention in blocks 1 and 3, a 16-wide
+prompt encoder and mask decoder; weights random with unit gain) and ``sam_tiny_io.npz``: the image
+NHWC, the image embeddings NHWC, and for each prompt case (points with labels 1/0/-1/-10, boxes,
+points + boxes, points + a low-resolution mask, a single mask output) its inputs, ``pred_masks``
+and ``iou_scores`` in float64 from the float32 weights (and torch's float32 ones:
+``*_torch_float32``); and
+``sam_sizes.json``: the parameter counts of transformers' SAM ViT-B, ViT-L and ViT-H.
+
 Writes ``segformer_tiny_state_dict.safetensors``: the in-memory ``state_dict()`` of
 ``segformer_tiny/`` (transformers 5's module names; ``--only=state_dict`` writes this alone from
 the existing ``segformer_tiny/``).
@@ -34,6 +43,7 @@ import numpy as np
 import torch
 import transformers
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
+from transformers import SamConfig, SamModel
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 TINY = dict(
@@ -135,6 +145,96 @@ def mask2former(output):
     json.dump(sizes, f, indent=2)
 
 
+SAM_TINY = dict(
+  vision_config=dict(
+    hidden_size=32,
+    output_channels=16,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    image_size=64,
+    patch_size=8,
+    window_size=3,
+    global_attn_indexes=[1, 3],
+    num_pos_feats=8,
+  ),
+  prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=8),
+  mask_decoder_config=dict(
+    hidden_size=16, mlp_dim=32, num_attention_heads=2, iou_head_hidden_dim=16
+  ),
+)
+SAM_VARIANTS = {  # facebook/sam-vit-base, -large, -huge
+  "vit_b": dict(
+    hidden_size=768, num_hidden_layers=12, num_attention_heads=12, global_attn_indexes=[2, 5, 8, 11]
+  ),
+  "vit_l": dict(
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    global_attn_indexes=[5, 11, 17, 23],
+  ),
+  "vit_h": dict(
+    hidden_size=1280,
+    num_hidden_layers=32,
+    num_attention_heads=16,
+    global_attn_indexes=[7, 15, 23, 31],
+  ),
+}
+
+
+def sam(output):
+  torch.manual_seed(0)
+  model = SamModel(SamConfig(**SAM_TINY)).eval()
+  unit_gain_(model)
+  model.save_pretrained(os.path.join(output, "sam_tiny"), safe_serialization=True)
+  g = torch.Generator().manual_seed(3)
+  image = torch.randn(2, 3, 64, 64, generator=g)
+  points = torch.rand(2, 2, 3, 2, generator=g) * 64
+  labels = torch.tensor([[[1, 0, 1], [1, -10, -10]], [[0, 1, -1], [1, 1, 0]]])
+  boxes = torch.tensor(
+    [
+      [[10.0, 20.0, 90.0, 100.0], [0.0, 0.0, 60.0, 40.0]],
+      [[30.0, 5.0, 127.0, 70.0], [50.0, 50.0, 80.0, 120.0]],
+    ]
+  )
+  masks = torch.randn(2, 1, 32, 32, generator=g)  # [B, 1, 4h, 4w]
+  cases = {
+    "points": dict(input_points=points, input_labels=labels),
+    "boxes": dict(input_boxes=boxes),
+    "points_boxes": dict(input_points=points, input_labels=labels, input_boxes=boxes),
+    "points_mask": dict(input_points=points, input_labels=labels, input_masks=masks),
+    "single": dict(input_points=points[:, :1], input_labels=labels[:, :1], multimask_output=False),
+  }
+  arrays = {"image": image.permute(0, 2, 3, 1).numpy()}
+  with torch.no_grad():
+    arrays["image_embeddings"] = (
+      model.double().get_image_embeddings(image.double()).permute(0, 2, 3, 1).numpy()
+    )
+    for name, inputs in cases.items():
+      for key, value in inputs.items():
+        if torch.is_tensor(value):
+          arrays[f"{name}/{key}"] = value.numpy()
+      arrays[f"{name}/multimask_output"] = np.array(inputs.get("multimask_output", True))
+      double = {
+        k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v
+        for k, v in inputs.items()
+      }
+      out64 = model.double()(pixel_values=image.double(), **double)
+      out32 = model.float()(pixel_values=image, **inputs)
+      arrays[f"{name}/pred_masks"] = out64.pred_masks.numpy().astype(np.float32)
+      arrays[f"{name}/iou_scores"] = out64.iou_scores.numpy().astype(np.float32)
+      arrays[f"{name}/pred_masks_torch_float32"] = out32.pred_masks.numpy()
+      arrays[f"{name}/iou_scores_torch_float32"] = out32.iou_scores.numpy()
+  np.savez_compressed(os.path.join(output, "sam_tiny_io.npz"), **arrays)
+  sizes = {"transformers": transformers.__version__, "torch": torch.__version__}
+  for name, vision in SAM_VARIANTS.items():
+    with torch.device("meta"):
+      big = SamModel(SamConfig(vision_config=vision))
+    sizes[name] = sum(p.numel() for p in big.parameters())
+  with open(os.path.join(output, "sam_sizes.json"), "w", encoding="utf-8") as f:
+    json.dump(sizes, f, indent=2)
+  print(json.dumps(sizes))
+
+
 def in_memory_state_dict(output):
   """``segformer_tiny_state_dict.safetensors``: the in-memory ``state_dict()`` of ``segformer_tiny/``
   loaded by this transformers (5 renames SegFormer's modules: ``segformer.stages.N...``, while
@@ -154,9 +254,13 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--output", required=True)
   parser.add_argument(
-    "--only", default="", help="segformer, mask2former or state_dict (default: all)"
+    "--only", default="", help="segformer, mask2former, sam or state_dict (default: all)"
   )
   args = parser.parse_args()
+  if args.only in ("", "sam"):
+    sam(args.output)
+  if args.only == "sam":
+    return
   if args.only in ("", "mask2former"):
     mask2former(args.output)
   if args.only == "state_dict":

@@ -12,11 +12,15 @@ and holding:
   sums returns ``{}`` from both;
 - optionally ``host = True`` with ``start()`` and ``collect(predictions, local)`` (numpy, each
   process's own examples; ``local["size"]`` is each image's size without padding) for metrics
-  computed on the host (COCO mask AP);
+  computed on the host (COCO mask AP); a host evaluator with ``model_inputs(*arrays) -> images``
+  (``jnp``) prompts the model itself: ``start(predict)`` gets ``predict(*arrays) -> predictions``
+  (numpy, this process's rows), the model under the same spec and chain on those inputs (every
+  process must call it equally often);
 - ``summarize(sums) -> dict``: the JSON-ready metrics (numbers at the top level are logged).
 
 Registered here: ``semantic`` (`semantic.Semantic`: the confusion matrix, mIoU, ...),
-``panoptic`` (PQ/SQ/RQ) and ``mask_ap`` (COCO mask AP). `segjax.evaluation` runs them.
+``panoptic`` (PQ/SQ/RQ), ``mask_ap`` (COCO mask AP) and ``interactive`` (a click model in clicks:
+NoC@85/90, the mean IoU after k clicks). `segjax.evaluation` runs them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ def make(spec, descriptor):
   return registry.lookup("evaluator", spec)(descriptor)
 
 
-from segjax.evaluators import mask_ap  # noqa: E402,F401  (registers the evaluators)
+from segjax.evaluators import interactive  # noqa: E402,F401  (registers the evaluators)
+from segjax.evaluators import mask_ap  # noqa: E402,F401
 from segjax.evaluators import panoptic  # noqa: E402,F401
 from segjax.evaluators import semantic  # noqa: E402,F401

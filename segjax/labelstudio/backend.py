@@ -8,7 +8,9 @@ The protocol is HTTP + JSON (``experiments/label_studio_backend.py`` serves it):
                   -> {"model_version": ...}
   POST /predict   {"tasks": [...]} -> {"results": [{"result", "score", "model_version"}, ...]}, one
                   per task; ``score`` = the image's confidence (1 - mean per-pixel entropy / log C),
-                  so sorting the Data Manager by prediction score puts the least certain first
+                  so sorting the Data Manager by prediction score puts the least certain first;
+                  with {"params": {"context": {"result": [...]}}} (the smart tools' clicks and
+                  boxes on one task) -> the object's mask as one brush region
   POST /webhook   ANNOTATION_CREATED / ANNOTATION_UPDATED (stored before the answer),
                   ANNOTATIONS_DELETED, START_TRAINING (fine-tunes in a separate process)
   GET  /versions  the model versions and their state
@@ -151,6 +153,7 @@ class Backend:
     label_studio_url: str | None = None,
     allowed_origins=(),
     limits: Limits | None = None,
+    interactive=None,
     log=print,
   ):
     self.workdir = os.path.abspath(workdir)
@@ -179,6 +182,13 @@ class Backend:
       max_bytes=self.limits.max_image_bytes,
       max_pixels=self.limits.max_image_pixels,
     )
+    # Clicks and boxes (Label Studio's smart tools): `segjax.interactive.predictor`'s, or a
+    # source it loads (a click model's run directory, a SAM checkpoint or hub name).
+    if isinstance(interactive, str):
+      from segjax.interactive import predictor as interactive_lib  # pylint: disable=import-outside-toplevel
+
+      interactive = interactive_lib.load_predictor(interactive)
+    self.interactive = interactive
     version = (self._read_json("current.json") or {}).get("version", 0)
     self.version, self.predictor = version, self._load(version)
 
@@ -266,6 +276,10 @@ class Backend:
         f"predict.tasks: {len(items)} tasks, more than the backend's limit of "
         f"{self.limits.max_tasks} per request (--max_tasks)"
       )
+    params = payload.get("params")
+    context = params.get("context") if isinstance(params, dict) else None
+    if context:  # a click or a box on one task (Label Studio's smart tools: params.context)
+      return self.predict_interactive(items, context)
     for task in items:  # every task checked before any is read
       self._check_image(task)
     paths = [self.image_path(task) for task in items]
@@ -277,6 +291,52 @@ class Backend:
         ],
         "model_version": self.model_version(version),
       }
+
+  def predict_interactive(self, items: list, context) -> dict:
+    """The mask of the clicks and box in ``context`` on the one task of ``items``, as a brush
+    region of the clicked label."""
+    if self.interactive is None:
+      raise BadRequest(
+        "predict.context: this backend serves no click model or SAM (start it with "
+        "--interactive=RUN|SAM checkpoint)"
+      )
+    if len(items) != 1:
+      raise BadRequest(f"predict.tasks: one task with a context, got {len(items)}")
+    self._check_image(items[0])
+    version, predictor = self.served()
+    try:
+      label, points, box, size = ls_tasks.context_prompts(
+        context, predictor.descriptor.class_names, self.limits.max_clicks
+      )
+    except ValueError as e:
+      raise BadRequest(str(e)) from None
+    path = self.image_path(items[0])
+    start = time.perf_counter()
+    with self._predict_lock:
+      try:
+        mask = self.interactive.predict(path, points, box)
+      except ValueError as e:
+        raise BadRequest(f"task {items[0].get('id')}: {e}") from None
+    if (mask.shape[1], mask.shape[0]) != size:
+      raise BadRequest(
+        f"predict.context: the image is {mask.shape[1]}x{mask.shape[0]}, the regions say "
+        f"{size[0]}x{size[1]}"
+      )
+    self.log(
+      f"interactive: task {items[0].get('id')}, {len(points)} click(s)"
+      f"{' and a box' if box else ''}, {1000 * (time.perf_counter() - start):.0f} ms"
+    )
+    model_version = f"{self.model_version(version)}+{self.interactive.kind}"
+    return {
+      "results": [
+        {
+          "result": [ls_tasks.mask_result(mask, label)],
+          "score": 1.0,
+          "model_version": model_version,
+        }
+      ],
+      "model_version": model_version,
+    }
 
   def _check_image(self, task) -> None:
     try:

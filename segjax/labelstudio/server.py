@@ -194,6 +194,16 @@ class LabelStudio:
     self.stop()
 
   # -------------------------------------------------------------------------------- REST API
+  def interactive(self, backend: int, task: int, context: dict) -> dict:
+    """What the smart tools get for ``context`` (their regions) on ``task``: Label Studio's
+    interactive-annotating call, which forwards them to the backend's /predict."""
+    answer = self.api(
+      "POST", f"/api/ml/{backend}/interactive-annotating", {"task": task, "context": context}
+    )
+    if answer.get("errors"):
+      raise LabelStudioError(f"interactive annotating of task {task}: {answer['errors']}")
+    return answer["data"]
+
   def api(self, method: str, path: str, payload=None, timeout: float = 600.0):
     """One request to the REST API with the preset token; the decoded JSON answer."""
     request = urllib.request.Request(
@@ -238,9 +248,11 @@ class LabelStudio:
     title: str = "segjax",
     user: str | None = None,
     password: str | None = None,
+    interactive: bool = False,
   ) -> int:
     """Connects an ML backend (Settings > Model > Connect Model, with "Basic Authentication"
-    when ``user`` and ``password`` are given); Label Studio then calls its /setup and, for every
+    when ``user`` and ``password`` are given; ``interactive``: "Interactive preannotations", the
+    smart tools' clicks and boxes sent to its /predict); Label Studio then calls its /setup and, for every
     annotation event, its /webhook. Label Studio sends the webhook from a webhook of its own
     that does not carry the model's credentials: they are set as that webhook's
     ``Authorization`` header."""
@@ -248,7 +260,7 @@ class LabelStudio:
       "project": project,
       "url": url,
       "title": title,
-      "is_interactive": False,
+      "is_interactive": interactive,
       "auto_update": True,
     }
     if user is not None:

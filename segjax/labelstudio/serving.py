@@ -47,6 +47,7 @@ class Limits:
 
   max_body_bytes: int = 32 << 20  # --max_body_mb
   max_tasks: int = 64  # tasks of one /predict (Label Studio sends one per request)
+  max_clicks: int = 64  # clicks and boxes of one interactive /predict
   max_image_bytes: int = 64 << 20  # a fetched task image, --max_image_mb
   max_image_pixels: int = 50_000_000  # width x height of any task image, --max_image_pixels
   max_connections: int = 64  # open at once; more are answered 503

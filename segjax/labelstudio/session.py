@@ -30,7 +30,9 @@ class Session:
   of ``images`` to annotate with the run at ``workdir``, whose backend answers on
   ``backend_port`` with credentials of its own (``backend_credentials``, random by default),
   which Label Studio is given. The project is made once and found again in
-  ``state_dir/project.json``."""
+  ``state_dir/project.json``. ``interactive`` (a click model's run, a SAM checkpoint or a
+  `segjax.interactive.predictor` predictor) adds Label Studio's smart key points and rectangles,
+  answered by it."""
 
   def __init__(
     self,
@@ -44,6 +46,7 @@ class Session:
     train_every: int = 0,
     learning_rate: float | None = None,
     backend_credentials: ls_serving.Credentials | None = None,
+    interactive=None,
     log=print,
   ):
     self.workdir, self.images = os.path.abspath(workdir), os.path.abspath(images)
@@ -64,6 +67,7 @@ class Session:
       steps=steps,
       learning_rate=learning_rate,
       label_studio_url=self.studio.url,
+      interactive=interactive,
       log=log,
     )
     self.credentials = backend_credentials or self.saved_credentials()
@@ -97,7 +101,8 @@ class Session:
       return self
     descriptor = self.backend.served()[1].descriptor
     self.project = self.studio.create_project(
-      os.path.basename(self.workdir), ls_tasks.labelling_config(descriptor)
+      os.path.basename(self.workdir),
+      ls_tasks.labelling_config(descriptor, interactive=self.backend.interactive is not None),
     )
     self.studio.add_local_storage(self.project, self.images)
     self.studio.import_tasks(
@@ -108,7 +113,11 @@ class Session:
       ],
     )
     backend = self.studio.connect_backend(
-      self.project, self.backend_url, user=self.credentials.user, password=self.credentials.password
+      self.project,
+      self.backend_url,
+      user=self.credentials.user,
+      password=self.credentials.password,
+      interactive=self.backend.interactive is not None,
     )
     files.write_json(state_path, {"project": self.project, "backend": backend})
     self.log(f"pre-labelling {len(image_files(self.images))} images")

@@ -32,6 +32,8 @@ from segjax.labelstudio import rle
 IMAGE = "image"  # the Image tag's name, and the task data key of the image URL
 BRUSH = "label"  # the BrushLabels tag
 POLYGON = "polygon"  # the PolygonLabels tag (thing classes)
+CLICKS = "clicks"  # the smart KeyPointLabels tag (interactive: a click gives a mask)
+BOXES = "boxes"  # the smart RectangleLabels tag (interactive: a box gives a mask)
 
 
 def _hex(colour: Sequence[int]) -> str:
@@ -44,9 +46,12 @@ def labelled_classes(descriptor: DatasetDescriptor) -> list[int]:
   return [i for i in range(descriptor.num_classes) if i != background]
 
 
-def labelling_config(descriptor: DatasetDescriptor) -> str:
+def labelling_config(descriptor: DatasetDescriptor, interactive: bool = False) -> str:
   """The Label Studio labelling config (XML) for ``descriptor``'s classes: a brush label per
-  class in the class colour, and polygon labels for the thing classes (instances)."""
+  class in the class colour, and polygon labels for the thing classes (instances); with
+  ``interactive``, smart key points (a click, Alt-click a negative one) and smart rectangles per
+  class, which Label Studio sends to the backend's /predict as ``context`` (the mask comes back
+  as a brush region)."""
 
   def labels(ids):
     return "\n".join(
@@ -70,7 +75,77 @@ def labelling_config(descriptor: DatasetDescriptor) -> str:
       labels(things),
       "  </PolygonLabels>",
     ]
+  if interactive:
+    parts += [
+      f'  <KeyPointLabels name="{CLICKS}" toName="{IMAGE}" smart="true">',
+      labels(labelled_classes(descriptor)).replace("/>", ' smart="true"/>'),
+      "  </KeyPointLabels>",
+      f'  <RectangleLabels name="{BOXES}" toName="{IMAGE}" smart="true">',
+      labels(labelled_classes(descriptor)).replace("/>", ' smart="true"/>'),
+      "  </RectangleLabels>",
+    ]
   return "\n".join(parts + ["</View>", ""])
+
+
+def context_prompts(context, class_names: Sequence[str], max_clicks: int = 64):
+  """``(label, points [(x, y, positive)], box or None, (width, height))`` in pixels of Label
+  Studio's interactive ``context`` (its ``result``: smart key points and rectangles, coordinates
+  in percent of the image); a `ValueError` naming the field when anything is off. The label is
+  the last region's (one object at a time)."""
+  if not isinstance(context, dict) or not isinstance(context.get("result"), list):
+    raise ValueError("predict.context.result: a list of regions")
+  regions = context["result"]
+  if not regions or len(regions) > max_clicks:
+    raise ValueError(f"predict.context.result: 1 to {max_clicks} regions, got {len(regions)}")
+  points, box, label, size = [], None, None, None
+  for i, region in enumerate(regions):
+    where = f"predict.context.result[{i}]"
+    kind = region.get("type") if isinstance(region, dict) else None
+    if kind not in ("keypointlabels", "rectanglelabels"):
+      raise ValueError(f"{where}.type: 'keypointlabels' or 'rectanglelabels', got {kind!r}")
+    value = region.get("value")
+    numbers = ("x", "y") + (("width", "height") if kind == "rectanglelabels" else ())
+    if not isinstance(value, dict) or not all(
+      isinstance(value.get(k), (int, float)) and 0 <= value[k] <= 100 for k in numbers
+    ):
+      raise ValueError(f"{where}.value: {', '.join(numbers)} in percent (0 to 100)")
+    names = value.get(kind)
+    if not isinstance(names, list) or len(names) != 1 or names[0] not in class_names:
+      raise ValueError(f"{where}.value.{kind}: one of the classes {list(class_names)}")
+    shape = (region.get("original_width"), region.get("original_height"))
+    if not all(isinstance(n, int) and 0 < n <= 2**16 for n in shape):
+      raise ValueError(f"{where}: original_width and original_height in pixels")
+    if size is not None and shape != size:
+      raise ValueError(f"{where}: another image size than the first region's")
+    size, label = shape, names[0]
+    x, y = value["x"] * shape[0] / 100, value["y"] * shape[1] / 100
+    if kind == "keypointlabels":
+      positive = region.get("is_positive", True)
+      points.append((min(x, shape[0] - 1), min(y, shape[1] - 1), bool(positive)))
+    else:
+      box = (x, y, x + value["width"] * shape[0] / 100, y + value["height"] * shape[1] / 100)
+      box = tuple(min(v, n) for v, n in zip(box, (shape[0], shape[1]) * 2))
+  return label, points, box, size
+
+
+def mask_result(
+  mask: np.ndarray, label: str, score: float | None = None, region_id: str = "segjax-interactive"
+) -> dict:
+  """A brush region of ``label`` holding ``mask`` (bool ``[H, W]``)."""
+  height, width = mask.shape
+  region = {
+    "id": region_id,
+    "from_name": BRUSH,
+    "to_name": IMAGE,
+    "type": "brushlabels",
+    "original_width": width,
+    "original_height": height,
+    "image_rotation": 0,
+    "value": {"format": "rle", "rle": rle.encode(mask), "brushlabels": [label]},
+  }
+  if score is not None:
+    region["score"] = float(score)
+  return region
 
 
 # ------------------------------------------------------------------------ predictions
@@ -85,28 +160,15 @@ def prediction_result(
   background class left out) and one per thing instance. A region's ``score`` is its instance's
   score when ``scores`` has it (``{(class, instance): score}``), else the mean probability of
   its class over its pixels when ``probs`` ``[H,W,C]`` is given."""
-  height, width = np.asarray(labels).shape
   result = []
   for class_id, instance_id, mask in prelabels.regions(labels, instance, descriptor, stuff=True):
-    region = {
-      "id": f"segjax-{len(result)}",
-      "from_name": BRUSH,
-      "to_name": IMAGE,
-      "type": "brushlabels",
-      "original_width": width,
-      "original_height": height,
-      "image_rotation": 0,
-      "value": {
-        "format": "rle",
-        "rle": rle.encode(mask),
-        "brushlabels": [descriptor.class_names[class_id]],
-      },
-    }
+    score = None
     if scores and (class_id, instance_id) in scores:
-      region["score"] = float(scores[(class_id, instance_id)])
+      score = scores[(class_id, instance_id)]
     elif probs is not None:
-      region["score"] = float(np.asarray(probs)[..., class_id][mask].mean())
-    result.append(region)
+      score = np.asarray(probs)[..., class_id][mask].mean()
+    name = descriptor.class_names[class_id]
+    result.append(mask_result(mask, name, score, region_id=f"segjax-{len(result)}"))
   return result
 
 

@@ -244,13 +244,16 @@ TRANSFORMERS_NAMES = {
   "SegformerForSemanticSegmentation": "segformer",
   "mask2former": "mask2former",
   "Mask2FormerForUniversalSegmentation": "mask2former",
+  "sam": "sam",
+  "SamModel": "sam",
 }
 
 
 def from_transformers(name: str, path, **kwargs):
   """``(model, variables)`` of a Hugging Face transformers checkpoint: ``name`` is the
-  architecture (``"segformer"``/``"SegformerForSemanticSegmentation"`` or ``"mask2former"``/
-  ``"Mask2FormerForUniversalSegmentation"`` with a ResNet backbone), ``path`` its ``.safetensors``
+  architecture (``"segformer"``/``"SegformerForSemanticSegmentation"``, ``"mask2former"``/
+  ``"Mask2FormerForUniversalSegmentation"`` with a ResNet backbone, or ``"sam"``/``"SamModel"``:
+  Segment Anything, `segjax.models.sam`), ``path`` its ``.safetensors``
   file, a directory holding ``model.safetensors`` (and ``config.json``), a hub name
   (``"hf-hub:nvidia/segformer-b0-finetuned-ade-512-512"``) or a state dict of arrays (the
   checkpoint's key names or transformers 5's in-memory ones). Sizes (widths, depths, layer
@@ -269,6 +272,11 @@ def from_transformers(name: str, path, **kwargs):
       f"no transformers conversion for {name!r}; known: {', '.join(TRANSFORMERS_NAMES)}"
     )
   state, hf_config, _ = read_source(path)
+  if TRANSFORMERS_NAMES[name] == "sam":
+    from segjax.models import sam  # pylint: disable=import-outside-toplevel
+
+    model = models.create("sam", **{**sam.sizes_from_state_dict(state, hf_config), **kwargs})
+    return model, sam.load_variables(model, state)
   if TRANSFORMERS_NAMES[name] == "segformer":
     module, ignore = segformer_weights, ()
     state = segformer_weights.checkpoint_names(state)
@@ -342,7 +350,7 @@ def from_pretrained(name, **kwargs):
   (``"hf-hub:nvidia/segformer-b0-finetuned-ade-512-512"``, ``"hf-hub:timm/resnet50.tv_in1k"``,
   ``@revision`` to pin one) or a local directory of ``config.json`` + ``model.safetensors``: the
   architecture is read from ``config.json`` — transformers' ``architectures`` (SegFormer,
-  Mask2Former with a ResNet backbone: `from_transformers`) or timm's ``architecture`` (ResNet-18
+  Mask2Former with a ResNet backbone, SAM: `from_transformers`) or timm's ``architecture`` (ResNet-18
   to -101, torchvision's key names: `from_torchvision`). ``kwargs`` go to `segjax.models.create`."""
   weights = read_source(name)
   architectures = weights.config.get("architectures") or []
