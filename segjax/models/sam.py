@@ -548,6 +548,15 @@ def to_flax_layout(path: tuple[str, ...], tensor: np.ndarray) -> np.ndarray:
   return tensor.transpose(2, 3, 1, 0) if tensor.ndim == 4 else tensor.T
 
 
+def to_torch_layout(path: tuple[str, ...], tensor: np.ndarray) -> np.ndarray:
+  """The inverse of `to_flax_layout`."""
+  if path[-1] != "kernel":
+    return tensor
+  if path[-2].startswith("upscale_conv"):
+    return tensor.transpose(0, 3, 1, 2)
+  return tensor.transpose(3, 2, 0, 1) if tensor.ndim == 4 else tensor.T
+
+
 def sizes_from_state_dict(state: dict, hf_config: dict | None = None) -> dict:
   """`Sam` arguments of a transformers ``SamModel`` state dict: the encoder's width, depth,
   windowed and global blocks and the decoder's sizes from the tensors' shapes; attention heads
