@@ -75,22 +75,6 @@ def best_overlap(instances, truth):
   return max((instances == i for i in ids), key=lambda mask: clicks.iou(truth, mask))
 
 
-def train_click_model(config, workdir: str, image, instances) -> dict:
-  """The click-model row: ``config`` trained on the left half of the frame (``image``,
-  ``instances``: the whole frame), evaluated by clicks on its right half."""
-  from segjax import train  # pylint: disable=import-outside-toplevel
-  from segjax.data import microscopy  # pylint: disable=import-outside-toplevel
-
-  config.data.root = microscopy.write_regions(os.path.join(workdir, "data"), image, instances)
-  (name, entry), *_ = config.evals.items()
-  if not str(entry.type).startswith("interactive"):
-    raise SystemExit(f"--click_config: config.evals.{name} is not of type 'interactive'")
-  result = train.train_and_evaluate(config, os.path.join(workdir, "click_run"))
-  if result.preempted:
-    raise SystemExit("preempted: run again to resume")
-  return result.metrics[name]
-
-
 def main(argv):
   del argv
   # pylint: disable=import-outside-toplevel
@@ -100,6 +84,7 @@ def main(argv):
   from segjax import visualize
   from segjax.data import microscopy
   from segjax.interactive import clicks
+  from segjax.interactive import training
 
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
@@ -128,7 +113,10 @@ def main(argv):
         )
       )
   if _CLICK_CONFIG.value is not None:
-    results["click model"] = train_click_model(_CLICK_CONFIG.value, workdir, *frame)
+    try:
+      _, results["click model"] = training.train_on_frame(_CLICK_CONFIG.value, workdir, *frame)
+    except ValueError as e:
+      raise SystemExit(f"--click_config: {e}") from e
   lines = [
     "| start | objects | NoC@85 | NoC@90 | failures (90 %, of the objects) | mIoU after 1 / 5 / 20 clicks |",
     "|---|---|---|---|---|---|",

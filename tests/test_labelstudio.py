@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -685,6 +686,71 @@ def test_campaign_tiles_and_pixels_to_reach(tmp_path):
     {"iou": 0.72, "pixels_corrected": 25},
     {"iou": 0.81, "pixels_corrected": 40},
   ]
-  assert campaign.pixels_to_reach(rows, 0.7, "pixels_corrected") == 25
-  assert campaign.pixels_to_reach(rows, 0.8, "pixels_corrected") == 40
-  assert campaign.pixels_to_reach(rows, 0.9, "pixels_corrected") is None
+  pixels = lambda row: row["pixels_corrected"]
+  assert campaign.cost_to_reach(rows, 0.7, pixels) == 25
+  assert campaign.cost_to_reach(rows, 0.8, pixels) == 40
+  assert campaign.cost_to_reach(rows, 0.9, pixels) is None
+
+
+class _PerfectClicker:
+  """A click "model" that answers with the whole true object under its first positive click."""
+
+  def __init__(self, instances):
+    self.instances, self.previous = instances, []
+
+  def predict(self, path, points, previous=None):
+    del path
+    self.previous.append(None if previous is None else previous.copy())
+    positive = [(x, y) for x, y, p in points if p]
+    if not positive:
+      return np.zeros(self.instances.shape, bool)
+    x, y = positive[0]
+    number = self.instances[y, x]
+    return (self.instances == number) & (number > 0)
+
+
+def test_campaign_counts_clicks_per_object_in_each_mode():
+  from segjax.labelstudio import campaign  # pylint: disable=import-outside-toplevel
+
+  instances = np.zeros((40, 40), np.int32)
+  rows, cols = np.ogrid[:40, :40]
+  instances[(rows - 8) ** 2 + (cols - 8) ** 2 <= 9] = 1  # the disk one radius-3 click paints
+  instances[20:30, 20:30] = 2  # 100 pixels: one disk (29 pixels, inside it) gives IoU 0.29
+  prelabel = np.zeros_like(instances)
+  prelabel[instances == 1] = 5  # exact: no click
+  prelabel[20:30, 20:25] = 6  # half of object 2 (IoU 0.5): one positive click in the missed half
+  prelabel[35:38, 2:5] = 7  # covers no object: one click deletes it
+  clicker = _PerfectClicker(instances)
+  costs = campaign.click_costs(
+    clicker, "tile.tif", instances, prelabel, radius=3, target=0.9, max_clicks=1
+  )
+  assert costs == {
+    "objects": 2,
+    "prelabel": 0 + 1 + 1,
+    "clicks": 1 + 1,
+    "painting": 1 + 1,
+    "failures_prelabel": 0,
+    "failures_clicks": 0,
+    "failures_painting": 1,
+    "best_iou_prelabel": 1.0 + 1.0,
+    "best_iou_clicks": 1.0 + 1.0,
+    "best_iou_painting": 1.0 + 29 / 100,
+  }
+  # The model reads the pre-label as the object's previous mask, else an empty one.
+  assert sum(p is not None and np.array_equal(p, prelabel == 6) for p in clicker.previous) == 1
+
+
+def test_gain_per_click_is_entropy_per_expected_click(monkeypatch):
+  from segjax import predict  # pylint: disable=import-outside-toplevel
+  from segjax.labelstudio import campaign  # pylint: disable=import-outside-toplevel
+
+  probabilities = np.zeros((4, 4, 2))
+  probabilities[..., 0] = 1.0
+  probabilities[:2, :, :] = 0.5  # 8 pixels of entropy log 2
+  instance = np.zeros((4, 4), np.uint16)
+  instance[0, 0], instance[3, 3] = 1, 2
+  monkeypatch.setattr(
+    predict, "predict_file", lambda predictor, path: ({"instance": [instance]}, probabilities)
+  )
+  predictor = types.SimpleNamespace(descriptor=None)
+  assert campaign.gain_per_click(predictor, "tile.tif") == pytest.approx(8 * np.log(2) / 3)

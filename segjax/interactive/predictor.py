@@ -93,8 +93,9 @@ class ClickModelPredictor:
 
     return {"image": predict.read_input(self.predictor, path)}
 
-  def predict(self, path: str, points: Sequence = (), box=None) -> np.ndarray:
-    """The object's mask (bool ``[H, W]``) of the clicks and box on the image file ``path``."""
+  def predict(self, path: str, points: Sequence = (), box=None, previous=None) -> np.ndarray:
+    """The object's mask (bool ``[H, W]``) of the clicks and box on the image file ``path``;
+    ``previous`` is the object's mask before these clicks (default empty), as in training."""
     from segjax.interactive import training  # pylint: disable=import-outside-toplevel
 
     image = self.cache.get(path, self.prepare)["image"]
@@ -106,7 +107,11 @@ class ClickModelPredictor:
     encoded = np.zeros((1, self.max_clicks, 3), np.int32)
     for i, (x, y, positive) in enumerate(points):
       encoded[0, i] = (int(y), int(x), 1 if positive else -1)
-    previous = np.zeros((1, *image.shape[:2]), np.float32)
+    if previous is None:
+      previous = np.zeros(image.shape[:2], np.float32)
+    elif np.shape(previous) != image.shape[:2]:
+      raise ValueError(f"previous mask {np.shape(previous)} is not the image's {image.shape[:2]}")
+    previous = np.asarray(previous, np.float32)[None]
     inputs = np.asarray(training.prompt_input(image[None], encoded, previous, self.radius))
     mask = self.predictor.predict_batch(inputs)["semantic"][0] == 1
     if box is not None:

@@ -216,3 +216,26 @@ def object_iou(outputs, batch, *, num_classes: int, ignore_label: int, output: s
     "intersection": jnp.sum(predicted & truth, dtype=jnp.int32),
     "union": jnp.sum(predicted | truth, dtype=jnp.int32),
   }
+
+
+def train_on_frame(config, workdir: str, image, instances):
+  """A click model (``config``, with an ``interactive`` evaluator first in ``config.evals``)
+  trained on the left half of a frame (``image``, ``instances`` ``[H, W]``: the whole frame,
+  written as a folder dataset in ``workdir/data`` by `segjax.data.microscopy.write_regions`) and
+  evaluated by clicks on its right half, in ``workdir/click_run`` (resumed if there). Returns
+  ``(run directory, the evaluator's metrics)``."""
+  # pylint: disable=import-outside-toplevel
+  import os
+
+  from segjax import train
+  from segjax.data import microscopy
+
+  (name, entry), *_ = config.evals.items()
+  if not str(entry.type).startswith("interactive"):
+    raise ValueError(f"config.evals.{name} is of type {entry.type!r}, not 'interactive'")
+  config.data.root = microscopy.write_regions(os.path.join(workdir, "data"), image, instances)
+  run = os.path.join(workdir, "click_run")
+  result = train.train_and_evaluate(config, run)
+  if result.preempted:
+    raise SystemExit("preempted: run again to resume")
+  return run, result.metrics[name]
