@@ -63,18 +63,6 @@ def prelabel_instances(run_dir: str, image, workdir: str):
   return instances
 
 
-def best_overlap(instances, truth):
-  """The predicted instance (bool mask) with the largest IoU with ``truth``; empty if none."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
-  from segjax.interactive import clicks  # pylint: disable=import-outside-toplevel
-
-  ids = np.unique(instances[truth & (instances > 0)])
-  if not len(ids):
-    return np.zeros_like(truth)
-  return max((instances == i for i in ids), key=lambda mask: clicks.iou(truth, mask))
-
-
 def main(argv):
   del argv
   # pylint: disable=import-outside-toplevel
@@ -94,7 +82,7 @@ def main(argv):
   starts = {"disk": [None] * len(objects)}
   if _RUN.value:
     predicted = prelabel_instances(_RUN.value, image, workdir)
-    starts["prelabel+disk"] = [best_overlap(predicted, truth) for truth in objects]
+    starts["prelabel+disk"] = [clicks.best_overlap(predicted, truth) for truth in objects]
   results = {}
   for row, initial in starts.items():
     curves = []

@@ -124,3 +124,13 @@ def test_evaluate_interactive_script_on_a_hand_made_frame(tmp_path):
   assert disk["objects"] == 2 and disk["miou_at_k"][0] == pytest.approx(29 / 49)
   assert disk["failures90"] == 2 and disk["noc90"] == 20
   assert (out / "clicks.png").exists() and "| disk | 2 |" in (out / "clicks.md").read_text()
+
+
+def test_best_overlap_is_the_instance_of_largest_iou():
+  instances = np.zeros((6, 6), np.int32)
+  instances[0:3, 0:3] = 4  # 4 of its 9 pixels on the object: IoU 4 / 21
+  instances[1:5, 1:5][instances[1:5, 1:5] == 0] = 7  # the object's other 12 pixels: IoU 12 / 16
+  truth = np.zeros((6, 6), bool)
+  truth[1:5, 1:5] = True
+  np.testing.assert_array_equal(lib.best_overlap(instances, truth), instances == 7)
+  assert not lib.best_overlap(np.zeros_like(instances), truth).any()

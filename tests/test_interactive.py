@@ -318,3 +318,14 @@ def test_a_click_model_trained_and_evaluated_by_the_trainer(data_dir, tmp_path):
     served.predict(path, [(40, 3, True)])
   with pytest.raises(ValueError, match="give at least one click or a box"):
     served.predict(path, [])
+  # The previous mask is the third prompt channel.
+  previous = np.zeros((32, 32), np.float32)
+  previous[8:16, 8:16] = 1
+  x = x.at[..., -1].set(previous)
+  logits = run.model.apply(run.variables, x, train=False)["logits"]
+  np.testing.assert_array_equal(
+    served.predict(path, [(10, 12, True), (3, 3, False)], previous=previous),
+    np.asarray(jnp.argmax(logits, -1) == 1)[0],
+  )
+  with pytest.raises(ValueError, match=r"previous mask \(16, 16\) is not the image's \(32, 32\)"):
+    served.predict(path, [(10, 12, True)], previous=np.zeros((16, 16)))

@@ -86,6 +86,17 @@ def iou(truth: np.ndarray, prediction: np.ndarray, ignore: np.ndarray | None = N
   return 1.0 if union == 0 else np.count_nonzero(truth & prediction) / union
 
 
+def best_overlap(instances: np.ndarray, truth: np.ndarray) -> np.ndarray:
+  """The instance of ``instances`` (ids ``[H, W]``, 0 = none) with the largest IoU with the bool
+  mask ``truth``, as a bool mask; empty when none overlaps it."""
+  ids = np.unique(instances[truth & (instances > 0)])
+  return max(
+    (instances == i for i in ids),
+    key=lambda mask: iou(truth, mask),
+    default=np.zeros(np.shape(truth), bool),
+  )
+
+
 def click_sequence(
   predict: Callable[[list[Click]], np.ndarray],
   truth: np.ndarray,

@@ -136,12 +136,7 @@ def click_costs(
     truth = instances == number
     if not truth.any():
       continue
-    ids = np.unique(prelabel[truth & (prelabel > 0)])
-    start = max(
-      (prelabel == i for i in ids),
-      key=lambda mask: clicks.iou(truth, mask),
-      default=np.zeros_like(truth),
-    )
+    start = clicks.best_overlap(prelabel, truth)
     counts = {
       "prelabel": clicks_to_target(model(start), truth, start),
       "clicks": clicks_to_target(model(None), truth, None),
@@ -221,13 +216,16 @@ def simulate(
     annotate(served, ids[path], path, tiles["pool"][path])
   painted = sum(int(np.sum(tiles["pool"][p] > 0)) for p in initial)
   corrected, scratch = painted, painted
-  # The initial tiles are labelled from scratch: painted in every mode, clicked from empty.
-  spent = {"objects": 0, "prelabel": 0, "clicks": 0, "painting": 0}
-  if clicker is not None:
+  spent: dict = {}  # the cumulative click_costs
+
+  def spend(path, prelabel_instances):
+    costs = click_costs(clicker, path, tiles["pool"][path], prelabel_instances, **click_settings)
+    for key, value in costs.items():
+      spent[key] = spent.get(key, 0) + value
+
+  if clicker is not None:  # the initial tiles have no pre-label: every mode starts empty
     for path in initial:
-      empty = np.zeros_like(tiles["pool"][path])
-      costs = click_costs(clicker, path, tiles["pool"][path], empty, **click_settings)
-      spent = {k: spent.get(k, 0) + v for k, v in costs.items()}
+      spend(path, np.zeros_like(tiles["pool"][path]))
   rows = [
     {
       "round": 0,
@@ -261,8 +259,7 @@ def simulate(
         corrected += int(np.sum(prelabel != (instances > 0)))
         scratch += int(np.sum(instances > 0))
         if clicker is not None:
-          costs = click_costs(clicker, path, instances, prelabel_instances, **click_settings)
-          spent = {k: spent.get(k, 0) + v for k, v in costs.items()}
+          spend(path, prelabel_instances)
         annotate(served, ids[path], path, instances)
     labelled += chosen
     served.train_version()
