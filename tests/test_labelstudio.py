@@ -99,6 +99,15 @@ def test_rle_hand_computed_and_errors():
   assert rle.encode(np.ones((1, 1), bool)) == [
     int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)
   ]
+  # A literal run of three words (as rle-pack writes; mask2rle writes literals of one), then a
+  # repeated run of two.
+  bits = f"{5:032b}" + "00111" + "0010001101111111" + "000010" + "000000010000001000000011"
+  bits += "100001" + "11111110"
+  bits += "0" * (8 - len(bits) % 8)
+  code = [int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)]
+  np.testing.assert_array_equal(rle.decode_values(code), [1, 2, 3, 254, 254])
+  values = np.repeat(np.random.default_rng(0).integers(0, 3, 500), 1 + np.arange(500) % 3)
+  np.testing.assert_array_equal(rle.decode_values(rle.encode_values(values)), values)
   code = rle.encode(np.ones((3, 3), bool))
   with pytest.raises(ValueError, match="not 2 x 5 x 4"):
     rle.decode(code, 2, 5)

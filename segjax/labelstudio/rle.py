@@ -53,16 +53,30 @@ def encode_values(values: np.ndarray) -> list[int]:
 
 
 class _Bits:
+  """A bit reader over packed bytes: single fields parsed from a string of '0'/'1' (one slice and
+  one ``int(..., 2)`` a field), blocks of literal words unpacked at once."""
+
   def __init__(self, data):
     self.bits = np.unpackbits(np.asarray(data, np.uint8))
+    self.text = (self.bits + ord("0")).tobytes().decode("ascii")
     self.position = 0
 
-  def read(self, count: int) -> int:
-    if self.position + count > self.bits.size:
+  def _advance(self, count: int) -> int:
+    start = self.position
+    if start + count > self.bits.size:
       raise ValueError("brush RLE ends in the middle of a run (truncated or not Label Studio RLE)")
-    chunk = self.bits[self.position : self.position + count]
-    self.position += count
-    return int(chunk.astype(np.int64) @ (1 << np.arange(count - 1, -1, -1, dtype=np.int64)))
+    self.position = start + count
+    return start
+
+  def read(self, count: int) -> int:
+    start = self._advance(count)
+    return int(self.text[start : start + count], 2)
+
+  def read_words(self, number: int, word: int) -> np.ndarray:
+    """``number`` consecutive ``word``-bit values."""
+    start = self._advance(number * word)
+    block = self.bits[start : start + number * word].reshape(number, word).astype(np.int64)
+    return block @ (1 << np.arange(word - 1, -1, -1, dtype=np.int64))
 
 
 def decode_values(rle) -> np.ndarray:
@@ -73,16 +87,18 @@ def decode_values(rle) -> np.ndarray:
   if word > 8:
     raise ValueError(f"brush RLE with {word}-bit words; Label Studio brushes use 8")
   out = np.zeros(count, np.uint8)
-  i = 0
+  read, i = stream.read, 0
   while i < count:
-    repeat = stream.read(1)
-    j = i + 1 + stream.read(sizes[stream.read(2)])
+    repeat = read(1)
+    j = i + 1 + read(sizes[read(2)])
     if j > count:
       raise ValueError(f"brush RLE run past its declared {count} values")
     if repeat:
-      out[i:j] = stream.read(word)
+      value = read(word)
+      if value:
+        out[i:j] = value
     else:
-      out[i:j] = [stream.read(word) for _ in range(j - i)]
+      out[i:j] = stream.read_words(j - i, word)
     i = j
   return out
 
