@@ -14,6 +14,10 @@ annotations, versions and fine-tuning process as with Label Studio). Orders:
   gain_per_click  the tiles with the most uncertainty per expected click: the sum of the
                 per-pixel entropy of the model's probabilities over the tile, divided by one
                 plus the number of instances it pre-labels there (about a click per object)
+  objects_per_pixel  the tiles with the most pre-labelled objects per expected corrected pixel:
+                the number of instances the model pre-labels there divided by one plus the
+                tile's expected error pixels (the sum over its pixels of one minus the model's
+                largest class probability)
   random        tiles in a random order
   scratch       the random order's tiles labelled without pre-labels: every non-background
                 pixel is painted (same tiles, so the same models as ``random``)
@@ -45,7 +49,7 @@ from segjax.labelstudio import backend as ls_backend
 from segjax.labelstudio import tasks as ls_tasks
 
 
-ORDERS = ("uncertainty", "gain_per_click", "random")
+ORDERS = ("uncertainty", "gain_per_click", "objects_per_pixel", "random")
 
 
 def write_tiles(root: str, image: np.ndarray, instances: np.ndarray, size: int):
@@ -164,6 +168,17 @@ def gain_per_click(predictor, path: str) -> float:
   return float(entropy.sum()) / (1 + objects)
 
 
+def objects_per_pixel(predictor, path: str) -> float:
+  """The ``objects_per_pixel`` order's score of one tile (module docstring)."""
+  from segjax import predict  # pylint: disable=import-outside-toplevel
+
+  predictions, probabilities = predict.predict_file(predictor, path)
+  expected_errors = float(np.sum(1.0 - probabilities.max(axis=-1)))
+  instances, _ = predict.instance_map(predictions, 0, predictor.descriptor)
+  objects = 0 if instances is None else len(np.unique(instances[instances > 0]))
+  return objects / (1.0 + expected_errors)
+
+
 def train_initial(config, tiles: dict, chosen: list[str], workdir: str):
   """The first model, trained from scratch on the ``chosen`` tiles, labelled from scratch."""
   from segjax import train  # pylint: disable=import-outside-toplevel
@@ -246,6 +261,9 @@ def simulate(
     elif order == "gain_per_click":
       gains = {p: gain_per_click(served.served()[1], p) for p in remaining}
       chosen = sorted(remaining, key=lambda p: -gains[p])[:per_round]
+    elif order == "objects_per_pixel":
+      ratios = {p: objects_per_pixel(served.served()[1], p) for p in remaining}
+      chosen = sorted(remaining, key=lambda p: -ratios[p])[:per_round]
     elif order == "random":
       chosen = list(rng.permutation(remaining)[:per_round])
     else:
@@ -288,12 +306,18 @@ def cost_to_reach(rows: list[dict], target: float, cost) -> int | None:
 PIXEL_COLUMNS = (
   ("(a) uncertainty", "uncertainty", lambda r: r["pixels_corrected"]),
   ("(a) gain per click", "gain_per_click", lambda r: r["pixels_corrected"]),
+  ("(a) objects per pixel", "objects_per_pixel", lambda r: r["pixels_corrected"]),
   ("(b) random", "random", lambda r: r["pixels_corrected"]),
   ("(c) scratch", "random", lambda r: r["pixels_from_scratch"]),
 )
 CLICK_COLUMNS = (
   ("uncertainty, pre-labels + clicks", "uncertainty", lambda r: r["clicks"]["prelabel"]),
   ("gain per click, pre-labels + clicks", "gain_per_click", lambda r: r["clicks"]["prelabel"]),
+  (
+    "objects per pixel, pre-labels + clicks",
+    "objects_per_pixel",
+    lambda r: r["clicks"]["prelabel"],
+  ),
   ("random, pre-labels + clicks", "random", lambda r: r["clicks"]["prelabel"]),
   ("random, clicks only", "random", lambda r: r["clicks"]["clicks"]),
   ("random, painting", "random", lambda r: r["clicks"]["painting"]),
