@@ -157,26 +157,27 @@ def click_costs(
   return costs
 
 
-def gain_per_click(predictor, path: str) -> float:
-  """The ``gain_per_click`` order's score of one tile (module docstring)."""
+def _tile_scores(predictor, path: str) -> tuple[np.ndarray, int]:
+  """``(class probabilities [H,W,C], number of pre-labelled instances)`` of one tile."""
   from segjax import predict  # pylint: disable=import-outside-toplevel
 
   predictions, probabilities = predict.predict_file(predictor, path)
-  entropy = -np.sum(probabilities * np.log(np.clip(probabilities, 1e-12, None)), axis=-1)
   instances, _ = predict.instance_map(predictions, 0, predictor.descriptor)
   objects = 0 if instances is None else len(np.unique(instances[instances > 0]))
+  return probabilities, objects
+
+
+def gain_per_click(predictor, path: str) -> float:
+  """The ``gain_per_click`` order's score of one tile (module docstring)."""
+  probabilities, objects = _tile_scores(predictor, path)
+  entropy = -np.sum(probabilities * np.log(np.clip(probabilities, 1e-12, None)), axis=-1)
   return float(entropy.sum()) / (1 + objects)
 
 
 def objects_per_pixel(predictor, path: str) -> float:
   """The ``objects_per_pixel`` order's score of one tile (module docstring)."""
-  from segjax import predict  # pylint: disable=import-outside-toplevel
-
-  predictions, probabilities = predict.predict_file(predictor, path)
-  expected_errors = float(np.sum(1.0 - probabilities.max(axis=-1)))
-  instances, _ = predict.instance_map(predictions, 0, predictor.descriptor)
-  objects = 0 if instances is None else len(np.unique(instances[instances > 0]))
-  return objects / (1.0 + expected_errors)
+  probabilities, objects = _tile_scores(predictor, path)
+  return objects / (1.0 + float(np.sum(1.0 - probabilities.max(axis=-1))))
 
 
 def train_initial(config, tiles: dict, chosen: list[str], workdir: str):
