@@ -70,12 +70,10 @@ def main(argv):
     raise app.UsageError("--output is needed with --model.")
   cli.start_distributed()
   # pylint: disable=import-outside-toplevel
+  from segjax import geo
   from segjax import predict
-  from segjax import predict_files  # pylint: disable=import-outside-toplevel
-  from segjax import pictures  # pylint: disable=import-outside-toplevel
-  from segjax import geo  # pylint: disable=import-outside-toplevel
+  from segjax import predict_files
   from segjax import runs
-  from segjax.data import pipeline
 
   output = _OUTPUT.value or os.path.join(os.path.abspath(_WORKDIR.value), "predictions")
   predictor = predict.Predictor(
@@ -95,6 +93,10 @@ def main(argv):
       f"Pre-labelled {len(rows)} images in {output}; least confident first: {output}/review.csv"
     )
     return
+  # A split of the run's dataset: its input pipeline (TensorFlow; image files need none).
+  from segjax import pictures
+  from segjax.data import pipeline
+
   paths = pictures.draw_split(predictor, pipeline.get_source(predictor.config.data), output)
   print(f"Wrote {len(paths)} pictures to {output}")
 

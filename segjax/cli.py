@@ -118,22 +118,47 @@ def one_line(error: BaseException) -> str:
   return message
 
 
-def _import_quietly(module: str) -> None:
-  """Imports ``module`` with the process's stderr closed: TensorFlow's C++ notices (oneDNN, CPU
-  features) print before any setting can silence them. A failing import raises as usual."""
-  import importlib  # pylint: disable=import-outside-toplevel
+class _QuietImport:
+  """A meta-path finder: the first import of ``module`` (a top-level package) runs with the
+  process's stderr closed — TensorFlow's C++ notices (oneDNN, CPU features) print at its import,
+  before any setting can silence them. The mains import TensorFlow only where they need it
+  (predicting image files does not), so the silence costs nothing until then. A failing import
+  raises as usual."""
 
-  sys.stderr.flush()
-  saved = os.dup(2)
-  try:
-    with open(os.devnull, "w") as devnull:
-      os.dup2(devnull.fileno(), 2)
-      try:
-        importlib.import_module(module)
-      finally:
-        os.dup2(saved, 2)
-  finally:
-    os.close(saved)
+  def __init__(self, module: str):
+    self.module = module
+
+  def find_spec(self, name, path=None, target=None):
+    if name != self.module:
+      return None
+    import importlib.machinery  # pylint: disable=import-outside-toplevel
+
+    sys.meta_path.remove(self)
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is not None and spec.loader is not None:
+      spec.loader = _QuietLoader(spec.loader)
+    return spec
+
+
+class _QuietLoader:
+  def __init__(self, loader):
+    self.loader = loader
+
+  def create_module(self, spec):
+    return self.loader.create_module(spec)
+
+  def exec_module(self, module):
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+      with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+          self.loader.exec_module(module)
+        finally:
+          os.dup2(saved, 2)
+    finally:
+      os.close(saved)
 
 
 def run(main, commands: tuple[str, ...] = ()) -> None:
@@ -150,7 +175,8 @@ def run(main, commands: tuple[str, ...] = ()) -> None:
       return show_config()
     if not verbose:
       logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
-      _import_quietly("tensorflow")
+      if "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, _QuietImport("tensorflow"))
     return main(argv)
 
   try:

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from segjax import files
+from segjax.data import intensity
 from segjax import inference
 from segjax import prelabels
 
@@ -52,10 +53,6 @@ class RasterRows:
   the run's training images were, nodata pixels set to 0."""
 
   def __init__(self, dataset, data_config, bands):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from segjax.data import pipeline  # pylint: disable=import-outside-toplevel
-
-    self._tf, self._prepare = tf, pipeline.prepare_image
     self.dataset, self.data_config, self.bands = dataset, data_config, list(bands)
     channels = data_config.get("channels", 3)
     self.shape = (dataset.height, dataset.width, channels)
@@ -65,7 +62,7 @@ class RasterRows:
     window = _rasterio().windows.Window(0, top, self.dataset.width, bottom - top)
     data = np.moveaxis(self.dataset.read(self.bands, window=window), 0, -1)
     valid = self.dataset.dataset_mask(window=window) > 0
-    image = self._prepare({"image": self._tf.constant(data)}, self.data_config)["image"].numpy()
+    image = intensity.prepare_image(data, self.data_config)
     image[~valid] = 0.0
     return image, valid
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from segjax import inference
 from segjax import postprocess
-from segjax.data import pipeline
+from segjax.data import intensity
+from segjax.data import readers
 
 
 def local_data_parallel(fn, devices):
@@ -126,28 +127,23 @@ def instance_map(predictions: dict, index: int, descriptor) -> tuple[np.ndarray 
 def list_inputs(pattern: str) -> list[str]:
   """The image files of a directory, or of a glob pattern, sorted."""
   import glob  # pylint: disable=import-outside-toplevel
-  from segjax.data.folder import IMAGE_EXTENSIONS  # pylint: disable=import-outside-toplevel
 
   if os.path.isdir(pattern):
     pattern = os.path.join(pattern, "*")
   paths = sorted(
-    p for p in glob.glob(pattern) if os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS
+    p for p in glob.glob(pattern) if os.path.splitext(p)[1].lower() in readers.IMAGE_EXTENSIONS
   )
   if not paths:
-    raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) match {pattern}")
+    raise FileNotFoundError(f"no images ({', '.join(readers.IMAGE_EXTENSIONS)}) match {pattern}")
   return paths
 
 
 def read_input(predictor: Predictor, path: str) -> np.ndarray:
-  """One image file (its alpha channel dropped) normalised as the run's training images were."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from segjax.data import folder  # pylint: disable=import-outside-toplevel
-
-  raw = folder.read_image(path)
+  """One image file (its alpha channel dropped) normalised as the run's training images were
+  (`segjax.data.intensity.prepare_image`, in numpy)."""
+  raw = readers.read_image(path)
   image = raw[..., :3] if raw.shape[-1] == 4 else raw
-  return pipeline.prepare_image({"image": tf.constant(image)}, predictor.config.data)[
-    "image"
-  ].numpy()
+  return intensity.prepare_image(image, predictor.config.data)
 
 
 def predict_file(predictor: Predictor, path: str) -> tuple[dict, np.ndarray]:

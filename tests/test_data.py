@@ -6,6 +6,7 @@ import tensorflow as tf
 from segjax import registry
 from segjax.data import ops
 from segjax.data.shapes import DESCRIPTOR
+from segjax.data import intensity
 from segjax.data import pipeline
 from segjax.data import shapes
 
@@ -356,3 +357,9 @@ def test_unit_image_for_every_depth_layout_channel_count_and_normalisation(
   expected = np.repeat(unit, 3, -1) if stored == 1 and channels == 3 else unit
   np.testing.assert_allclose(out, expected, atol=1e-6)
   assert out.min() >= 0.0 and out.max() <= 1.0
+  # Prediction's numpy path (no TensorFlow) gives the pipeline's float32 values bit for bit, and
+  # so after standardisation.
+  np.testing.assert_array_equal(intensity.unit_image(image, config), out)
+  config.mean, config.std = (0.4, 0.5, 0.6)[:channels], (0.2, 0.25, 0.3)[:channels]
+  tf_prepared = pipeline.prepare_image({"image": tf.constant(image)}, config)["image"].numpy()
+  np.testing.assert_array_equal(intensity.prepare_image(image, config), tf_prepared)

@@ -13,6 +13,7 @@ from PIL import Image
 from segjax.data import folder
 from segjax.data import ops
 from segjax.data import patches
+from segjax.data import stream
 
 RNG = np.random.default_rng(0)
 
@@ -351,11 +352,11 @@ def test_patch_extraction_and_reassembly_are_exact():
   np.testing.assert_array_equal(patches.reassemble(small, pos, (5, 7)), image[:5, :7])
   # The TensorFlow version the training stream uses cuts the same patches.
   labels = RNG.integers(0, 4, (37, 50)).astype(np.int32)
-  example = patches.pad_to_patch(
+  example = stream.pad_to_patch(
     {"image": tf.constant(image), "semantic": tf.constant(labels)}, (16, 16), 255
   )
-  grid = patches.tf_grid(37, 50, (16, 16), (12, 12)).numpy()
-  got = [patches.cut_patch(example, tf.constant(p), (16, 16)) for p in grid]
+  grid = stream.tf_grid(37, 50, (16, 16), (12, 12)).numpy()
+  got = [stream.cut_patch(example, tf.constant(p), (16, 16)) for p in grid]
   assert [tuple(p["patch_position"].numpy()) for p in got] == positions
   np.testing.assert_array_equal(np.stack([p["image"].numpy() for p in got]), tiles)
 

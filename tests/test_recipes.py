@@ -2,7 +2,7 @@
 trainer, at its own crop size and with its own pipeline, on tfds.testing.mock_data (scenes of the
 built-in dataset in each dataset's raw format, 48x96 pixels: the training pipeline scales and
 pads them to the recipe's crop) or, for the folder recipe, on files written here. Only the widths
-are reduced, and the batch to one example on one device, so that CI can run it.
+and depths are reduced, and the batch to one example on one device, so that CI can run it.
 
 Each recipe runs in a child process on one CPU device, so that the memory of its large crops
 (up to 5.6 GB for HMSA's 1024x2048) is returned when it ends."""
@@ -27,12 +27,17 @@ from segjax.data import stream
 
 from conftest import load_config, records_of_mock_data, xla_flags
 
-# Narrower models: the architecture, crop and pipeline stay the recipe's.
+# Narrower, shallower models: the architecture (block kind, strides, dilations, multi-grid, heads),
+# crop and pipeline stay the recipe's; the ResNet stages hold 1, 1, 2 and 3 blocks.
+BLOCKS = (1, 1, 2, 3)
 NARROW = {
-  "deeplabv3": dict(width=4, aspp_features=16),
-  "deeplabv3plus": dict(width=4, aspp_features=16, low_level_features=8, decoder_features=16),
+  "deeplabv3": dict(width=4, blocks=BLOCKS, aspp_features=16),
+  "deeplabv3plus": dict(
+    width=4, blocks=BLOCKS, aspp_features=16, low_level_features=8, decoder_features=16
+  ),
   "panoptic_deeplab": dict(
     width=4,
+    blocks=BLOCKS,
     aspp_features=16,
     semantic_features=16,
     instance_features=8,

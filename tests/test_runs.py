@@ -3,6 +3,7 @@ optimizer state deleted), exported models, configs recorded so that they reprodu
 
 import json
 import os
+import tempfile
 import shutil
 import subprocess
 import sys
@@ -74,15 +75,33 @@ def tiny_folder_config(root, data_dir):
   return config
 
 
-def _main(name, *flags):
+def _main(name, *flags, imported=None):
+  """The stdout of ``experiments/<name>.py`` with ``flags``; ``imported`` (a set) receives the names
+  of the modules loaded when it exits."""
+  script = os.path.join(ROOT, "experiments", f"{name}.py")
+  command = [sys.executable, script, *flags]
+  if imported is not None:
+    report = tempfile.mktemp(suffix=".modules")
+    command = [
+      sys.executable,
+      "-c",
+      "import atexit, runpy, sys\n"
+      f"atexit.register(lambda: open({report!r}, 'w').write(chr(10).join(sys.modules)))\n"
+      f"sys.argv = {[script, *flags]!r}\n"
+      f"runpy.run_path({script!r}, run_name='__main__')",
+    ]
   result = subprocess.run(
-    [sys.executable, os.path.join(ROOT, "experiments", f"{name}.py"), *flags],
+    command,
     capture_output=True,
     text=True,
     timeout=600,
     env={**os.environ, "PYTHONPATH": ROOT},
   )
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  if imported is not None:
+    with open(report) as f:
+      imported.update(f.read().split())
+    os.remove(report)
   return result.stdout
 
 
@@ -106,11 +125,18 @@ def test_prediction_and_evaluation_need_neither_training_data_nor_optimizer_stat
   shutil.rmtree(data_dir)
   for step in os.listdir(os.path.join(workdir, "checkpoints")):
     shutil.rmtree(os.path.join(workdir, "checkpoints", step, "training"))
-  out = str(tmp / "prelabels")
+  out, imported = str(tmp / "prelabels"), set()
   printed = _main(
-    "predict", f"--workdir={workdir}", f"--input={photos}", f"--output={out}", "--format=coco"
+    "predict",
+    f"--workdir={workdir}",
+    f"--input={photos}",
+    f"--output={out}",
+    "--format=coco",
+    imported=imported,
   )
   assert "Pre-labelled 2 images" in printed
+  # Image files are read and normalised without TensorFlow (it takes ~10 s to import).
+  assert "segjax.predict" in imported and "tensorflow" not in imported
   coco = json.load(open(os.path.join(out, "annotations.json")))
   assert [c["name"] for c in coco["categories"]] == list(shapes.DESCRIPTOR.class_names)
   assert sorted(os.listdir(os.path.join(out, "masks"))) == ["val_0.png", "val_1.png"]

@@ -24,11 +24,14 @@ A new op is one factory::
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+import functools
+import types
+from typing import Callable
 
 import tensorflow as tf
 
 from segjax import registry
+from segjax.data import intensity
 from segjax.data import targets
 from segjax.data.descriptor import IMAGENET_MEAN, DatasetDescriptor
 
@@ -86,40 +89,25 @@ def spatial_keys(example) -> list[str]:
 
 
 # ------------------------------------------------------------------------ intensities
-NORMALIZATIONS = ("mean_std", "minmax", "percentile")
-
-
-def check_normalization(mode) -> None:
-  if mode not in NORMALIZATIONS:
-    raise ValueError(
-      f"config.data.normalization={mode!r}: use one of {', '.join(repr(m) for m in NORMALIZATIONS)}"
-    )
-
-
-def to_unit(
-  image, *, scale: float = 255.0, mode: str = "mean_std", percentiles: Sequence[float] = (1.0, 99.0)
-):
-  """Intensities to [0, 1] in float32: ``"mean_std"`` divides by ``scale`` (255 for 8-bit, 65535 for
-  16-bit images); ``"minmax"`` stretches each image between its minimum and maximum;
-  ``"percentile"`` clips each image to its ``percentiles`` (e.g. 1st and 99th) and stretches between
-  them — for microscopy and other 16-bit images that use a narrow part of their range."""
-  check_normalization(mode)
-  image = tf.cast(image, tf.float32)
-  if mode == "mean_std":
-    return image / scale
-  if mode == "minmax":
-    low, high = tf.reduce_min(image), tf.reduce_max(image)
-  else:
-    values = tf.sort(tf.reshape(image, [-1]))
-    last = tf.cast(tf.size(values) - 1, tf.float32)
-    pick = lambda p: values[tf.cast(tf.round(last * p / 100.0), tf.int32)]
-    low, high = pick(percentiles[0]), pick(percentiles[1])
-  return tf.clip_by_value((image - low) / tf.maximum(high - low, 1e-6), 0.0, 1.0)
-
-
-def standardize(image, mean: Sequence[float], std: Sequence[float]):
-  """``(image - mean) / std`` per channel."""
-  return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+# The numpy functions `segjax.data.intensity` uses, as TensorFlow ops (its ``xp`` in tf.data).
+TF_NUMPY = types.SimpleNamespace(
+  float32=tf.float32,
+  int32=tf.int32,
+  asarray=tf.cast,
+  min=tf.reduce_min,
+  max=tf.reduce_max,
+  mean=tf.reduce_mean,
+  sort=tf.sort,
+  reshape=tf.reshape,
+  size=tf.size,
+  round=tf.round,
+  clip=tf.clip_by_value,
+  maximum=tf.maximum,
+  tile=tf.tile,
+)
+NORMALIZATIONS, check_normalization = intensity.NORMALIZATIONS, intensity.check_normalization
+to_unit = functools.partial(intensity.to_unit, xp=TF_NUMPY)
+standardize = functools.partial(intensity.standardize, xp=TF_NUMPY)
 
 
 # ------------------------------------------------------------------------ geometry

@@ -1,6 +1,7 @@
 """Patches of high-resolution images: a grid with overlap, exact reassembly, filtering by labelled
 fraction; the training stream samples them (`segjax.data.stream`, with NVIDIA's class-uniform
-sampling).
+sampling). This module is numpy only (prediction imports it without TensorFlow); the
+training stream cuts patches of tf.data examples in `segjax.data.stream`.
 
 The grid covers every pixel: positions step by ``stride`` and the last row/column of patches is
 aligned to the image border (an image smaller than the patch is padded: labels with the ignore
@@ -12,9 +13,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
-
-from segjax.data import ops
 
 
 def grid_starts(length: int, size: int, stride: int) -> list[int]:
@@ -60,33 +58,3 @@ def reassemble(patches: np.ndarray, positions, shape: Sequence[int]) -> np.ndarr
     total[y : y + patch.shape[0], x : x + patch.shape[1]] += patch
     count[y : y + patch.shape[0], x : x + patch.shape[1]] += 1
   return (total / count)[:height, :width].astype(patches.dtype)
-
-
-def pad_to_patch(example: dict, size: Sequence[int], ignore_label: int) -> dict:
-  """An (unbatched) example padded at the bottom/right to at least one patch."""
-  return ops.pad_example(example, size, ignore_label=ignore_label)
-
-
-def tf_grid(height, width, size: Sequence[int], stride: Sequence[int]) -> tf.Tensor:
-  """`grid_positions` of an image of tensor height/width, as int32 ``[N, 2]`` (y, x)."""
-  grid = tf.numpy_function(
-    lambda h, w: np.array(grid_positions(int(h), int(w), size, stride), np.int32).reshape(-1, 2),
-    [height, width],
-    tf.int32,
-    stateful=False,
-  )
-  return tf.ensure_shape(grid, [None, 2])
-
-
-def cut_patch(example: dict, position, size: Sequence[int]) -> dict:
-  """The patch of ``size`` at ``position`` (y, x) of every per-pixel map of a padded example;
-  other keys are copied; ``patch_position`` is added."""
-  out = dict(example)
-  for key in ops.spatial_keys(example):
-    value = example[key]
-    out[key] = tf.ensure_shape(
-      value[position[0] : position[0] + size[0], position[1] : position[1] + size[1]],
-      [size[0], size[1]] + value.shape[2:],
-    )
-  out["patch_position"] = position
-  return out

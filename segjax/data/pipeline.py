@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from segjax.data import datasets
+from segjax.data import intensity
 from segjax.data import ops
 from segjax.data import shapes
 from segjax.data import stream
@@ -421,25 +422,9 @@ def _fit(example, size):
 
 
 def unit_image(example, data_config):
-  """The image as float32 in [0, 1] with ``data.channels`` channels (grey images feed 3-channel
-  models by repetition; RGB(A) feeds 1-channel models as its mean, taken first, so that a stretch
-  spans the grey image), from ``data.normalization``: ``"mean_std"`` divides by the dtype's
-  maximum, ``"minmax"`` and ``"percentile"`` (``data.percentiles``) stretch each image
-  (`ops.to_unit`)."""
-  image = example["image"]
-  scale = 65535.0 if image.dtype == tf.uint16 else 255.0
-  channels = data_config.get("channels", 3)
-  if channels == 1 and image.shape[-1] != 1:
-    image = tf.reduce_mean(tf.cast(image[..., :3], tf.float32), axis=-1, keepdims=True)
-  image = ops.to_unit(
-    image,
-    scale=scale,
-    mode=data_config.get("normalization", "mean_std"),
-    percentiles=tuple(data_config.get("percentiles", (1.0, 99.0))),
-  )
-  if channels == 3 and image.shape[-1] == 1:
-    image = tf.tile(image, [1, 1, 3])
-  return {**example, "image": image}
+  """The example with its image as float32 in [0, 1] and ``data.channels`` channels
+  (`segjax.data.intensity.unit_image`, in TensorFlow ops)."""
+  return {**example, "image": intensity.unit_image(example["image"], data_config, ops.TF_NUMPY)}
 
 
 def standardize_image(example, data_config):
@@ -490,8 +475,8 @@ def eval_preprocess(descriptor, data_config):
 
 
 def prepare_image(example, data_config):
-  """`unit_image` then `standardize_image`: an example (or a file) as the model sees it. The
-  settings are saved with the run, so prediction uses the same."""
+  """`unit_image` then `standardize_image`: an example as the model sees it (in TensorFlow ops;
+  `segjax.data.intensity.prepare_image` is the same in numpy, for prediction)."""
   return standardize_image(unit_image(example, data_config), data_config)
 
 

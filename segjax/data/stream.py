@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from segjax.data import ops
 from segjax.data import patches as patches_lib
 
 
@@ -233,6 +234,38 @@ def unit_of(k, units: Units, seed: int, class_balanced: float = 0.0):
   return tf.where(draws[0] < class_balanced, balanced, permuted)
 
 
+def pad_to_patch(example: dict, size: Sequence[int], ignore_label: int) -> dict:
+  """An (unbatched) example padded at the bottom/right to at least one patch."""
+  return ops.pad_example(example, size, ignore_label=ignore_label)
+
+
+def tf_grid(height, width, size: Sequence[int], stride: Sequence[int]) -> tf.Tensor:
+  """`segjax.data.patches.grid_positions` of an image of tensor height/width, as int32 ``[N, 2]`` (y, x)."""
+  grid = tf.numpy_function(
+    lambda h, w: np.array(
+      patches_lib.grid_positions(int(h), int(w), size, stride), np.int32
+    ).reshape(-1, 2),
+    [height, width],
+    tf.int32,
+    stateful=False,
+  )
+  return tf.ensure_shape(grid, [None, 2])
+
+
+def cut_patch(example: dict, position, size: Sequence[int]) -> dict:
+  """The patch of ``size`` at ``position`` (y, x) of every per-pixel map of a padded example;
+  other keys are copied; ``patch_position`` is added."""
+  out = dict(example)
+  for key in ops.spatial_keys(example):
+    value = example[key]
+    out[key] = tf.ensure_shape(
+      value[position[0] : position[0] + size[0], position[1] : position[1] + size[1]],
+      [size[0], size[1]] + value.shape[2:],
+    )
+  out["patch_position"] = position
+  return out
+
+
 def example_at(units: Units, patch_size, ignore_label: int):
   """``(unit, decoded example) -> the unit's example``: its patch when units are patches."""
   if units.positions is None:
@@ -240,8 +273,8 @@ def example_at(units: Units, patch_size, ignore_label: int):
   positions = tf.constant(units.positions, tf.int32)
 
   def cut(unit, example):
-    example = patches_lib.pad_to_patch(example, patch_size, ignore_label)
-    return patches_lib.cut_patch(example, tf.gather(positions, unit), patch_size)
+    example = pad_to_patch(example, patch_size, ignore_label)
+    return cut_patch(example, tf.gather(positions, unit), patch_size)
 
   return cut
 
@@ -264,14 +297,12 @@ def patch_units(
   count = len(source_records)
 
   def survey(example):
-    example = patches_lib.pad_to_patch(example, size, ignore_label)
+    example = pad_to_patch(example, size, ignore_label)
     shape = tf.shape(example["semantic"])
-    grid = patches_lib.tf_grid(shape[0], shape[1], size, stride)
+    grid = tf_grid(shape[0], shape[1], size, stride)
 
     def describe(position):
-      semantic = patches_lib.cut_patch({"semantic": example["semantic"]}, position, size)[
-        "semantic"
-      ]
+      semantic = cut_patch({"semantic": example["semantic"]}, position, size)["semantic"]
       labels = tf.reshape(semantic, [-1])
       fraction = tf.reduce_mean(tf.cast(labels != ignore_label, tf.float32))
       labels = tf.boolean_mask(labels, (labels >= 0) & (labels < num_classes))

@@ -106,6 +106,7 @@ class DeepLabV3(nn.Module):
   output_stride: int = 8
   multi_grid: Sequence[int] | None = None
   width: int = 64
+  blocks: Sequence[int] | None = None  # four counts replacing the depth's blocks per stage
   aspp_features: int = 256
   aux_head: bool = False
   dtype: Dtype = jnp.float32
@@ -156,6 +157,7 @@ def _backbone(model, image, train):
     model.multi_grid,
     model.width,
     model.dtype,
+    model.blocks,
     name="backbone",
   )(image, train)
 

@@ -114,6 +114,7 @@ class PanopticDeepLabResNet(nn.Module):
   backbone: str = "resnet50"
   output_stride: int = 32
   width: int = 64
+  blocks: Sequence[int] | None = None  # four counts replacing the depth's blocks per stage
   aspp_features: int = 256
   semantic_features: int = 256
   instance_features: int = 128
@@ -125,7 +126,13 @@ class PanopticDeepLabResNet(nn.Module):
   def __call__(self, image, train: bool = False):
     size = image.shape[1:3]
     feats = ResNet(
-      depth_of(self.backbone), self.output_stride, None, self.width, self.dtype, name="backbone"
+      depth_of(self.backbone),
+      self.output_stride,
+      None,
+      self.width,
+      self.dtype,
+      self.blocks,
+      name="backbone",
     )(image, train)
     rates = {32: (3, 6, 9), 16: (6, 12, 18), 8: (12, 24, 36)}[self.output_stride]
     semantic = PanopticDecoder(
