@@ -54,6 +54,37 @@ SLOW_FIRST = (
 )
 
 
+_LABEL_STUDIO_INSTALL = []
+
+
+def pytest_configure(config):
+  """A run of the whole suite or of a Label Studio test file, slow tests included, installs Label
+  Studio's cached environment, when it is not there yet, in the background of its first process
+  (xdist's controller) while the first tests run; the tests that need it wait on its lock
+  (`segjax.labelstudio.server.ensure_installed`)."""
+  if hasattr(config, "workerinput") or "not slow" in (config.option.markexpr or ""):
+    return
+  targets = [os.path.basename(os.path.normpath(a.split("::")[0])) for a in config.args]
+  if not any(t == "tests" or t.startswith("test_labelstudio") for t in targets):
+    return
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+
+  from segjax.labelstudio import server  # pylint: disable=import-outside-toplevel
+
+  stamp = os.path.join(server.venv_dir(), ".segjax-installed")
+  if os.path.exists(stamp) and open(stamp).read() == server.VERSION:
+    return
+  install = "from segjax.labelstudio import server; server.ensure_installed()"
+  _LABEL_STUDIO_INSTALL.append(subprocess.Popen([sys.executable, "-c", install]))
+
+
+def pytest_unconfigure(config):
+  del config
+  for process in _LABEL_STUDIO_INSTALL:  # finished by then, unless no test needed it
+    process.wait(timeout=600)
+
+
 def pytest_collection_modifyitems(items):
   def rank(item):
     return next((i for i, name in enumerate(SLOW_FIRST) if name in item.nodeid), len(SLOW_FIRST))
