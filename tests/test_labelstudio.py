@@ -749,7 +749,7 @@ def test_campaign_counts_clicks_per_object_in_each_mode():
   assert sum(p is not None and np.array_equal(p, prelabel == 6) for p in clicker.previous) == 1
 
 
-def test_gain_per_click_is_entropy_per_expected_click(monkeypatch):
+def test_gain_per_click_and_objects_per_pixel_on_a_hand_made_tile(monkeypatch):
   from segjax import predict  # pylint: disable=import-outside-toplevel
   from segjax.labelstudio import campaign  # pylint: disable=import-outside-toplevel
 
@@ -763,3 +763,20 @@ def test_gain_per_click_is_entropy_per_expected_click(monkeypatch):
   )
   predictor = types.SimpleNamespace(descriptor=None)
   assert campaign.gain_per_click(predictor, "tile.tif") == pytest.approx(8 * np.log(2) / 3)
+  # objects_per_pixel: 2 objects over 1 + 8 x (1 - 0.5) expected error pixels.
+  assert campaign.objects_per_pixel(predictor, "tile.tif") == pytest.approx(2 / 5)
+
+
+def test_farthest_first_is_k_center_greedy_on_standardised_features():
+  from segjax.labelstudio import campaign  # pylint: disable=import-outside-toplevel
+
+  # One feature at 0, 1, 2, 10 (and a constant one, which standardisation ignores): from "a" the
+  # farthest is "d"; then "c" (2 from "a"; "b" is 1 from it).
+  descriptors = {"a": [0.0, 5.0], "b": [1.0, 5.0], "c": [2.0, 5.0], "d": [10.0, 5.0]}
+  assert campaign.farthest_first(descriptors, ["a"], 2) == ["d", "c"]
+  assert campaign.farthest_first(descriptors, ["a", "d"], 1) == ["c"]
+  # Standardised (z-scores: b is 2.31 from a, d 2.24, c 1.68), not raw (d 40, c 30, b 1).
+  scaled = {"a": [0.0, 0.0], "b": [1.0, 0.0], "c": [0.0, 30.0], "d": [0.0, 40.0]}
+  assert campaign.farthest_first(scaled, ["a"], 1) == ["b"]
+  # More asked than remain: every remaining key, once.
+  assert campaign.farthest_first(descriptors, ["a", "b"], 5) == ["d", "c"]

@@ -30,6 +30,9 @@ and ``iou_scores`` in float64 from the float32 weights (and torch's float32 ones
 ``*_torch_float32``); and
 ``sam_sizes.json``: the parameter counts of transformers' SAM ViT-B, ViT-L and ViT-H.
 
+Writes ``dinov2_tiny/``, ``dinov2_registers_tiny/``, ``dinov2_tiny_io.npz`` and
+``dinov2_sizes.json`` (`dinov2`).
+
 Writes ``segformer_tiny_state_dict.safetensors``: the in-memory ``state_dict()`` of
 ``segformer_tiny/`` (transformers 5's module names; ``--only=state_dict`` writes this alone from
 the existing ``segformer_tiny/``).
@@ -43,6 +46,8 @@ import numpy as np
 import torch
 import transformers
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
+from transformers import Dinov2Config, Dinov2Model
+from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 from transformers import SamConfig, SamModel
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
@@ -235,6 +240,70 @@ def sam(output):
   print(json.dumps(sizes))
 
 
+# DINOv2: a 2-block ViT of width 32 (4 heads) on 8x8 patches and a 5x5 position grid; the plain
+# one with an MLP, the one with registers (2) with SwiGLU.
+DINO_TINY = dict(
+  hidden_size=32,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  patch_size=8,
+  image_size=40,
+  layerscale_value=0.5,
+)
+DINO_VARIANTS = {  # facebook/dinov2-{small,base,large,giant}
+  "vit_s": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6),
+  "vit_b": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
+  "vit_l": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16),
+  "vit_g": dict(
+    hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, use_swiglu_ffn=True
+  ),
+}
+
+
+def dinov2(output):
+  """``dinov2_tiny/`` (``Dinov2Model``), ``dinov2_registers_tiny/`` (``Dinov2WithRegistersModel``,
+  2 registers, SwiGLU) and ``dinov2_tiny_io.npz``: for each, images at the position grid's size
+  (40x40, two images) and at other sizes (56x48: interpolated up; 24x32: down) NHWC and ``last_hidden_state``
+  computed in float64 from the float32 weights (stored as float32); ``dinov2_sizes.json``: parameter counts of DINOv2
+  ViT-S/B/L/g (patch 14, 518 px)."""
+  arrays = {}
+  for name, cls, config in (
+    ("dinov2_tiny", Dinov2Model, Dinov2Config(**DINO_TINY)),
+    (
+      "dinov2_registers_tiny",
+      Dinov2WithRegistersModel,
+      Dinov2WithRegistersConfig(num_register_tokens=2, use_swiglu_ffn=True, **DINO_TINY),
+    ),
+  ):
+    torch.manual_seed(3)
+    model = cls(config).eval()
+    unit_gain_(model)
+    with torch.no_grad():
+      model.embeddings.cls_token.normal_()
+      model.embeddings.position_embeddings.normal_()
+      if hasattr(model.embeddings, "register_tokens"):
+        model.embeddings.register_tokens.normal_()
+    model.save_pretrained(os.path.join(output, name), safe_serialization=True)
+    model = model.double()
+    for size in ((40, 40), (56, 48), (24, 32)):
+      batch = 2 if size == (40, 40) else 1
+      image = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(size[0]))
+      with torch.no_grad():
+        out = model(pixel_values=image.double()).last_hidden_state
+      key = f"{name}_{size[0]}x{size[1]}"
+      arrays[f"image_{key}"] = image.permute(0, 2, 3, 1).numpy().astype(np.float32)
+      arrays[f"tokens_{key}"] = out.numpy().astype(np.float32)
+  np.savez_compressed(os.path.join(output, "dinov2_tiny_io.npz"), **arrays)
+  sizes = {"transformers": transformers.__version__, "torch": torch.__version__}
+  for name, spec in DINO_VARIANTS.items():
+    with torch.device("meta"):
+      big = Dinov2Model(Dinov2Config(image_size=518, patch_size=14, **spec))
+    sizes[name] = sum(p.numel() for p in big.parameters())
+  with open(os.path.join(output, "dinov2_sizes.json"), "w", encoding="utf-8") as f:
+    json.dump(sizes, f, indent=2)
+  print(json.dumps(sizes))
+
+
 def in_memory_state_dict(output):
   """``segformer_tiny_state_dict.safetensors``: the in-memory ``state_dict()`` of ``segformer_tiny/``
   loaded by this transformers (5 renames SegFormer's modules: ``segformer.stages.N...``, while
@@ -254,9 +323,13 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--output", required=True)
   parser.add_argument(
-    "--only", default="", help="segformer, mask2former, sam or state_dict (default: all)"
+    "--only", default="", help="segformer, mask2former, sam, dinov2 or state_dict (default: all)"
   )
   args = parser.parse_args()
+  if args.only in ("", "dinov2"):
+    dinov2(args.output)
+  if args.only == "dinov2":
+    return
   if args.only in ("", "sam"):
     sam(args.output)
   if args.only == "sam":

@@ -18,6 +18,10 @@ annotations, versions and fine-tuning process as with Label Studio). Orders:
                 the number of instances the model pre-labels there divided by one plus the
                 tile's expected error pixels (the sum over its pixels of one minus the model's
                 largest class probability)
+  diversity     the tiles farthest from those labelled so far (k-center greedy, Sener & Savarese
+                2018), each tile described by its pre-label (foreground fraction, expected error
+                fraction, instances) and its intensities (mean, standard deviation), every
+                feature standardised over the pool
   random        tiles in a random order
   scratch       the random order's tiles labelled without pre-labels: every non-background
                 pixel is painted (same tiles, so the same models as ``random``)
@@ -49,7 +53,7 @@ from segjax.labelstudio import backend as ls_backend
 from segjax.labelstudio import tasks as ls_tasks
 
 
-ORDERS = ("uncertainty", "gain_per_click", "objects_per_pixel", "random")
+ORDERS = ("uncertainty", "gain_per_click", "objects_per_pixel", "diversity", "random")
 
 
 def write_tiles(root: str, image: np.ndarray, instances: np.ndarray, size: int):
@@ -180,6 +184,36 @@ def objects_per_pixel(predictor, path: str) -> float:
   return objects / (1.0 + float(np.sum(1.0 - probabilities.max(axis=-1))))
 
 
+def tile_descriptor(predictor, path: str) -> np.ndarray:
+  """The ``diversity`` order's description of one tile (module docstring)."""
+  from segjax.data import readers  # pylint: disable=import-outside-toplevel
+
+  probabilities, objects = _tile_scores(predictor, path)
+  image = readers.read_image(path).astype(np.float64)
+  foreground = float(np.mean(1.0 - probabilities[..., 0]))
+  error = float(np.mean(1.0 - probabilities.max(axis=-1)))
+  return np.array([foreground, error, objects, image.mean(), image.std()])
+
+
+def farthest_first(descriptors: dict, labelled, count: int) -> list:
+  """``count`` keys of ``descriptors`` (key -> feature vector) not in ``labelled``, each the one
+  farthest (Euclidean, features standardised over all keys) from the labelled keys and those
+  chosen before it: k-center greedy."""
+  keys = sorted(descriptors)
+  features = np.stack([np.asarray(descriptors[k], np.float64) for k in keys])
+  features = (features - features.mean(0)) / np.maximum(features.std(0), 1e-12)
+  distance = np.full(len(keys), np.inf)
+  for k in labelled:
+    distance = np.minimum(distance, np.linalg.norm(features - features[keys.index(k)], axis=1))
+  chosen = []
+  for _ in range(min(count, len(keys) - len(set(labelled)))):
+    candidates = [i for i, k in enumerate(keys) if k not in labelled and k not in chosen]
+    best = max(candidates, key=lambda i: (distance[i], -i))
+    chosen.append(keys[best])
+    distance = np.minimum(distance, np.linalg.norm(features - features[best], axis=1))
+  return chosen
+
+
 def train_initial(config, tiles: dict, chosen: list[str], workdir: str):
   """The first model, trained from scratch on the ``chosen`` tiles, labelled from scratch."""
   from segjax import train  # pylint: disable=import-outside-toplevel
@@ -265,6 +299,9 @@ def simulate(
     elif order == "objects_per_pixel":
       ratios = {p: objects_per_pixel(served.served()[1], p) for p in remaining}
       chosen = sorted(remaining, key=lambda p: -ratios[p])[:per_round]
+    elif order == "diversity":
+      described = {p: tile_descriptor(served.served()[1], p) for p in pool}
+      chosen = farthest_first(described, labelled, per_round)
     elif order == "random":
       chosen = list(rng.permutation(remaining)[:per_round])
     else:

@@ -246,14 +246,18 @@ TRANSFORMERS_NAMES = {
   "Mask2FormerForUniversalSegmentation": "mask2former",
   "sam": "sam",
   "SamModel": "sam",
+  "vit": "vit",
+  "Dinov2Model": "vit",
+  "Dinov2WithRegistersModel": "vit",
 }
 
 
 def from_transformers(name: str, path, **kwargs):
   """``(model, variables)`` of a Hugging Face transformers checkpoint: ``name`` is the
   architecture (``"segformer"``/``"SegformerForSemanticSegmentation"``, ``"mask2former"``/
-  ``"Mask2FormerForUniversalSegmentation"`` with a ResNet backbone, or ``"sam"``/``"SamModel"``:
-  Segment Anything, `segjax.models.sam`), ``path`` its ``.safetensors``
+  ``"Mask2FormerForUniversalSegmentation"`` with a ResNet backbone, ``"sam"``/``"SamModel"``:
+  Segment Anything, `segjax.models.sam`, or ``"Dinov2Model"``/``"Dinov2WithRegistersModel"``:
+  DINOv2's ViT, `segjax.models.vit`), ``path`` its ``.safetensors``
   file, a directory holding ``model.safetensors`` (and ``config.json``), a hub name
   (``"hf-hub:nvidia/segformer-b0-finetuned-ade-512-512"``) or a state dict of arrays (the
   checkpoint's key names or transformers 5's in-memory ones). Sizes (widths, depths, layer
@@ -277,7 +281,12 @@ def from_transformers(name: str, path, **kwargs):
 
     model = models.create("sam", **{**sam.sizes_from_state_dict(state, hf_config), **kwargs})
     return model, sam.load_variables(model, state)
-  if TRANSFORMERS_NAMES[name] == "segformer":
+  if TRANSFORMERS_NAMES[name] == "vit":
+    from segjax.models import vit  # pylint: disable=import-outside-toplevel
+
+    module, ignore = vit, ()
+    state = vit.checkpoint_names(state)
+  elif TRANSFORMERS_NAMES[name] == "segformer":
     module, ignore = segformer_weights, ()
     state = segformer_weights.checkpoint_names(state)
   else:
