@@ -244,3 +244,17 @@ def test_mask2former_by_hub_name_equals_the_checkpoint_directory(hub_cache):
   _, by_path = models.from_transformers("mask2former", directory)
   jax.tree.map(np.testing.assert_array_equal, by_name, by_path)
   assert len(jax.tree.leaves(by_name)) > 100
+
+
+def test_dinov2_by_hub_name_equals_the_checkpoint_directory(hub_cache):
+  directory = os.path.join(FIXTURES, "dinov2_registers_tiny")
+  write_repo(
+    hub_cache[0],
+    "facebook/dinov2-with-registers-tiny",
+    MAIN,
+    {name: os.path.join(directory, name) for name in os.listdir(directory)},
+  )
+  model, by_name = models.from_pretrained("hf-hub:facebook/dinov2-with-registers-tiny")
+  _, by_path = models.from_transformers("Dinov2WithRegistersModel", directory)
+  jax.tree.map(np.testing.assert_array_equal, by_name, by_path)
+  assert model.num_registers == 2
