@@ -42,6 +42,13 @@ def write_repo(cache, repo_id, commit, files, refs=("main",)):
     (root / "refs" / ref).write_text(commit)
 
 
+def write_fixture_repo(cache, repo_id, fixture):
+  """The files of ``tests/fixtures/<fixture>/`` as ``repo_id`` at ``MAIN``; returns that folder."""
+  directory = os.path.join(FIXTURES, fixture)
+  write_repo(cache, repo_id, MAIN, {n: os.path.join(directory, n) for n in os.listdir(directory)})
+  return directory
+
+
 def sha256(path):
   with open(path, "rb") as f:
     return hashlib.sha256(f.read()).hexdigest()
@@ -233,13 +240,7 @@ def test_the_environment_variables_choose_the_cache_and_offline_mode(hub_cache, 
 
 
 def test_mask2former_by_hub_name_equals_the_checkpoint_directory(hub_cache):
-  directory = os.path.join(FIXTURES, "mask2former_tiny")
-  write_repo(
-    hub_cache[0],
-    "facebook/mask2former-tiny",
-    MAIN,
-    {name: os.path.join(directory, name) for name in os.listdir(directory)},
-  )
+  directory = write_fixture_repo(hub_cache[0], "facebook/mask2former-tiny", "mask2former_tiny")
   _, by_name = models.from_pretrained("hf-hub:facebook/mask2former-tiny")
   _, by_path = models.from_transformers("mask2former", directory)
   jax.tree.map(np.testing.assert_array_equal, by_name, by_path)
@@ -247,12 +248,8 @@ def test_mask2former_by_hub_name_equals_the_checkpoint_directory(hub_cache):
 
 
 def test_dinov2_by_hub_name_equals_the_checkpoint_directory(hub_cache):
-  directory = os.path.join(FIXTURES, "dinov2_registers_tiny")
-  write_repo(
-    hub_cache[0],
-    "facebook/dinov2-with-registers-tiny",
-    MAIN,
-    {name: os.path.join(directory, name) for name in os.listdir(directory)},
+  directory = write_fixture_repo(
+    hub_cache[0], "facebook/dinov2-with-registers-tiny", "dinov2_registers_tiny"
   )
   model, by_name = models.from_pretrained("hf-hub:facebook/dinov2-with-registers-tiny")
   _, by_path = models.from_transformers("Dinov2WithRegistersModel", directory)
